@@ -1,0 +1,73 @@
+"""mlops-magics: a notebook-native MLOps toolkit.
+
+``import mlops_magics`` is cheap: it imports neither IPython, ipywidgets nor any server library.
+``%load_ext mlops_magics`` registers the magics in an IPython shell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops_magics.api import (
+    alias_history,
+    delete_model,
+    get_model,
+    list_models,
+    load_model,
+    register,
+    remove_alias,
+    set_alias,
+    tag_model,
+)
+from mlops_magics.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    MlopsError,
+    NotFoundError,
+    RegistryLockedError,
+    SchemaVersionError,
+    SerializationError,
+)
+from mlops_magics.registry import ModelVersion, Registry, default_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConflictError",
+    "IntegrityError",
+    "InvalidInputError",
+    "MlopsError",
+    "ModelVersion",
+    "NotFoundError",
+    "Registry",
+    "RegistryLockedError",
+    "SchemaVersionError",
+    "SerializationError",
+    "__version__",
+    "alias_history",
+    "default_registry",
+    "delete_model",
+    "get_model",
+    "list_models",
+    "load_ipython_extension",
+    "load_model",
+    "register",
+    "remove_alias",
+    "set_alias",
+    "tag_model",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (``%load_ext mlops_magics``).
+
+    Our ``%alias`` (model aliases) shadows IPython's shell-command ``%alias``, which stays
+    available as ``%shell_alias``.
+    """
+    from mlops_magics.magics import MlopsMagics
+
+    line_magics = ipython.magics_manager.magics["line"]
+    if "shell_alias" not in line_magics and "alias" in line_magics:
+        ipython.register_magic_function(line_magics["alias"], "line", "shell_alias")
+    ipython.register_magics(MlopsMagics)

@@ -1,0 +1,289 @@
+"""The plain-Python API: one function per magic, usable from scripts, tests and CI."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+
+from mlops_magics import flavors, lineage, signature
+from mlops_magics.errors import InvalidInputError, NotFoundError
+from mlops_magics.registry import (
+    AliasEvent,
+    Lineage,
+    ModelVersion,
+    ModelVersionList,
+    Registry,
+    default_registry,
+)
+from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
+
+TagsArg = Mapping[str, str] | Iterable[str] | None
+
+
+def _registry(registry: Registry | None) -> Registry:
+    return registry if registry is not None else default_registry()
+
+
+def _tags(tags: TagsArg) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if isinstance(tags, Mapping):
+        return dict(check_tag(str(k), str(v)) for k, v in tags.items())
+    if isinstance(tags, str):
+        return dict([parse_tag(tags)])
+    return parse_tags(list(tags))
+
+
+def parse_moment(text: str | datetime) -> datetime:
+    """Parse '2026-11-01' (the end of that day) or an ISO date-time (local time if naive).
+
+    Raises:
+        InvalidInputError: the text is neither.
+    """
+    if isinstance(text, datetime):
+        return text if text.tzinfo else text.astimezone()
+    try:
+        if len(text.strip()) == 10:
+            day = datetime.fromisoformat(text.strip()).date()
+            return datetime.combine(day, time.max).astimezone()
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"Invalid date {text!r}: use YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM[:SS][+TZ]."
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def register(
+    model: Any = None,
+    name: str | None = None,
+    *,
+    path: str | Path | None = None,
+    tags: TagsArg = None,
+    description: str = "",
+    sample: Any = None,
+    alias: str | None = None,
+    flavor: str | None = None,
+    derived_from: str | None = None,
+    provenance: Lineage | None = None,
+    registry: Registry | None = None,
+) -> ModelVersion:
+    """Register an in-memory model, or a file or folder, as the next version of ``name``.
+
+    Args:
+        model: the object to register (omit when ``path`` is given).
+        name: the model name; versions are numbered 1, 2, 3... per name.
+        path: a file or folder trained elsewhere, registered as it is.
+        tags: ``{"key": "value"}`` or ``["key=value", ...]``.
+        description: free text shown with the version.
+        sample: model input (DataFrame, array, list) from which the signature and an input example
+            are recorded; the model's ``predict`` is checked on it.
+        alias: point this alias (e.g. 'staging') at the new version.
+        flavor: force a flavor instead of detecting it (see :data:`mlops_magics.flavors.FLAVORS`).
+        derived_from: ``NAME:VERSION`` of the version this one was made from (lineage).
+        provenance: lineage captured by the caller (the magics pass the notebook and cell);
+            captured here when omitted.
+        registry: default: the registry under ``$MLOPS_HOME``.
+
+    Returns:
+        The new, immutable version.
+
+    Raises:
+        InvalidInputError: bad name, tag, alias, flavor or sample; neither or both of model/path.
+        SerializationError: the object cannot be pickled; the message names the failing attribute.
+        NotFoundError: ``path`` or ``derived_from`` does not exist.
+        RegistryLockedError: another process held the write lock too long.
+    """
+    if (model is None) == (path is None):
+        raise InvalidInputError("Give either a model object or a path to register (not both, not neither).")
+    if not name:
+        raise InvalidInputError("A model name is needed: register(model, name='iris') or %register VAR --name iris.")
+    check_name(name)
+    tag_map = _tags(tags)
+    reg = _registry(registry)
+    parent = None
+    if derived_from:
+        parent = reg.get(derived_from).ref
+    sig = example = None
+    if sample is not None:
+        if model is None:
+            raise InvalidInputError("--sample needs an in-memory model (the model's predict() checks it).")
+        sig, example = signature.infer(model, sample)
+    if provenance is None:
+        provenance = lineage.capture(derived_from=parent)
+    elif parent:
+        provenance = Lineage(**{**provenance.as_dict(), "derived_from": parent})
+    with reg.artifacts.stage() as staging:
+        if path is not None:
+            saved = flavors.save_path(Path(path).expanduser(), staging.folder, flavor)
+        else:
+            saved = flavors.save_object(model, staging.folder, flavor)
+        staged = staging.finish()
+        return reg.add_version(
+            name,
+            staged,
+            flavor=saved.flavor,
+            flavor_options=saved.options,
+            framework=saved.framework,
+            framework_version=saved.framework_version,
+            tags=tag_map,
+            description=description,
+            signature=sig,
+            input_example=example,
+            lineage=provenance,
+            alias=alias,
+        )
+
+
+def parse_tag_filters(items: Iterable[str] | None) -> dict[str, str | None]:
+    """``['team=cv', 'reviewed']`` -> ``{'team': 'cv', 'reviewed': None}`` (key only: must be set)."""
+    filters: dict[str, str | None] = {}
+    for item in items or ():
+        if "=" in item:
+            key, value = parse_tag(item)
+            filters[key] = value
+        else:
+            filters[check_tag(item.strip(), "")[0]] = None
+    return filters
+
+
+def list_models(
+    name: str | None = None,
+    tags: Mapping[str, str | None] | Iterable[str] | None = None,
+    *,
+    latest: bool = False,
+    registry: Registry | None = None,
+) -> ModelVersionList:
+    """List registered versions, by name then version.
+
+    Args:
+        name: a glob on model names, e.g. ``iris*``.
+        tags: ``{"key": "value"}`` (``None`` value: key must be set) or ``["key=value", "key"]``.
+        latest: only the newest version of each model.
+    """
+    filters = dict(tags) if isinstance(tags, Mapping) else parse_tag_filters(tags)
+    return _registry(registry).find(name, filters, latest=latest)
+
+
+def get_model(ref: str, *, as_of: str | datetime | None = None, registry: Registry | None = None) -> ModelVersion:
+    """Return the version that ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` names.
+
+    Args:
+        as_of: resolve aliases and 'latest' as they were then ('2026-11-01' means the end of that day).
+
+    Raises:
+        NotFoundError: no such model, version or alias; the message lists what exists.
+    """
+    return _registry(registry).get(ref, as_of=parse_moment(as_of) if as_of else None)
+
+
+def load_model(ref: str, *, as_of: str | datetime | None = None, registry: Registry | None = None) -> Any:
+    """Load a registered model back into memory after verifying its artifact's sha256.
+
+    Raises:
+        NotFoundError: no such model, version or alias.
+        IntegrityError: the artifact changed since registration; the message names the file.
+    """
+    reg = _registry(registry)
+    version = reg.get(ref, as_of=parse_moment(as_of) if as_of else None)
+    folder = reg.verified_artifact(version)
+    return flavors.get_flavor(version.flavor).load(folder, version.flavor_options)
+
+
+def set_alias(ref: str, alias: str, *, registry: Registry | None = None) -> ModelVersion:
+    """Point ``alias`` at a version, moving it if it is set; every move is recorded."""
+    return _registry(registry).set_alias(ref, alias)
+
+
+def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> None:
+    """Remove an alias from a model (recorded in its history)."""
+    _registry(registry).remove_alias(name, alias)
+
+
+class AliasHistory(list[AliasEvent]):
+    """Alias moves, oldest first, shown as a table."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "No alias has been set."
+        return "\n".join(
+            f"{e.at.astimezone():%Y-%m-%d %H:%M:%S}  {e.name}@{e.alias} -> "
+            f"{'removed' if e.version is None else e.version}  by {e.by}"
+            for e in self
+        )
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td>{e.at.astimezone():%Y-%m-%d %H:%M:%S}</td><td>{escape(e.alias)}</td>"
+            f"<td>{'removed' if e.version is None else e.version}</td><td>{escape(e.by)}</td></tr>"
+            for e in self
+        )
+        return ("<table><thead><tr><th>at</th><th>alias</th><th>version</th><th>by</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>")
+
+
+def alias_history(name: str, alias: str | None = None, *, registry: Registry | None = None) -> AliasHistory:
+    """Every move of a model's aliases (or of one alias), oldest first."""
+    return AliasHistory(_registry(registry).alias_history(name, alias))
+
+
+def tag_model(
+    ref: str, tags: TagsArg = None, *, remove: Iterable[str] | None = None, registry: Registry | None = None
+) -> ModelVersion:
+    """Set and/or remove tags on one version (its artifact stays immutable)."""
+    return _registry(registry).set_tags(ref, _tags(tags), list(remove or []))
+
+
+def delete_model(ref: str, *, registry: Registry | None = None) -> ModelVersion:
+    """Delete one version (``NAME:VERSION``); refused while a live deployment uses it.
+
+    Returns:
+        The version as it was.
+
+    Raises:
+        ConflictError: a live deployment uses it; the message names the deployment.
+    """
+    return _registry(registry).delete_version(ref)
+
+
+def resolve_variable(namespace: Mapping[str, Any], var: str) -> Any:
+    """Return ``namespace[var]``.
+
+    Raises:
+        NotFoundError: no such variable; the message suggests close names.
+    """
+    if var in namespace:
+        return namespace[var]
+    public = [k for k in namespace if not k.startswith("_")]
+    close = difflib.get_close_matches(var, public, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise NotFoundError(
+        f"No variable named {var!r} in the notebook.{hint} Define it first, or register a file with --path."
+    )
+
+
+def variable_name_for(name: str) -> str:
+    """A Python identifier for a model name: 'iris-clf.v2' -> 'iris_clf_v2'."""
+    ident = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return ident if ident.isidentifier() else f"model_{ident}"
+
+
+__all__ = [
+    "AliasHistory",
+    "alias_history",
+    "delete_model",
+    "get_model",
+    "list_models",
+    "load_model",
+    "parse_moment",
+    "register",
+    "remove_alias",
+    "resolve_variable",
+    "set_alias",
+    "tag_model",
+]

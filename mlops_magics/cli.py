@@ -1,0 +1,148 @@
+"""The ``mlops`` command line: the magics' verbs for terminals and CI.
+
+Exit status: 0 on success, 2 for a user error (the message goes to stderr), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mlops_magics import api, flavors
+from mlops_magics.display import version_row
+from mlops_magics.errors import InvalidInputError, MlopsError
+from mlops_magics.registry import ModelVersion, default_registry
+
+
+def _version_json(v: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "version": v.version,
+        "flavor": v.flavor,
+        "framework": v.framework,
+        "framework_version": v.framework_version,
+        "sha256": v.sha256,
+        "size": v.size,
+        "files": [f.path for f in v.files],
+        "tags": dict(v.tags),
+        "aliases": list(v.aliases),
+        "description": v.description,
+        "created_at": v.created_at.isoformat(),
+        "created_by": v.created_by,
+        "signature": None if v.signature is None else dict(v.signature),
+        "lineage": v.lineage.as_dict(),
+    }
+
+
+def _show(result: Any, as_json: bool) -> None:
+    if as_json:
+        if isinstance(result, ModelVersion):
+            print(json.dumps(_version_json(result), indent=2))
+        else:
+            print(json.dumps([_version_json(v) for v in result], indent=2))
+    elif isinstance(result, ModelVersion):
+        for key, value in version_row(result).items():
+            print(f"{key:12} {value}")
+        print(f"{'sha256':12} {result.sha256}")
+    else:
+        print(repr(result))
+
+
+def _export(ref: str, output: str) -> str:
+    reg = default_registry()
+    version = reg.get(ref)
+    source = reg.verified_artifact(version)
+    target = Path(output)
+    if target.exists() and any(target.iterdir()):
+        raise InvalidInputError(f"{target} exists and is not empty: choose an empty or new folder.")
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return f"Exported {version.ref} ({len(version.files)} file(s), sha256 verified) to {target}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mlops``."""
+    parser = argparse.ArgumentParser(prog="mlops", description="mlops-magics registry from the command line.")
+    parser.add_argument("--json", action="store_true", help="Print results as JSON.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("register", help="Register a file or folder as the next version of a model.")
+    p.add_argument("path", help="File or folder to register.")
+    p.add_argument("--name", "-n", required=True, help="Model name.")
+    p.add_argument("--tag", "-t", action="append", default=[], metavar="KEY=VALUE", help="Tag; repeatable.")
+    p.add_argument("--description", "-d", default="", help="Free-text description.")
+    p.add_argument("--alias", "-a", help="Point this alias at the new version.")
+    p.add_argument("--flavor", choices=sorted(flavors.FLAVORS), help="Flavor (default: from the file suffix).")
+
+    p = sub.add_parser("models", help="List model versions.")
+    p.add_argument("--name", "-n", metavar="GLOB", help="Name glob, e.g. 'iris*'.")
+    p.add_argument("--tag", "-t", action="append", default=[], metavar="KEY[=VALUE]", help="Tag filter; repeatable.")
+    p.add_argument("--latest", "-l", action="store_true", help="Only the newest version of each model.")
+
+    p = sub.add_parser("model", help="Show one version.")
+    p.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS.")
+    p.add_argument("--as-of", metavar="DATE", help="Resolve aliases/latest as on this date.")
+
+    p = sub.add_parser("alias", help="Point an alias at a version, or remove it.")
+    p.add_argument("ref", help="NAME:VERSION (NAME with --remove).")
+    p.add_argument("alias", help="Alias name.")
+    p.add_argument("--remove", action="store_true", help="Remove the alias.")
+
+    p = sub.add_parser("tag", help="Set or remove tags of a version.")
+    p.add_argument("ref", help="NAME:VERSION.")
+    p.add_argument("tags", nargs="*", metavar="KEY=VALUE", help="Tags to set.")
+    p.add_argument("--remove", "-r", action="append", default=[], metavar="KEY", help="Key to remove; repeatable.")
+
+    p = sub.add_parser("delete", help="Delete one version (refused while deployed).")
+    p.add_argument("ref", help="NAME:VERSION.")
+
+    p = sub.add_parser("export", help="Copy a version's verified files to a folder.")
+    p.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS.")
+    p.add_argument("output", help="Empty or new folder.")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Any:
+    """Carry out one parsed command; return what to show (or a status line)."""
+    if args.command == "register":
+        return api.register(name=args.name, path=args.path, tags=args.tag, description=args.description,
+                            alias=args.alias, flavor=args.flavor)
+    if args.command == "models":
+        return api.list_models(args.name, args.tag, latest=args.latest)
+    if args.command == "model":
+        return api.get_model(args.ref, as_of=args.as_of)
+    if args.command == "alias":
+        if args.remove:
+            api.remove_alias(args.ref.split(":")[0], args.alias)
+            return f"Removed alias {args.alias!r}."
+        return api.set_alias(args.ref, args.alias)
+    if args.command == "tag":
+        return api.tag_model(args.ref, args.tags, remove=args.remove)
+    if args.command == "delete":
+        return f"Deleted {api.delete_model(args.ref).ref}."
+    if args.command == "export":
+        return _export(args.ref, args.output)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mlops``."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except MlopsError as exc:
+        print(f"mlops: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(result, str):
+        print(result)
+    else:
+        _show(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Plain-text and HTML views of registry records (no IPython needed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_magics.registry.records import ModelVersion
+
+_TABLE_STYLE = "border-collapse:collapse;font-size:12px"
+_CELL = "padding:2px 8px;text-align:left;border-bottom:1px solid #ddd"
+
+
+def human_size(size: int) -> str:
+    """Return ``size`` bytes as '1.2 KiB', '3.4 MiB'..."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def when(moment: datetime) -> str:
+    """Return a timestamp as 'YYYY-MM-DD HH:MM:SS' in local time."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def version_row(v: ModelVersion) -> dict[str, Any]:
+    """Return the columns a listing shows for one version."""
+    return {
+        "name": v.name,
+        "version": v.version,
+        "aliases": ", ".join(v.aliases),
+        "flavor": v.flavor,
+        "framework": " ".join(x for x in (v.framework, v.framework_version) if x),
+        "tags": ", ".join(f"{k}={val}" for k, val in sorted(v.tags.items())),
+        "size": human_size(v.size),
+        "created": when(v.created_at),
+        "description": v.description,
+    }
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p><em>No model versions.</em></p>"
+    head = "".join(f'<th style="{_CELL}">{escape(k)}</th>' for k in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{escape(str(val))}</td>' for val in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def model_versions_html(versions: Sequence[ModelVersion]) -> str:
+    """An HTML table of versions, with a count."""
+    count = f"<p>{len(versions)} model version{'s' if len(versions) != 1 else ''}</p>"
+    return count + _table([version_row(v) for v in versions])
+
+
+def model_versions_text(versions: Sequence[ModelVersion]) -> str:
+    """A fixed-width text table of versions."""
+    if not versions:
+        return "No model versions."
+    rows = [version_row(v) for v in versions]
+    columns = [c for c in rows[0] if c != "description"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _json_block(value: Any) -> str:
+    return f"<pre style='margin:0'>{escape(json.dumps(value, indent=1, default=str))}</pre>"
+
+
+def model_version_html(v: ModelVersion) -> str:
+    """An HTML card for one version: identity, artifact, signature, lineage."""
+    fields: list[tuple[str, str]] = [
+        ("flavor", escape(v.flavor)),
+        ("framework", escape(" ".join(x for x in (v.framework, v.framework_version) if x) or "-")),
+        ("aliases", escape(", ".join(v.aliases) or "-")),
+        ("tags", escape(", ".join(f"{k}={val}" for k, val in sorted(v.tags.items())) or "-")),
+        ("description", escape(v.description or "-")),
+        ("artifact", f"{escape(human_size(v.size))}, {len(v.files)} file(s), sha256 <code>{v.sha256}</code>"),
+        ("files", escape(", ".join(f.path for f in v.files))),
+        ("created", escape(f"{when(v.created_at)} by {v.created_by}")),
+    ]
+    if v.signature:
+        fields.append(("signature", _json_block(dict(v.signature))))
+    lineage = v.lineage.as_dict()
+    if lineage:
+        fields.append(("lineage", _json_block(lineage)))
+    body = "".join(
+        f'<tr><th style="{_CELL}">{name}</th><td style="{_CELL}">{value}</td></tr>' for name, value in fields
+    )
+    return (
+        f"<div><strong>{escape(v.name)}</strong> version <strong>{v.version}</strong>"
+        f'<table style="{_TABLE_STYLE}">{body}</table></div>'
+    )

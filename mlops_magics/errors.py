@@ -1,0 +1,40 @@
+"""The one error hierarchy of mlops-magics.
+
+Every error a user can cause or meet is an :class:`MlopsError`. Each adapter translates it once:
+the magics into a plain ``UsageError``, the command line into a message and exit status 2.
+Messages say what failed, why, and what to do, quoting the offending value.
+"""
+
+from __future__ import annotations
+
+
+class MlopsError(Exception):
+    """Base class of every error mlops-magics raises on purpose."""
+
+
+class InvalidInputError(MlopsError, ValueError):
+    """An argument is malformed: a name, a tag, a reference, an option value."""
+
+
+class NotFoundError(MlopsError, LookupError):
+    """A model, version, alias, variable or deployment does not exist."""
+
+
+class ConflictError(MlopsError):
+    """The request contradicts the registry's state (e.g. deleting a deployed version)."""
+
+
+class SerializationError(MlopsError):
+    """An object cannot be saved as a model artifact."""
+
+
+class IntegrityError(MlopsError):
+    """A stored artifact does not match the sha256 recorded when it was registered."""
+
+
+class RegistryLockedError(MlopsError):
+    """Another process held the registry's write lock for longer than the lock timeout."""
+
+
+class SchemaVersionError(MlopsError):
+    """The registry was written by a newer mlops-magics than the one running."""

@@ -1,0 +1,159 @@
+"""IPython magics: thin adapters over :mod:`mlops_magics.api`.
+
+Each magic parses its arguments, calls one API function and returns its result. Every
+:class:`~mlops_magics.errors.MlopsError` becomes a plain ``UsageError``: a message, no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from mlops_magics import api, flavors, lineage
+from mlops_magics.errors import MlopsError
+from mlops_magics.registry import Lineage, ModelVersion, ModelVersionList
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn our errors into a ``UsageError``: the user sees the message, not a traceback."""
+    try:
+        yield
+    except MlopsError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+@magics_class
+class MlopsMagics(Magics):
+    """The mlops-magics line magics."""
+
+    def _args(self, magic: Callable[..., Any], line: str) -> Any:
+        return parse_argstring(magic, line)
+
+    def _eval(self, expr: str, option: str) -> Any:
+        try:
+            return self.shell.ev(expr)
+        except Exception as exc:
+            raise UsageError(f"Could not evaluate {option} {expr!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _provenance(self) -> Lineage:
+        ns = self.shell.user_ns
+        notebook = ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or ns.get("__vsc_ipynb_file__")
+        history = ns.get("_ih") or []
+        return lineage.capture(
+            notebook=str(notebook) if notebook else None,
+            cell_execution_count=self.shell.execution_count,
+            cell_source=history[-1] if history else None,
+        )
+
+    @magic_arguments()
+    @argument("var", nargs="?", help="Notebook variable holding the model (omit with --path).")
+    @argument("--name", "-n", help="Model name (default: the variable's name). Letters, digits, '.', '_', '-'.")
+    @argument("--path", "-p", help="Register this file or folder instead of a variable (needs --name).")
+    @argument("--tag", "-t", action="append", default=[], metavar="KEY=VALUE", help="Tag the version; repeatable.")
+    @argument("--description", "-d", default="", help="Free-text description (quote it).")
+    @argument("--sample", "-s", metavar="EXPR",
+              help="Expression giving model input, e.g. X_test[:5]: records signature and input example.")
+    @argument("--alias", "-a", help="Point this alias (e.g. staging) at the new version.")
+    @argument("--flavor", choices=sorted(flavors.FLAVORS), help="Force a flavor instead of detecting it.")
+    @argument("--derived-from", metavar="NAME:VERSION", help="Record that this version was made from another.")
+    @line_magic
+    def register(self, line: str) -> ModelVersion:
+        """Register a model from the notebook (or a file/folder) as the next version of its name."""
+        args = self._args(self.register, line)
+        with user_errors():
+            model = api.resolve_variable(self.shell.user_ns, args.var) if args.var else None
+            sample = self._eval(args.sample, "--sample") if args.sample else None
+            return api.register(
+                model, args.name or args.var, path=args.path, tags=args.tag, description=args.description,
+                sample=sample, alias=args.alias, flavor=args.flavor, derived_from=args.derived_from,
+                provenance=self._provenance(),
+            )
+
+    @magic_arguments()
+    @argument("--name", "-n", metavar="GLOB", help="Only models whose name matches this glob, e.g. 'iris*'.")
+    @argument("--tag", "-t", action="append", default=[], metavar="KEY[=VALUE]",
+              help="Only versions with this tag (KEY alone: any value); repeatable, all must match.")
+    @argument("--latest", "-l", action="store_true", help="Only the newest version of each model.")
+    @line_magic
+    def models(self, line: str) -> ModelVersionList:
+        """List registered model versions as a table."""
+        args = self._args(self.models, line)
+        with user_errors():
+            return api.list_models(args.name, args.tag, latest=args.latest)
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    @argument("--as-of", metavar="DATE", help="Resolve aliases/latest as on this date (YYYY-MM-DD or ISO time).")
+    @line_magic
+    def model(self, line: str) -> ModelVersion:
+        """Show one model version: artifact, signature, tags, aliases, lineage."""
+        args = self._args(self.model, line)
+        with user_errors():
+            return api.get_model(args.ref, as_of=args.as_of)
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    @argument("--as", dest="var", metavar="VAR", help="Variable to bind (default: the model name as an identifier).")
+    @argument("--as-of", metavar="DATE", help="Resolve aliases/latest as on this date.")
+    @line_magic
+    def load_model(self, line: str) -> Any:
+        """Load a registered model (sha256-verified) into the notebook namespace."""
+        args = self._args(self.load_model, line)
+        with user_errors():
+            model = api.load_model(args.ref, as_of=args.as_of)
+            var = args.var or api.variable_name_for(args.ref.split(":")[0].split("@")[0])
+        if not var.isidentifier():
+            raise UsageError(f"--as {var!r} is not a valid Python variable name.")
+        self.shell.user_ns[var] = model
+        print(f"Loaded {args.ref} into '{var}' (sha256 verified).")
+        return model
+
+    @magic_arguments()
+    @argument("ref", help="NAME:VERSION to point the alias at (or NAME with --remove/--history).")
+    @argument("alias", nargs="?", help="Alias name, e.g. production, staging.")
+    @argument("--remove", action="store_true", help="Remove the alias instead of setting it.")
+    @argument("--history", action="store_true", help="Show every move of the model's aliases.")
+    @line_magic
+    def alias(self, line: str) -> Any:
+        """Point an alias at a version, remove it, or show alias history (moves are recorded)."""
+        args = self._args(self.alias, line)
+        with user_errors():
+            if args.history:
+                return api.alias_history(args.ref.split("@")[0].split(":")[0], args.alias)
+            if not args.alias:
+                raise UsageError("Name the alias: %alias NAME:VERSION ALIAS (or --history to list moves).")
+            if args.remove:
+                api.remove_alias(args.ref.split(":")[0], args.alias)
+                print(f"Removed alias {args.alias!r} from {args.ref.split(':')[0]}.")
+                return None
+            return api.set_alias(args.ref, args.alias)
+
+    @magic_arguments()
+    @argument("ref", help="NAME:VERSION (or NAME@ALIAS) to tag.")
+    @argument("tags", nargs="*", metavar="KEY=VALUE", help="Tags to set.")
+    @argument("--remove", "-r", action="append", default=[], metavar="KEY", help="Tag key to remove; repeatable.")
+    @line_magic
+    def tag(self, line: str) -> ModelVersion:
+        """Set or remove tags on a version (the artifact itself is immutable)."""
+        args = self._args(self.tag, line)
+        if not args.tags and not args.remove:
+            raise UsageError("Nothing to do: give KEY=VALUE tags to set and/or --remove KEY.")
+        with user_errors():
+            return api.tag_model(args.ref, args.tags, remove=args.remove)
+
+    @magic_arguments()
+    @argument("ref", help="NAME:VERSION to delete (an exact version; aliases are not accepted).")
+    @line_magic
+    def delete_model(self, line: str) -> None:
+        """Delete one model version; refused while a live deployment uses it."""
+        args = self._args(self.delete_model, line)
+        with user_errors():
+            gone = api.delete_model(args.ref)
+        print(f"Deleted {gone.ref}.")

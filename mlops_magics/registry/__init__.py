@@ -1,0 +1,44 @@
+"""The embedded model registry (SQLite + content-addressed artifacts)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from mlops_magics import config
+from mlops_magics.registry.records import (
+    AliasEvent,
+    ArtifactFile,
+    Deployment,
+    Lineage,
+    ModelVersion,
+    ModelVersionList,
+)
+from mlops_magics.registry.refs import ModelRef, parse_ref
+from mlops_magics.registry.store import Registry
+
+__all__ = [
+    "AliasEvent",
+    "ArtifactFile",
+    "Deployment",
+    "Lineage",
+    "ModelRef",
+    "ModelVersion",
+    "ModelVersionList",
+    "Registry",
+    "default_registry",
+    "parse_ref",
+]
+
+_open: dict[Path, Registry] = {}
+_open_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The registry under ``$MLOPS_HOME`` (default ``~/.mlops``), opened once per process and folder."""
+    home = config.mlops_home()
+    with _open_lock:
+        registry = _open.get(home)
+        if registry is None:
+            registry = _open[home] = Registry(home)
+        return registry

@@ -1,0 +1,91 @@
+"""Schema migrations of the registry database.
+
+Append a new migration to :data:`MIGRATIONS` for every schema change; never edit one that has
+shipped. Each runs inside the write transaction that records it in ``_migrations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+
+def _initial(db: sqlite_utils.Database) -> None:
+    statements = [
+        """CREATE TABLE models (
+            name TEXT PRIMARY KEY,
+            last_version INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE versions (
+            name TEXT NOT NULL REFERENCES models(name),
+            version INTEGER NOT NULL,
+            flavor TEXT NOT NULL,
+            flavor_options TEXT NOT NULL DEFAULT '{}',
+            framework TEXT,
+            framework_version TEXT,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            files TEXT NOT NULL,
+            signature TEXT,
+            input_example TEXT,
+            description TEXT NOT NULL DEFAULT '',
+            lineage TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        )""",
+        "CREATE INDEX versions_sha256 ON versions(sha256)",
+        """CREATE TABLE tags (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (name, version, key),
+            FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX tags_key_value ON tags(key, value)",
+        """CREATE TABLE aliases (
+            name TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (name, alias),
+            FOREIGN KEY (name, version) REFERENCES versions(name, version)
+        )""",
+        """CREATE TABLE alias_history (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            version INTEGER,
+            at TEXT NOT NULL,
+            by TEXT NOT NULL
+        )""",
+        "CREATE INDEX alias_history_lookup ON alias_history(name, alias, at)",
+        """CREATE TABLE deployments (
+            name TEXT PRIMARY KEY,
+            model_name TEXT NOT NULL,
+            model_version INTEGER NOT NULL,
+            target TEXT NOT NULL,
+            state TEXT NOT NULL,
+            url TEXT,
+            config TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            FOREIGN KEY (model_name, model_version) REFERENCES versions(name, version)
+        )""",
+        "CREATE INDEX deployments_model ON deployments(model_name, model_version)",
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
+#: (id, name, apply). Ids are 1, 2, 3... in order.
+MIGRATIONS: list[tuple[int, str, Callable[["sqlite_utils.Database"], None]]] = [
+    (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
