@@ -67,7 +67,8 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     from mlops_magics.magics import MlopsMagics
 
-    line_magics = ipython.magics_manager.magics["line"]
-    if "shell_alias" not in line_magics and "alias" in line_magics:
-        ipython.register_magic_function(line_magics["alias"], "line", "shell_alias")
+    if ipython.find_line_magic("shell_alias") is None:
+        shell_alias = ipython.find_line_magic("alias")  # resolves IPython's lazily loaded magics
+        if shell_alias is not None:
+            ipython.register_magic_function(shell_alias, "line", "shell_alias")
     ipython.register_magics(MlopsMagics)

@@ -7,13 +7,14 @@ Each magic parses its arguments, calls one API function and returns its result. 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api, flavors, lineage
 from mlops_magics.errors import MlopsError
@@ -34,7 +35,12 @@ class MlopsMagics(Magics):
     """The mlops-magics line magics."""
 
     def _args(self, magic: Callable[..., Any], line: str) -> Any:
-        return parse_argstring(magic, line)
+        """Parse like a shell (quotes group words and are removed), unlike ``parse_argstring``."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"Cannot parse {line!r}: {exc}. Check the quotes.") from exc
+        return magic.parser.parse_args(argv)  # type: ignore[attr-defined]
 
     def _eval(self, expr: str, option: str) -> Any:
         try:

@@ -1,5 +1,8 @@
 """Schema migrations of the registry database.
 
+Deployments keep no foreign key to versions on purpose: the record of a finished deployment
+outlives the version it served (only live deployments block a delete).
+
 Append a new migration to :data:`MIGRATIONS` for every schema change; never edit one that has
 shipped. Each runs inside the write transaction that records it in ``_migrations``.
 """
@@ -74,8 +77,7 @@ def _initial(db: sqlite_utils.Database) -> None:
             url TEXT,
             config TEXT NOT NULL DEFAULT '{}',
             created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            FOREIGN KEY (model_name, model_version) REFERENCES versions(name, version)
+            updated_at TEXT NOT NULL
         )""",
         "CREATE INDEX deployments_model ON deployments(model_name, model_version)",
     ]

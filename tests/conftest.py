@@ -1,0 +1,67 @@
+"""Shared fixtures: a fresh registry folder per test, small trained models, a real IPython shell."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_magics import registry as registry_module
+from mlops_magics.registry import Registry
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``$MLOPS_HOME``: the default registry of this test, on a real SQLite file."""
+    folder = tmp_path / "mlops-home"
+    monkeypatch.setenv("MLOPS_HOME", str(folder))
+    monkeypatch.delenv("MLOPS_LOCK_TIMEOUT", raising=False)
+    registry_module._open.clear()
+    return folder
+
+
+@pytest.fixture
+def registry(home: Path) -> Registry:
+    """The default registry under the test's ``$MLOPS_HOME``."""
+    return registry_module.default_registry()
+
+
+@pytest.fixture(scope="session")
+def iris() -> tuple[Any, Any]:
+    """The iris data set, (X, y) as numpy arrays."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def iris_lr(iris: tuple[Any, Any]) -> Any:
+    """A LogisticRegression fitted on iris."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris
+    return LogisticRegression(max_iter=500).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def iris_tree(iris: tuple[Any, Any]) -> Any:
+    """A DecisionTreeClassifier fitted on iris (different predictions from the LR)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = iris
+    return DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)
+
+
+@pytest.fixture
+def ip(home: Path) -> Iterator[Any]:
+    """A real IPython shell with ``%load_ext mlops_magics`` done and an empty user namespace."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "mlops_magics")
+    shell.reset(new_session=False)
+    yield shell
+    shell.reset(new_session=False)

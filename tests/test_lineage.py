@@ -1,0 +1,64 @@
+"""Lineage: git commit read without a subprocess, agreeing with git itself."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mlops_magics as mm
+from mlops_magics import lineage
+from mlops_magics.registry import Registry
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+                               "GIT_COMMITTER_EMAIL": "t@x", "PATH": "/usr/bin:/bin"}).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    _git(root, "init", "-q", "-b", "main")
+    (root / "notebooks" / "train.ipynb").write_text("{}")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "first")
+    return root
+
+
+def test_git_commit_matches_rev_parse_for_loose_and_packed_refs(repo: Path) -> None:
+    head = _git(repo, "rev-parse", "HEAD")
+    assert lineage.git_commit(repo / "notebooks") == head
+    _git(repo, "pack-refs", "--all")
+    assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+    assert lineage.git_commit(repo / "notebooks") == head
+
+
+def test_detached_head_and_worktrees_are_read(repo: Path, tmp_path: Path) -> None:
+    head = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "side")
+    assert lineage.git_commit(tmp_path / "wt") == head
+    _git(repo, "checkout", "-q", "--detach")
+    assert lineage.git_commit(repo) == head
+
+
+def test_outside_a_repository_there_is_no_commit(tmp_path: Path) -> None:
+    assert lineage.git_commit(tmp_path) is None
+
+
+def test_capture_records_notebook_cell_and_commit(repo: Path) -> None:
+    nb = repo / "notebooks" / "train.ipynb"
+    found = lineage.capture(notebook=str(nb), cell_execution_count=7, cell_source="%register clf")
+    assert found.notebook == str(nb) and found.cell_execution_count == 7
+    assert found.git_commit == _git(repo, "rev-parse", "HEAD")
+    assert found.cell_source_sha256 is not None and len(found.cell_source_sha256) == 64
+
+
+def test_derived_from_is_resolved_to_an_exact_version(registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris", alias="production")
+    child = mm.register(iris_lr, "iris-small", derived_from="iris@production")
+    assert child.lineage.derived_from == "iris:1"

@@ -1,0 +1,128 @@
+"""The magics in a real IPython shell: results, namespace effects, and plain UsageErrors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+import mlops_magics as mm
+from mlops_magics.magics import MlopsMagics
+
+MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model"]
+
+
+def test_load_ext_registers_every_magic_and_keeps_ipythons_alias(ip: Any) -> None:
+    line = ip.magics_manager.magics["line"]
+    for name in MAGICS:
+        assert getattr(line[name], "__self__", None).__class__ is MlopsMagics
+    assert "shell_alias" in line and line["shell_alias"].__self__.__class__.__name__ == "OSMagics"
+
+
+@pytest.mark.parametrize("name", MAGICS)
+def test_every_option_documents_itself(ip: Any, name: str) -> None:
+    doc = ip.find_line_magic(name).__doc__
+    assert doc and f"%{name}" in doc
+    for action in getattr(MlopsMagics, name).parser._actions:
+        if action.dest != "help":
+            assert action.help, f"%{name} option {action.dest} has no help="
+
+
+def test_register_a_notebook_variable_with_tags_sample_and_alias(ip: Any, iris_lr: Any, iris: Any) -> None:
+    ip.user_ns.update(clf=iris_lr, X_test=iris[0][:10])
+    v = ip.run_line_magic(
+        "register", 'clf --name iris --tag team=cv --tag data=v1 --description "first model" '
+        "--sample X_test[:5] --alias staging")
+    assert isinstance(v, mm.ModelVersion)
+    assert (v.ref, dict(v.tags), v.description, v.aliases) == ("iris:1", {"team": "cv", "data": "v1"},
+                                                                "first model", ("staging",))
+    assert v.input_example is not None and len(v.input_example["data"]) == 5
+    assert v.lineage.cell_execution_count == ip.execution_count
+
+
+def test_register_defaults_the_name_to_the_variable_and_records_the_cell(ip: Any, iris_lr: Any) -> None:
+    ip.user_ns["wine_model"] = iris_lr
+    result = ip.run_cell("v = %register wine_model", store_history=True)
+    assert result.success
+    v = ip.user_ns["v"]
+    assert v.ref == "wine_model:1"
+    import hashlib
+
+    assert v.lineage.cell_source_sha256 == hashlib.sha256(ip.user_ns["_ih"][-1].encode()).hexdigest()
+
+
+def test_models_model_alias_tag_and_load_model(ip: Any, iris_lr: Any, iris_tree: Any) -> None:
+    ip.user_ns.update(lr=iris_lr, tree=iris_tree)
+    ip.run_line_magic("register", "lr --name iris --tag kind=linear")
+    ip.run_line_magic("register", "tree --name iris --tag kind=tree")
+    assert [v.ref for v in ip.run_line_magic("models", "--tag kind=tree")] == ["iris:2"]
+    assert [v.ref for v in ip.run_line_magic("models", "--name 'ir*' --latest")] == ["iris:2"]
+    assert ip.run_line_magic("alias", "iris:1 production").aliases == ("production",)
+    assert ip.run_line_magic("model", "iris@production").version == 1
+    assert dict(ip.run_line_magic("tag", "iris:1 owner=ana --remove kind").tags) == {"owner": "ana"}
+    loaded = ip.run_line_magic("load_model", "iris@production --as prod")
+    assert ip.user_ns["prod"] is loaded
+    X = np.asarray([[6.3, 3.3, 6.0, 2.5]])
+    assert loaded.predict(X).tolist() == iris_lr.predict(X).tolist()
+    ip.run_line_magic("load_model", "iris:2")
+    assert ip.user_ns["iris"].predict(X).tolist() == iris_tree.predict(X).tolist()
+    history = ip.run_line_magic("alias", "iris --history")
+    assert [(e.alias, e.version) for e in history] == [("production", 1)]
+    assert ip.run_line_magic("alias", "iris production --remove") is None
+    assert ip.run_line_magic("model", "iris").aliases == ()
+
+
+def test_delete_model_prints_a_status_line(ip: Any, iris_lr: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf")
+    ip.run_line_magic("register", "clf")
+    ip.run_line_magic("delete_model", "clf:1")
+    assert "Deleted clf:1." in capsys.readouterr().out
+    assert [v.ref for v in mm.list_models()] == ["clf:2"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("clff", r"No variable named 'clff' in the notebook. Did you mean 'clf'\?"),
+    ("clf --name 'bad name'", "Invalid model name 'bad name'"),
+    ("clf --tag team", "Malformed tag 'team': write tags as key=value"),
+    ("clf --sample X_missing", "Could not evaluate --sample 'X_missing': NameError"),
+    ("clf --sample 'X[:'", "Could not evaluate --sample"),
+    ("lock", "cannot be pickled"),
+    ("--path /nonexistent/model.pkl --name x", "No file or folder at '/nonexistent/model.pkl'"),
+    ("clf --nope", "unrecognized arguments: --nope"),
+])
+def test_register_mistakes_are_plain_usage_errors(ip: Any, iris_lr: Any, line: str, message: str) -> None:
+    import threading
+
+    ip.user_ns.update(clf=iris_lr, lock=threading.Lock())
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("register", line)
+    assert mm.list_models() == ()
+
+
+@pytest.mark.parametrize("magic, line, message", [
+    ("model", "iris:9", r"no version 9. Versions: 1"),
+    ("model", "iris@prod", "no alias 'prod'. Aliases: none"),
+    ("model", "irsi", "Did you mean 'iris'"),
+    ("load_model", "iris --as 'not valid'", "not a valid Python variable name"),
+    ("alias", "iris:1", "Name the alias"),
+    ("tag", "iris:1", "Nothing to do"),
+    ("delete_model", "iris", "Say which version to delete"),
+])
+def test_lookup_mistakes_list_what_exists(ip: Any, iris_lr: Any, magic: str, line: str, message: str) -> None:
+    ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf --name iris")
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic(magic, line)
+
+
+def test_a_usage_error_in_a_cell_shows_a_message_not_a_traceback(
+    ip: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = ip.run_cell("%model nothing")
+    assert isinstance(result.error_in_exec, UsageError)
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "No model named 'nothing'" in text and "Traceback" not in text
