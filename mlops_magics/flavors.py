@@ -116,7 +116,8 @@ def _find_unpicklable(
 def _cloudpickle_dumps(obj: Any) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(obj)
+    data: bytes = cloudpickle.dumps(obj)
+    return data
 
 
 def _save_pickle(obj: Any, target: Path, *, prefer_joblib: bool) -> str:
@@ -153,7 +154,7 @@ def _load_pickle(path: Path, serializer: str) -> Any:
 
         return joblib.load(path)
     with open(path, "rb") as fh:
-        return pickle.load(fh)  # noqa: S301 - a hash-verified artifact of this registry
+        return pickle.load(fh)
 
 
 class SklearnFlavor:
@@ -198,11 +199,10 @@ class OnnxFlavor:
         if proto is not None:
             options["ir_version"] = int(proto.ir_version)
             options["opsets"] = {op.domain or "ai.onnx": int(op.version) for op in proto.opset_import}
-        version = None
         try:
-            version = importlib.metadata.version("onnx")
+            version: str | None = importlib.metadata.version("onnx")
         except importlib.metadata.PackageNotFoundError:
-            pass
+            version = None
         return SavedModel(self.name, "onnx", version, options)
 
     def describe_file(self, path: Path, file: str) -> SavedModel:
@@ -358,4 +358,6 @@ def save_path(source: Path, folder: Path, flavor: str | None = None) -> SavedMod
         return SavedModel(name, None, None, {"file": source.name, "serializer": "joblib"})
     if name == "files":
         return SavedModel(name, None, None, {"path": source.name})
-    raise InvalidInputError(f"Flavor {name!r} cannot register a path. Use one of: onnx, pytorch, pickle, sklearn, files.")
+    raise InvalidInputError(
+        f"Flavor {name!r} cannot register a path. Use one of: onnx, pytorch, pickle, sklearn, files."
+    )

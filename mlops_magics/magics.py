@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
@@ -34,6 +35,12 @@ def user_errors() -> Iterator[None]:
 class MlopsMagics(Magics):
     """The mlops-magics line magics."""
 
+    @property
+    def _shell(self) -> InteractiveShell:
+        if self.shell is None:
+            raise UsageError("These magics need an IPython shell: %load_ext mlops_magics.")
+        return self.shell
+
     def _args(self, magic: Callable[..., Any], line: str) -> Any:
         """Parse like a shell (quotes group words and are removed), unlike ``parse_argstring``."""
         try:
@@ -44,17 +51,17 @@ class MlopsMagics(Magics):
 
     def _eval(self, expr: str, option: str) -> Any:
         try:
-            return self.shell.ev(expr)
+            return self._shell.ev(expr)
         except Exception as exc:
             raise UsageError(f"Could not evaluate {option} {expr!r}: {type(exc).__name__}: {exc}") from exc
 
     def _provenance(self) -> Lineage:
-        ns = self.shell.user_ns
+        ns = self._shell.user_ns
         notebook = ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or ns.get("__vsc_ipynb_file__")
         history = ns.get("_ih") or []
         return lineage.capture(
             notebook=str(notebook) if notebook else None,
-            cell_execution_count=self.shell.execution_count,
+            cell_execution_count=self._shell.execution_count,
             cell_source=history[-1] if history else None,
         )
 
@@ -74,7 +81,7 @@ class MlopsMagics(Magics):
         """Register a model from the notebook (or a file/folder) as the next version of its name."""
         args = self._args(self.register, line)
         with user_errors():
-            model = api.resolve_variable(self.shell.user_ns, args.var) if args.var else None
+            model = api.resolve_variable(self._shell.user_ns, args.var) if args.var else None
             sample = self._eval(args.sample, "--sample") if args.sample else None
             return api.register(
                 model, args.name or args.var, path=args.path, tags=args.tag, description=args.description,
@@ -117,7 +124,7 @@ class MlopsMagics(Magics):
             var = args.var or api.variable_name_for(args.ref.split(":")[0].split("@")[0])
         if not var.isidentifier():
             raise UsageError(f"--as {var!r} is not a valid Python variable name.")
-        self.shell.user_ns[var] = model
+        self._shell.user_ns[var] = model
         print(f"Loaded {args.ref} into '{var}' (sha256 verified).")
         return model
 

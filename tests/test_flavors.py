@@ -55,10 +55,12 @@ def test_anything_with_fit_and_predict_is_the_sklearn_flavor(registry: Registry)
     assert mm.load_model("doubler").predict([1, 2]).tolist() == [2, 4]
 
 
-def test_a_notebook_defined_class_is_pickled_by_value_so_deployments_can_load_it(registry: Registry, home: Path) -> None:
+def test_a_notebook_class_is_pickled_by_value_so_deployments_can_load_it(registry: Registry, home: Path) -> None:
     namespace: dict[str, Any] = {"__name__": "__main__"}
     exec(  # a class defined in __main__, as in a notebook cell
-        "class Halver:\n    def fit(self, X, y=None): return self\n    def predict(self, X): return [x / 2 for x in X]\n",
+        "class Halver:\n"
+        "    def fit(self, X, y=None): return self\n"
+        "    def predict(self, X): return [x / 2 for x in X]\n",
         namespace,
     )
     model = namespace["Halver"]()

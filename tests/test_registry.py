@@ -129,7 +129,7 @@ def test_not_found_errors_list_what_exists(registry: Registry, iris_lr: Any) -> 
     mm.register(iris_lr, "iris")
     mm.register(iris_lr, "iris", alias="staging")
     mm.register(iris_lr, "digits")
-    with pytest.raises(NotFoundError, match=r"No model named 'irs'. Did you mean 'iris'\? Registered: 'digits', 'iris'"):
+    with pytest.raises(NotFoundError, match=r"No model named 'irs'. Did you mean 'iris'\? Registered: 'digits', 'iris"):
         mm.get_model("irs")
     with pytest.raises(NotFoundError, match=r"no version 7. Versions: 1-2 \(latest 2\)"):
         mm.get_model("iris:7")

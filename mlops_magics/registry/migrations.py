@@ -86,7 +86,7 @@ def _initial(db: sqlite_utils.Database) -> None:
 
 
 #: (id, name, apply). Ids are 1, 2, 3... in order.
-MIGRATIONS: list[tuple[int, str, Callable[["sqlite_utils.Database"], None]]] = [
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
 ]
 

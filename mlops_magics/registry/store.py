@@ -228,7 +228,7 @@ class Registry:
             for number, name, apply in MIGRATIONS:
                 if number > done:
                     apply(db)
-                    db["_migrations"].insert({"id": number, "name": name, "applied_at": _stamp(utcnow())})
+                    db.table("_migrations").insert({"id": number, "name": name, "applied_at": _stamp(utcnow())})
                     log.info("registry %s: applied migration %d (%s)", self.db_path, number, name)
 
     def _recover(self, db: sqlite_utils.Database) -> None:
@@ -369,7 +369,9 @@ class Registry:
             params.append(name)
         for key, value in (tags or {}).items():
             if value is None:
-                where.append("EXISTS (SELECT 1 FROM tags t WHERE t.name = v.name AND t.version = v.version AND t.key = ?)")
+                where.append(
+                    "EXISTS (SELECT 1 FROM tags t WHERE t.name = v.name AND t.version = v.version AND t.key = ?)"
+                )
                 params.append(key)
             else:
                 where.append(
@@ -439,7 +441,7 @@ class Registry:
                 "UPDATE models SET last_version = last_version + 1 WHERE name = ? RETURNING last_version", [name]
             ).fetchone()[0]
             self.artifacts.publish(staged)
-            db["versions"].insert(
+            db.table("versions").insert(
                 {
                     "name": name,
                     "version": version,
@@ -459,7 +461,7 @@ class Registry:
                 }
             )
             if tags:
-                db["tags"].insert_all(
+                db.table("tags").insert_all(
                     {"name": name, "version": version, "key": k, "value": v} for k, v in tags.items()
                 )
             if alias is not None:
@@ -534,7 +536,7 @@ class Registry:
                         f"{parsed.name}:{version} has no tag {key!r}. Tags: {', '.join(have) or 'none'}."
                     )
             for key, value in (set_tags or {}).items():
-                db["tags"].upsert({"name": parsed.name, "version": version, "key": key, "value": value},
+                db.table("tags").upsert({"name": parsed.name, "version": version, "key": key, "value": value},
                                   pk=("name", "version", "key"))
             return self._version(db, parsed.name, version)
 
@@ -579,7 +581,9 @@ class Registry:
 
     # -- deployments -----------------------------------------------------------------------
 
-    def _deployments(self, db: sqlite_utils.Database, where: str = "1", params: list[Any] | None = None) -> list[Deployment]:
+    def _deployments(
+        self, db: sqlite_utils.Database, where: str = "1", params: list[Any] | None = None
+    ) -> list[Deployment]:
         return [
             Deployment(
                 name=r["name"],
