@@ -56,16 +56,28 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     return f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+#: Rows a listing shows inline; the rest are summarised (filter, or use ``to_dataframe()``).
+MAX_ROWS = 100
+
+
+def _more(total: int) -> str:
+    return (f"... {total - MAX_ROWS} more not shown (first {MAX_ROWS} of {total}). Filter with --name/--tag "
+            "or --latest, or use .to_dataframe().")
+
+
 def model_versions_html(versions: Sequence[ModelVersion]) -> str:
-    """An HTML table of versions, with a count."""
+    """An HTML table of versions, with a count; at most ``MAX_ROWS`` rows."""
     count = f"<p>{len(versions)} model version{'s' if len(versions) != 1 else ''}</p>"
-    return count + _table([version_row(v) for v in versions])
+    more = f"<p><em>{escape(_more(len(versions)))}</em></p>" if len(versions) > MAX_ROWS else ""
+    return count + _table([version_row(v) for v in versions[:MAX_ROWS]]) + more
 
 
 def model_versions_text(versions: Sequence[ModelVersion]) -> str:
-    """A fixed-width text table of versions."""
+    """A fixed-width text table of versions; at most ``MAX_ROWS`` rows."""
     if not versions:
         return "No model versions."
+    if len(versions) > MAX_ROWS:
+        return model_versions_text(versions[:MAX_ROWS]) + "\n" + _more(len(versions))
     rows = [version_row(v) for v in versions]
     columns = [c for c in rows[0] if c != "description"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}

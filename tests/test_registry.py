@@ -241,3 +241,15 @@ def test_each_thread_gets_its_own_connection(registry: Registry, iris_lr: Any) -
         t.join()
     assert errors == []
     assert [v.version for v in mm.list_models("threads")] == list(range(1, 21))
+
+
+def test_a_long_listing_shows_the_first_rows_and_says_how_to_see_the_rest(registry: Registry) -> None:
+    from mlops_magics.display import MAX_ROWS
+
+    for n in range(MAX_ROWS + 5):
+        mm.register({"n": n}, "many")
+    listing = mm.list_models()
+    assert len(listing) == MAX_ROWS + 5
+    assert "... 5 more not shown" in repr(listing) and "... 5 more not shown" in listing._repr_html_()
+    assert listing._repr_html_().count("<tr>") == MAX_ROWS + 1  # header + shown rows
+    assert len(listing.to_dataframe()) == MAX_ROWS + 5

@@ -39,6 +39,7 @@ def _initial(db: sqlite_utils.Database) -> None:
             lineage TEXT NOT NULL DEFAULT '{}',
             created_at TEXT NOT NULL,
             created_by TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
             PRIMARY KEY (name, version)
         )""",
         "CREATE INDEX versions_sha256 ON versions(sha256)",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -43,9 +45,29 @@ class Lineage:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-@dataclass(frozen=True)
+@lru_cache(maxsize=16384)
+def _decode_files(text: str) -> tuple[ArtifactFile, ...]:
+    return tuple(ArtifactFile(p, s, h) for p, s, h in json.loads(text))
+
+
+@lru_cache(maxsize=16384)
+def _decode_mapping(text: str | None) -> Mapping[str, Any] | None:
+    return None if text is None else frozen_mapping(json.loads(text))
+
+
+@lru_cache(maxsize=16384)
+def _decode_lineage(text: str) -> Lineage:
+    return Lineage(**json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
 class ModelVersion:
-    """One immutable, registered version of a model."""
+    """One immutable, registered version of a model.
+
+    The registry builds these straight from its rows: the structured fields (files, tags,
+    signature, input example, lineage, flavor options) are kept as the JSON stored and decoded on
+    first access, so listing 10,000 versions costs little more than the query.
+    """
 
     name: str
     version: int
@@ -54,17 +76,57 @@ class ModelVersion:
     framework_version: str | None
     sha256: str
     size: int
-    files: tuple[ArtifactFile, ...]
-    created_at: datetime
+    description: str
     created_by: str
-    description: str = ""
-    tags: Mapping[str, str] = field(default_factory=frozen_mapping)
+    created_text: str = field(repr=False)
+    files_json: str = field(repr=False)
+    tags_json: str = field(default="{}", repr=False)
+    signature_json: str | None = field(default=None, repr=False)
+    example_json: str | None = field(default=None, repr=False)
+    lineage_json: str = field(default="{}", repr=False)
+    options_json: str = field(default="{}", repr=False)
     aliases: tuple[str, ...] = ()
-    signature: Mapping[str, Any] | None = None
-    input_example: Mapping[str, Any] | None = None
-    lineage: Lineage = field(default_factory=Lineage)
-    flavor_options: Mapping[str, Any] = field(default_factory=frozen_mapping)
-    artifact_path: Path | None = None
+    store: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def created_at(self) -> datetime:
+        """When the version was registered (UTC)."""
+        return datetime.fromisoformat(self.created_text)
+
+    @property
+    def files(self) -> tuple[ArtifactFile, ...]:
+        """Every file of the artifact with its size and sha256."""
+        return _decode_files(self.files_json)
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """Tags, read-only."""
+        return _decode_mapping(self.tags_json) or frozen_mapping()
+
+    @property
+    def signature(self) -> Mapping[str, Any] | None:
+        """Input (and output) schema inferred from the sample, if one was given."""
+        return _decode_mapping(self.signature_json)
+
+    @property
+    def input_example(self) -> Mapping[str, Any] | None:
+        """The first rows of the sample, if one was given (see ``signature.rebuild``)."""
+        return _decode_mapping(self.example_json)
+
+    @property
+    def lineage(self) -> Lineage:
+        """Where the version came from."""
+        return _decode_lineage(self.lineage_json)
+
+    @property
+    def flavor_options(self) -> Mapping[str, Any]:
+        """What the flavor needs to load the artifact (file name, serializer...)."""
+        return _decode_mapping(self.options_json) or frozen_mapping()
+
+    @property
+    def artifact_path(self) -> Path | None:
+        """The artifact folder in the registry's store (not verified: use ``Registry.verified_artifact``)."""
+        return None if self.store is None else self.store / self.sha256[:2] / self.sha256
 
     @property
     def ref(self) -> str:

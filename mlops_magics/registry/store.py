@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,6 @@ from mlops_magics.errors import (
 from mlops_magics.registry.migrations import MIGRATIONS, SCHEMA_VERSION
 from mlops_magics.registry.records import (
     AliasEvent,
-    ArtifactFile,
     Deployment,
     Lineage,
     ModelVersion,
@@ -44,14 +42,18 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "registry.db"
 
-_VERSION_SELECT = """
-SELECT v.*,
-  (SELECT json_group_object(key, value) FROM tags t
-     WHERE t.name = v.name AND t.version = v.version) AS tags_json,
-  (SELECT json_group_array(alias) FROM (SELECT alias FROM aliases a
-     WHERE a.name = v.name AND a.version = v.version ORDER BY alias)) AS aliases_json
-FROM versions v
-"""
+# Tags are kept twice on purpose: the ``tags`` table (indexed, for searching) and a JSON copy on
+# the version row (for listing 10,000 versions without a join). Both change in one transaction.
+# In the order of ModelVersion's fields.
+_VERSION_COLUMNS = (
+    "name, version, flavor, framework, framework_version, sha256, size, description, created_by, created_at, "
+    "files, tags, signature, input_example, lineage, flavor_options"
+)
+_VERSION_SELECT = f"SELECT {_VERSION_COLUMNS} FROM versions v"
+_TAGS_JSON = (
+    "(SELECT json_group_object(key, value) FROM "
+    "(SELECT key, value FROM tags WHERE name = ? AND version = ? ORDER BY key))"
+)
 
 
 def utcnow() -> datetime:
@@ -71,26 +73,6 @@ def current_user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         return "unknown"
-
-
-@lru_cache(maxsize=8192)
-def _files(text: str) -> tuple[ArtifactFile, ...]:
-    return tuple(ArtifactFile(p, s, h) for p, s, h in json.loads(text))
-
-
-@lru_cache(maxsize=8192)
-def _mapping(text: str | None) -> Mapping[str, Any] | None:
-    return None if text is None else frozen_mapping(json.loads(text))
-
-
-@lru_cache(maxsize=8192)
-def _lineage(text: str) -> Lineage:
-    return Lineage(**json.loads(text))
-
-
-@lru_cache(maxsize=8192)
-def _aliases(text: str) -> tuple[str, ...]:
-    return tuple(json.loads(text))
 
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:
@@ -243,27 +225,21 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _row_to_version(self, row: dict[str, Any]) -> ModelVersion:
-        return ModelVersion(
-            name=row["name"],
-            version=row["version"],
-            flavor=row["flavor"],
-            framework=row["framework"],
-            framework_version=row["framework_version"],
-            sha256=row["sha256"],
-            size=row["size"],
-            files=_files(row["files"]),
-            created_at=datetime.fromisoformat(row["created_at"]),
-            created_by=row["created_by"],
-            description=row["description"],
-            tags=_mapping(row["tags_json"]) or frozen_mapping(),
-            aliases=_aliases(row["aliases_json"]),
-            signature=_mapping(row["signature"]),
-            input_example=_mapping(row["input_example"]),
-            lineage=_lineage(row["lineage"]),
-            flavor_options=_mapping(row["flavor_options"]) or frozen_mapping(),
-            artifact_path=self.artifacts.path(row["sha256"]),
-        )
+    def _to_version(self, row: tuple[Any, ...], aliases: tuple[str, ...]) -> ModelVersion:
+        (name, version, flavor, framework, framework_version, sha256, size, description, created_by,
+         created_text, files, tags, signature, example, lineage, options) = row
+        return ModelVersion(name, version, flavor, framework, framework_version, sha256, size, description,
+                            created_by, created_text, files, tags, signature, example, lineage, options,
+                            aliases, self.artifacts.blobs)
+
+    def _aliases_by_version(
+        self, db: sqlite_utils.Database, name: str | None = None
+    ) -> dict[tuple[str, int], tuple[str, ...]]:
+        found: dict[tuple[str, int], tuple[str, ...]] = {}
+        sql = "SELECT name, version, alias FROM aliases" + (" WHERE name = ?" if name else "") + " ORDER BY alias"
+        for model, version, alias in db.execute(sql, [name] if name else []):
+            found[model, version] = (*found.get((model, version), ()), alias)
+        return found
 
     def _names(self, db: sqlite_utils.Database) -> list[str]:
         return [r[0] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
@@ -328,10 +304,10 @@ class Registry:
         )
 
     def _version(self, db: sqlite_utils.Database, name: str, version: int) -> ModelVersion:
-        rows = list(db.query(_VERSION_SELECT + " WHERE v.name = ? AND v.version = ?", [name, version]))
-        if not rows:
+        row = db.execute(_VERSION_SELECT + " WHERE v.name = ? AND v.version = ?", [name, version]).fetchone()
+        if row is None:
             raise NotFoundError(f"Model {name!r} has no version {version}.")
-        return self._row_to_version(rows[0])
+        return self._to_version(row, self._aliases_by_version(db, name).get((name, version), ()))
 
     def get(self, ref: str | ModelRef, *, as_of: datetime | None = None) -> ModelVersion:
         """Return the version a reference names.
@@ -383,7 +359,10 @@ class Registry:
             where.append("v.version = (SELECT max(version) FROM versions w WHERE w.name = v.name)")
         sql = _VERSION_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY v.name, v.version"
         with self.read() as db:
-            return ModelVersionList(self._row_to_version(row) for row in db.query(sql, params))
+            aliases = self._aliases_by_version(db)
+            return ModelVersionList(
+                self._to_version(row, aliases.get((row[0], row[1]), ())) for row in db.execute(sql, params)
+            )
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         """Every move of the model's aliases (or of one alias), oldest first."""
@@ -458,6 +437,7 @@ class Registry:
                     "lineage": json.dumps((lineage or Lineage()).as_dict(), sort_keys=True),
                     "created_at": now,
                     "created_by": user,
+                    "tags": json.dumps(dict(sorted((tags or {}).items()))),
                 }
             )
             if tags:
@@ -537,7 +517,11 @@ class Registry:
                     )
             for key, value in (set_tags or {}).items():
                 db.table("tags").upsert({"name": parsed.name, "version": version, "key": key, "value": value},
-                                  pk=("name", "version", "key"))
+                                        pk=("name", "version", "key"))
+            db.execute(
+                f"UPDATE versions SET tags = {_TAGS_JSON} WHERE name = ? AND version = ?",
+                [parsed.name, version, parsed.name, version],
+            )
             return self._version(db, parsed.name, version)
 
     def delete_version(self, ref: str | ModelRef) -> ModelVersion:
