@@ -196,3 +196,7 @@ class Deployment:
     def is_live(self) -> bool:
         """True while the deployment is (or may be) serving its model."""
         return self.state in self.LIVE_STATES
+
+    def __repr__(self) -> str:
+        url = f" {self.url}" if self.url else ""
+        return f"<Deployment {self.name}: {self.model_name}:{self.model_version} on {self.target}, {self.state}{url}>"
