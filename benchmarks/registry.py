@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info  # noqa: E402
+from machine import describe, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS_MS = {"register_median": 15.0, "list_all": 100.0, "search_tag": 100.0}
@@ -106,8 +106,8 @@ def bench_listing(versions: int, repeat: int) -> dict[str, Any]:
             "search_name_glob": (lambda: reg.find("model-00*"), None),
             "latest_per_model": (lambda: reg.find(latest=True), models),
         }
-        out: dict[str, Any] = {"versions": versions, "models": models,
-                               "fill_seconds": round(fill_s, 1), "fill_per_version_ms": round(fill_s / versions * 1000, 2)}
+        out: dict[str, Any] = {"versions": versions, "models": models, "fill_seconds": round(fill_s, 1),
+                               "fill_per_version_ms": round(fill_s / versions * 1000, 2)}
         for name, (fn, expected) in checks.items():
             found = len(fn())
             if expected is not None and found != expected:
