@@ -113,7 +113,7 @@ def register(
             raise InvalidInputError("--sample needs an in-memory model (the model's predict() checks it).")
         sig, example = signature.infer(model, sample)
     if provenance is None:
-        provenance = lineage.capture(derived_from=parent)
+        provenance = lineage.capture(script=lineage.running_script(), derived_from=parent)
     elif parent:
         provenance = Lineage(**{**provenance.as_dict(), "derived_from": parent})
     with reg.artifacts.stage() as staging:

@@ -53,9 +53,17 @@ def _read_head(git_dir: Path) -> str | None:
     return None  # an unborn branch: no commit yet
 
 
+def running_script() -> str | None:
+    """The path of the Python script this process runs, if it runs one (not ``python -c``)."""
+    if sys.argv and sys.argv[0] and os.path.isfile(sys.argv[0]):
+        return str(Path(sys.argv[0]).resolve())
+    return None
+
+
 def capture(
     *,
     notebook: str | None = None,
+    script: str | None = None,
     cell_execution_count: int | None = None,
     cell_source: str | None = None,
     derived_from: str | None = None,
@@ -64,13 +72,11 @@ def capture(
 
     Args:
         notebook: path of the notebook, when the caller knows it (the magics do).
+        script: path of the script registering the model (see :func:`running_script`).
         cell_execution_count: the ``In[n]`` number of the registering cell.
         cell_source: the registering cell's source; only its sha256 is kept.
         derived_from: ``NAME:VERSION`` of the version this one was made from.
     """
-    script = None
-    if notebook is None and sys.argv and sys.argv[0] and os.path.isfile(sys.argv[0]):
-        script = str(Path(sys.argv[0]).resolve())
     anchor = Path(notebook).resolve().parent if notebook else Path(script).parent if script else Path.cwd()
     return Lineage(
         notebook=notebook,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,17 @@ def test_derived_from_is_resolved_to_an_exact_version(registry: Registry, iris_l
     mm.register(iris_lr, "iris", alias="production")
     child = mm.register(iris_lr, "iris-small", derived_from="iris@production")
     assert child.lineage.derived_from == "iris:1"
+
+
+def test_a_script_registering_a_model_is_recorded(home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("import mlops_magics as mm\nprint(mm.register({'w': 1}, 'scripted').lineage.script)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MLOPS_HOME": str(home)}).stdout
+    assert out.strip() == str(script.resolve())
+
+
+def test_the_magics_record_no_kernel_launcher_as_the_script(ip: Any, iris_lr: Any) -> None:
+    ip.user_ns["clf"] = iris_lr
+    v = ip.run_line_magic("register", "clf")
+    assert v.lineage.script is None and v.lineage.cell_execution_count == ip.execution_count
