@@ -15,7 +15,7 @@ Life of an artifact, and why a crash never leaves one a load would trust:
 A staging lock that can be taken by someone else means its writer died. :meth:`recover`
 (run when a registry opens, under the write lock) then deletes the staging folder and every blob
 that no version references. Deletion is the mirror image: :meth:`retire` moves a blob to
-``.trash/`` inside the transaction and :meth:`empty_trash` removes it after the commit; a blob
+``.trash/`` inside the transaction and :meth:`discard` removes it after the commit; a blob
 found in the trash whose digest is still referenced is put back.
 """
 
@@ -178,10 +178,9 @@ class ArtifactStore:
         if source.exists():
             os.rename(source, self.trash / digest)
 
-    def empty_trash(self) -> None:
-        """Delete what the trash holds; call after the transaction that retired it committed."""
-        for entry in self.trash.iterdir():
-            _remove_tree(entry)
+    def discard(self, digest: str) -> None:
+        """Delete a retired artifact for good; call after the transaction that retired it committed."""
+        _remove_tree(self.trash / digest)
 
     def needs_recovery(self) -> bool:
         """True when a dead writer or an unfinished delete left something behind."""

@@ -145,7 +145,15 @@ def _save_pickle(obj: Any, target: Path, *, prefer_joblib: bool) -> str:
         return "cloudpickle"
     except Exception as exc:
         target.unlink(missing_ok=True)
-        raise SerializationError(explain_unpicklable(obj, "the model", _cloudpickle_dumps)) from exc
+        raise SerializationError(_unpicklable_message(obj)) from exc
+
+
+def _unpicklable_message(obj: Any) -> str:
+    return (
+        f"Cannot save the model: {explain_unpicklable(obj, 'the model', _cloudpickle_dumps)}. "
+        "Set that attribute to None (or something picklable) before registering, "
+        "or save the model yourself and register the files with --path."
+    )
 
 
 def _load_pickle(path: Path, serializer: str) -> Any:
@@ -248,7 +256,7 @@ class TorchFlavor:
             else:
                 torch.save(obj, buffer)
         except Exception as exc:
-            raise SerializationError(explain_unpicklable(obj, "the model", _cloudpickle_dumps)) from exc
+            raise SerializationError(_unpicklable_message(obj)) from exc
         (folder / TORCH_FILE).write_bytes(buffer.getvalue())
         return SavedModel(self.name, "torch", torch.__version__, {"file": TORCH_FILE, "class": _qualified(obj)})
 

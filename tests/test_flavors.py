@@ -92,7 +92,8 @@ class Holder:
 
 
 def test_unpicklable_object_names_the_attribute_and_type_that_failed(registry: Registry) -> None:
-    with pytest.raises(SerializationError, match=r"the model.config\['guard'\], a _thread.lock, cannot be pickled"):
+    with pytest.raises(SerializationError, match=r"Cannot save the model: the model.config\['guard'\], "
+                       r"a _thread.lock, cannot be pickled.*Set that attribute to None"):
         mm.register(Holder(), "holder")
     assert mm.list_models() == ()
     assert not list(registry.artifacts.staging_root.iterdir())

@@ -113,6 +113,13 @@ def test_alias_moves_are_recorded_and_answer_which_version_on_a_date(registry: R
     assert mm.get_model("iris@production", as_of=after_first).version == 1
 
 
+def test_alias_history_of_an_unknown_model_is_an_error_not_an_empty_list(registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    assert mm.alias_history("iris") == []
+    with pytest.raises(NotFoundError, match="No model named 'irsi'. Did you mean 'iris'"):
+        mm.alias_history("irsi")
+
+
 def test_as_of_a_date_before_the_alias_existed_is_a_clear_error(registry: Registry, iris_lr: Any) -> None:
     mm.register(iris_lr, "iris", alias="staging")
     with pytest.raises(NotFoundError, match=r"no alias 'staging' on 2000-01-01"):

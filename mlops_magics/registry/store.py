@@ -372,6 +372,8 @@ class Registry:
             sql += " AND alias = ?"
             params.append(alias)
         with self.read() as db:
+            if db.execute("SELECT 1 FROM models WHERE name = ?", [name]).fetchone() is None:
+                raise self._no_model(db, name)
             return [
                 AliasEvent(r["name"], r["alias"], r["version"], datetime.fromisoformat(r["at"]), r["by"])
                 for r in db.query(sql + " ORDER BY at, id", params)
@@ -560,7 +562,8 @@ class Registry:
             shared = db.execute("SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", [gone.sha256]).fetchone()
             if shared is None:
                 self.artifacts.retire(gone.sha256)
-        self.artifacts.empty_trash()
+        if shared is None:
+            self.artifacts.discard(gone.sha256)
         return gone
 
     # -- deployments -----------------------------------------------------------------------
