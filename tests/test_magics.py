@@ -126,3 +126,25 @@ def test_a_usage_error_in_a_cell_shows_a_message_not_a_traceback(
     captured = capsys.readouterr()
     text = captured.out + captured.err
     assert "No model named 'nothing'" in text and "Traceback" not in text
+
+
+def test_register_a_folder_with_path_and_load_it_back_as_a_path(ip: Any, tmp_path: Any) -> None:
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "weights.bin").write_bytes(b"\x00" * 10)
+    v = ip.run_line_magic("register", f"--path {tmp_path / 'outputs'} --name external --tag origin=spark")
+    assert (v.flavor, dict(v.tags)) == ("files", {"origin": "spark"})
+    loaded = ip.run_line_magic("load_model", "external:1 --as files")
+    assert (ip.user_ns["files"] / "weights.bin").read_bytes() == b"\x00" * 10 and loaded == ip.user_ns["files"]
+
+
+def test_a_corrupted_artifact_is_a_usage_error_naming_the_file(ip: Any, iris_lr: Any) -> None:
+    import os
+
+    ip.user_ns["clf"] = iris_lr
+    v = ip.run_line_magic("register", "clf")
+    path = v.artifact_path / "model.pkl"
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    with pytest.raises(UsageError, match=f"{path} is corrupted"):
+        ip.run_line_magic("load_model", "clf:1")
+    assert "clf" in ip.user_ns and ip.user_ns["clf"] is iris_lr  # nothing was bound
