@@ -1,0 +1,174 @@
+"""Server settings: command line, then environment, then a JSON config file, then defaults.
+
+The flags and environment variables are those of Azure ML's ``azmlinfsrv``, so the same
+deployment set-ups work; ours (auth keys, body limit, access log) are added beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops_backend import DEFAULT_PORT, __version__
+
+#: Azure's default scoring timeout: one hour.
+DEFAULT_TIMEOUT_MS = 3_600_000
+DEFAULT_MAX_BODY = 100 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything a scoring server process needs to know."""
+
+    entry_script: Path
+    model_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    worker_count: int = 1
+    scoring_timeout_ms: int = DEFAULT_TIMEOUT_MS
+    service_name: str = "ML service"
+    service_version: str = "1.0"
+    service_path_prefix: str = ""
+    auth_keys: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    cors_origins: tuple[str, ...] = ()
+    access_log: bool = True
+    verbose_errors: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def app_root(self) -> Path:
+        """The entry script's folder: importable, and the working directory of the server."""
+        return self.entry_script.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mlops-serve`` argument parser (``azmlinfsrv`` flags first, then ours)."""
+    parser = argparse.ArgumentParser(
+        prog="mlops-serve",
+        description=f"mlops-serve {__version__}: serve an Azure ML style entry script (init()/run()) over HTTP.",
+    )
+    azure = parser.add_argument_group("azmlinfsrv-compatible options")
+    azure.add_argument("--entry_script", help="Path of the entry script (env AZUREML_ENTRY_SCRIPT).")
+    azure.add_argument("--model_dir", help="Model folder, exposed to the script as AZUREML_MODEL_DIR.")
+    azure.add_argument("--port", type=int, help=f"Port to listen on (env PORT; default {DEFAULT_PORT}).")
+    azure.add_argument("--worker_count", type=int, help="Worker processes (env WORKER_COUNT; default 1).")
+    azure.add_argument("--host", help="Address to bind (default 127.0.0.1; 0.0.0.0 to accept remote clients).")
+    azure.add_argument("--config_file", help="JSON file of settings keyed like the environment variables.")
+    ours = parser.add_argument_group("mlops-serve options")
+    ours.add_argument("--auth-key", action="append", default=None, metavar="KEY",
+                      help="Require 'Authorization: Bearer KEY' on /score; repeat for a second key "
+                           "(env MLOPS_AUTH_KEYS, comma-separated).")
+    ours.add_argument("--scoring-timeout-ms", type=int, help="Per-request limit on run() (env SCORING_TIMEOUT_MS).")
+    ours.add_argument("--max-body-bytes", type=int, help="Largest request body accepted; larger gets 413.")
+    ours.add_argument("--no-access-log", action="store_true", help="Do not write a JSON access log line per request.")
+    ours.add_argument("--verbose-errors", action="store_true",
+                      help="Put the exception type and message of a failed run() in the 500 response.")
+    return parser
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
+
+
+def _file_settings(path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
+    candidate = path or env.get("AZUREML_CONFIG_FILE")
+    if not candidate:
+        return {}
+    try:
+        with open(candidate, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {candidate!r} does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"Config file {candidate!r} is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {candidate!r} must hold a JSON object of settings.")
+    return {str(k): v for k, v in data.items()}
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServeConfig:
+    """Build the configuration; the command line wins over the environment, which wins over the file.
+
+    Raises:
+        ConfigError: a setting is missing or invalid.
+        SystemExit: the command line itself is malformed (argparse prints usage).
+    """
+    env = dict(os.environ if environ is None else environ)
+    args = build_parser().parse_args(argv)
+    settings = {**_file_settings(args.config_file, env), **env}
+
+    def pick(cli: Any, name: str) -> Any:
+        return cli if cli is not None else settings.get(name)
+
+    script = pick(args.entry_script, "AZUREML_ENTRY_SCRIPT")
+    if not script:
+        raise ConfigError("No entry script: pass --entry_script PATH (or set AZUREML_ENTRY_SCRIPT).")
+    script_path = Path(script)
+    if not script_path.is_absolute():
+        root = settings.get("AML_APP_ROOT")
+        script_path = (Path(root) / script_path) if root and not script_path.exists() else script_path
+    script_path = script_path.resolve()
+    if not script_path.is_file():
+        raise ConfigError(f"Entry script {str(script_path)!r} does not exist.")
+
+    model_dir_raw = pick(args.model_dir, "AZUREML_MODEL_DIR")
+    model_dir = Path(model_dir_raw).resolve() if model_dir_raw else None
+    if model_dir is not None and not model_dir.exists():
+        raise ConfigError(f"Model folder {str(model_dir)!r} (--model_dir / AZUREML_MODEL_DIR) does not exist.")
+
+    port = args.port if args.port is not None else _env_int(settings, "PORT")
+    workers = args.worker_count if args.worker_count is not None else _env_int(settings, "WORKER_COUNT")
+    timeout = (args.scoring_timeout_ms if args.scoring_timeout_ms is not None
+               else _env_int(settings, "SCORING_TIMEOUT_MS"))
+    max_body = args.max_body_bytes if args.max_body_bytes is not None else _env_int(settings, "MLOPS_MAX_BODY_BYTES")
+    keys = tuple(args.auth_key or [k.strip() for k in str(settings.get("MLOPS_AUTH_KEYS", "")).split(",") if k.strip()])
+    cors = tuple(o.strip() for o in str(settings.get("AML_CORS_ORIGINS", "")).split(",") if o.strip())
+
+    config = ServeConfig(
+        entry_script=script_path,
+        model_dir=model_dir,
+        host=args.host or str(settings.get("MLOPS_HOST", "127.0.0.1")),
+        port=DEFAULT_PORT if port is None else port,
+        worker_count=1 if workers is None else workers,
+        scoring_timeout_ms=DEFAULT_TIMEOUT_MS if timeout is None else timeout,
+        service_name=str(settings.get("SERVICE_NAME", "ML service")),
+        service_version=str(settings.get("SERVICE_VERSION", "1.0")),
+        service_path_prefix=str(settings.get("SERVICE_PATH_PREFIX", "")),
+        auth_keys=keys,
+        max_body_bytes=DEFAULT_MAX_BODY if max_body is None else max_body,
+        cors_origins=cors,
+        access_log=not args.no_access_log,
+        verbose_errors=args.verbose_errors,
+    )
+    _validate(config)
+    return config
+
+
+def _validate(config: ServeConfig) -> None:
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"Port {config.port} is out of range: use 1-65535 (0 picks a free port).")
+    if config.worker_count < 1:
+        raise ConfigError(f"Worker count {config.worker_count} is invalid: use 1 or more.")
+    if config.scoring_timeout_ms < 1:
+        raise ConfigError(f"Scoring timeout {config.scoring_timeout_ms} ms is invalid: use 1 or more.")
+    if config.max_body_bytes < 1:
+        raise ConfigError(f"Maximum body size {config.max_body_bytes} is invalid: use 1 or more bytes.")
+    for key in config.auth_keys:
+        if len(key) < 8 or any(c.isspace() for c in key):
+            raise ConfigError("An auth key must be at least 8 characters without spaces.")

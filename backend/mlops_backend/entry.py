@@ -1,0 +1,153 @@
+"""Load an Azure ML style entry script and work out how ``run()`` wants its input.
+
+Three ways, as Azure ML's server decides them:
+
+- ``@rawhttp``: ``run(request)`` gets the whole request (an ``AMLRequest``).
+- ``@input_schema`` (inference_schema): the JSON body's keys are ``run``'s parameters.
+- undecorated: ``run(data)`` gets the body as a string (GET: the query as a JSON object string).
+
+A ``request_headers`` parameter, in any mode, receives the request headers as a dict.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+#: Where the ``azureml`` compatibility modules live; on ``sys.path`` only inside a server process.
+COMPAT_PATH = Path(__file__).resolve().parent / "_compat"
+#: The module name the entry script is imported under (Azure ML uses the same).
+MODULE_NAME = "entry_module"
+
+
+class EntryScriptError(Exception):
+    """The entry script cannot be served; the message says why."""
+
+
+class InputMode(enum.Enum):
+    """How ``run()`` receives a request."""
+
+    STRING = "string"
+    SCHEMA = "schema"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class EntryScript:
+    """A loaded entry script, ready to be initialised and called."""
+
+    path: Path
+    module: ModuleType
+    init: Callable[[], Any]
+    run: Callable[..., Any]
+    mode: InputMode
+    #: Parameter names (and defaults; ``inspect.Parameter.empty`` when required) for SCHEMA mode.
+    parameters: tuple[tuple[str, Any], ...]
+    #: The parameter that receives the input in STRING and RAW modes.
+    input_name: str
+    wants_headers: bool
+
+    @property
+    def schema_decorated(self) -> bool:
+        """True when ``run`` carries inference_schema decorators."""
+        return self.mode is InputMode.SCHEMA
+
+
+def install_compat() -> None:
+    """Make ``azureml.*`` compatibility imports resolvable, after anything really installed."""
+    path = str(COMPAT_PATH)
+    if path not in sys.path:
+        sys.path.append(path)
+
+
+def _rawhttp_requested(run: Callable[..., Any]) -> bool:
+    func: Any = run
+    while func is not None:
+        if getattr(func, "__aml_rawhttp__", False):
+            return True
+        func = getattr(func, "__wrapped__", None)
+    for name in ("azureml.contrib.services.aml_request", "azureml_inference_server_http.api.aml_request"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "_rawHttpRequested", False):
+            return True
+    return False
+
+
+def _schema_decorated(run: Callable[..., Any]) -> bool:
+    if "inference_schema" not in sys.modules:  # a script that never imported it cannot use it
+        return False
+    from inference_schema.schema_util import is_schema_decorated
+
+    return bool(is_schema_decorated(run))
+
+
+def load(path: Path) -> EntryScript:
+    """Import the entry script (its folder on ``sys.path`` and as working directory) and analyse ``run``.
+
+    Raises:
+        EntryScriptError: the import failed (chained), or init()/run() is missing or has a signature
+            the server cannot call.
+    """
+    install_compat()
+    app_root = str(path.parent)
+    if app_root not in sys.path:
+        sys.path.insert(0, app_root)
+    os.chdir(app_root)
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    if spec is None or spec.loader is None:
+        raise EntryScriptError(f"{path} cannot be imported as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[MODULE_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        raise EntryScriptError(f"Importing the entry script {path} failed: {type(exc).__name__}: {exc}") from exc
+    for name in ("init", "run"):
+        if not callable(getattr(module, name, None)):
+            raise EntryScriptError(f"The entry script {path} does not define a {name}() function.")
+    run = module.run
+    driver = getattr(module, "driver_module", None)  # Azure SDK generated driver scripts forward to this one
+    if isinstance(driver, ModuleType) and callable(getattr(driver, "run", None)):
+        run = driver.run
+    return _analyse(path, module, module.init, run)
+
+
+def _analyse(path: Path, module: ModuleType, init: Callable[[], Any], run: Callable[..., Any]) -> EntryScript:
+    params = list(inspect.signature(run).parameters.values())
+    allowed = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    bad = [p.name for p in params if p.kind not in allowed]
+    if bad:
+        raise EntryScriptError(
+            f"run() in {path} takes {', '.join(bad)} as positional-only, *args or **kwargs; the server calls "
+            "run with named arguments: declare them as plain parameters, e.g. def run(data)."
+        )
+    wants_headers = any(p.name == "request_headers" for p in params)
+    inputs = [p for p in params if p.name != "request_headers"]
+    if not inputs:
+        raise EntryScriptError(
+            f"run() in {path} needs a parameter for the input data, e.g. def run(data)"
+            + (" (request_headers alone is not enough)." if wants_headers else ".")
+        )
+    raw = _rawhttp_requested(run)
+    schema = _schema_decorated(run)
+    if raw and schema:
+        raise EntryScriptError(f"run() in {path} cannot be decorated with both @rawhttp and @input_schema.")
+    mode = InputMode.RAW if raw else InputMode.SCHEMA if schema else InputMode.STRING
+    return EntryScript(
+        path=path,
+        module=module,
+        init=init,
+        run=run,
+        mode=mode,
+        parameters=tuple((p.name, p.default) for p in inputs),
+        input_name=inputs[0].name,
+        wants_headers=wants_headers,
+    )

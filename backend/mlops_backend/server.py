@@ -1,0 +1,261 @@
+"""Processes of a scoring server: one worker per process, a supervisor when there are several.
+
+Each worker imports the entry script, runs ``init()`` once, binds its own listening socket
+(``SO_REUSEPORT`` when there are several workers, so the kernel spreads connections over all of
+them rather than letting one worker accept everything) and serves with uvicorn on uvloop and
+httptools. A failed import or ``init()`` ends the server with exit status 3 and no half-up server.
+The supervisor restarts a worker that dies later (an OOM kill, a crash in native code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mlops_backend.config import ServeConfig
+
+EXIT_STARTUP_FAILED = 3
+_RESTART_LIMIT = 5
+_RESTART_WINDOW_S = 60.0
+_GRACE_S = 30.0
+
+
+def _say(message: str) -> None:
+    print(f"mlops-serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def _model_tree(folder: Path, limit: int = 200) -> str:
+    lines = []
+    for path in itertools.islice(sorted(folder.rglob("*")), limit):
+        lines.append(f"  {path.relative_to(folder)}{'/' if path.is_dir() else ''}")
+    return "\n".join(lines) or "  (empty)"
+
+
+def _export_environment(config: ServeConfig) -> None:
+    os.environ["AZUREML_ENTRY_SCRIPT"] = str(config.entry_script)
+    os.environ.setdefault("AML_APP_ROOT", str(config.app_root))
+    os.environ.setdefault("SERVICE_NAME", config.service_name)
+    if config.model_dir is not None:
+        os.environ["AZUREML_MODEL_DIR"] = str(config.model_dir)
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket; TCP_NODELAY is set so accepted connections inherit it.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not local...).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_error(config: ServeConfig, exc: OSError) -> str:
+    return (f"Cannot listen on {config.host}:{config.port}: {exc.strerror or exc}. "
+            + ("Another process uses that port: pick another with --port." if exc.errno == 98 else ""))
+
+
+def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd: int | None = None) -> int:
+    """Load the script, run ``init()``, serve until told to stop; return the exit status."""
+    import uvicorn
+
+    from mlops_backend import entry
+    from mlops_backend.app import ScoringApp
+    from mlops_backend.metrics import WorkerMetrics
+
+    _export_environment(config)
+    try:
+        script = entry.load(config.entry_script)
+    except entry.EntryScriptError as exc:
+        _say(f"{exc}\n{traceback.format_exc() if exc.__cause__ else ''}")
+        return EXIT_STARTUP_FAILED
+    try:
+        script.init()
+    except BaseException:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from init() fail the start too
+        _say(f"init() of {config.entry_script} failed:\n{traceback.format_exc()}")
+        if config.model_dir is not None:
+            _say(f"Contents of the model folder {config.model_dir}:\n{_model_tree(config.model_dir)}")
+        return EXIT_STARTUP_FAILED
+    try:
+        sock = listening_socket(config.host, config.port, reuse_port=config.worker_count > 1)
+    except OSError as exc:
+        _say(_bind_error(config, exc))
+        return EXIT_STARTUP_FAILED
+    app = ScoringApp(config, script, WorkerMetrics(metrics_dir, index))
+    uv_config = uvicorn.Config(
+        app, loop=_loop(), http=_http(), lifespan="off", access_log=False, server_header=False,
+        log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=int(_GRACE_S),
+    )
+    server = _make_server(uv_config, app)
+    host, port = sock.getsockname()[:2]
+    _say(f"worker {index} serving {script.path.name} ({script.mode.value} input) on http://{host}:{port}")
+    if ready_fd is not None:
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
+    server.run(sockets=[sock])
+    if app.access_log is not None:
+        app.access_log.flush()
+    return 0
+
+
+def _loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def _http() -> str:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def _make_server(config: Any, app: Any) -> Any:
+    """uvicorn's server, telling the app to answer /ready with 503 once shutdown begins."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.draining = True
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
+class Supervisor:
+    """Starts ``worker_count`` workers, restarts those that die, and stops them all on SIGTERM/SIGINT."""
+
+    def __init__(self, config: ServeConfig, metrics_dir: Path) -> None:
+        self.config = config
+        self.metrics_dir = metrics_dir
+        self.workers: dict[int, tuple[int, int]] = {}  # pid -> (index, ready pipe read end)
+        self.ready: set[int] = set()
+        self.stopping = False
+        self.restarts: list[float] = []
+
+    def _spawn(self, index: int) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_end)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = EXIT_STARTUP_FAILED
+            try:
+                code = run_worker(self.config, self.metrics_dir, index, write_end)
+            except BaseException:  # noqa: BLE001 - a forked worker must never return into the supervisor
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        self.workers[pid] = (index, read_end)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            _say("stopping workers")
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Supervise until every worker has stopped; return the server's exit status."""
+        try:
+            probe = listening_socket(self.config.host, self.config.port, reuse_port=False)
+        except OSError as exc:
+            _say(_bind_error(self.config, exc))
+            return EXIT_STARTUP_FAILED
+        probe.close()
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(self.config.worker_count):
+            self._spawn(index)
+        deadline: float | None = None
+        while self.workers:
+            self._collect_ready()
+            if self.stopping and deadline is None:
+                deadline = time.monotonic() + _GRACE_S + 5
+            if deadline is not None and time.monotonic() > deadline:
+                for pid in self.workers:
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            index, pipe = self.workers.pop(pid)
+            was_ready = pid in self.ready or self._has_ready(pipe)
+            os.close(pipe)
+            self.ready.discard(pid)
+            if self.stopping:
+                continue
+            if not was_ready:
+                _say(f"worker {index} failed to start (exit status {code}); stopping the server")
+                self._stop(signal.SIGTERM, None)
+                self._wait_all()
+                return EXIT_STARTUP_FAILED
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < _RESTART_WINDOW_S] + [now]
+            if len(self.restarts) > _RESTART_LIMIT:
+                _say(f"workers died {len(self.restarts)} times within {_RESTART_WINDOW_S:.0f} s; giving up")
+                self._stop(signal.SIGTERM, None)
+                self._wait_all()
+                return 1
+            _say(f"worker {index} (pid {pid}) died with exit status {code}; starting it again")
+            self._spawn(index)
+        return 0
+
+    def _has_ready(self, pipe: int) -> bool:
+        readable, _, _ = select.select([pipe], [], [], 0)
+        return bool(readable) and os.read(pipe, 1) == b"R"
+
+    def _collect_ready(self) -> None:
+        for pid, (_, pipe) in self.workers.items():
+            if pid not in self.ready and self._has_ready(pipe):
+                self.ready.add(pid)
+                if len(self.ready) == len(self.workers):
+                    _say(f"all {len(self.workers)} workers ready")
+
+    def _wait_all(self) -> None:
+        for pid, (_, pipe) in list(self.workers.items()):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            os.close(pipe)
+        self.workers.clear()
+
+
+def serve(config: ServeConfig, metrics_dir: Path) -> int:
+    """Serve until stopped; return the exit status (3: the script could not start)."""
+    if config.worker_count == 1:
+        return run_worker(config, metrics_dir)
+    if config.port == 0:
+        _say("--port 0 (any free port) needs a single worker: with several, give a port.")
+        return 2
+    return Supervisor(config, metrics_dir).run()

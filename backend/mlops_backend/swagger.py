@@ -1,0 +1,133 @@
+"""``/swagger.json``: OpenAPI 2, 3 and 3.1 documents, built once at start-up.
+
+From run()'s inference_schema decorators when present; otherwise a generic object schema. A
+``swagger.json`` / ``swagger2.json`` (version 2), ``swagger3.json`` or ``swagger3.1.json`` file in
+the app root is served as it is instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlops_backend.config import ServeConfig
+from mlops_backend.entry import EntryScript
+
+#: Accepted ``?version=`` values and the document each selects.
+VERSION_ALIASES = {"2": "2", "2.0": "2", "3": "3", "3.0": "3", "3.1": "3.1"}
+_USER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",), "3.1": ("swagger3.1.json",)}
+_GENERIC = {"type": "object", "example": {}}
+_ERROR = {"type": "object", "properties": {"message": {"type": "string"}}}
+
+
+class SwaggerError(Exception):
+    """The requested version is unknown or unavailable for this script."""
+
+
+def _schemas(script: EntryScript, version: str) -> tuple[Any, Any] | None:
+    if not script.schema_decorated:
+        return _GENERIC, _GENERIC
+    from inference_schema.schema_util import get_input_schema, get_output_schema, get_supported_versions
+
+    supported = {VERSION_ALIASES.get(v, v) for v in get_supported_versions(script.run)}
+    if version not in supported:
+        return None
+    return get_input_schema(script.run), get_output_schema(script.run)
+
+
+def _operation(op_id: str, description: str, ok: dict[str, Any], version: str, **extra: Any) -> dict[str, Any]:
+    ref = "#/definitions/ErrorResponse" if version == "2" else "#/components/schemas/ErrorResponse"
+    error: dict[str, Any] = {"description": "The service failed to execute due to an error."}
+    if version == "2":
+        error["schema"] = {"$ref": ref}
+    else:
+        error["content"] = {"application/json": {"schema": {"$ref": ref}}}
+    return {"operationId": op_id, "description": description, "responses": {"200": ok, "default": error}, **extra}
+
+
+def _response(description: str, schema: dict[str, Any], media: str, version: str) -> dict[str, Any]:
+    if version == "2":
+        return {"description": description, "schema": schema}
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def build(config: ServeConfig, script: EntryScript, version: str) -> dict[str, Any] | None:
+    """The document for ``version`` ('2', '3' or '3.1'), or None if the script's schema lacks it."""
+    schemas = _schemas(script, version)
+    if schemas is None:
+        return None
+    input_schema, output_schema = schemas
+    prefix = f"/{config.service_path_prefix.strip('/')}" if config.service_path_prefix.strip("/") else ""
+    ref = "#/definitions/" if version == "2" else "#/components/schemas/"
+    text = {"type": "string"}
+    score_ok = _response("The prediction output of the model.", {"$ref": ref + "ServiceOutput"},
+                         "application/json", version)
+    security: list[dict[str, list[str]]] = [{"Bearer": []}] if config.auth_keys else []
+    score = _operation("RunMLService", "Run the model and return its prediction.", score_ok, version,
+                       security=security)
+    if version == "2":
+        score["parameters"] = [{"name": "serviceInputPayload", "in": "body", "required": True,
+                                "schema": {"$ref": ref + "ServiceInput"}}]
+        score["consumes"] = ["application/json"]
+        score["produces"] = ["application/json"]
+    else:
+        score["requestBody"] = {"required": True,
+                                "content": {"application/json": {"schema": {"$ref": ref + "ServiceInput"}}}}
+    paths = {
+        f"{prefix}/": {"get": _operation("ServiceHealthCheck", "Liveness: 'Healthy' while the service is up.",
+                                         _response("The service is up.", {**text, "example": "Healthy"},
+                                                   "text/plain", version), version)},
+        f"{prefix}/score": {"post": score},
+        f"{prefix}/swagger.json": {"get": _operation("GetSwaggerSpec", "This document.",
+                                                     _response("The OpenAPI document.", {"type": "object"},
+                                                               "application/json", version), version)},
+        f"{prefix}/ready": {"get": _operation("ServiceReadiness", "Readiness: 200 once init() has run, "
+                                              "503 while shutting down.",
+                                              _response("Ready.", {"type": "object"}, "application/json", version),
+                                              version)},
+        f"{prefix}/metrics": {"get": _operation("Metrics", "Prometheus metrics.",
+                                                _response("Metrics, text format.", text, "text/plain", version),
+                                                version)},
+    }
+    info = {"title": config.service_name, "version": config.service_version,
+            "description": f"API of the machine learning service {config.service_name}."}
+    definitions = {"ServiceInput": input_schema, "ServiceOutput": output_schema, "ErrorResponse": _ERROR}
+    bearer = {"type": "apiKey", "name": "Authorization", "in": "header", "description": "Bearer KEY"}
+    if version == "2":
+        return {"swagger": "2.0", "info": info, "schemes": ["http"], "paths": paths, "definitions": definitions,
+                "securityDefinitions": {"Bearer": bearer}}
+    return {"openapi": "3.1.0" if version == "3.1" else "3.0.3", "info": info, "paths": paths,
+            "components": {"schemas": definitions, "securitySchemes": {"Bearer": bearer}}}
+
+
+class Swagger:
+    """Every document, serialised once."""
+
+    def __init__(self, config: ServeConfig, script: EntryScript) -> None:
+        self.documents: dict[str, bytes] = {}
+        for version, files in _USER_FILES.items():
+            for name in files:
+                path = Path(config.app_root) / name
+                if path.is_file():
+                    self.documents[version] = path.read_bytes()
+                    break
+            else:
+                doc = build(config, script, version)
+                if doc is not None:
+                    self.documents[version] = json.dumps(doc).encode()
+
+    def get(self, requested: str | None) -> bytes:
+        """The document for ``?version=`` (default 2).
+
+        Raises:
+            SwaggerError: unknown version, or none available for it; the message lists what is.
+        """
+        available = ", ".join(sorted(self.documents))
+        version = VERSION_ALIASES.get(requested or "2")
+        if version is None:
+            raise SwaggerError(f"Swagger version [{requested}] is not valid. Supported versions: [{available}].")
+        if version not in self.documents:
+            raise SwaggerError(f"Swagger version [{requested}] is not supported for the scoring script. "
+                               f"Supported swagger versions: [{available}].")
+        return self.documents[version]
