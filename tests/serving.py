@@ -80,16 +80,18 @@ def mlops_serve() -> str:
     return exe
 
 
-def start(script: str | Path, *args: str, env: Mapping[str, str] | None = None, port: int | None = None,
+def start(script: str | Path | None, *args: str, env: Mapping[str, str] | None = None, port: int | None = None,
           logs: Path) -> Served:
-    """Start the server (do not wait for it)."""
+    """Start the server (do not wait for it); ``script=None`` leaves the entry script to the environment."""
     port = free_port() if port is None else port
-    path = script if isinstance(script, Path) else SCRIPTS / script
+    path = None if script is None else script if isinstance(script, Path) else SCRIPTS / script
+    name = "env" if path is None else path.stem
     logs.mkdir(parents=True, exist_ok=True)
-    stdout, stderr = logs / f"{path.stem}-{port}.out", logs / f"{path.stem}-{port}.err"
+    stdout, stderr = logs / f"{name}-{port}.out", logs / f"{name}-{port}.err"
+    script_args = [] if path is None else ["--entry_script", str(path)]
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
-            [mlops_serve(), "--entry_script", str(path), "--port", str(port), *args],
+            [mlops_serve(), *script_args, "--port", str(port), *args],
             stdout=out, stderr=err, env={**os.environ, **(env or {})},
         )
     return Served(port, process, stdout, stderr)
@@ -122,7 +124,9 @@ def stop(served: Served, timeout: float = 15) -> int:
 
 
 @contextmanager
-def serving(script: str | Path, *args: str, logs: Path, env: Mapping[str, str] | None = None) -> Iterator[Served]:
+def serving(
+    script: str | Path | None, *args: str, logs: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Served]:
     """A healthy server for the duration of the block, stopped after it."""
     served = start(script, *args, env=env, logs=logs)
     try:

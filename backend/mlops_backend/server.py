@@ -112,6 +112,10 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)
+    # uvicorn re-raises the stop signal after its graceful shutdown, once the handlers it saved are
+    # back; saving "ignore" makes a SIGTERM stop end with status 0, as a clean stop should.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.run(sockets=[sock])
     if app.access_log is not None:
         app.access_log.flush()

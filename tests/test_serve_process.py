@@ -1,0 +1,240 @@
+"""The scoring server as a process: start-up failures, settings, workers, auth, limits, metrics, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serving import SCRIPTS, free_port, mlops_serve, serving, start, stop, wait_healthy
+
+pytestmark = pytest.mark.serve
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([mlops_serve(), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+# -- start-up failures: exit non-zero, no half-up server ---------------------------------------
+
+def test_init_failure_exits_3_with_the_traceback_and_the_model_folder(tmp_path: Path) -> None:
+    (tmp_path / "model.pkl").write_bytes(b"x")
+    done = _run("--entry_script", str(SCRIPTS / "init_fails.py"), "--port", str(free_port()),
+                "--model_dir", str(tmp_path))
+    assert done.returncode == 3
+    assert "init() of" in done.stderr and "FileNotFoundError" in done.stderr and "missing-model.pkl" in done.stderr
+    assert "Contents of the model folder" in done.stderr and "model.pkl" in done.stderr
+
+
+def test_import_failure_exits_3_naming_the_module(tmp_path: Path) -> None:
+    done = _run("--entry_script", str(SCRIPTS / "import_fails.py"), "--port", str(free_port()))
+    assert done.returncode == 3
+    assert "Importing the entry script" in done.stderr and "package_that_does_not_exist" in done.stderr
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def run(data):\n    return data\n", "does not define a init() function"),
+    ("def init():\n    pass\n", "does not define a run() function"),
+    ("def init():\n    pass\ndef run(*args):\n    return 1\n", "positional-only, *args or **kwargs"),
+    ("def init():\n    pass\ndef run(request_headers):\n    return 1\n", "request_headers alone is not enough"),
+])
+def test_scripts_the_server_cannot_call_are_refused_at_start(tmp_path: Path, source: str, message: str) -> None:
+    (tmp_path / "score.py").write_text(source)
+    done = _run("--entry_script", str(tmp_path / "score.py"), "--port", str(free_port()))
+    assert done.returncode == 3 and message in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--entry_script", "/no/such/score.py"], "Entry script '/no/such/score.py' does not exist"),
+    ([], "No entry script"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--worker_count", "0"], "Worker count 0 is invalid"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--model_dir", "/no/models"], "Model folder '/no/models'"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--auth-key", "short"], "at least 8 characters"),
+])
+def test_bad_settings_exit_2_with_what_to_fix(args: list[str], message: str) -> None:
+    done = _run(*args, env={"AZUREML_ENTRY_SCRIPT": ""})
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_port_in_use_is_reported(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            done = _run("--entry_script", str(SCRIPTS / "echo.py"), "--port", str(port), "--worker_count", workers)
+            assert done.returncode == 3 and f"Cannot listen on 127.0.0.1:{port}" in done.stderr
+            assert "pick another with --port" in done.stderr
+
+
+# -- settings from the environment and a config file (as azmlinfsrv reads them) ---------------
+
+def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
+    env = {"AZUREML_ENTRY_SCRIPT": str(SCRIPTS / "slow.py"), "SCORING_TIMEOUT_MS": "200", "SERVICE_NAME": "envsvc"}
+    with serving(None, logs=tmp_path, env=env) as s:
+        assert s.request("POST", "/score", "slow").message == "Scoring timeout after 200 ms"
+        assert s.request("GET", "/swagger.json").json()["info"]["title"] == "envsvc"
+
+
+def test_the_command_line_wins_over_the_environment(tmp_path: Path) -> None:
+    with serving("echo.py", logs=tmp_path, env={"AZUREML_ENTRY_SCRIPT": str(SCRIPTS / "raising.py")}) as s:
+        assert s.request("POST", "/score", "x").json() == "x"
+
+
+def test_a_config_file_is_read_and_the_command_line_wins(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"SCORING_TIMEOUT_MS": 250, "SERVICE_NAME": "fromfile"}))
+    with serving("slow.py", "--config_file", str(config), logs=tmp_path) as s:
+        assert s.request("POST", "/score", "slow").message == "Scoring timeout after 250 ms"
+    with serving("slow.py", "--config_file", str(config), "--scoring-timeout-ms", "150", logs=tmp_path) as s:
+        assert s.request("POST", "/score", "slow").message == "Scoring timeout after 150 ms"
+    (tmp_path / "broken.json").write_text("{")
+    done = _run("--entry_script", str(SCRIPTS / "echo.py"), "--config_file", str(tmp_path / "broken.json"))
+    assert done.returncode == 2 and "is not valid JSON" in done.stderr
+
+
+# -- our additions: auth, body limit, metrics, access log, CORS, readiness --------------------
+
+def test_key_auth_protects_score_only(tmp_path: Path) -> None:
+    with serving("echo.py", "--auth-key", "primary-key-123", "--auth-key", "secondary-key-456", logs=tmp_path) as s:
+        missing = s.request("POST", "/score", "x")
+        assert missing.status == 401 and "Authorization: Bearer" in missing.message
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert s.request("POST", "/score", "x", {"Authorization": "Bearer wrong-key-000"}).status == 401
+        assert s.request("POST", "/score", "x", {"Authorization": "primary-key-123"}).status == 401
+        for key in ("primary-key-123", "secondary-key-456"):
+            assert s.request("POST", "/score", "x", {"Authorization": f"Bearer {key}"}).json() == "x"
+        assert s.request("GET", "/").status == 200
+        assert s.request("GET", "/swagger.json").json()["paths"]["/score"]["post"]["security"] == [{"Bearer": []}]
+
+
+def test_keys_can_come_from_the_environment(tmp_path: Path) -> None:
+    with serving("echo.py", logs=tmp_path, env={"MLOPS_AUTH_KEYS": "env-key-12345"}) as s:
+        assert s.request("POST", "/score", "x").status == 401
+        assert s.request("POST", "/score", "x", {"Authorization": "Bearer env-key-12345"}).status == 200
+
+
+def test_a_body_over_the_limit_is_a_413(tmp_path: Path) -> None:
+    with serving("echo.py", "--max-body-bytes", "1000", logs=tmp_path) as s:
+        assert s.request("POST", "/score", "a" * 1000).status == 200
+        too_big = s.request("POST", "/score", "a" * 1001)
+        assert too_big.status == 413 and "limit of 1000 bytes" in too_big.message
+        assert s.request("POST", "/score", "ok").json() == "ok"
+
+
+def test_metrics_count_requests_failures_and_latency(tmp_path: Path) -> None:
+    with serving("raising.py", logs=tmp_path) as s:
+        for _ in range(3):
+            s.request("POST", "/score", "x")
+        s.request("GET", "/nope")
+        text = s.request("GET", "/metrics").body.decode()
+    assert 'mlops_requests_total{worker="0",route="score",status="500"} 3' in text
+    assert 'mlops_requests_total{worker="0",route="other",status="404"} 1' in text
+    assert 'mlops_run_failures_total{worker="0"} 3' in text
+    assert 'mlops_score_duration_seconds_count{worker="0"} 3' in text
+    assert 'mlops_score_duration_seconds_bucket{worker="0",le="+Inf"} 3' in text
+    assert 'mlops_requests_in_flight{worker="0"} 1' in text  # the /metrics request itself
+
+
+def test_each_request_writes_one_json_access_log_line(tmp_path: Path) -> None:
+    with serving("echo.py", logs=tmp_path) as s:
+        s.request("POST", "/score", "x", {"x-request-id": "log-me"})
+        time.sleep(0.8)  # the log is flushed half a second after the first buffered line
+        lines = [json.loads(line) for line in s.stdout.read_text().splitlines()]
+    record = next(r for r in lines if r["request_id"] == "log-me")
+    assert (record["method"], record["path"], record["status"]) == ("POST", "/score", 200)
+    assert record["ms"] >= 0 and record["bytes"] == 3
+
+
+def test_cors_origins_are_allowed_when_configured(tmp_path: Path) -> None:
+    with serving("echo.py", logs=tmp_path, env={"AML_CORS_ORIGINS": "http://app.local"}) as s:
+        ok = s.request("POST", "/score", "x", {"Origin": "http://app.local"})
+        assert ok.headers["access-control-allow-origin"] == "http://app.local"
+        other = s.request("POST", "/score", "x", {"Origin": "http://evil.local"})
+        assert "access-control-allow-origin" not in other.headers
+        preflight = s.request("OPTIONS", "/score", headers={"Origin": "http://app.local"})
+        assert preflight.headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path: Path) -> None:
+    import threading
+
+    served = start("slow.py", "--scoring-timeout-ms", "1500", logs=tmp_path)
+    wait_healthy(served)
+    replies: list[int] = []
+    worker = threading.Thread(target=lambda: replies.append(served.request("POST", "/score", "slow").status))
+    worker.start()
+    time.sleep(0.3)
+    served.process.send_signal(signal.SIGTERM)
+    worker.join(10)
+    assert replies == [500]  # the in-flight request was answered (its timeout), not dropped
+    assert served.process.wait(10) == 0
+
+
+# -- several workers -------------------------------------------------------------------------
+
+def test_two_workers_both_serve_and_a_killed_worker_is_replaced(tmp_path: Path) -> None:
+    served = start("echo.py", "--worker_count", "2", logs=tmp_path)
+    try:
+        wait_healthy(served)
+        for _ in range(200):  # a new connection each time: the kernel spreads them over the workers
+            assert served.request("POST", "/score", "x").status == 200
+        text = served.request("GET", "/metrics").body.decode()
+        counts = {w: _score_count(text, w) for w in ("0", "1")}
+        assert all(c > 20 for c in counts.values()), counts
+        worker_pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(served.process.pid)],
+                                                      capture_output=True, text=True).stdout.split()]
+        assert len(worker_pids) == 2
+        os.kill(worker_pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            now = subprocess.run(["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True)
+            pids = [int(p) for p in now.stdout.split()]
+            if len(pids) == 2 and worker_pids[0] not in pids:
+                break
+            time.sleep(0.1)
+        assert len(pids) == 2 and worker_pids[0] not in pids, served.log()
+        assert "died with exit status -9; starting it again" in served.log()
+        for _ in range(20):
+            assert served.request("POST", "/score", "x").status == 200
+    finally:
+        assert stop(served) == 0
+
+
+def _score_count(metrics: str, worker: str) -> int:
+    prefix = f'mlops_requests_total{{worker="{worker}",route="score",status="200"}} '
+    return next((int(float(line[len(prefix):])) for line in metrics.splitlines() if line.startswith(prefix)), 0)
+
+
+def test_a_worker_that_fails_init_stops_the_whole_server(tmp_path: Path) -> None:
+    done = _run("--entry_script", str(SCRIPTS / "init_fails.py"), "--port", str(free_port()), "--worker_count", "2")
+    assert done.returncode == 3 and "failed to start (exit status 3); stopping the server" in done.stderr
+
+
+# -- the azureml compatibility modules -------------------------------------------------------
+
+def test_compat_modules_exist_only_inside_the_server_process() -> None:
+    code = "import mlops_backend.app, mlops_backend.entry\nimport azureml"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and "No module named 'azureml'" in done.stderr
+
+
+def test_a_real_azureml_installation_wins_over_the_compat_modules(tmp_path: Path) -> None:
+    real = tmp_path / "site"
+    (real / "azureml" / "core").mkdir(parents=True)
+    (real / "azureml" / "__init__.py").write_text("")
+    (real / "azureml" / "core" / "__init__.py").write_text("")
+    (real / "azureml" / "core" / "model.py").write_text("class Model:\n    REAL = True\n")
+    (tmp_path / "score.py").write_text(
+        "from azureml.core.model import Model\n\ndef init():\n    pass\n\n"
+        "def run(data):\n    return getattr(Model, 'REAL', False)\n")
+    with serving(tmp_path / "score.py", logs=tmp_path / "logs", env={"PYTHONPATH": str(real)}) as s:
+        assert s.request("POST", "/score", "x").json() is True
