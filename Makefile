@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: setup quickstart test lint bench
+.PHONY: setup peers quickstart test lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# Azure ML's own server, in its own environment: the differential tests compare mlops-serve with it.
+peers: setup
+	$(BIN)/python benchmarks/peers.py azmlinfsrv
+
 quickstart: setup
 	$(BIN)/python examples/quickstart.py
 
@@ -24,9 +28,10 @@ lint: setup
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
-test: lint
+test: lint peers
 	$(BIN)/python -m pytest $(NBVAL) tests notebooks; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: setup
 	$(BIN)/python benchmarks/registry.py
+	$(BIN)/python benchmarks/serving.py

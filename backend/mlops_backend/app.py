@@ -39,6 +39,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 HEADER_LIMIT = 100
 RUN_FAILED_MESSAGE = "An unexpected error occurred in scoring script. Check the logs for more info."
 _JSON = b"application/json"
+_HTML = b"text/html; charset=utf-8"  # what Azure ML's (Flask) server says for "Healthy" and OPTIONS
 _SERVER = f"mlops-serve/{__version__}".encode()
 _FALSE = b"False"
 _TRUE = b"True"
@@ -212,7 +213,7 @@ class ScoringApp:
                     status, body, run_failed = self._score(scope, method, payload, content_type, headers)
                 elif method == "OPTIONS":
                     status, body = 200, b""
-                    headers.append((b"content-type", b"text/plain; charset=utf-8"))
+                    headers.append((b"content-type", _HTML))
                     headers.append((b"x-ms-run-function-failed", _FALSE))
                     if self._cors:
                         headers += [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
@@ -412,7 +413,7 @@ class ScoringApp:
         if method != "GET" and not (method == "HEAD" and path in ("/", "/ready")):
             raise HTTPError(405, "Method not allowed", [(b"allow", b"GET")])
         if path == "/":
-            headers.append((b"content-type", b"text/html; charset=utf-8"))
+            headers.append((b"content-type", _HTML))
             return 200, b"Healthy"
         if path == "/ready":
             headers.append((b"content-type", _JSON))

@@ -1,4 +1,4 @@
-from azureml.contrib.services.aml_response import AMLResponse
+from azureml_inference_server_http.api.aml_response import AMLResponse
 
 
 def init():

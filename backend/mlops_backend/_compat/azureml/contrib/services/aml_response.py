@@ -21,6 +21,8 @@ class AMLResponse(Response):
         run_function_failed: the value of the ``x-ms-run-function-failed`` header.
     """
 
+    default_mimetype = "text/html"  # as Flask's Response, which Azure ML's AMLResponse extends
+
     def __init__(
         self,
         message: Any,
