@@ -103,7 +103,7 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
         return EXIT_STARTUP_FAILED
     app = ScoringApp(config, script, WorkerMetrics(metrics_dir, index))
     uv_config = uvicorn.Config(
-        app, loop=_loop(), http=_http(), lifespan="off", access_log=False, server_header=False,
+        app, loop=config.loop, http=_http(), lifespan="off", access_log=False, server_header=False,
         log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=int(_GRACE_S),
     )
     server = _make_server(uv_config, app)
@@ -120,14 +120,6 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
     if app.access_log is not None:
         app.access_log.flush()
     return 0
-
-
-def _loop() -> str:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
 
 
 def _http() -> str:
