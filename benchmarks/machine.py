@@ -1,12 +1,16 @@
-"""Machine information recorded with every benchmark result."""
+"""Machine information recorded with every benchmark result, and where results are written."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sqlite3
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _cpu_model() -> str:
@@ -48,3 +52,11 @@ def describe(info: dict[str, Any]) -> str:
     """One line for a results header."""
     return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {info['os']}, "
             f"Python {info['python']}, SQLite {info['sqlite']}, {info['when']}")
+
+
+def record(name: str, text: str, result: dict[str, Any]) -> None:
+    """Write ``results/<name>.md`` (the report) and ``results/<name>.json`` (every figure)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"Recorded in {RESULTS / name}.md and {name}.json")

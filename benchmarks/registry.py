@@ -12,7 +12,6 @@ store never short-cuts a write. Times are wall-clock medians over repeated calls
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info
+from machine import describe, machine_info, record
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GOALS_MS = {"register_median": 15.0, "list_all": 100.0, "search_tag": 100.0}
 TEAMS = ["cv", "nlp", "ops", "rec", "ads"]
 
@@ -165,10 +163,7 @@ def main() -> int:
     text = report(result)
     print(text)
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "registry.md").write_text(text)
-        (RESULTS / "registry.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"Recorded in {RESULTS / 'registry.md'} and registry.json")
+        record("registry", text, result)
     return 0
 
 

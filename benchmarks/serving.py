@@ -34,28 +34,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
-from machine import describe, machine_info
+from machine import describe, machine_info, record
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK = os.sysconf("SC_CLK_TCK")
 
 ECHO = "def init():\n    pass\n\n\ndef run(data):\n    return data\n"
-SKLEARN = '''import json
-import os
-
-import joblib
-import numpy as np
-
-
-def init():
-    global model
-    model = joblib.load(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.pkl"))
-
-
-def run(raw_data):
-    data = np.asarray(json.loads(raw_data)["data"])
-    return model.predict(data).tolist()
-'''
+#: The Azure ML style sklearn entry script the tests serve too, unchanged.
+SKLEARN = (Path(__file__).resolve().parent.parent / "tests" / "entry_scripts" / "sklearn_model.py").read_text()
 TRAIN = '''import sys, joblib
 from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import RandomForestClassifier
@@ -67,8 +52,9 @@ X2, y2 = make_classification(n_samples=2000, n_features=20, random_state=0)
 joblib.dump(RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0).fit(X2, y2), out + "/rf/model.pkl")
 if len(sys.argv) > 2:
     import mlflow.sklearn
-    mlflow.sklearn.save_model(joblib.load(out + "/lr/model.pkl"), out + "/mlflow-lr")
-    mlflow.sklearn.save_model(joblib.load(out + "/rf/model.pkl"), out + "/mlflow-rf")
+    fmt = {"serialization_format": "cloudpickle"}
+    mlflow.sklearn.save_model(joblib.load(out + "/lr/model.pkl"), out + "/mlflow-lr", **fmt)
+    mlflow.sklearn.save_model(joblib.load(out + "/rf/model.pkl"), out + "/mlflow-rf", **fmt)
 '''
 ROWS = {"lr": [[5.1, 3.5, 1.4, 0.2]], "rf": [[0.1 * i for i in range(20)]]}
 
@@ -162,6 +148,8 @@ def start(target: Target, work: Path) -> tuple[subprocess.Popen[bytes], int, flo
     body, content_type = payload(target)
     path = "/invocations" if target.server == "mlflow" else "/score"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if target.server == "mlflow":  # it starts its own `uvicorn` by name: put its environment first on PATH
+        env["PATH"] = f"{peers.executable('mlflow').parent}:{env.get('PATH', '')}"
     began = time.perf_counter()
     process = subprocess.Popen(command(target, work, port), stdout=subprocess.DEVNULL,
                                stderr=open(work / f"{target.key.replace('/', '_')}.log", "wb"),  # noqa: SIM115
@@ -264,6 +252,20 @@ def prepare(work: Path, with_mlflow: bool) -> None:
     subprocess.run([str(python), "-c", TRAIN, str(work), *(["mlflow"] if with_mlflow else [])], check=True)
 
 
+def script_floor(work: Path, model: str) -> float:
+    """Seconds for a bare Python process to import the entry script, run init() and one run(): the
+    part of any server's cold start that belongs to the script and its libraries, not to the server."""
+    script = "echo.py" if model == "echo" else "score.py"
+    body = json.dumps({"data": ROWS.get(model, [[1]])})
+    code = (f"import importlib.util, os, sys\nos.environ['AZUREML_MODEL_DIR'] = {str(work / model)!r}\n"
+            f"spec = importlib.util.spec_from_file_location('s', {str(work / script)!r})\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.init()\n"
+            f"m.run({body!r})\n")
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - began
+
+
 def median_of(runs: list[dict[str, Any]], *path: str) -> float:
     values = []
     for run in runs:
@@ -299,6 +301,8 @@ def summarise(measured: dict[str, Measured]) -> dict[str, Any]:
         if mlflow_key:
             goals[f"{model}: throughput at c=16 vs MLflow, best workers"] = round(ours_rps / mlflow_rps, 2)
     goals["echo cold start, s (goal <= 1.0)"] = m("mlops-serve/echo/w1", "cold_start_s")
+    goals["rf script alone: import + init() + one run() in bare Python, s (no server can start faster)"] = m(
+        "floor/rf", "seconds")
     goals["sklearn cold start vs azmlinfsrv (goal <= 0.6)"] = round(
         m("mlops-serve/rf/w1", "cold_start_s") / m("azmlinfsrv/rf/w1", "cold_start_s"), 2)
     goals["echo RSS of one worker, MB (goal <= 60)"] = m("mlops-serve/echo/w1", "rss_mb_per_worker")
@@ -357,15 +361,15 @@ def main() -> int:
             for target in order:
                 print(f"round {round_number + 1}/{args.rounds}: {target.key}", file=sys.stderr, flush=True)
                 measured[target.key].runs.append(measure(target, work, args.seconds))
+            measured.setdefault("floor/rf", Measured()).runs.append({"seconds": round(script_floor(work, "rf"), 3)})
+    floor = measured.pop("floor/rf")
+    goals = summarise({**measured, "floor/rf": floor})
     result = {"machine": machine_info(), "rounds": args.rounds, "seconds": args.seconds,
-              "runs": {k: v.runs for k, v in measured.items()}, "goals": summarise(measured)}
+              "runs": {k: v.runs for k, v in measured.items()}, "script_floor_rf": floor.runs, "goals": goals}
     text = report(result)
     print(text)
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "serving.md").write_text(text)
-        (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"Recorded in {RESULTS / 'serving.md'} and serving.json")
+        record("serving", text, result)
     return 0
 
 

@@ -24,9 +24,13 @@ def test_importing_the_package_loads_no_notebook_server_or_heavy_library(stateme
     assert not loaded & set(HEAVY), f"{statement} imported {sorted(loaded & set(HEAVY))}"
 
 
-def test_backend_never_imports_the_notebook_side() -> None:
-    loaded = _modules_after("import mlops_backend")
-    assert not loaded & {"mlops_magics", "IPython", "jupyter_server", "matplotlib", "docker", "ipywidgets"}
+@pytest.mark.parametrize("statement", ["import mlops_backend",
+                                       "import mlops_backend.cli, mlops_backend.server, mlops_backend.app"])
+def test_backend_never_imports_the_notebook_side_or_what_a_script_may_not_need(statement: str) -> None:
+    loaded = _modules_after(statement)
+    forbidden = {"mlops_magics", "IPython", "jupyter_server", "matplotlib", "docker", "ipywidgets",
+                 "numpy", "pandas", "werkzeug", "inference_schema", "azureml"}
+    assert not loaded & forbidden, sorted(loaded & forbidden)
 
 
 def test_only_the_magics_module_imports_ipython() -> None:

@@ -144,7 +144,8 @@ def test_mlops_serve_answers_like_azmlinfsrv(pairs: dict[str, tuple[Served, Serv
     for header in ("content-type", "location"):
         if header in azure.headers:
             assert ours.headers[header].split(";")[0] == azure.headers[header].split(";")[0], header
-    assert ("x-ms-run-fn-exec-ms" in ours.headers) == ("x-ms-run-fn-exec-ms" in azure.headers)
+    if "x-ms-run-fn-exec-ms" in azure.headers:  # ours has it on every /score answer (the issue asks so)
+        assert "x-ms-run-fn-exec-ms" in ours.headers
 
 
 def test_request_headers_reach_run_as_azure_passes_them(pairs: dict[str, tuple[Served, Served]],

@@ -115,6 +115,7 @@ def test_schema_input_errors_are_4xx_with_a_message(server: Callable[..., Served
     reply = server("numpy_schema.py").request("POST", "/score", body, {"Content-Type": content_type})
     assert reply.status == status and reply.message.startswith(message)
     assert reply.headers["x-ms-run-function-failed"] == "False"
+    assert reply.headers["x-ms-run-fn-exec-ms"] == "0.000"  # every /score answer carries it; run() never ran
 
 
 def test_json_with_charset_and_vendor_json_types_are_accepted(server: Callable[..., Served]) -> None:
@@ -219,6 +220,7 @@ def test_a_run_exception_is_a_500_flagged_as_run_failure(server: Callable[..., S
     assert reply.status == 500
     assert reply.message == "An unexpected error occurred in scoring script. Check the logs for more info."
     assert reply.headers["x-ms-run-function-failed"] == "True"
+    assert float(reply.headers["x-ms-run-fn-exec-ms"]) >= 0
     assert "ValueError: cannot score 'x'" in s.log()
 
 

@@ -29,7 +29,7 @@ import orjson
 from mlops_backend import __version__
 from mlops_backend.config import ServeConfig
 from mlops_backend.entry import EntryScript, InputMode
-from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics
+from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
 from mlops_backend.swagger import Swagger, SwaggerError
 
 Scope = MutableMapping[str, Any]
@@ -221,12 +221,14 @@ class ScoringApp:
                 else:
                     raise HTTPError(405, "Method not allowed", [(b"allow", b"GET, POST, OPTIONS")])
             else:
+                route = ROUTE_INDEX[_ROUTE_NAMES.get(path, "other")]
                 status, body = self._other(path, method, scope, headers)
-                route = ROUTE_INDEX.get(_ROUTE_NAMES.get(path, "other"), ROUTE_INDEX["other"])
         except HTTPError as error:
             status = error.status
             body = orjson.dumps({"message": error.message})
             headers += error.extra
+            if route == 0:  # every /score answer says how long run() took: here, it did not run
+                headers.append((b"x-ms-run-fn-exec-ms", b"0.000"))
             headers.append((b"content-type", _JSON))
             headers.append((b"x-ms-run-function-failed", _FALSE))
         except Exception:  # noqa: BLE001 - a server bug must still answer, and be logged
@@ -235,10 +237,12 @@ class ScoringApp:
             body = b'{"message": "An unexpected internal error occurred. Check the logs for more info."}'
             headers.append((b"content-type", _JSON))
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        elapsed = time.perf_counter() - started
-        self.metrics.finished(route, status, elapsed, run_failed=run_failed)
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:  # a client gone before the answer still ends the request's count
+            elapsed = time.perf_counter() - started
+            self.metrics.finished(route, status, elapsed, run_failed=run_failed)
         if self.access_log is not None:
             self.access_log.write({"time": round(time.time(), 3), "request_id": request_id.decode("latin-1"),
                                    "method": method, "path": path, "status": status,
@@ -303,6 +307,7 @@ class ScoringApp:
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 self._in_run = False
+                headers.append((b"x-ms-run-fn-exec-ms", f"{(time.perf_counter() - start) * 1000:.3f}".encode()))
         except ScoringTimeout:
             self._log_exception(f"run() exceeded the scoring timeout of {self.config.scoring_timeout_ms} ms")
             return self._run_failed(f"Scoring timeout after {self.config.scoring_timeout_ms} ms", headers)
@@ -312,8 +317,6 @@ class ScoringApp:
             if self.config.verbose_errors:
                 message += f" {type(exc).__name__}: {exc}"
             return self._run_failed(message, headers)
-        exec_ms = (time.perf_counter() - start) * 1000
-        headers.append((b"x-ms-run-fn-exec-ms", f"{exec_ms:.3f}".encode()))
         if hasattr(result, "get_data") and hasattr(result, "status_code") and hasattr(result, "headers"):
             return self._response_object(result, headers)
         try:
@@ -421,8 +424,6 @@ class ScoringApp:
                 return 503, b'{"status": "draining"}'
             return 200, b'{"status": "ready"}'
         if path == "/metrics":
-            from mlops_backend.metrics import render
-
             headers.append((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
             return 200, render(self.metrics.path.parent).encode()
         version = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("version")
