@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from mlops_magics import flavors, lineage, signature
+from mlops_magics.authoring import score_script
 from mlops_magics.errors import InvalidInputError, NotFoundError
 from mlops_magics.registry import (
     AliasEvent,
+    InferenceConfig,
     Lineage,
     ModelVersion,
     ModelVersionList,
     Registry,
     default_registry,
+    parse_ref,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
 
@@ -273,10 +276,72 @@ def variable_name_for(name: str) -> str:
     return ident if ident.isidentifier() else f"model_{ident}"
 
 
+def _scope(reg: Registry, ref: str) -> tuple[str, int]:
+    """(name, version) a configuration reference names: NAME alone means every version (0)."""
+    parsed = parse_ref(ref)
+    if parsed.version is None and parsed.alias is None:
+        reg.get(parsed.name)  # the model must exist
+        return parsed.name, 0
+    return parsed.name, reg.get(parsed).version
+
+
+def set_score_script(
+    ref: str,
+    source: str,
+    *,
+    assets: Iterable[str | Path] = (),
+    line_offset: int = 0,
+    registry: Registry | None = None,
+) -> InferenceConfig:
+    """Check an entry script and save it as the model's (``NAME``) or one version's script.
+
+    Args:
+        ref: ``NAME`` (every version), ``NAME:VERSION`` or ``NAME@ALIAS`` (that version).
+        source: the script; it is checked, never run in this process.
+        assets: files or folders the script needs, copied beside it in deployments.
+        line_offset: lines above the script in its cell, so problems name cell lines.
+
+    Raises:
+        InvalidInputError: the script cannot be served; every problem is listed with its cell line.
+        NotFoundError: no such model, version or asset.
+    """
+    score_script.check(source, line_offset=line_offset)
+    reg = _registry(registry)
+    name, version = _scope(reg, ref)
+    bundle = list(assets)
+    if not bundle:
+        reg.set_inference(name, version, script=source)
+    else:
+        with reg.artifacts.stage() as staging:
+            for item in bundle:
+                flavors.save_path(Path(item).expanduser(), staging.folder, "files")
+            reg.set_inference(name, version, script=source, assets=staging.finish())
+    return reg.inference(reg.get(ref))
+
+
+def generate_score_script(ref: str, *, registry: Registry | None = None) -> str:
+    """A default entry script for the version's flavor and signature, ready to edit."""
+    version = _registry(registry).get(ref)
+    return score_script.default_script(version.name, version.version, version.flavor,
+                                       version.flavor_options, version.signature)
+
+
+def entry_script(ref: str, *, registry: Registry | None = None) -> tuple[str, bool]:
+    """The entry script a deployment of ``ref`` uses, and whether it is the generated default."""
+    reg = _registry(registry)
+    version = reg.get(ref)
+    saved = reg.inference(version).script
+    if saved is not None:
+        return saved, False
+    return generate_score_script(version.ref, registry=reg), True
+
+
 __all__ = [
     "AliasHistory",
     "alias_history",
     "delete_model",
+    "entry_script",
+    "generate_score_script",
     "get_model",
     "list_models",
     "load_model",
@@ -285,5 +350,6 @@ __all__ = [
     "remove_alias",
     "resolve_variable",
     "set_alias",
+    "set_score_script",
     "tag_model",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api, flavors, lineage
@@ -170,3 +170,25 @@ class MlopsMagics(Magics):
         with user_errors():
             gone = api.delete_model(args.ref)
         print(f"Deleted {gone.ref}.")
+
+    @magic_arguments()
+    @argument("ref", help="NAME (every version), NAME:VERSION or NAME@ALIAS (one version).")
+    @argument("--asset", action="append", default=[], metavar="PATH",
+              help="A file or folder the script needs, copied beside it in deployments; repeatable.")
+    @argument("--generate", action="store_true",
+              help="Write a default entry script for the model into the next cell, ready to edit.")
+    @line_cell_magic
+    def score_script(self, line: str, cell: str | None = None) -> Any:
+        """Save the cell as the model's entry script (checked, not run), or show/generate one."""
+        args = self._args(self.score_script, line)
+        with user_errors():
+            if cell is not None:
+                return api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1)
+            if args.generate:
+                source = api.generate_score_script(args.ref)
+                self._shell.set_next_input(f"%%score_script {args.ref}\n{source}", replace=False)
+                return None
+            source, generated = api.entry_script(args.ref)
+        print(f"# {'generated default (no script saved yet)' if generated else 'saved'} entry script for {args.ref}")
+        print(source)
+        return None

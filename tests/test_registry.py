@@ -260,3 +260,16 @@ def test_a_long_listing_shows_the_first_rows_and_says_how_to_see_the_rest(regist
     assert "... 5 more not shown" in repr(listing) and "... 5 more not shown" in listing._repr_html_()
     assert listing._repr_html_().count("<tr>") == MAX_ROWS + 1  # header + shown rows
     assert len(listing.to_dataframe()) == MAX_ROWS + 5
+
+
+def test_an_older_registry_is_migrated_in_place_keeping_its_versions(home: Path, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris", registry=Registry(home))
+    conn = sqlite3.connect(home / "registry.db")  # roll the file back to schema version 1
+    conn.execute("DROP TABLE inference_configs")
+    conn.execute("DELETE FROM _migrations WHERE id > 1")
+    conn.commit()
+    reg = Registry(home)
+    assert [v.ref for v in reg.find()] == ["iris:1"]
+    assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION
+    reg.set_inference("iris", script="def init():\n    pass\n")
+    assert reg.inference(reg.get("iris")).script == "def init():\n    pass\n"

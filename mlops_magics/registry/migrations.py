@@ -86,9 +86,26 @@ def _initial(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def _inference_configs(db: sqlite_utils.Database) -> None:
+    # version 0 holds the configuration of every version of the model; a row for a version overrides it.
+    db.execute(
+        """CREATE TABLE inference_configs (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 0,
+            script TEXT,
+            environment TEXT,
+            assets TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
+    (2, "inference configurations: entry script, environment and assets per model or version",
+     _inference_configs),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

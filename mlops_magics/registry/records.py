@@ -200,3 +200,19 @@ class Deployment:
     def __repr__(self) -> str:
         url = f" {self.url}" if self.url else ""
         return f"<Deployment {self.name}: {self.model_name}:{self.model_version} on {self.target}, {self.state}{url}>"
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a model version is served: entry script, environment, extra files. Any may be unset."""
+
+    script: str | None = None
+    environment: Mapping[str, Any] | None = None
+    assets_sha256: str | None = None
+    asset_files: tuple[ArtifactFile, ...] = ()
+
+    def __repr__(self) -> str:
+        script = f"{len(self.script.splitlines())} lines" if self.script is not None else "default"
+        environment = "set" if self.environment else "none"
+        assets = ", ".join(f.path for f in self.asset_files) or "none"
+        return f"<InferenceConfig script: {script}; environment: {environment}; assets: {assets}>"

@@ -27,7 +27,9 @@ from mlops_magics.errors import (
 from mlops_magics.registry.migrations import MIGRATIONS, SCHEMA_VERSION
 from mlops_magics.registry.records import (
     AliasEvent,
+    ArtifactFile,
     Deployment,
+    InferenceConfig,
     Lineage,
     ModelVersion,
     ModelVersionList,
@@ -54,6 +56,14 @@ _TAGS_JSON = (
     "(SELECT json_group_object(key, value) FROM "
     "(SELECT key, value FROM tags WHERE name = ? AND version = ? ORDER BY key))"
 )
+
+
+class _Keep:
+    """The type of :data:`KEEP`."""
+
+
+#: Leave a field as it is (``Registry.set_inference``).
+KEEP = _Keep()
 
 
 def utcnow() -> datetime:
@@ -217,11 +227,16 @@ class Registry:
         if not self.artifacts.needs_recovery():
             return
         with self.write():
-            actions = self.artifacts.recover(
-                lambda: {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM versions")}
-            )
+            actions = self.artifacts.recover(lambda: self._referenced(db))
         for action in actions:
             log.warning("registry %s: %s", self.home, action)
+
+    def _referenced(self, db: sqlite_utils.Database) -> set[str]:
+        """Every artifact digest something uses: model versions and inference assets."""
+        return {row[0] for row in db.execute(
+            "SELECT sha256 FROM versions UNION SELECT json_extract(assets, '$.sha256') FROM inference_configs "
+            "WHERE assets IS NOT NULL"
+        )}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -559,12 +574,70 @@ class Registry:
             for alias in gone.aliases:
                 self._point_alias(db, parsed.name, alias, None, now, user)
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", [parsed.name, version])
-            shared = db.execute("SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", [gone.sha256]).fetchone()
-            if shared is None:
+            db.execute("DELETE FROM inference_configs WHERE name = ? AND version = ?", [parsed.name, version])
+            shared = gone.sha256 in self._referenced(db)
+            if not shared:
                 self.artifacts.retire(gone.sha256)
-        if shared is None:
+        if not shared:
             self.artifacts.discard(gone.sha256)
         return gone
+
+    # -- inference configurations ------------------------------------------------------------
+
+    def set_inference(
+        self,
+        name: str,
+        version: int = 0,
+        *,
+        script: str | _Keep | None = KEEP,
+        environment: Mapping[str, Any] | _Keep | None = KEEP,
+        assets: StagedArtifact | _Keep | None = KEEP,
+    ) -> None:
+        """Store part of a model's inference configuration (``version=0``: for every version).
+
+        Fields left as ``KEEP`` are unchanged; ``None`` clears one.
+
+        Raises:
+            NotFoundError: the model (or that version) does not exist.
+        """
+        with self.write() as db:
+            self._resolve(db, ModelRef(check_name(name), version=version or None), None)
+            row = db.execute("SELECT script, environment, assets FROM inference_configs WHERE name = ? AND "
+                             "version = ?", [name, version]).fetchone() or (None, None, None)
+            values = list(row)
+            if not isinstance(script, _Keep):
+                values[0] = script
+            if not isinstance(environment, _Keep):
+                values[1] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
+            if not isinstance(assets, _Keep):
+                if assets is not None:
+                    self.artifacts.publish(assets)
+                values[2] = None if assets is None else json.dumps(
+                    {"sha256": assets.digest, "files": [[f.path, f.size, f.sha256] for f in assets.files]})
+            db.execute(
+                "INSERT INTO inference_configs (name, version, script, environment, assets, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) DO UPDATE SET script = excluded.script, "
+                "environment = excluded.environment, assets = excluded.assets, updated_at = excluded.updated_at",
+                [name, version, *values, _stamp(utcnow())],
+            )
+
+    def inference(self, version: ModelVersion) -> InferenceConfig:
+        """The inference configuration that applies to ``version``: its own fields over the model's."""
+        with self.read() as db:
+            rows = {r[0]: r[1:] for r in db.execute(
+                "SELECT version, script, environment, assets FROM inference_configs WHERE name = ? AND "
+                "version IN (0, ?)", [version.name, version.version])}
+        merged: list[Any] = [None, None, None]
+        for source in (rows.get(0), rows.get(version.version)):
+            if source is not None:
+                merged = [new if new is not None else old for old, new in zip(merged, source, strict=True)]
+        script, environment, assets = merged
+        return InferenceConfig(
+            script=script,
+            environment=None if environment is None else frozen_mapping(json.loads(environment)),
+            assets_sha256=None if assets is None else json.loads(assets)["sha256"],
+            asset_files=() if assets is None else tuple(ArtifactFile(*f) for f in json.loads(assets)["files"]),
+        )
 
     # -- deployments -----------------------------------------------------------------------
 

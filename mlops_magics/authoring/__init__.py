@@ -1,0 +1,1 @@
+"""Authoring a deployment from notebook cells: the entry script and its environment."""
