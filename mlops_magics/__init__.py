@@ -11,16 +11,20 @@ from typing import Any
 from mlops_magics.api import (
     alias_history,
     delete_model,
+    entry_script,
+    generate_score_script,
     get_model,
     list_models,
     load_model,
     register,
     remove_alias,
     set_alias,
+    set_score_script,
     tag_model,
 )
 from mlops_magics.errors import (
     ConflictError,
+    DeployError,
     IntegrityError,
     InvalidInputError,
     MlopsError,
@@ -30,11 +34,13 @@ from mlops_magics.errors import (
     SerializationError,
 )
 from mlops_magics.registry import ModelVersion, Registry, default_registry
+from mlops_magics.services import call, deploy, deployments, logs, reload, undeploy, update
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConflictError",
+    "DeployError",
     "IntegrityError",
     "InvalidInputError",
     "MlopsError",
@@ -46,16 +52,26 @@ __all__ = [
     "SerializationError",
     "__version__",
     "alias_history",
+    "call",
     "default_registry",
     "delete_model",
+    "deploy",
+    "deployments",
+    "entry_script",
+    "generate_score_script",
     "get_model",
     "list_models",
     "load_ipython_extension",
     "load_model",
+    "logs",
     "register",
+    "reload",
     "remove_alias",
     "set_alias",
+    "set_score_script",
     "tag_model",
+    "undeploy",
+    "update",
 ]
 
 

@@ -310,12 +310,13 @@ def set_score_script(
     name, version = _scope(reg, ref)
     bundle = list(assets)
     if not bundle:
-        reg.set_inference(name, version, script=source)
+        reg.set_inference(name, version, script=source, script_line_offset=line_offset)
     else:
         with reg.artifacts.stage() as staging:
             for item in bundle:
                 flavors.save_path(Path(item).expanduser(), staging.folder, "files")
-            reg.set_inference(name, version, script=source, assets=staging.finish())
+            reg.set_inference(name, version, script=source, script_line_offset=line_offset,
+                              assets=staging.finish())
     return reg.inference(reg.get(ref))
 
 

@@ -9,7 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlops_magics.registry.records import ModelVersion
+    from mlops_magics.registry.records import Deployment, ModelVersion
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:12px"
 _CELL = "padding:2px 8px;text-align:left;border-bottom:1px solid #ddd"
@@ -114,3 +114,31 @@ def model_version_html(v: ModelVersion) -> str:
         f"<div><strong>{escape(v.name)}</strong> version <strong>{v.version}</strong>"
         f'<table style="{_TABLE_STYLE}">{body}</table></div>'
     )
+
+
+def deployment_html(d: Deployment) -> str:
+    """An HTML card for one deployment: where it is, what it serves, its state."""
+    colour = {"running": "#2e7d32", "failed": "#c62828", "unhealthy": "#ef6c00"}.get(d.state, "#616161")
+    rows = [
+        ("model", escape(f"{d.model_name}:{d.model_version}")),
+        ("target", escape(d.target)),
+        ("state", f'<span style="color:{colour};font-weight:bold">{escape(d.state)}</span>'),
+    ]
+    if d.url:
+        link = escape(f"{d.url}/swagger.json")
+        rows += [("scoring URI", f"<code>{escape(d.url)}/score</code>"),
+                 ("swagger", f'<a href="{link}" target="_blank">{link}</a>')]
+    if d.auth_key:
+        rows.append(("auth", "key required: <code>deployment.auth_key</code>"))
+    rows.append(("updated", escape(when(d.updated_at))))
+    body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}">{v}</td></tr>' for k, v in rows)
+    return f'<div><strong>{escape(d.name)}</strong><table style="{_TABLE_STYLE}">{body}</table></div>'
+
+
+def deployments_html(items: Sequence[Deployment]) -> str:
+    """An HTML table of deployments."""
+    if not items:
+        return "<p><em>No deployments.</em></p>"
+    rows = [{"name": d.name, "model": f"{d.model_name}:{d.model_version}", "target": d.target, "state": d.state,
+             "url": d.url or "", "updated": when(d.updated_at)} for d in items]
+    return _table(rows)

@@ -38,3 +38,7 @@ class RegistryLockedError(MlopsError):
 
 class SchemaVersionError(MlopsError):
     """The registry was written by a newer mlops-magics than the one running."""
+
+
+class DeployError(MlopsError):
+    """A deployment did not become healthy; the message has the reason and the log tail."""

@@ -17,7 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from mlops_magics import api, flavors, lineage
+from mlops_magics import api, flavors, lineage, services
 from mlops_magics.errors import MlopsError
 from mlops_magics.registry import Lineage, ModelVersion, ModelVersionList
 
@@ -192,3 +192,82 @@ class MlopsMagics(Magics):
         print(f"# {'generated default (no script saved yet)' if generated else 'saved'} entry script for {args.ref}")
         print(source)
         return None
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    @argument("--target", default="local", help="Where to deploy (default: local).")
+    @argument("--name", "-n", help="Service name (default: the model name).")
+    @argument("--port", "-p", type=int, help="Port (default: a free one).")
+    @argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
+    @argument("--auth", action="store_true", help="Require a key: 'Authorization: Bearer KEY' (see .auth_key).")
+    @line_magic
+    def deploy(self, line: str) -> Any:
+        """Deploy a model version as a web service and wait until it is healthy."""
+        args = self._args(self.deploy, line)
+        with user_errors():
+            return services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
+                                 workers=args.workers, auth=args.auth)
+
+    @magic_arguments()
+    @line_magic
+    def deployments(self, line: str) -> Any:
+        """List deployments with their live state (checked now)."""
+        self._args(self.deployments, line)
+        with user_errors():
+            return services.deployments()
+
+    @magic_arguments()
+    @argument("service", nargs="?", help="The service to stop and remove.")
+    @argument("--all", action="store_true", help="Every deployment.")
+    @line_magic
+    def undeploy(self, line: str) -> None:
+        """Stop and remove a deployment (idempotent)."""
+        args = self._args(self.undeploy, line)
+        with user_errors():
+            gone = services.undeploy(args.service, all_services=args.all)
+        print(f"Undeployed {', '.join(gone) or 'nothing'}.")
+
+    @magic_arguments()
+    @argument("service", help="The service whose log to show.")
+    @argument("--tail", "-t", type=int, default=50, help="How many lines (default 50).")
+    @line_magic
+    def logs(self, line: str) -> None:
+        """Show the end of a deployment's server log (script lines mapped to the cell's)."""
+        args = self._args(self.logs, line)
+        with user_errors():
+            print(services.logs(args.service, tail=args.tail))
+
+    @magic_arguments()
+    @argument("service", help="The service to reload with the current entry script and assets.")
+    @line_magic
+    def reload(self, line: str) -> Any:
+        """Serve the edited entry script without re-registering; the old one serves until then."""
+        args = self._args(self.reload, line)
+        with user_errors():
+            return services.reload(args.service)
+
+    @magic_arguments()
+    @argument("service", help="The service to update.")
+    @argument("--model", "-m", required=True, metavar="NAME:VERSION", help="The model version to serve instead.")
+    @line_magic
+    def update(self, line: str) -> Any:
+        """Switch a service to another model version; the old one serves until the new one is ready."""
+        args = self._args(self.update, line)
+        with user_errors():
+            return services.update(args.service, args.model)
+
+    @magic_arguments()
+    @argument("service", help="The service to call.")
+    @argument("expr", nargs="*", help="Expression giving the data (line form); a cell body is sent as JSON.")
+    @line_cell_magic
+    def call(self, line: str, cell: str | None = None) -> Any:
+        """Send data to a service (an expression, or the cell as a JSON body) and return its answer."""
+        args = self._args(self.call, line)
+        if cell is not None:
+            data: Any = cell.strip()
+        elif args.expr:
+            data = self._eval(" ".join(args.expr), "the data expression")
+        else:
+            raise UsageError("Give the data: %call SERVICE EXPR, or %%call SERVICE with a JSON body in the cell.")
+        with user_errors():
+            return services.call(args.service, data)

@@ -45,6 +45,8 @@ class ServeConfig:
     access_log: bool = True
     verbose_errors: bool = False
     loop: str = "asyncio"
+    reuse_port: bool = False
+    ready_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Event loop of each worker. uvloop spends ~15%% less CPU per request but serves "
                            "connections unfairly when run() is slow (p99 latency several times the median); "
                            "it must be installed (pip install uvloop).")
+    ours.add_argument("--reuse-port", action="store_true",
+                      help="Bind with SO_REUSEPORT even with one worker, so that a new server can start on the "
+                           "same port before this one stops (zero-downtime reloads).")
+    ours.add_argument("--ready-file", metavar="PATH",
+                      help="Create this file once every worker has run init() and listens.")
     ours.add_argument("--verbose-errors", action="store_true",
                       help="Put the exception type and message of a failed run() in the 500 response.")
     return parser
@@ -162,6 +169,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         access_log=not args.no_access_log,
         verbose_errors=args.verbose_errors,
         loop=args.loop,
+        reuse_port=args.reuse_port,
+        ready_file=Path(args.ready_file).resolve() if args.ready_file else None,
     )
     _validate(config)
     return config

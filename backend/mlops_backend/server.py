@@ -97,7 +97,7 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
             _say(f"Contents of the model folder {config.model_dir}:\n{_model_tree(config.model_dir)}")
         return EXIT_STARTUP_FAILED
     try:
-        sock = listening_socket(config.host, config.port, reuse_port=config.worker_count > 1)
+        sock = listening_socket(config.host, config.port, reuse_port=config.worker_count > 1 or config.reuse_port)
     except OSError as exc:
         _say(_bind_error(config, exc))
         return EXIT_STARTUP_FAILED
@@ -112,6 +112,8 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)
+    elif config.ready_file is not None:
+        _mark_ready(config.ready_file)
     # uvicorn re-raises the stop signal after its graceful shutdown, once the handlers it saved are
     # back; saving "ignore" makes a SIGTERM stop end with status 0, as a clean stop should.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -128,6 +130,11 @@ def _http() -> str:
     except ImportError:
         return "h11"
     return "httptools"
+
+
+def _mark_ready(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
 
 
 def _make_server(config: Any, app: Any) -> Any:
@@ -180,12 +187,13 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until every worker has stopped; return the server's exit status."""
-        try:
-            probe = listening_socket(self.config.host, self.config.port, reuse_port=False)
-        except OSError as exc:
-            _say(_bind_error(self.config, exc))
-            return EXIT_STARTUP_FAILED
-        probe.close()
+        if not self.config.reuse_port:  # refuse a port someone else serves (SO_REUSEPORT would share it)
+            try:
+                probe = listening_socket(self.config.host, self.config.port, reuse_port=False)
+            except OSError as exc:
+                _say(_bind_error(self.config, exc))
+                return EXIT_STARTUP_FAILED
+            probe.close()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         for index in range(self.config.worker_count):
@@ -238,6 +246,8 @@ class Supervisor:
                 self.ready.add(pid)
                 if len(self.ready) == len(self.workers):
                     _say(f"all {len(self.workers)} workers ready")
+                    if self.config.ready_file is not None:
+                        _mark_ready(self.config.ready_file)
 
     def _wait_all(self) -> None:
         for pid, (_, pipe) in list(self.workers.items()):

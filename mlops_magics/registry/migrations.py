@@ -93,6 +93,7 @@ def _inference_configs(db: sqlite_utils.Database) -> None:
             name TEXT NOT NULL,
             version INTEGER NOT NULL DEFAULT 0,
             script TEXT,
+            script_line_offset INTEGER,
             environment TEXT,
             assets TEXT,
             updated_at TEXT NOT NULL,

@@ -197,6 +197,25 @@ class Deployment:
         """True while the deployment is (or may be) serving its model."""
         return self.state in self.LIVE_STATES
 
+    @property
+    def swagger_url(self) -> str | None:
+        """Where the service's OpenAPI document is."""
+        return f"{self.url}/swagger.json" if self.url else None
+
+    @property
+    def scoring_url(self) -> str | None:
+        """Where to POST data to score."""
+        return f"{self.url}/score" if self.url else None
+
+    @property
+    def auth_key(self) -> str | None:
+        """The key to send as 'Authorization: Bearer KEY', when the service requires one."""
+        key = self.config.get("auth_key")
+        return str(key) if key else None
+
+    def _repr_html_(self) -> str:
+        return display.deployment_html(self)
+
     def __repr__(self) -> str:
         url = f" {self.url}" if self.url else ""
         return f"<Deployment {self.name}: {self.model_name}:{self.model_version} on {self.target}, {self.state}{url}>"
@@ -207,6 +226,8 @@ class InferenceConfig:
     """How a model version is served: entry script, environment, extra files. Any may be unset."""
 
     script: str | None = None
+    #: Lines above the script in the notebook cell it was saved from (None: not from a cell).
+    script_line_offset: int | None = None
     environment: Mapping[str, Any] | None = None
     assets_sha256: str | None = None
     asset_files: tuple[ArtifactFile, ...] = ()

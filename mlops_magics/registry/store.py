@@ -590,6 +590,7 @@ class Registry:
         version: int = 0,
         *,
         script: str | _Keep | None = KEEP,
+        script_line_offset: int | None = None,
         environment: Mapping[str, Any] | _Keep | None = KEEP,
         assets: StagedArtifact | _Keep | None = KEEP,
     ) -> None:
@@ -602,21 +603,22 @@ class Registry:
         """
         with self.write() as db:
             self._resolve(db, ModelRef(check_name(name), version=version or None), None)
-            row = db.execute("SELECT script, environment, assets FROM inference_configs WHERE name = ? AND "
-                             "version = ?", [name, version]).fetchone() or (None, None, None)
+            row = db.execute("SELECT script, script_line_offset, environment, assets FROM inference_configs "
+                             "WHERE name = ? AND version = ?", [name, version]).fetchone() or (None,) * 4
             values = list(row)
             if not isinstance(script, _Keep):
-                values[0] = script
+                values[0:2] = [script, script_line_offset]
             if not isinstance(environment, _Keep):
-                values[1] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
+                values[2] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
             if not isinstance(assets, _Keep):
                 if assets is not None:
                     self.artifacts.publish(assets)
-                values[2] = None if assets is None else json.dumps(
+                values[3] = None if assets is None else json.dumps(
                     {"sha256": assets.digest, "files": [[f.path, f.size, f.sha256] for f in assets.files]})
             db.execute(
-                "INSERT INTO inference_configs (name, version, script, environment, assets, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) DO UPDATE SET script = excluded.script, "
+                "INSERT INTO inference_configs (name, version, script, script_line_offset, environment, assets, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) DO UPDATE SET "
+                "script = excluded.script, script_line_offset = excluded.script_line_offset, "
                 "environment = excluded.environment, assets = excluded.assets, updated_at = excluded.updated_at",
                 [name, version, *values, _stamp(utcnow())],
             )
@@ -625,15 +627,18 @@ class Registry:
         """The inference configuration that applies to ``version``: its own fields over the model's."""
         with self.read() as db:
             rows = {r[0]: r[1:] for r in db.execute(
-                "SELECT version, script, environment, assets FROM inference_configs WHERE name = ? AND "
-                "version IN (0, ?)", [version.name, version.version])}
-        merged: list[Any] = [None, None, None]
+                "SELECT version, script, script_line_offset, environment, assets FROM inference_configs "
+                "WHERE name = ? AND version IN (0, ?)", [version.name, version.version])}
+        merged: list[Any] = [None, None, None, None]
         for source in (rows.get(0), rows.get(version.version)):
             if source is not None:
-                merged = [new if new is not None else old for old, new in zip(merged, source, strict=True)]
-        script, environment, assets = merged
+                if source[0] is not None:  # a script and its line offset go together
+                    merged[0:2] = source[0:2]
+                merged[2:] = [new if new is not None else old for old, new in zip(merged[2:], source[2:], strict=True)]
+        script, offset, environment, assets = merged
         return InferenceConfig(
             script=script,
+            script_line_offset=offset,
             environment=None if environment is None else frozen_mapping(json.loads(environment)),
             assets_sha256=None if assets is None else json.loads(assets)["sha256"],
             asset_files=() if assets is None else tuple(ArtifactFile(*f) for f in json.loads(assets)["files"]),

@@ -1,0 +1,220 @@
+"""Deploying, watching, calling and stopping services: the API behind %deploy and friends."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlops_magics import display
+from mlops_magics.api import _registry, entry_script
+from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError
+from mlops_magics.registry import Deployment, Registry
+from mlops_magics.registry.refs import check_name, parse_ref
+from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
+
+
+class DeploymentList(list[Deployment]):
+    """Deployments, shown as a table."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "No deployments."
+        return "\n".join(f"{d.name:20} {d.model_name}:{d.model_version:<6} {d.target:8} {d.state:10} {d.url or ''}"
+                         for d in self)
+
+    def _repr_html_(self) -> str:
+        return display.deployments_html(self)
+
+
+def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool) -> DeploySpec:
+    version = reg.get(ref)
+    script, generated = entry_script(version.ref, registry=reg)
+    inference = reg.inference(version)
+    return DeploySpec(service=service, version=version, script=script,
+                      script_line_offset=None if generated else inference.script_line_offset,
+                      inference=inference, port=port, workers=workers, auth=auth)
+
+
+def deploy(
+    ref: str,
+    *,
+    target: str = "local",
+    name: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    auth: bool = False,
+    registry: Registry | None = None,
+) -> Deployment:
+    """Deploy a model version with its entry script, assets and environment; block until it is healthy.
+
+    Args:
+        ref: ``NAME`` (latest), ``NAME:VERSION`` or ``NAME@ALIAS``.
+        target: where to run it (``local``; see :mod:`mlops_magics.targets`).
+        name: the service name (default: the model name).
+        port: the port (default: a free one).
+        workers: worker processes.
+        auth: require a key (``Authorization: Bearer KEY``); the Deployment carries it.
+
+    Returns:
+        The running deployment, as recorded in the registry.
+
+    Raises:
+        NotFoundError: no such model, version, alias or target.
+        ConflictError: a live deployment already has that name.
+        DeployError: the service did not become healthy (reason and log tail in the message); nothing
+            is left running and the failed attempt is recorded.
+    """
+    if workers < 1:
+        raise InvalidInputError(f"--workers {workers} is invalid: use 1 or more.")
+    reg = _registry(registry)
+    service = check_name(name or parse_ref(ref).name)
+    existing = {d.name: d for d in reg.deployments()}.get(service)
+    if existing is not None and existing.is_live and _target(reg, existing).status(existing) != "stopped":
+        raise ConflictError(
+            f"Service {service!r} is already deployed ({existing.model_name}:{existing.model_version} on "
+            f"{existing.target}, {existing.url}). Use %update {service} --model {ref}, %reload {service}, "
+            "or pick another --name."
+        )
+    return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth))
+
+
+def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
+    return get_target(deployment.target, reg)
+
+
+def deployments(*, registry: Registry | None = None) -> DeploymentList:
+    """Every deployment, its state checked against reality now (process alive and answering)."""
+    reg = _registry(registry)
+    found = DeploymentList()
+    for d in reg.deployments():
+        if d.is_live:
+            state = _target(reg, d).status(d)
+            if state != d.state:
+                d = reg.set_deployment_state(d.name, state)
+        found.append(d)
+    return found
+
+
+def undeploy(name: str | None = None, *, all_services: bool = False,
+             registry: Registry | None = None) -> list[str]:
+    """Stop and remove a deployment (or all of them). Idempotent: a stopped one is simply marked deleted.
+
+    Returns:
+        The names of the deployments that were removed.
+
+    Raises:
+        NotFoundError: no deployment has that name.
+    """
+    reg = _registry(registry)
+    if all_services:
+        targets = [d for d in reg.deployments() if d.state != "deleted"]
+    elif name:
+        targets = [reg.get_deployment(name)]
+    else:
+        raise InvalidInputError("Name the service to undeploy, or use --all.")
+    for d in targets:
+        if d.state != "deleted":
+            _target(reg, d).delete(d)
+    return [d.name for d in targets]
+
+
+def logs(name: str, *, tail: int = 50, registry: Registry | None = None) -> str:
+    """The last ``tail`` lines of a deployment's server log (tracebacks point at the script cell's lines)."""
+    reg = _registry(registry)
+    d = reg.get_deployment(name)
+    return str(_target(reg, d).logs(d, tail))
+
+
+def reload(name: str, *, registry: Registry | None = None) -> Deployment:
+    """Serve the current entry script, assets and environment without re-registering (Azure's ``reload()``).
+
+    The running service keeps answering until the reloaded one is ready.
+    """
+    reg = _registry(registry)
+    d = reg.get_deployment(name)
+    return _replace(reg, d, f"{d.model_name}:{d.model_version}")
+
+
+def update(name: str, model: str, *, registry: Registry | None = None) -> Deployment:
+    """Switch a deployment to another model version; the old one serves until the new one is ready."""
+    reg = _registry(registry)
+    return _replace(reg, reg.get_deployment(name), model)
+
+
+def _replace(reg: Registry, d: Deployment, ref: str) -> Deployment:
+    if not d.is_live or _target(reg, d).status(d) == "stopped":
+        raise ConflictError(f"Service {d.name!r} is not running ({d.state}): deploy it with %deploy {ref} "
+                            f"--name {d.name}.")
+    spec = _spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
+                 auth=bool(d.auth_key))
+    return _target(reg, d).replace(d, spec)
+
+
+def payload(data: Any) -> bytes:
+    """The request body for ``data``: ``{"data": rows}`` for arrays, data frames and lists; a dict, str or
+    bytes is sent as it is (a dict as JSON)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, dict):
+        return json.dumps(data, default=_plain).encode()
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return json.dumps({"data": data.to_dict(orient="records")}, default=_plain).encode()
+    return json.dumps({"data": data}, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"Cannot send a {type(value).__name__} as JSON.")
+
+
+def _tabular(value: Any) -> Any:
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return pd.DataFrame(value)
+    return value
+
+
+def call(name: str, data: Any, *, timeout: float = 60, registry: Registry | None = None) -> Any:
+    """Score ``data`` with a deployed service; return its answer (a DataFrame when it is a list of records).
+
+    Raises:
+        MlopsError: the service is not reachable or answered with an error (status and message quoted).
+    """
+    reg = _registry(registry)
+    d = reg.get_deployment(name)
+    if not d.url:
+        raise ConflictError(f"Service {name!r} has no address ({d.state}).")
+    parts = urlsplit(d.url)
+    headers = {"Content-Type": "application/json"}
+    if d.auth_key:
+        headers["Authorization"] = f"Bearer {d.auth_key}"
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.request("POST", "/score", body=payload(data), headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise MlopsError(f"Service {name!r} at {d.url} is not reachable ({exc}). Check %deployments.") from exc
+    finally:
+        conn.close()
+    try:
+        value = json.loads(body)
+    except ValueError:
+        value = body.decode(errors="replace")
+    if response.status >= 400:
+        message = value.get("message", value) if isinstance(value, dict) else value
+        raise MlopsError(f"Service {name!r} answered {response.status}: {message}")
+    return _tabular(value)
+
+
+__all__: Sequence[str] = ["DeploymentList", "call", "deploy", "deployments", "logs", "payload", "reload",
+                          "undeploy", "update"]

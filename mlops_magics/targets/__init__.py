@@ -1,0 +1,39 @@
+"""Deployment targets: one protocol, one implementation per target, found by name.
+
+Built in: ``local``. Third-party targets register an entry point in the group
+``mlops_magics.targets`` whose object is a class taking the registry.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from mlops_magics.errors import NotFoundError
+from mlops_magics.registry import Registry
+from mlops_magics.targets.base import DeploymentTarget, DeploySpec
+from mlops_magics.targets.local import LocalTarget
+
+__all__ = ["BUILT_IN", "DeploySpec", "DeploymentTarget", "LocalTarget", "get_target"]
+
+BUILT_IN: dict[str, type] = {"local": LocalTarget}
+ENTRY_POINT_GROUP = "mlops_magics.targets"
+
+
+def get_target(name: str, registry: Registry) -> DeploymentTarget:
+    """The target called ``name``, built in or installed as a plugin.
+
+    Raises:
+        NotFoundError: no such target; the message lists the known ones and how to add one.
+    """
+    if name in BUILT_IN:
+        target: DeploymentTarget = BUILT_IN[name](registry)
+        return target
+    plugins = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if name in plugins:
+        plugin: DeploymentTarget = plugins[name].load()(registry)
+        return plugin
+    known = ", ".join(sorted({*BUILT_IN, *plugins}))
+    raise NotFoundError(
+        f"Unknown deployment target {name!r}. Targets: {known}. A plugin adds one with an entry point in the "
+        f"group {ENTRY_POINT_GROUP!r}."
+    )

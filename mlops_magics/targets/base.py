@@ -1,0 +1,54 @@
+"""The deployment target contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mlops_magics.registry import Deployment, InferenceConfig, ModelVersion
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """What to deploy and how."""
+
+    service: str
+    version: ModelVersion
+    script: str
+    #: Lines above the script in the notebook cell it came from (None: generated, not from a cell).
+    script_line_offset: int | None
+    inference: InferenceConfig
+    port: int | None = None
+    workers: int = 1
+    auth: bool = False
+
+
+class DeploymentTarget(Protocol):
+    """Where a model runs. Every method's contract is written on it."""
+
+    name: str
+
+    def deploy(self, spec: DeploySpec) -> Deployment:
+        """Start the service and block until it answers its health check.
+
+        Raises:
+            DeployError: it did not become healthy; the message has the reason and the log tail.
+                Nothing is left running and the failed attempt is recorded.
+        """
+
+    def delete(self, deployment: Deployment) -> None:
+        """Stop and remove the service. Idempotent: deleting a stopped or deleted one is not an error."""
+
+    def status(self, deployment: Deployment) -> str:
+        """The live state, checked now: 'running', 'unhealthy' or 'stopped'."""
+
+    def logs(self, deployment: Deployment, tail: int) -> str:
+        """The last ``tail`` lines of the service's log."""
+
+    def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
+        """Serve ``spec`` in place of ``deployment`` at the same address; the old one serves until the new one
+        is healthy.
+
+        Raises:
+            DeployError: the new one failed; the old one keeps serving.
+        """

@@ -1,0 +1,210 @@
+"""The ``local`` target: ``mlops-serve`` as a process on this machine, laid out like an Azure deployment.
+
+Each deployment lives in ``$MLOPS_HOME/deployments/<service>/<generation>/``::
+
+    app/score.py (+ assets)                      the entry script's folder (the app root)
+    azureml-models/<name>/<version>/<files>      the model, hard links to the registry's verified files
+    server.log, access.log                       the server's stderr and stdout
+
+The process starts in its own session, so it outlives the kernel; the registry keeps its pid and port.
+It binds with SO_REUSEPORT, so a reload or update starts the new generation on the same port and
+stops the old one only once the new one is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlops_magics.errors import DeployError
+from mlops_magics.registry import Deployment, Registry
+from mlops_magics.targets.base import DeploySpec
+
+#: Seconds to wait for a new service to answer /ready.
+START_TIMEOUT = 120.0
+#: Servers started by this process, kept so that they are reaped (not left as zombies) when they stop.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+_STOP_GRACE = 10.0
+_LOG_TAIL = 30
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our own dead child not yet reaped) is not alive
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state != "Z"
+
+
+def _ready(port: int, timeout: float = 1.0) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/ready")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def map_script_lines(text: str, script: Path, offset: int | None) -> str:
+    """Rewrite ``File ".../score.py", line N`` as the notebook cell's line (N + offset)."""
+    if offset is None:
+        return text
+    pattern = re.compile(rf'File "{re.escape(str(script))}", line (\d+)')
+    return pattern.sub(lambda m: f"score script cell, line {int(m.group(1)) + offset}", text)
+
+
+class LocalTarget:
+    """Deployments as local ``mlops-serve`` processes."""
+
+    name = "local"
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.root = registry.home / "deployments"
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def layout(self, spec: DeploySpec, folder: Path) -> Path:
+        """Write the app and model folders of ``spec`` under ``folder``; return the entry script's path."""
+        app = folder / "app"
+        app.mkdir(parents=True)
+        script = app / "score.py"
+        script.write_text(spec.script)
+        if spec.inference.assets_sha256:
+            source = self.registry.artifacts.verify(spec.inference.assets_sha256, spec.inference.asset_files)
+            for item in source.iterdir():
+                target = app / item.name
+                if item.is_dir():
+                    shutil.copytree(item, target)
+                else:
+                    shutil.copy2(item, target)
+        version = spec.version
+        models = folder / "azureml-models" / version.name / str(version.version)
+        artifact = self.registry.verified_artifact(version)
+        for f in version.files:
+            target = models / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(artifact / f.path, target)  # immutable, verified files: a link is a safe copy
+            except OSError:
+                shutil.copy2(artifact / f.path, target)
+        return script
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def deploy(self, spec: DeploySpec) -> Deployment:
+        port = spec.port or free_port()
+        key = secrets.token_urlsafe(24) if spec.auth else None
+        return self._start(spec, port, key, generation=1)
+
+    def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
+        config = deployment.config
+        started = self._start(spec, int(config["port"]), config.get("auth_key"),
+                              generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
+        self._stop(int(config["pid"]))
+        shutil.rmtree(config["folder"], ignore_errors=True)
+        return started
+
+    def _start(self, spec: DeploySpec, port: int, key: str | None, *, generation: int,
+               keep_record: Deployment | None = None) -> Deployment:
+        folder = self.root / spec.service / f"gen-{generation}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        script = self.layout(spec, folder)
+        ready = folder / "ready"
+        command = [sys.executable, "-m", "mlops_backend.cli", "--entry_script", str(script),
+                   "--model_dir", str(folder / "azureml-models" / spec.version.name / str(spec.version.version)),
+                   "--port", str(port), "--worker_count", str(spec.workers), "--host", "127.0.0.1",
+                   "--reuse-port", "--ready-file", str(ready), "--verbose-errors"]
+        if key:
+            command += ["--auth-key", key]
+        env = {**os.environ, "SERVICE_NAME": spec.service}
+        with open(folder / "server.log", "wb") as err, open(folder / "access.log", "wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                       cwd=folder / "app", start_new_session=True)
+        _STARTED[process.pid] = process
+        config: dict[str, Any] = {"pid": process.pid, "port": port, "folder": str(folder), "workers": spec.workers,
+                                  "generation": generation, "auth_key": key,
+                                  "script_line_offset": spec.script_line_offset}
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready.exists():
+            code = process.poll()
+            if code is not None or time.monotonic() > deadline:
+                if code is None:
+                    self._stop(process.pid)
+                reason = (f"exited with status {code}" if code is not None
+                          else f"was not ready after {START_TIMEOUT:.0f} s and was stopped")
+                log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), script, spec.script_line_offset)
+                if keep_record is None:
+                    self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
+                                                    url=None, config={**config, "pid": None})
+                raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: the server {reason}."
+                                  f"\nLog tail ({folder / 'server.log'}):\n{log}")
+            time.sleep(0.02)
+        return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="running",
+                                               url=f"http://127.0.0.1:{port}", config=config)
+
+    def _stop(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        process = _STARTED.pop(pid, None)
+        if process is not None:
+            process.wait()
+
+    def delete(self, deployment: Deployment) -> None:
+        pid = deployment.config.get("pid")
+        if pid and _alive(int(pid)):
+            self._stop(int(pid))
+        self.registry.set_deployment_state(deployment.name, "deleted")
+
+    def status(self, deployment: Deployment) -> str:
+        pid = deployment.config.get("pid")
+        if not pid or not _alive(int(pid)):
+            return "stopped"
+        return "running" if _ready(int(deployment.config["port"])) else "unhealthy"
+
+    def logs(self, deployment: Deployment, lines: int) -> str:
+        folder = Path(deployment.config["folder"])
+        return map_script_lines(tail(folder / "server.log", lines), folder / "app" / "score.py",
+                                deployment.config.get("script_line_offset"))

@@ -1,0 +1,184 @@
+"""Local deployments: real mlops-serve processes started, called, reloaded, updated and stopped."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+import mlops_magics as mm
+from mlops_magics.errors import ConflictError, DeployError, MlopsError, NotFoundError
+from mlops_magics.registry import Registry
+from mlops_magics.targets.local import _alive
+
+pytestmark = pytest.mark.serve
+
+ECHO = "import json\n\ndef init():\n    pass\n\ndef run(data):\n    return {'echo': json.loads(data), 'v': 1}\n"
+
+
+@pytest.fixture
+def clean(registry: Registry) -> Iterator[Registry]:
+    """The test's registry; every deployment it made is stopped afterwards."""
+    yield registry
+    mm.undeploy(all_services=True)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", "/score", body, headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_deploy_call_list_and_undeploy_with_the_generated_script(clean: Registry, iris_lr: Any,
+                                                                   iris: Any) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "iris", sample=X[:3])
+    d = mm.deploy("iris")
+    assert (d.name, d.model_version, d.state, d.target) == ("iris", 1, "running", "local")
+    pid = int(d.config["pid"])
+    assert _alive(pid) and os.getsid(pid) != os.getsid(0)  # its own session: it outlives the kernel
+    assert mm.call("iris", X[:5]) == iris_lr.predict(X[:5]).tolist()
+    assert [(x.name, x.state) for x in mm.deployments()] == [("iris", "running")]
+    status, body = _post(d.url, b'{"data": [[1, 2]]}')  # type: ignore[arg-type]
+    assert status == 400 and "expected rows of 4 numbers, got shape [1, 2]" in body["message"]
+    assert mm.undeploy("iris") == ["iris"]
+    assert not _alive(pid)
+    assert mm.undeploy("iris") == ["iris"]  # idempotent
+    assert [(x.name, x.state) for x in mm.deployments()] == [("iris", "deleted")]
+
+
+def test_a_dataframe_model_is_called_with_a_dataframe(clean: Registry, iris: Any) -> None:
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris
+    frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
+    model = LogisticRegression(max_iter=300).fit(frame, y)
+    mm.register(model, "frame", sample=frame[:3])
+    mm.deploy("frame")
+    assert mm.call("frame", frame[:4]) == model.predict(frame[:4]).tolist()
+    with pytest.raises(MlopsError, match=r"answered 400: Bad input: .*missing column\(s\) \['pw'\]"):
+        mm.call("frame", frame[["sl", "sw", "pl"]][:2])
+
+
+def test_a_failing_init_fails_the_deploy_with_the_cell_line_and_leaves_nothing_running(
+    clean: Registry, iris_lr: Any, ip: Any
+) -> None:
+    ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf --name broken")
+    ip.run_cell_magic("score_script", "broken", "def init():\n    raise RuntimeError('no model here')\n\n"
+                                                "def run(data):\n    return data\n")
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("deploy", "broken")
+    message = str(caught.value)
+    assert "Deployment 'broken' of broken:1 failed: the server exited with status 3" in message
+    assert "score script cell, line 3" in message and "RuntimeError: no model here" in message
+    failed = clean.get_deployment("broken")
+    assert failed.state == "failed" and failed.config["pid"] is None
+
+
+def test_run_errors_come_back_from_call_with_the_exception(clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "raiser")
+    mm.set_score_script("raiser", "def init():\n    pass\n\ndef run(data):\n    raise KeyError('feature_x')\n",
+                        line_offset=1)
+    mm.deploy("raiser")
+    with pytest.raises(MlopsError, match=r"answered 500: .*KeyError: 'feature_x'"):
+        mm.call("raiser", [1])
+    assert "score script cell, line 6, in run" in mm.logs("raiser")
+
+
+def test_reload_serves_the_edited_script_at_the_same_address(clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "svc")
+    mm.set_score_script("svc", ECHO, line_offset=1)
+    first = mm.deploy("svc")
+    assert mm.call("svc", {"x": 1}) == {"echo": {"x": 1}, "v": 1}
+    mm.set_score_script("svc", ECHO.replace("'v': 1", "'v': 2"), line_offset=1)
+    second = mm.reload("svc")
+    assert second.url == first.url and second.config["pid"] != first.config["pid"]
+    assert mm.call("svc", {"x": 1}) == {"echo": {"x": 1}, "v": 2}
+    assert not _alive(int(first.config["pid"]))
+
+
+def test_update_switches_versions_and_a_failed_update_keeps_the_old_one(clean: Registry, iris_lr: Any,
+                                                                        iris_tree: Any, iris: Any) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "two", sample=X[:2])
+    mm.register(iris_tree, "two", sample=X[:2])
+    mm.deploy("two:1")
+    assert mm.call("two", X[:150]) == iris_lr.predict(X).tolist()
+    updated = mm.update("two", "two:2")
+    assert updated.model_version == 2 and mm.call("two", X[:150]) == iris_tree.predict(X).tolist()
+    mm.set_score_script("two:1", "def init():\n    raise ValueError('bad')\n\ndef run(data):\n    return 0\n")
+    with pytest.raises(DeployError, match="ValueError: bad"):
+        mm.update("two", "two:1")
+    assert mm.call("two", X[:3]) == iris_tree.predict(X[:3]).tolist()  # still served by version 2
+    assert clean.get_deployment("two").model_version == 2
+
+
+def test_auth_keys_are_required_and_sent_by_call(clean: Registry, iris_lr: Any, iris: Any) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "secure", sample=X[:2])
+    d = mm.deploy("secure", auth=True)
+    assert d.auth_key and len(d.auth_key) > 20
+    assert mm.call("secure", X[:2]) == iris_lr.predict(X[:2]).tolist()
+    assert _post(d.url, b'{"data": [[1, 2, 3, 4]]}')[0] == 401  # type: ignore[arg-type]
+
+
+def test_deploy_mistakes(clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    with pytest.raises(NotFoundError, match=r"no version 9"):
+        mm.deploy("iris:9")
+    with pytest.raises(NotFoundError, match="No deployment named 'ghost'"):
+        mm.logs("ghost")
+    with pytest.raises(NotFoundError, match="No deployment named 'ghost'"):
+        mm.undeploy("ghost")
+    with pytest.raises(NotFoundError, match="Unknown deployment target 'moon'. Targets: local"):
+        mm.deploy("iris", target="moon")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(DeployError, match="Cannot listen on 127.0.0.1"):
+            mm.deploy("iris", port=taken.getsockname()[1])
+    mm.deploy("iris")
+    with pytest.raises(ConflictError, match=r"already deployed .* Use %update iris"):
+        mm.deploy("iris")
+
+
+def test_the_deploy_magics_in_a_shell(clean: Registry, ip: Any, iris_lr: Any, iris: Any,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    X, _ = iris
+    ip.user_ns.update(clf=iris_lr, X=X)
+    ip.run_line_magic("register", "clf --name shell --sample X[:2]")
+    d = ip.run_line_magic("deploy", "shell --name shell-svc")
+    assert "swagger.json" in d._repr_html_() and d.scoring_url.endswith("/score")
+    assert ip.run_line_magic("call", "shell-svc X[:3]") == iris_lr.predict(X[:3]).tolist()
+    assert ip.run_cell_magic("call", "shell-svc", '{"data": [[5.1, 3.5, 1.4, 0.2]]}') == [0]
+    assert "<table" in ip.run_line_magic("deployments", "")._repr_html_()
+    ip.run_line_magic("logs", "shell-svc --tail 5")
+    ip.run_line_magic("undeploy", "shell-svc")
+    assert "Undeployed shell-svc." in capsys.readouterr().out
+    with pytest.raises(UsageError, match="Give the data"):
+        ip.run_line_magic("call", "shell-svc")
+
+
+def test_payload_shapes() -> None:
+    import pandas as pd
+
+    from mlops_magics.services import payload
+
+    assert json.loads(payload(np.ones((2, 2)))) == {"data": [[1.0, 1.0], [1.0, 1.0]]}
+    assert json.loads(payload(pd.DataFrame({"a": [1]}))) == {"data": [{"a": 1}]}
+    assert json.loads(payload({"text": "x"})) == {"text": "x"}
+    assert payload("raw") == b"raw" and payload(b"\x00") == b"\x00"
