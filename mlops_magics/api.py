@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_magics import flavors, lineage, signature
-from mlops_magics.authoring import score_script
+from mlops_magics.authoring import environment, score_script
 from mlops_magics.errors import InvalidInputError, NotFoundError
 from mlops_magics.registry import (
     AliasEvent,
@@ -337,6 +337,42 @@ def entry_script(ref: str, *, registry: Registry | None = None) -> tuple[str, bo
     return generate_score_script(version.ref, registry=reg), True
 
 
+def set_environment(
+    ref: str,
+    text: str | None = None,
+    *,
+    from_kernel: bool = False,
+    line_offset: int = 0,
+    registry: Registry | None = None,
+) -> environment.Environment:
+    """Set the environment a model's deployments install: from conda YAML or pip lines, or from this kernel.
+
+    Args:
+        ref: ``NAME`` (every version) or ``NAME:VERSION`` / ``NAME@ALIAS`` (one version).
+        text: a conda environment YAML or pip requirement lines.
+        from_kernel: build it from what the entry script and the flavor import, pinned to this kernel.
+
+    Returns:
+        The environment, with warnings where a pin differs from what the model was trained with.
+
+    Raises:
+        InvalidInputError: malformed YAML or requirement (with its cell line), or neither/both sources given.
+    """
+    if (text is None) == (not from_kernel):
+        raise InvalidInputError("Give the environment (conda YAML or pip lines), or from_kernel=True; not both.")
+    reg = _registry(registry)
+    name, scope = _scope(reg, ref)
+    version = reg.get(ref)
+    if from_kernel:
+        env = environment.from_kernel(entry_script(version.ref, registry=reg)[0], flavor=version.flavor,
+                                      framework=version.framework)
+    else:
+        env = environment.parse(text or "", line_offset=line_offset)
+    warnings = (*env.warnings, *environment.kernel_mismatches(env, version.framework, version.framework_version))
+    reg.set_inference(name, scope, environment=env.as_dict())
+    return environment.Environment(env.python, env.pip, env.conda, env.channels, warnings)
+
+
 __all__ = [
     "AliasHistory",
     "alias_history",
@@ -351,6 +387,7 @@ __all__ = [
     "remove_alias",
     "resolve_variable",
     "set_alias",
+    "set_environment",
     "set_score_script",
     "tag_model",
 ]

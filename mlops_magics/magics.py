@@ -10,6 +10,7 @@ import os
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -177,13 +178,19 @@ class MlopsMagics(Magics):
               help="A file or folder the script needs, copied beside it in deployments; repeatable.")
     @argument("--generate", action="store_true",
               help="Write a default entry script for the model into the next cell, ready to edit.")
+    @argument("--test", action="store_true",
+              help="Also run init() and run(sample) in a clean process, the model laid out as deployed, "
+                   "with the registered input example.")
     @line_cell_magic
     def score_script(self, line: str, cell: str | None = None) -> Any:
-        """Save the cell as the model's entry script (checked, not run), or show/generate one."""
+        """Save the cell as the model's entry script (checked, not run here), test, show or generate one."""
         args = self._args(self.score_script, line)
         with user_errors():
             if cell is not None:
-                return api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1)
+                saved = api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1)
+                return services.try_score_script(args.ref) if args.test else saved
+            if args.test:
+                return services.try_score_script(args.ref)
             if args.generate:
                 source = api.generate_score_script(args.ref)
                 self._shell.set_next_input(f"%%score_script {args.ref}\n{source}", replace=False)
@@ -271,3 +278,23 @@ class MlopsMagics(Magics):
             raise UsageError("Give the data: %call SERVICE EXPR, or %%call SERVICE with a JSON body in the cell.")
         with user_errors():
             return services.call(args.service, data)
+
+    @magic_arguments()
+    @argument("ref", help="NAME (every version) or NAME:VERSION / NAME@ALIAS (one version).")
+    @argument("--from-kernel", action="store_true",
+              help="Build it from what the entry script and the flavor import, pinned to this kernel's versions.")
+    @argument("--write", metavar="DIR", help="Also write conda.yaml and requirements.txt into DIR.")
+    @line_cell_magic
+    def environment(self, line: str, cell: str | None = None) -> Any:
+        """Set the environment deployments install: the cell (conda YAML or pip lines) or --from-kernel."""
+        args = self._args(self.environment, line)
+        if cell is None and not args.from_kernel:
+            raise UsageError("Put conda YAML or pip lines in the cell (%%environment NAME), or use --from-kernel.")
+        with user_errors():
+            env = api.set_environment(args.ref, cell, from_kernel=args.from_kernel and cell is None, line_offset=1)
+        if args.write:
+            folder = Path(args.write)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "requirements.txt").write_text(env.requirements_txt())
+            (folder / "conda.yaml").write_text(env.conda_yaml(args.ref.split(":")[0].split("@")[0]))
+        return env

@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -154,6 +157,79 @@ def _replace(reg: Registry, d: Deployment, ref: str) -> Deployment:
     return _target(reg, d).replace(d, spec)
 
 
+@dataclass(frozen=True)
+class TrialResult:
+    """What a trial run of an entry script answered."""
+
+    model: str
+    status: int
+    output: Any
+    log: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def __repr__(self) -> str:
+        head = f"{self.model}: run(sample) answered {self.status}"
+        return f"{head}\n{self.output!r}" if self.ok else f"{head}: {self.output!r}\n{self.log}"
+
+
+def try_score_script(ref: str, *, sample: Any = None, registry: Registry | None = None) -> TrialResult:
+    """Run ``init()`` and ``run(sample)`` in a clean server process, the model laid out as deployed.
+
+    Args:
+        sample: the data to send (default: the registered input example).
+
+    Raises:
+        InvalidInputError: no sample given and none registered.
+        DeployError: the script could not start (import or init() failed); log tail mapped to cell lines.
+    """
+    from mlops_magics import signature
+    from mlops_magics.targets.local import LocalTarget, free_port, map_script_lines, tail
+
+    reg = _registry(registry)
+    version = reg.get(ref)
+    if sample is None:
+        if version.input_example is None:
+            raise InvalidInputError(f"{version.ref} has no registered input example: register it with --sample, "
+                                    "or pass a sample.")
+        sample = signature.rebuild(dict(version.input_example))
+    spec = _spec(reg, f"trial-{version.name}", version.ref, port=None, workers=1, auth=False)
+    local = LocalTarget(reg)
+    (reg.home / "trials").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=reg.home / "trials") as tmp:
+        folder, port = Path(tmp), free_port()
+        process = local.launch(spec, folder, port, None)
+        try:
+            status, value = _post(f"http://127.0.0.1:{port}", payload(sample), None, version.ref)
+        finally:
+            local._stop(process.pid)
+        log = map_script_lines(tail(folder / "server.log", 30), folder / "app" / "score.py", spec.script_line_offset)
+    return TrialResult(version.ref, status, _tabular(value) if status < 400 else value, log)
+
+
+def _post(url: str, body: bytes, key: str | None, name: str, timeout: float = 60) -> tuple[int, Any]:
+    parts = urlsplit(url)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.request("POST", "/score", body=body, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    except OSError as exc:
+        raise MlopsError(f"Service {name!r} at {url} is not reachable ({exc}). Check %deployments.") from exc
+    finally:
+        conn.close()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw.decode(errors="replace")
+    return response.status, value
+
+
 def payload(data: Any) -> bytes:
     """The request body for ``data``: ``{"data": rows}`` for arrays, data frames and lists; a dict, str or
     bytes is sent as it is (a dict as JSON)."""
@@ -193,28 +269,12 @@ def call(name: str, data: Any, *, timeout: float = 60, registry: Registry | None
     d = reg.get_deployment(name)
     if not d.url:
         raise ConflictError(f"Service {name!r} has no address ({d.state}).")
-    parts = urlsplit(d.url)
-    headers = {"Content-Type": "application/json"}
-    if d.auth_key:
-        headers["Authorization"] = f"Bearer {d.auth_key}"
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
-    try:
-        conn.request("POST", "/score", body=payload(data), headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-    except OSError as exc:
-        raise MlopsError(f"Service {name!r} at {d.url} is not reachable ({exc}). Check %deployments.") from exc
-    finally:
-        conn.close()
-    try:
-        value = json.loads(body)
-    except ValueError:
-        value = body.decode(errors="replace")
-    if response.status >= 400:
+    status, value = _post(d.url, payload(data), d.auth_key, name, timeout)
+    if status >= 400:
         message = value.get("message", value) if isinstance(value, dict) else value
-        raise MlopsError(f"Service {name!r} answered {response.status}: {message}")
+        raise MlopsError(f"Service {name!r} answered {status}: {message}")
     return _tabular(value)
 
 
-__all__: Sequence[str] = ["DeploymentList", "call", "deploy", "deployments", "logs", "payload", "reload",
-                          "undeploy", "update"]
+__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "logs", "payload",
+                          "reload", "try_score_script", "undeploy", "update"]

@@ -100,7 +100,7 @@ class LocalTarget:
     # -- layout -----------------------------------------------------------------------------
 
     def layout(self, spec: DeploySpec, folder: Path) -> Path:
-        """Write the app and model folders of ``spec`` under ``folder``; return the entry script's path."""
+        """Write the app, environment and model folders of ``spec`` under ``folder``; return the script's path."""
         app = folder / "app"
         app.mkdir(parents=True)
         script = app / "score.py"
@@ -113,6 +113,13 @@ class LocalTarget:
                     shutil.copytree(item, target)
                 else:
                     shutil.copy2(item, target)
+        if spec.inference.environment:
+            from mlops_magics.authoring.environment import Environment
+
+            env = Environment.from_dict(spec.inference.environment)
+            (folder / "environment").mkdir()
+            (folder / "environment" / "requirements.txt").write_text(env.requirements_txt())
+            (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.service))
         version = spec.version
         models = folder / "azureml-models" / version.name / str(version.version)
         artifact = self.registry.verified_artifact(version)
@@ -140,9 +147,13 @@ class LocalTarget:
         shutil.rmtree(config["folder"], ignore_errors=True)
         return started
 
-    def _start(self, spec: DeploySpec, port: int, key: str | None, *, generation: int,
-               keep_record: Deployment | None = None) -> Deployment:
-        folder = self.root / spec.service / f"gen-{generation}"
+    def launch(self, spec: DeploySpec, folder: Path, port: int, key: str | None) -> subprocess.Popen[bytes]:
+        """Lay ``spec`` out in ``folder`` and start its server there; block until it is ready.
+
+        Raises:
+            DeployError: the server exited or was not ready in time (it is stopped); the message has the
+                reason and the log tail mapped to the script cell's lines.
+        """
         if folder.exists():
             shutil.rmtree(folder)
         script = self.layout(spec, folder)
@@ -158,9 +169,6 @@ class LocalTarget:
             process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                        cwd=folder / "app", start_new_session=True)
         _STARTED[process.pid] = process
-        config: dict[str, Any] = {"pid": process.pid, "port": port, "folder": str(folder), "workers": spec.workers,
-                                  "generation": generation, "auth_key": key,
-                                  "script_line_offset": spec.script_line_offset}
         deadline = time.monotonic() + START_TIMEOUT
         while not ready.exists():
             code = process.poll()
@@ -170,14 +178,26 @@ class LocalTarget:
                 reason = (f"exited with status {code}" if code is not None
                           else f"was not ready after {START_TIMEOUT:.0f} s and was stopped")
                 log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), script, spec.script_line_offset)
-                if keep_record is None:
-                    self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
-                                                    url=None, config={**config, "pid": None})
                 raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: the server {reason}."
                                   f"\nLog tail ({folder / 'server.log'}):\n{log}")
             time.sleep(0.02)
+        return process
+
+    def _start(self, spec: DeploySpec, port: int, key: str | None, *, generation: int,
+               keep_record: Deployment | None = None) -> Deployment:
+        folder = self.root / spec.service / f"gen-{generation}"
+        config: dict[str, Any] = {"pid": None, "port": port, "folder": str(folder), "workers": spec.workers,
+                                  "generation": generation, "auth_key": key,
+                                  "script_line_offset": spec.script_line_offset}
+        try:
+            process = self.launch(spec, folder, port, key)
+        except DeployError:
+            if keep_record is None:  # a failed update leaves the running deployment's record alone
+                self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
+                                                url=None, config=config)
+            raise
         return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="running",
-                                               url=f"http://127.0.0.1:{port}", config=config)
+                                               url=f"http://127.0.0.1:{port}", config={**config, "pid": process.pid})
 
     def _stop(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,113 @@
+"""Environments from cells and from the kernel; trial runs of entry scripts."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+import mlops_magics as mm
+from mlops_magics import api, services
+from mlops_magics.authoring import environment
+from mlops_magics.errors import DeployError, InvalidInputError
+from mlops_magics.registry import Registry
+
+SKLEARN = importlib.metadata.version("scikit-learn")
+
+
+def test_pip_lines_are_validated_with_their_cell_line() -> None:
+    env = environment.parse("# pinned\nscikit-learn==1.5.2\nnumpy>=1.26  # arrays\n", line_offset=1)
+    assert env.pip == ("scikit-learn==1.5.2", "numpy>=1.26")
+    assert "scikit-learn==1.5.2\n" in env.requirements_txt() and "    - numpy>=1.26" in env.conda_yaml()
+    with pytest.raises(InvalidInputError, match=r"cell line 3: 'numpy=>1' is not a valid requirement"):
+        environment.parse("pandas\nnumpy=>1\n", line_offset=1)
+    with pytest.raises(InvalidInputError, match=r"cell line 1: pip options \(--index-url\)"):
+        environment.parse("--index-url https://example.org\n")
+    with pytest.raises(InvalidInputError, match="The environment is empty"):
+        environment.parse("# nothing\n")
+
+
+def test_conda_yaml_is_read() -> None:
+    env = environment.parse("name: x\nchannels: [defaults]\ndependencies:\n  - python=3.10\n  - libgomp\n"
+                            "  - pip\n  - pip:\n    - scikit-learn==1.5.2\n")
+    assert (env.python, env.conda, env.pip, env.channels) == ("3.10", ("libgomp",), ("scikit-learn==1.5.2",),
+                                                              ("defaults",))
+    with pytest.raises(InvalidInputError, match="not valid YAML"):
+        environment.parse("dependencies: [unclosed\n")
+
+
+def test_from_kernel_pins_what_the_script_and_flavor_import() -> None:
+    script = "import json\nimport numpy as np\nfrom sklearn import linear_model\n\ndef init():\n    pass\n"
+    env = environment.from_kernel(script, flavor="sklearn", framework="scikit-learn")
+    names = {r.split("==")[0]: r for r in env.pip}
+    assert names["scikit-learn"] == f"scikit-learn=={SKLEARN}"
+    assert names["numpy"] == f"numpy=={importlib.metadata.version('numpy')}"
+    assert "joblib" in names and "json" not in names
+
+
+def test_a_pin_unlike_the_training_version_is_warned_about(registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    env = api.set_environment("iris", "scikit-learn==0.24.2\n")
+    assert any("does not allow scikit-learn" in w and SKLEARN in w for w in env.warnings)
+    clean = api.set_environment("iris", f"scikit-learn=={SKLEARN}\n")
+    assert clean.warnings == ()
+    assert dict(registry.inference(registry.get("iris")).environment or {})["pip"] == [f"scikit-learn=={SKLEARN}"]
+
+
+def test_the_environment_magic_from_a_cell_and_from_the_kernel(ip: Any, iris_lr: Any, tmp_path: Path) -> None:
+    ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf --name iris")
+    env = ip.run_cell_magic("environment", "iris", "scikit-learn\njoblib\n")
+    assert env.pip == ("scikit-learn", "joblib")
+    kernel = ip.run_line_magic("environment", f"iris --from-kernel --write {tmp_path}")
+    assert f"scikit-learn=={SKLEARN}" in kernel.pip
+    assert f"scikit-learn=={SKLEARN}" in (tmp_path / "requirements.txt").read_text()
+    assert "dependencies:" in (tmp_path / "conda.yaml").read_text()
+    with pytest.raises(UsageError, match="or use --from-kernel"):
+        ip.run_line_magic("environment", "iris")
+
+
+@pytest.mark.serve
+def test_a_trial_run_scores_the_registered_example(registry: Registry, iris_lr: Any, iris: Any) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "iris", sample=X[:3])
+    result = services.try_score_script("iris")
+    assert result.ok and result.output == iris_lr.predict(X[:3]).tolist()
+    assert not list((registry.home / "trials").iterdir())  # the trial folder is gone
+    assert registry.deployments() == []  # and nothing was recorded
+
+
+@pytest.mark.serve
+def test_a_trial_run_reports_failures_with_cell_lines(ip: Any, iris_lr: Any, iris: Any) -> None:
+    ip.user_ns.update(clf=iris_lr, X=iris[0])
+    ip.run_line_magic("register", "clf --name iris --sample X[:2]")
+    result = ip.run_cell_magic("score_script", "iris --test",
+                               "def init():\n    pass\n\ndef run(data):\n    return 1 / 0\n")
+    assert result.status == 500 and "ZeroDivisionError" in result.output["message"]
+    assert "score script cell, line 6, in run" in result.log
+    with pytest.raises(UsageError, match=r"(?s)score script cell, line 3.*RuntimeError: boom"):
+        ip.run_cell_magic("score_script", "iris --test",
+                          "def init():\n    raise RuntimeError('boom')\n\ndef run(data):\n    return 1\n")
+    mm.register({"no": "sample"}, "bare")
+    with pytest.raises(InvalidInputError, match="has no registered input example"):
+        services.try_score_script("bare")
+
+
+@pytest.mark.serve
+def test_deployments_carry_their_environment_files(registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    api.set_environment("iris", "scikit-learn\n")
+    d = mm.deploy("iris")
+    try:
+        folder = Path(d.config["folder"])
+        assert (folder / "environment" / "requirements.txt").read_text() == "scikit-learn\n"
+        assert "  - pip:\n    - scikit-learn" in (folder / "environment" / "conda.yaml").read_text()
+    finally:
+        mm.undeploy("iris")
+
+
+def test_deploy_errors_are_typed() -> None:
+    assert issubclass(DeployError, mm.MlopsError)
