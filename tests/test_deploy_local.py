@@ -6,7 +6,9 @@ import http.client
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from IPython.core.error import UsageError
 import mlops_magics as mm
 from mlops_magics.errors import ConflictError, DeployError, MlopsError, NotFoundError
 from mlops_magics.registry import Registry
-from mlops_magics.targets.local import _alive
+from mlops_magics.targets.local import _alive, is_listening
 
 pytestmark = pytest.mark.serve
 
@@ -49,6 +51,7 @@ def test_deploy_call_list_and_undeploy_with_the_generated_script(clean: Registry
     assert (d.name, d.model_version, d.state, d.target) == ("iris", 1, "running", "local")
     pid = int(d.config["pid"])
     assert _alive(pid) and os.getsid(pid) != os.getsid(0)  # its own session: it outlives the kernel
+    assert is_listening(pid, int(d.config["port"]))
     assert mm.call("iris", X[:5]) == iris_lr.predict(X[:5]).tolist()
     assert [(x.name, x.state) for x in mm.deployments()] == [("iris", "running")]
     status, body = _post(d.url, b'{"data": [[1, 2]]}')  # type: ignore[arg-type]
@@ -108,7 +111,12 @@ def test_reload_serves_the_edited_script_at_the_same_address(clean: Registry, ir
     second = mm.reload("svc")
     assert second.url == first.url and second.config["pid"] != first.config["pid"]
     assert mm.call("svc", {"x": 1}) == {"echo": {"x": 1}, "v": 2}
+    assert not is_listening(int(first.config["pid"]), int(first.config["port"]))  # it takes no new requests
+    deadline = time.monotonic() + 15  # and drains, exits and is cleaned up in the background
+    while (_alive(int(first.config["pid"])) or Path(first.config["folder"]).exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not _alive(int(first.config["pid"]))
+    assert not Path(first.config["folder"]).exists()
 
 
 def test_update_switches_versions_and_a_failed_update_keeps_the_old_one(clean: Registry, iris_lr: Any,

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,46 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return state != "Z"
+
+
+def _process_tree(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            queue += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+    return found
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def is_listening(pid: int, port: int) -> bool:
+    """True while ``pid`` or one of its children holds a listening socket on ``port`` (Linux /proc)."""
+    inodes = _listening_inodes(port)
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{member}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and target[8:-1] in inodes:
+                        return True
+    return False
+
+
+def _wait_until_not_listening(pid: int, port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid) and is_listening(pid, port):
+        time.sleep(0.005)
 
 
 def _ready(port: int, timeout: float = 1.0) -> bool:
@@ -143,9 +184,18 @@ class LocalTarget:
         config = deployment.config
         started = self._start(spec, int(config["port"]), config.get("auth_key"),
                               generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
-        self._stop(int(config["pid"]))
-        shutil.rmtree(config["folder"], ignore_errors=True)
+        # The new generation serves now; the old one drains its requests and exits in the background.
+        old_pid, old_folder = int(config["pid"]), config["folder"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old_pid, signal.SIGTERM)
+        _wait_until_not_listening(old_pid, int(config["port"]))  # from here on, only the new one accepts
+        threading.Thread(target=self._retire, args=(old_pid, old_folder), daemon=True,
+                         name=f"retire-{deployment.name}").start()
         return started
+
+    def _retire(self, pid: int, folder: str) -> None:
+        self._stop(pid)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def launch(self, spec: DeploySpec, folder: Path, port: int, key: str | None) -> subprocess.Popen[bytes]:
         """Lay ``spec`` out in ``folder`` and start its server there; block until it is ready.
