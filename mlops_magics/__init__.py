@@ -19,6 +19,7 @@ from mlops_magics.api import (
     register,
     remove_alias,
     set_alias,
+    set_environment,
     set_score_script,
     tag_model,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "reload",
     "remove_alias",
     "set_alias",
+    "set_environment",
     "set_score_script",
     "tag_model",
     "undeploy",

@@ -207,13 +207,16 @@ class MlopsMagics(Magics):
     @argument("--port", "-p", type=int, help="Port (default: a free one).")
     @argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
     @argument("--auth", action="store_true", help="Require a key: 'Authorization: Bearer KEY' (see .auth_key).")
+    @argument("--isolated", action="store_true",
+              help="Run in a virtual environment built from the model's environment only (cached), to prove "
+                   "the environment complete before building an image.")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
         args = self._args(self.deploy, line)
         with user_errors():
             return services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
-                                 workers=args.workers, auth=args.auth)
+                                   workers=args.workers, auth=args.auth, isolated=args.isolated)
 
     @magic_arguments()
     @line_magic
@@ -237,12 +240,21 @@ class MlopsMagics(Magics):
     @magic_arguments()
     @argument("service", help="The service whose log to show.")
     @argument("--tail", "-t", type=int, default=50, help="How many lines (default 50).")
+    @argument("--follow", "-f", action="store_true",
+              help="Then keep printing new lines until the service stops or the kernel is interrupted.")
+    @argument("--timeout", type=float, help="With --follow: stop after this many seconds.")
     @line_magic
     def logs(self, line: str) -> None:
-        """Show the end of a deployment's server log (script lines mapped to the cell's)."""
+        """Show the end of a deployment's server log (script lines mapped to the cell's); --follow for more."""
         args = self._args(self.logs, line)
         with user_errors():
             print(services.logs(args.service, tail=args.tail))
+            if args.follow:
+                try:
+                    for text in services.follow(args.service, timeout=args.timeout):
+                        print(text, flush=True)
+                except KeyboardInterrupt:
+                    print("(stopped following)")
 
     @magic_arguments()
     @argument("service", help="The service to reload with the current entry script and assets.")

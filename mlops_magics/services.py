@@ -6,7 +6,8 @@ import http.client
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,14 @@ class DeploymentList(list[Deployment]):
         return display.deployments_html(self)
 
 
-def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool) -> DeploySpec:
+def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool,
+          isolated: bool = False) -> DeploySpec:
     version = reg.get(ref)
     script, generated = entry_script(version.ref, registry=reg)
     inference = reg.inference(version)
     return DeploySpec(service=service, version=version, script=script,
                       script_line_offset=None if generated else inference.script_line_offset,
-                      inference=inference, port=port, workers=workers, auth=auth)
+                      inference=inference, port=port, workers=workers, auth=auth, isolated=isolated)
 
 
 def deploy(
@@ -50,6 +52,7 @@ def deploy(
     port: int | None = None,
     workers: int = 1,
     auth: bool = False,
+    isolated: bool = False,
     registry: Registry | None = None,
 ) -> Deployment:
     """Deploy a model version with its entry script, assets and environment; block until it is healthy.
@@ -61,6 +64,8 @@ def deploy(
         port: the port (default: a free one).
         workers: worker processes.
         auth: require a key (``Authorization: Bearer KEY``); the Deployment carries it.
+        isolated: run in a virtual environment built from the model's environment spec only (cached by
+            its hash), to prove the spec complete.
 
     Returns:
         The running deployment, as recorded in the registry.
@@ -82,7 +87,8 @@ def deploy(
             f"{existing.target}, {existing.url}). Use %update {service} --model {ref}, %reload {service}, "
             "or pick another --name."
         )
-    return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth))
+    return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth,
+                                                isolated=isolated))
 
 
 def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
@@ -132,6 +138,36 @@ def logs(name: str, *, tail: int = 50, registry: Registry | None = None) -> str:
     return str(_target(reg, d).logs(d, tail))
 
 
+def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
+           registry: Registry | None = None) -> Iterator[str]:
+    """Yield the deployment's new log lines as they are written (script lines mapped to the cell's).
+
+    Ends when ``timeout`` seconds pass, or when the service is no longer running; the caller may stop
+    earlier (in a notebook: interrupt the kernel).
+    """
+    from mlops_magics.targets.local import map_script_lines
+
+    reg = _registry(registry)
+    d = reg.get_deployment(name)
+    folder = Path(d.config["folder"])
+    log, script = folder / "server.log", folder / "app" / "score.py"
+    offset = log.stat().st_size if log.exists() else 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    partial = ""
+    while deadline is None or time.monotonic() < deadline:
+        if log.exists() and log.stat().st_size > offset:
+            with open(log, encoding="utf-8", errors="replace") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset = fh.tell()
+            *lines, partial = (partial + chunk).split("\n")
+            for line in lines:
+                yield map_script_lines(line, script, d.config.get("script_line_offset"))
+        elif _target(reg, d).status(d) == "stopped":
+            return
+        time.sleep(poll)
+
+
 def reload(name: str, *, registry: Registry | None = None) -> Deployment:
     """Serve the current entry script, assets and environment without re-registering (Azure's ``reload()``).
 
@@ -153,7 +189,7 @@ def _replace(reg: Registry, d: Deployment, ref: str) -> Deployment:
         raise ConflictError(f"Service {d.name!r} is not running ({d.state}): deploy it with %deploy {ref} "
                             f"--name {d.name}.")
     spec = _spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
-                 auth=bool(d.auth_key))
+                 auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")))
     return _target(reg, d).replace(d, spec)
 
 
@@ -276,5 +312,6 @@ def call(name: str, data: Any, *, timeout: float = 60, registry: Registry | None
     return _tabular(value)
 
 
-__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "logs", "payload",
+__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "follow", "logs",
+                          "payload",
                           "reload", "try_score_script", "undeploy", "update"]

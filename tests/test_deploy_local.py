@@ -16,6 +16,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlops_magics as mm
+from mlops_magics import services
 from mlops_magics.errors import ConflictError, DeployError, MlopsError, NotFoundError
 from mlops_magics.registry import Registry
 from mlops_magics.targets.local import _alive, is_listening
@@ -190,3 +191,30 @@ def test_payload_shapes() -> None:
     assert json.loads(payload(pd.DataFrame({"a": [1]}))) == {"data": [{"a": 1}]}
     assert json.loads(payload({"text": "x"})) == {"text": "x"}
     assert payload("raw") == b"raw" and payload(b"\x00") == b"\x00"
+
+
+def test_following_the_log_yields_new_lines_as_they_come(clean: Registry, iris_lr: Any, ip: Any,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    mm.register(iris_lr, "noisy")
+    mm.set_score_script("noisy", "def init():\n    pass\n\ndef run(data):\n    raise ValueError(data)\n",
+                        line_offset=1)
+    mm.deploy("noisy")
+    answers: list[str] = []
+
+    def failing_call() -> None:
+        try:
+            mm.call("noisy", "boom-1")
+        except MlopsError as exc:
+            answers.append(str(exc))
+
+    caller = threading.Timer(0.5, failing_call)
+    caller.start()
+    lines = list(services.follow("noisy", timeout=3))
+    caller.join()
+    assert answers and "answered 500" in answers[0]
+    text = "\n".join(lines)
+    assert "ValueError: boom-1" in text and "score script cell, line 6, in run" in text
+    ip.run_line_magic("logs", "noisy --tail 2 --follow --timeout 0.3")
+    assert "ValueError" in capsys.readouterr().out

@@ -13,3 +13,7 @@ __version__ = "0.1.0"
 APP_ROOT = "/var/azureml-app"
 #: The port the scoring server listens on in images, as in Azure ML.
 DEFAULT_PORT = 5001
+
+#: What the server itself needs installed, besides the model's own libraries (kept in step with the
+#: package's dependencies; isolated environments and images install exactly these).
+RUNTIME_REQUIREMENTS = ("uvicorn>=0.30", "httptools>=0.6", "orjson>=3.9", "werkzeug>=3.0")

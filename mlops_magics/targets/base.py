@@ -21,6 +21,8 @@ class DeploySpec:
     port: int | None = None
     workers: int = 1
     auth: bool = False
+    #: Run in a virtual environment built from the inference environment only (local target).
+    isolated: bool = False
 
 
 class DeploymentTarget(Protocol):

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlops_magics.errors import DeployError
+import mlops_backend
+
+from mlops_magics.errors import DeployError, InvalidInputError
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.base import DeploySpec
 
@@ -206,15 +208,16 @@ class LocalTarget:
         """
         if folder.exists():
             shutil.rmtree(folder)
+        python, env = self._interpreter(spec, folder)
         script = self.layout(spec, folder)
         ready = folder / "ready"
-        command = [sys.executable, "-m", "mlops_backend.cli", "--entry_script", str(script),
+        command = [python, "-m", "mlops_backend.cli", "--entry_script", str(script),
                    "--model_dir", str(folder / "azureml-models" / spec.version.name / str(spec.version.version)),
                    "--port", str(port), "--worker_count", str(spec.workers), "--host", "127.0.0.1",
                    "--reuse-port", "--ready-file", str(ready), "--verbose-errors"]
         if key:
             command += ["--auth-key", key]
-        env = {**os.environ, "SERVICE_NAME": spec.service}
+        env["SERVICE_NAME"] = spec.service
         with open(folder / "server.log", "wb") as err, open(folder / "access.log", "wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                        cwd=folder / "app", start_new_session=True)
@@ -233,11 +236,36 @@ class LocalTarget:
             time.sleep(0.02)
         return process
 
+    def _interpreter(self, spec: DeploySpec, folder: Path) -> tuple[str, dict[str, str]]:
+        """The Python to run the server with, and its environment variables.
+
+        Isolated: the spec's own virtual environment, with a copy of the server's package beside the app
+        (nothing from the kernel's site-packages is visible). Otherwise: the kernel's Python.
+        """
+        env = dict(os.environ)
+        if not spec.isolated:
+            return sys.executable, env
+        if not spec.inference.environment:
+            raise InvalidInputError(
+                f"--isolated needs an environment for {spec.version.ref}: set one with "
+                f"%environment {spec.version.name} --from-kernel, or %%environment {spec.version.name}.")
+        from mlops_magics.authoring.environment import Environment
+        from mlops_magics.targets import venv
+
+        python = venv.ensure(Environment.from_dict(spec.inference.environment), self.registry.home / "envs")
+        runtime = folder / "runtime"
+        runtime.mkdir(parents=True)
+        shutil.copytree(Path(mlops_backend.__file__).parent, runtime / "mlops_backend",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        env["PYTHONPATH"] = str(runtime)
+        env.pop("PYTHONHOME", None)
+        return str(python), env
+
     def _start(self, spec: DeploySpec, port: int, key: str | None, *, generation: int,
                keep_record: Deployment | None = None) -> Deployment:
         folder = self.root / spec.service / f"gen-{generation}"
         config: dict[str, Any] = {"pid": None, "port": port, "folder": str(folder), "workers": spec.workers,
-                                  "generation": generation, "auth_key": key,
+                                  "generation": generation, "auth_key": key, "isolated": spec.isolated,
                                   "script_line_offset": spec.script_line_offset}
         try:
             process = self.launch(spec, folder, port, key)
