@@ -289,8 +289,13 @@ def _plain(value: Any) -> Any:
 
 
 def _tabular(value: Any) -> Any:
+    """A DataFrame when the answer is a table (records, or rows of equal length); otherwise as it is."""
     pd = sys.modules.get("pandas")
-    if pd is not None and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+    if pd is None or not isinstance(value, list) or not value:
+        return value
+    if all(isinstance(v, dict) for v in value):
+        return pd.DataFrame(value)
+    if all(isinstance(v, list) for v in value) and len({len(v) for v in value}) == 1 and value[0]:
         return pd.DataFrame(value)
     return value
 

@@ -182,6 +182,17 @@ def test_the_deploy_magics_in_a_shell(clean: Registry, ip: Any, iris_lr: Any, ir
         ip.run_line_magic("call", "shell-svc")
 
 
+def test_tabular_answers_become_dataframes() -> None:
+    import pandas as pd
+
+    from mlops_magics.services import _tabular
+
+    assert isinstance(_tabular([{"a": 1}, {"a": 2}]), pd.DataFrame)
+    assert _tabular([[0.1, 0.9], [0.8, 0.2]]).shape == (2, 2)
+    assert _tabular([0, 1, 2]) == [0, 1, 2] and _tabular([[1], [1, 2]]) == [[1], [1, 2]]
+    assert _tabular({"a": 1}) == {"a": 1}
+
+
 def test_payload_shapes() -> None:
     import pandas as pd
 
