@@ -18,7 +18,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from mlops_magics import api, flavors, lineage, services
+from mlops_magics import api, flavors, images, lineage, services
 from mlops_magics.errors import MlopsError
 from mlops_magics.registry import Lineage, ModelVersion, ModelVersionList
 
@@ -310,3 +310,20 @@ class MlopsMagics(Magics):
             (folder / "requirements.txt").write_text(env.requirements_txt())
             (folder / "conda.yaml").write_text(env.conda_yaml(args.ref.split(":")[0].split("@")[0]))
         return env
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    @argument("--output", "-o", metavar="DIR", help="Where to write the build context (default: under MLOPS_HOME).")
+    @argument("--base-image", metavar="IMAGE", help="Base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
+    @argument("--gpu", action="store_true", help="Use a CUDA-capable base image.")
+    @argument("--extra-steps", metavar="FILE", help="A file of Dockerfile instructions to run after the base.")
+    @argument("--no-wheels", action="store_true",
+              help="Do not download dependencies as wheels (the build then needs network access to PyPI).")
+    @line_magic
+    def package(self, line: str) -> Any:
+        """Write a deterministic Docker build context for a model version (Dockerfile, model, script, deps)."""
+        args = self._args(self.package, line)
+        extra = Path(args.extra_steps).read_text() if args.extra_steps else ""
+        with user_errors():
+            return images.package(args.ref, args.output, base=args.base_image, gpu=args.gpu, extra_steps=extra,
+                                  wheels=not args.no_wheels)

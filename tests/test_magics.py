@@ -11,7 +11,8 @@ from IPython.core.error import UsageError
 import mlops_magics as mm
 from mlops_magics.magics import MlopsMagics
 
-MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model"]
+MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model", "score_script", "environment",
+          "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package"]
 
 
 def test_load_ext_registers_every_magic_and_keeps_ipythons_alias(ip: Any) -> None:

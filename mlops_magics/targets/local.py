@@ -131,6 +131,44 @@ def map_script_lines(text: str, script: Path, offset: int | None) -> str:
     return pattern.sub(lambda m: f"score script cell, line {int(m.group(1)) + offset}", text)
 
 
+def write_layout(registry: Registry, spec: DeploySpec, folder: Path) -> Path:
+    """Lay a deployment out as Azure ML does; return the entry script's path.
+
+    ``app/`` (score.py and assets), ``environment/`` (requirements.txt, conda.yaml, when set) and
+    ``azureml-models/<name>/<version>/`` (the verified model files, hard-linked when possible).
+    """
+    app = folder / "app"
+    app.mkdir(parents=True)
+    script = app / "score.py"
+    script.write_text(spec.script)
+    if spec.inference.assets_sha256:
+        source = registry.artifacts.verify(spec.inference.assets_sha256, spec.inference.asset_files)
+        for item in sorted(source.iterdir()):
+            target = app / item.name
+            if item.is_dir():
+                shutil.copytree(item, target)
+            else:
+                shutil.copy2(item, target)
+    if spec.inference.environment:
+        from mlops_magics.authoring.environment import Environment
+
+        env = Environment.from_dict(spec.inference.environment)
+        (folder / "environment").mkdir()
+        (folder / "environment" / "requirements.txt").write_text(env.requirements_txt())
+        (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.service))
+    version = spec.version
+    models = folder / "azureml-models" / version.name / str(version.version)
+    artifact = registry.verified_artifact(version)
+    for f in version.files:
+        target = models / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(artifact / f.path, target)  # immutable, verified files: a link is a safe copy
+        except OSError:
+            shutil.copy2(artifact / f.path, target)
+    return script
+
+
 class LocalTarget:
     """Deployments as local ``mlops-serve`` processes."""
 
@@ -144,36 +182,7 @@ class LocalTarget:
 
     def layout(self, spec: DeploySpec, folder: Path) -> Path:
         """Write the app, environment and model folders of ``spec`` under ``folder``; return the script's path."""
-        app = folder / "app"
-        app.mkdir(parents=True)
-        script = app / "score.py"
-        script.write_text(spec.script)
-        if spec.inference.assets_sha256:
-            source = self.registry.artifacts.verify(spec.inference.assets_sha256, spec.inference.asset_files)
-            for item in source.iterdir():
-                target = app / item.name
-                if item.is_dir():
-                    shutil.copytree(item, target)
-                else:
-                    shutil.copy2(item, target)
-        if spec.inference.environment:
-            from mlops_magics.authoring.environment import Environment
-
-            env = Environment.from_dict(spec.inference.environment)
-            (folder / "environment").mkdir()
-            (folder / "environment" / "requirements.txt").write_text(env.requirements_txt())
-            (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.service))
-        version = spec.version
-        models = folder / "azureml-models" / version.name / str(version.version)
-        artifact = self.registry.verified_artifact(version)
-        for f in version.files:
-            target = models / f.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(artifact / f.path, target)  # immutable, verified files: a link is a safe copy
-            except OSError:
-                shutil.copy2(artifact / f.path, target)
-        return script
+        return write_layout(self.registry, spec, folder)
 
     # -- the contract -----------------------------------------------------------------------
 
