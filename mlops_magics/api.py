@@ -365,7 +365,8 @@ def set_environment(
     version = reg.get(ref)
     if from_kernel:
         env = environment.from_kernel(entry_script(version.ref, registry=reg)[0], flavor=version.flavor,
-                                      framework=version.framework)
+                                      framework=version.framework,
+                                      serializer=version.flavor_options.get("serializer"))
     else:
         env = environment.parse(text or "", line_offset=line_offset)
     warnings = (*env.warnings, *environment.kernel_mismatches(env, version.framework, version.framework_version))

@@ -41,7 +41,8 @@ def package(
     if spec.inference.environment:
         env = environment.Environment.from_dict(spec.inference.environment)
     else:
-        env = environment.from_kernel(spec.script, flavor=version.flavor, framework=version.framework)
+        env = environment.from_kernel(spec.script, flavor=version.flavor, framework=version.framework,
+                                      serializer=version.flavor_options.get("serializer"))
     folder = Path(output) if output else reg.home / "contexts" / f"{version.name}-{version.version}"
     return write_context(reg, spec, env, folder, base=base_image(base, gpu), gpu=gpu, extra_steps=extra_steps,
                          wheels=wheels)

@@ -48,6 +48,16 @@ def test_from_kernel_pins_what_the_script_and_flavor_import() -> None:
     assert "joblib" in names and "json" not in names
 
 
+def test_a_model_pickled_by_value_gets_cloudpickle_in_its_environment(registry: Registry) -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("class Halver:\n    def fit(self, X, y=None): return self\n"  # a class defined in a notebook
+         "    def predict(self, X): return [x / 2 for x in X]\n", namespace)
+    v = mm.register(namespace["Halver"](), "halver")
+    assert v.flavor_options["serializer"] == "cloudpickle"
+    env = api.set_environment("halver", from_kernel=True)
+    assert any(r.startswith("cloudpickle==") for r in env.pip)
+
+
 def test_a_pin_unlike_the_training_version_is_warned_about(registry: Registry, iris_lr: Any) -> None:
     mm.register(iris_lr, "iris")
     env = api.set_environment("iris", "scikit-learn==0.24.2\n")

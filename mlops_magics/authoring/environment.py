@@ -135,13 +135,15 @@ def _imported_modules(source: str) -> list[str]:
     return found
 
 
-def from_kernel(script: str, *, flavor: str, framework: str | None, extra: Sequence[str] = ()) -> Environment:
+def from_kernel(script: str, *, flavor: str, framework: str | None, serializer: str | None = None,
+                extra: Sequence[str] = ()) -> Environment:
     """The environment this kernel proves works: what the script and the flavor import, pinned.
 
     Args:
         script: the entry script (its imports are read, it is not run).
         flavor: the model's flavor (adds what loading the artifact needs).
         framework: the distribution the model was trained with (e.g. 'scikit-learn').
+        serializer: how the artifact was pickled; 'cloudpickle' (notebook-defined classes) needs it to load.
         extra: more distributions to include.
     """
     wanted: list[str] = []
@@ -149,7 +151,8 @@ def from_kernel(script: str, *, flavor: str, framework: str | None, extra: Seque
         if module in SERVER_PROVIDED or module in sys.stdlib_module_names:
             continue
         wanted += _distributions().get(module, [module])
-    wanted += [*FLAVOR_NEEDS.get(flavor, ()), *([framework] if framework else []), *extra]
+    wanted += [*FLAVOR_NEEDS.get(flavor, ()), *([framework] if framework else []),
+               *(["cloudpickle"] if serializer == "cloudpickle" else []), *extra]
     pins: dict[str, str] = {}
     warnings = []
     for dist in wanted:
