@@ -67,9 +67,8 @@ class StagedArtifact:
 class Staging:
     """A folder to write one artifact into; locked while its writer lives."""
 
-    def __init__(self, folder: Path, lock_fd: int) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._lock_fd = lock_fd
         self.staged: StagedArtifact | None = None
 
     def finish(self) -> StagedArtifact:
@@ -128,7 +127,7 @@ class ArtifactStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(private, lock_path)
             folder.mkdir()
-            yield Staging(folder, fd)
+            yield Staging(folder)
         finally:
             _remove_tree(folder)
             lock_path.unlink(missing_ok=True)

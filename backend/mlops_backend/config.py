@@ -11,7 +11,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class ServeConfig:
     loop: str = "asyncio"
     reuse_port: bool = False
     ready_file: Path | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def app_root(self) -> Path:
