@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: setup peers quickstart test lint bench
+# Docker tests use this base image (no registry is needed: `make docker-engine` builds it).
+export MLOPS_BASE_IMAGE ?= mlops-base:bookworm
+
+.PHONY: setup peers quickstart test lint bench docker-engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,10 @@ setup: $(VENV)/.installed
 # Azure ML's own server, in its own environment: the differential tests compare mlops-serve with it.
 peers: setup
 	$(BIN)/python benchmarks/peers.py azmlinfsrv
+
+# A Docker engine and the base image, on a machine without an image registry (root; idempotent).
+docker-engine:
+	scripts/docker-engine.sh $(MLOPS_BASE_IMAGE)
 
 quickstart: setup
 	$(BIN)/python examples/quickstart.py
@@ -35,3 +42,4 @@ test: lint peers
 bench: setup
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/docker.py

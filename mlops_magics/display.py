@@ -9,7 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlops_magics.registry.records import Deployment, ModelVersion
+    from mlops_magics.registry.records import Deployment, Image, ModelVersion
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:12px"
 _CELL = "padding:2px 8px;text-align:left;border-bottom:1px solid #ddd"
@@ -45,7 +45,7 @@ def version_row(v: ModelVersion) -> dict[str, Any]:
     }
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
+def table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "<p><em>No model versions.</em></p>"
     head = "".join(f'<th style="{_CELL}">{escape(k)}</th>' for k in rows[0])
@@ -69,7 +69,7 @@ def model_versions_html(versions: Sequence[ModelVersion]) -> str:
     """An HTML table of versions, with a count; at most ``MAX_ROWS`` rows."""
     count = f"<p>{len(versions)} model version{'s' if len(versions) != 1 else ''}</p>"
     more = f"<p><em>{escape(_more(len(versions)))}</em></p>" if len(versions) > MAX_ROWS else ""
-    return count + _table([version_row(v) for v in versions[:MAX_ROWS]]) + more
+    return count + table([version_row(v) for v in versions[:MAX_ROWS]]) + more
 
 
 def model_versions_text(versions: Sequence[ModelVersion]) -> str:
@@ -135,10 +135,24 @@ def deployment_html(d: Deployment) -> str:
     return f'<div><strong>{escape(d.name)}</strong><table style="{_TABLE_STYLE}">{body}</table></div>'
 
 
+def image_html(image: Image) -> str:
+    """An HTML card for one built image."""
+    rows = [
+        ("model", escape(image.model_ref)),
+        ("image id", f"<code>{escape(image.image_id)}</code>"),
+        ("size", f"{image.size / 1e6:.1f} MB"),
+        ("base", escape(image.base_image + (" (GPU)" if image.gpu else ""))),
+        ("built", escape(when(image.built_at))
+         + (f" in {image.build_seconds:.1f} s" if image.build_seconds is not None else "")),
+    ]
+    body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}">{v}</td></tr>' for k, v in rows)
+    return f'<div><strong>{escape(image.tag)}</strong><table style="{_TABLE_STYLE}">{body}</table></div>'
+
+
 def deployments_html(items: Sequence[Deployment]) -> str:
     """An HTML table of deployments."""
     if not items:
         return "<p><em>No deployments.</em></p>"
     rows = [{"name": d.name, "model": f"{d.model_name}:{d.model_version}", "target": d.target, "state": d.state,
              "url": d.url or "", "updated": when(d.updated_at)} for d in items]
-    return _table(rows)
+    return table(rows)

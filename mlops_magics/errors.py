@@ -42,3 +42,17 @@ class SchemaVersionError(MlopsError):
 
 class DeployError(MlopsError):
     """A deployment did not become healthy; the message has the reason and the log tail."""
+
+
+class EngineError(MlopsError):
+    """The Docker engine is unreachable, or refused what was asked; the message says what to do."""
+
+
+class BuildError(MlopsError):
+    """An image build failed; the message names the failing step and quotes its output."""
+
+    def __init__(self, message: str, *, step: str = "", output: str = "", log: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.output = output
+        self.log = log

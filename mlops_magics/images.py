@@ -1,13 +1,18 @@
-"""Images: the API behind %package (and, with a Docker engine, %build)."""
+"""Images: the API behind %package, %build, %%dockerfile_steps and %images."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from mlops_magics import display
 from mlops_magics.api import _registry
-from mlops_magics.authoring import environment
-from mlops_magics.packaging.context import BuildContext, base_image, write_context
-from mlops_magics.registry import Registry
+from mlops_magics.errors import InvalidInputError
+from mlops_magics.packaging.context import BuildContext
+from mlops_magics.packaging.engine import BuildStep
+from mlops_magics.packaging.image import build_context, write_spec_context
+from mlops_magics.registry import Image, Registry
+from mlops_magics.registry.refs import check_name
 from mlops_magics.services import _spec
 
 
@@ -17,7 +22,7 @@ def package(
     *,
     base: str | None = None,
     gpu: bool = False,
-    extra_steps: str = "",
+    extra_steps: str | None = None,
     wheels: bool = True,
     registry: Registry | None = None,
 ) -> BuildContext:
@@ -28,7 +33,8 @@ def package(
         output: the folder (default: ``$MLOPS_HOME/contexts/<name>-<version>``); its content is replaced.
         base: the base image (default: ``$MLOPS_BASE_IMAGE`` or an official slim Python image).
         gpu: use a CUDA-capable base image (recorded with the context).
-        extra_steps: Dockerfile instructions run after the base (system packages...).
+        extra_steps: Dockerfile instructions run after the base (system packages...); None: the steps stored
+            for the model with :func:`set_dockerfile_steps`.
         wheels: download dependencies as wheels so that the build needs no network.
 
     Raises:
@@ -36,13 +42,83 @@ def package(
         MlopsError: the dependencies could not be downloaded.
     """
     reg = _registry(registry)
-    version = reg.get(ref)
-    spec = _spec(reg, version.name, version.ref, port=None, workers=1, auth=False)
-    if spec.inference.environment:
-        env = environment.Environment.from_dict(spec.inference.environment)
-    else:
-        env = environment.from_kernel(spec.script, flavor=version.flavor, framework=version.framework,
-                                      serializer=version.flavor_options.get("serializer"))
-    folder = Path(output) if output else reg.home / "contexts" / f"{version.name}-{version.version}"
-    return write_context(reg, spec, env, folder, base=base_image(base, gpu), gpu=gpu, extra_steps=extra_steps,
-                         wheels=wheels)
+    spec = _spec(reg, "package", ref, port=None, workers=1, auth=False)
+    return write_spec_context(reg, spec, Path(output) if output else None, base=base, gpu=gpu,
+                              extra_steps=extra_steps, wheels=wheels)
+
+
+def build(
+    ref: str,
+    *,
+    base: str | None = None,
+    gpu: bool = False,
+    extra_steps: str | None = None,
+    no_cache: bool = False,
+    progress: Callable[[BuildStep], None] | None = None,
+    registry: Registry | None = None,
+) -> Image:
+    """Build a model version's image (tag ``mlops/<name>:<version>-<context digest>``) and record it.
+
+    The context is written first (see :func:`package`); when the engine already holds an image of the same
+    digest, nothing is rebuilt. Layers are cached by the engine: after a script-only change only the last
+    layer is rebuilt.
+
+    Args:
+        no_cache: rebuild every layer.
+        progress: called with each build step (number, total, instruction, latest output line).
+
+    Raises:
+        EngineError: no Docker engine is reachable (the message says how to start one).
+        BuildError: a step failed; the message names it and quotes its output (the full log is in the
+            context folder's ``build.log``).
+    """
+    reg = _registry(registry)
+    spec = _spec(reg, "package", ref, port=None, workers=1, auth=False)
+    context = write_spec_context(reg, spec, base=base, gpu=gpu, extra_steps=extra_steps)
+    return build_context(reg, spec, context, no_cache=no_cache, progress=progress)
+
+
+def set_dockerfile_steps(name: str, steps: str, *, version: int = 0, registry: Registry | None = None) -> None:
+    """Store Dockerfile instructions for a model's images (``version=0``: every version); '' removes them.
+
+    They run right after ``FROM`` (system packages, certificates...), before the Python dependencies.
+
+    Raises:
+        InvalidInputError: a line is not a Dockerfile instruction, or tries to change the base (``FROM``).
+        NotFoundError: no such model.
+    """
+    allowed = {"RUN", "ENV", "COPY", "ADD", "ARG", "LABEL", "WORKDIR", "USER", "SHELL"}
+    logical = steps.replace("\\\n", " ")  # continuation lines belong to their instruction
+    for number, line in enumerate(logical.splitlines(), 1):
+        word = line.strip().split(" ", 1)[0].upper()
+        if not word or word.startswith("#"):
+            continue
+        if word == "FROM":
+            raise InvalidInputError("Extra Dockerfile steps cannot change the base image: use --base-image (or "
+                                    "MLOPS_BASE_IMAGE) instead of FROM.")
+        if word not in allowed:
+            raise InvalidInputError(f"Line {number} of the Dockerfile steps starts with {word!r}, which is not an "
+                                    f"instruction that can go there; use one of {', '.join(sorted(allowed))}.")
+    _registry(registry).set_inference(check_name(name), version, dockerfile_steps=steps.strip() or None)
+
+
+class ImageList(list[Image]):
+    """Built images, shown as a table."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "No images built yet: %build NAME builds one."
+        return "\n".join(f"{i.tag:45} {i.model_ref:14} {i.size / 1e6:7.1f} MB  {i.base_image}" for i in self)
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<p><em>No images built yet: <code>%build NAME</code> builds one.</em></p>"
+        return display.table([{"tag": i.tag, "model": i.model_ref, "size": f"{i.size / 1e6:.1f} MB",
+                               "base": i.base_image + (" (GPU)" if i.gpu else ""), "built": display.when(i.built_at)}
+                              for i in self])
+
+
+def images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
+    """The images built for a model version (or for every version), newest first."""
+    reg = _registry(registry)
+    return ImageList(reg.images(reg.get(ref) if ref else None))

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api, flavors, images, lineage, services
 from mlops_magics.errors import MlopsError
+from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.registry import Lineage, ModelVersion, ModelVersionList
 
 
@@ -30,6 +33,52 @@ def user_errors() -> Iterator[None]:
         yield
     except MlopsError as exc:
         raise UsageError(str(exc)) from exc
+
+
+class BuildProgress:
+    """Shows an image build in the notebook: a progress bar with the current step, updated in place.
+
+    With ``full_log`` every output line is printed as well.
+    """
+
+    def __init__(self, full_log: bool = False) -> None:
+        from IPython.display import display
+
+        self.full_log = full_log
+        self.last: BuildStep | None = None
+        self.shown_at = 0.0
+        self.handle = display(self, display_id=True)
+
+    def __call__(self, step: BuildStep) -> None:
+        new_step = self.last is None or step.number != self.last.number
+        if self.full_log:
+            print(f"Step {step.number}/{step.total} : {step.instruction}" if new_step else step.line, flush=True)
+        self.last = step
+        now = time.monotonic()
+        if (new_step or now - self.shown_at > 0.2) and self.handle is not None:
+            self.shown_at = now
+            self.handle.update(self)
+
+    def finish(self) -> None:
+        """Show the final state (every step done)."""
+        if self.handle is not None and self.last is not None:
+            self.handle.update(self)
+
+    def __repr__(self) -> str:
+        step = self.last
+        if step is None or not step.total:
+            return "Building: sending the build context..."
+        done = int(30 * step.number / step.total)
+        return f"[{'#' * done}{'.' * (30 - done)}] step {step.number}/{step.total}: {step.instruction[:80]}"
+
+    def _repr_html_(self) -> str:
+        step = self.last
+        if step is None or not step.total:
+            return "<div>Building: sending the build context&hellip;</div>"
+        cached = " (cached)" if step.cached else ""
+        return (f'<div><progress value="{step.number}" max="{step.total}" style="width:240px"></progress> '
+                f"step {step.number}/{step.total}{cached}: <code>{escape(step.instruction[:120])}</code>"
+                f'<div style="color:#666;font-size:11px;font-family:monospace">{escape(step.line[:160])}</div></div>')
 
 
 @magics_class
@@ -55,6 +104,20 @@ class MlopsMagics(Magics):
             return self._shell.ev(expr)
         except Exception as exc:
             raise UsageError(f"Could not evaluate {option} {expr!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _progress_for(self, service: str) -> BuildProgress | None:
+        """A build progress display when ``service`` runs in a container (its image is rebuilt)."""
+        try:
+            target = api._registry(None).get_deployment(service).target
+        except MlopsError:
+            return None  # the API call reports the missing service
+        return BuildProgress() if target != "local" else None
+
+    def _read(self, path: str, option: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise UsageError(f"Cannot read {option} {path!r}: {exc.strerror}.") from exc
 
     def _provenance(self) -> Lineage:
         ns = self._shell.user_ns
@@ -210,13 +273,25 @@ class MlopsMagics(Magics):
     @argument("--isolated", action="store_true",
               help="Run in a virtual environment built from the model's environment only (cached), to prove "
                    "the environment complete before building an image.")
+    @argument("--cpu", type=float, metavar="CORES", help="--target docker: CPU cores the container may use (0.5).")
+    @argument("--memory", metavar="SIZE", help="--target docker: memory the container may use (512m, 1g).")
+    @argument("--base-image", metavar="IMAGE",
+              help="--target docker: base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
+    @argument("--no-build", action="store_true",
+              help="--target docker: use the image built by %%build; fail instead of building.")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
         args = self._args(self.deploy, line)
+        progress = BuildProgress() if args.target == "docker" and not args.no_build else None
         with user_errors():
-            return services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
-                                   workers=args.workers, auth=args.auth, isolated=args.isolated)
+            deployed = services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
+                                       workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
+                                       memory=args.memory, base_image=args.base_image, build=not args.no_build,
+                                       progress=progress)
+        if progress is not None:
+            progress.finish()
+        return deployed
 
     @magic_arguments()
     @line_magic
@@ -263,7 +338,7 @@ class MlopsMagics(Magics):
         """Serve the edited entry script without re-registering; the old one serves until then."""
         args = self._args(self.reload, line)
         with user_errors():
-            return services.reload(args.service)
+            return services.reload(args.service, progress=self._progress_for(args.service))
 
     @magic_arguments()
     @argument("service", help="The service to update.")
@@ -273,7 +348,7 @@ class MlopsMagics(Magics):
         """Switch a service to another model version; the old one serves until the new one is ready."""
         args = self._args(self.update, line)
         with user_errors():
-            return services.update(args.service, args.model)
+            return services.update(args.service, args.model, progress=self._progress_for(args.service))
 
     @magic_arguments()
     @argument("service", help="The service to call.")
@@ -319,11 +394,62 @@ class MlopsMagics(Magics):
     @argument("--extra-steps", metavar="FILE", help="A file of Dockerfile instructions to run after the base.")
     @argument("--no-wheels", action="store_true",
               help="Do not download dependencies as wheels (the build then needs network access to PyPI).")
+    @argument("--build", action="store_true", help="Then build the image (as %%build does).")
     @line_magic
     def package(self, line: str) -> Any:
         """Write a deterministic Docker build context for a model version (Dockerfile, model, script, deps)."""
         args = self._args(self.package, line)
-        extra = Path(args.extra_steps).read_text() if args.extra_steps else ""
+        extra = self._read(args.extra_steps, "--extra-steps") if args.extra_steps else None
+        if args.build:
+            if args.output or args.no_wheels:
+                raise UsageError("--build writes its context under MLOPS_HOME with wheels: drop --output/--no-wheels.")
+            return self._build(args.ref, base=args.base_image, gpu=args.gpu, extra_steps=extra)
         with user_errors():
             return images.package(args.ref, args.output, base=args.base_image, gpu=args.gpu, extra_steps=extra,
                                   wheels=not args.no_wheels)
+
+    def _build(self, ref: str, *, full_log: bool = False, **options: Any) -> Any:
+        progress = BuildProgress(full_log)
+        with user_errors():
+            image = images.build(ref, progress=progress, **options)
+        progress.finish()
+        return image
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    @argument("--base-image", metavar="IMAGE", help="Base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
+    @argument("--gpu", action="store_true", help="Use a CUDA-capable base image.")
+    @argument("--extra-steps", metavar="FILE",
+              help="A file of Dockerfile instructions to run after the base (default: those of %%%%dockerfile_steps).")
+    @argument("--no-cache", action="store_true", help="Rebuild every layer.")
+    @argument("--log", action="store_true", help="Print the whole build output as it comes, not only the progress.")
+    @line_magic
+    def build(self, line: str) -> Any:
+        """Build a model version's Docker image with progress, tag it mlops/NAME:VERSION-DIGEST, record it."""
+        args = self._args(self.build, line)
+        extra = self._read(args.extra_steps, "--extra-steps") if args.extra_steps else None
+        return self._build(args.ref, full_log=args.log, base=args.base_image, gpu=args.gpu, extra_steps=extra,
+                           no_cache=args.no_cache)
+
+    @magic_arguments()
+    @argument("ref", nargs="?", help="NAME:VERSION or NAME@ALIAS (default: every model).")
+    @line_magic
+    def images(self, line: str) -> Any:
+        """List the Docker images built for model versions (tag, id, size, base)."""
+        args = self._args(self.images, line)
+        with user_errors():
+            return images.images(args.ref)
+
+    @magic_arguments()
+    @argument("name", help="The model (every version) or NAME:VERSION (one version) whose images get the steps.")
+    @cell_magic
+    def dockerfile_steps(self, line: str, cell: str) -> None:
+        """Dockerfile instructions (RUN apt-get ..., ENV ...) for the model's images, right after FROM."""
+        args = self._args(self.dockerfile_steps, line)
+        name, _, version = args.name.partition(":")
+        if version and not version.isdigit():
+            raise UsageError(f"{args.name!r}: give NAME or NAME:VERSION (a number).")
+        with user_errors():
+            images.set_dockerfile_steps(name, cell, version=int(version or 0))
+        count = sum(1 for x in cell.splitlines() if x.strip() and not x.strip().startswith("#"))
+        print(f"Stored {count} Dockerfile line(s) for {args.name}; %build or %deploy --target docker uses them.")

@@ -7,7 +7,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from mlops_magics import display
 from mlops_magics.api import _registry, entry_script
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError
+from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.registry.refs import check_name, parse_ref
 from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
@@ -35,13 +36,13 @@ class DeploymentList(list[Deployment]):
 
 
 def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool,
-          isolated: bool = False) -> DeploySpec:
+          isolated: bool = False, **container: Any) -> DeploySpec:
     version = reg.get(ref)
     script, generated = entry_script(version.ref, registry=reg)
     inference = reg.inference(version)
     return DeploySpec(service=service, version=version, script=script,
                       script_line_offset=None if generated else inference.script_line_offset,
-                      inference=inference, port=port, workers=workers, auth=auth, isolated=isolated)
+                      inference=inference, port=port, workers=workers, auth=auth, isolated=isolated, **container)
 
 
 def deploy(
@@ -53,19 +54,30 @@ def deploy(
     workers: int = 1,
     auth: bool = False,
     isolated: bool = False,
+    cpu: float | None = None,
+    memory: str | None = None,
+    base_image: str | None = None,
+    build: bool = True,
+    progress: Callable[[BuildStep], None] | None = None,
     registry: Registry | None = None,
 ) -> Deployment:
     """Deploy a model version with its entry script, assets and environment; block until it is healthy.
 
     Args:
         ref: ``NAME`` (latest), ``NAME:VERSION`` or ``NAME@ALIAS``.
-        target: where to run it (``local``; see :mod:`mlops_magics.targets`).
+        target: where to run it: ``local`` (a process) or ``docker`` (a container of the model's image); others
+            come as plugins (see :mod:`mlops_magics.targets`).
         name: the service name (default: the model name).
         port: the port (default: a free one).
         workers: worker processes.
         auth: require a key (``Authorization: Bearer KEY``); the Deployment carries it.
         isolated: run in a virtual environment built from the model's environment spec only (cached by
-            its hash), to prove the spec complete.
+            its hash), to prove the spec complete (local target).
+        cpu: CPU cores the container may use (``docker``; default: no limit).
+        memory: memory the container may use, Docker syntax (``512m``, ``1g``; default: no limit).
+        base_image: the image's base (``docker``; default ``$MLOPS_BASE_IMAGE`` or an official slim Python).
+        build: build the image when the engine does not have it (``docker``); off: use the built one only.
+        progress: called with each build step while the image builds.
 
     Returns:
         The running deployment, as recorded in the registry.
@@ -75,9 +87,14 @@ def deploy(
         ConflictError: a live deployment already has that name.
         DeployError: the service did not become healthy (reason and log tail in the message); nothing
             is left running and the failed attempt is recorded.
+        EngineError: ``docker`` and no engine is reachable.
+        BuildError: the image build failed (the message names the step and quotes its output).
     """
     if workers < 1:
         raise InvalidInputError(f"--workers {workers} is invalid: use 1 or more.")
+    if target == "local" and (cpu is not None or memory is not None):
+        raise InvalidInputError("--cpu and --memory limit containers: deploy with --target docker to apply them "
+                                "(a local process runs without limits).")
     reg = _registry(registry)
     service = check_name(name or parse_ref(ref).name)
     existing = {d.name: d for d in reg.deployments()}.get(service)
@@ -87,8 +104,9 @@ def deploy(
             f"{existing.target}, {existing.url}). Use %update {service} --model {ref}, %reload {service}, "
             "or pick another --name."
         )
+    container = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress}
     return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth,
-                                                isolated=isolated))
+                                                isolated=isolated, **container))
 
 
 def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
@@ -149,8 +167,7 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
 
     reg = _registry(registry)
     d = reg.get_deployment(name)
-    folder = Path(d.config["folder"])
-    log, script = folder / "server.log", folder / "app" / "score.py"
+    log, script = _target(reg, d).log_file(d)
     offset = log.stat().st_size if log.exists() else 0
     deadline = None if timeout is None else time.monotonic() + timeout
     partial = ""
@@ -168,28 +185,32 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
         time.sleep(poll)
 
 
-def reload(name: str, *, registry: Registry | None = None) -> Deployment:
+def reload(name: str, *, progress: Callable[[BuildStep], None] | None = None,
+           registry: Registry | None = None) -> Deployment:
     """Serve the current entry script, assets and environment without re-registering (Azure's ``reload()``).
 
-    The running service keeps answering until the reloaded one is ready.
+    The running service keeps answering until the reloaded one is ready. A container deployment gets a new
+    image: only the layers after the change are rebuilt.
     """
     reg = _registry(registry)
     d = reg.get_deployment(name)
-    return _replace(reg, d, f"{d.model_name}:{d.model_version}")
+    return _replace(reg, d, f"{d.model_name}:{d.model_version}", progress)
 
 
-def update(name: str, model: str, *, registry: Registry | None = None) -> Deployment:
+def update(name: str, model: str, *, progress: Callable[[BuildStep], None] | None = None,
+           registry: Registry | None = None) -> Deployment:
     """Switch a deployment to another model version; the old one serves until the new one is ready."""
     reg = _registry(registry)
-    return _replace(reg, reg.get_deployment(name), model)
+    return _replace(reg, reg.get_deployment(name), model, progress)
 
 
-def _replace(reg: Registry, d: Deployment, ref: str) -> Deployment:
+def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildStep], None] | None) -> Deployment:
     if not d.is_live or _target(reg, d).status(d) == "stopped":
         raise ConflictError(f"Service {d.name!r} is not running ({d.state}): deploy it with %deploy {ref} "
                             f"--name {d.name}.")
+    container = {key: d.config[key] for key in ("cpu", "memory", "base_image") if d.config.get(key) is not None}
     spec = _spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
-                 auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")))
+                 auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")), progress=progress, **container)
     return _target(reg, d).replace(d, spec)
 
 

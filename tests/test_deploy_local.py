@@ -153,7 +153,7 @@ def test_deploy_mistakes(clean: Registry, iris_lr: Any) -> None:
         mm.logs("ghost")
     with pytest.raises(NotFoundError, match="No deployment named 'ghost'"):
         mm.undeploy("ghost")
-    with pytest.raises(NotFoundError, match="Unknown deployment target 'moon'. Targets: local"):
+    with pytest.raises(NotFoundError, match="Unknown deployment target 'moon'. Targets: docker, local"):
         mm.deploy("iris", target="moon")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

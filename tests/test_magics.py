@@ -12,7 +12,8 @@ import mlops_magics as mm
 from mlops_magics.magics import MlopsMagics
 
 MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model", "score_script", "environment",
-          "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package"]
+          "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package", "build", "images"]
+CELL_ONLY = ["dockerfile_steps"]
 
 
 def test_load_ext_registers_every_magic_and_keeps_ipythons_alias(ip: Any) -> None:
@@ -20,11 +21,13 @@ def test_load_ext_registers_every_magic_and_keeps_ipythons_alias(ip: Any) -> Non
     for name in MAGICS:
         assert getattr(line[name], "__self__", None).__class__ is MlopsMagics
     assert "shell_alias" in line and line["shell_alias"].__self__.__class__.__name__ == "OSMagics"
+    for name in CELL_ONLY:
+        assert getattr(ip.magics_manager.magics["cell"][name], "__self__", None).__class__ is MlopsMagics
 
 
-@pytest.mark.parametrize("name", MAGICS)
+@pytest.mark.parametrize("name", MAGICS + CELL_ONLY)
 def test_every_option_documents_itself(ip: Any, name: str) -> None:
-    doc = ip.find_line_magic(name).__doc__
+    doc = (ip.find_cell_magic if name in CELL_ONLY else ip.find_line_magic)(name).__doc__
     assert doc and f"%{name}" in doc
     for action in getattr(MlopsMagics, name).parser._actions:
         if action.dest != "help":

@@ -53,6 +53,7 @@ def test_the_same_inputs_give_the_same_digest_and_a_script_edit_changes_only_the
 
 def test_base_image_is_a_setting_and_gpu_is_recorded(model: str, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLOPS_BASE_IMAGE", raising=False)
     assert package(model, tmp_path / "a", wheels=False).base_image == "python:3.11-slim"
     monkeypatch.setenv("MLOPS_BASE_IMAGE", "mlops-base:bookworm")
     assert package(model, tmp_path / "b", wheels=False).dockerfile.startswith(

@@ -266,6 +266,7 @@ def test_an_older_registry_is_migrated_in_place_keeping_its_versions(home: Path,
     mm.register(iris_lr, "iris", registry=Registry(home))
     conn = sqlite3.connect(home / "registry.db")  # roll the file back to schema version 1
     conn.execute("DROP TABLE inference_configs")
+    conn.execute("DROP TABLE images")
     conn.execute("DELETE FROM _migrations WHERE id > 1")
     conn.commit()
     reg = Registry(home)

@@ -122,6 +122,21 @@ def test_keys_can_come_from_the_environment(tmp_path: Path) -> None:
         assert s.request("POST", "/score", "x", {"Authorization": "Bearer env-key-12345"}).status == 200
 
 
+def test_log_dir_appends_both_logs_across_restarts(tmp_path: Path) -> None:
+    logs = tmp_path / "volume" / "logs"
+    for round_ in (1, 2):
+        with serving("echo.py", "--log-dir", str(logs), logs=tmp_path) as s:
+            assert s.request("POST", "/score", f"round {round_}").status == 200
+        assert s.stderr.read_text() == "" and s.stdout.read_text() == ""  # nothing left on the streams
+    assert (logs / "server.log").read_text().count("serving echo.py") == 2
+    access = [json.loads(line) for line in (logs / "access.log").read_text().splitlines()]
+    assert [a["path"] for a in access if a["path"] == "/score"] == ["/score", "/score"]
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    done = _run("--entry_script", str(SCRIPTS / "echo.py"), "--log-dir", str(blocked / "logs"))
+    assert done.returncode == 2 and f"cannot write logs in {blocked / 'logs'}" in done.stderr
+
+
 def test_a_body_over_the_limit_is_a_413(tmp_path: Path) -> None:
     with serving("echo.py", "--max-body-bytes", "1000", logs=tmp_path) as s:
         assert s.request("POST", "/score", "a" * 1000).status == 200

@@ -47,6 +47,7 @@ class ServeConfig:
     loop: str = "asyncio"
     reuse_port: bool = False
     ready_file: Path | None = None
+    log_dir: Path | None = None
 
     @property
     def app_root(self) -> Path:
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "same port before this one stops (zero-downtime reloads).")
     ours.add_argument("--ready-file", metavar="PATH",
                       help="Create this file once every worker has run init() and listens.")
+    ours.add_argument("--log-dir", metavar="DIR",
+                      help="Append the server log (stderr) to DIR/server.log and the access log (stdout) to "
+                           "DIR/access.log (env MLOPS_LOG_DIR), e.g. a volume that outlives the container.")
     ours.add_argument("--verbose-errors", action="store_true",
                       help="Put the exception type and message of a failed run() in the 500 response.")
     return parser
@@ -170,6 +174,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         loop=args.loop,
         reuse_port=args.reuse_port,
         ready_file=Path(args.ready_file).resolve() if args.ready_file else None,
+        log_dir=Path(log_dir).resolve() if (log_dir := pick(args.log_dir, "MLOPS_LOG_DIR")) else None,
     )
     _validate(config)
     return config

@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -92,7 +93,7 @@ def dockerfile(spec: DeploySpec, base: str, extra_steps: str = "") -> str:
         f"COPY azureml-models/ {APP_ROOT}/azureml-models/",
         f"COPY app/ {APP_ROOT}/",
         f"ENV AML_APP_ROOT={APP_ROOT} AZUREML_ENTRY_SCRIPT={APP_ROOT}/score.py AZUREML_MODEL_DIR={model_dir} "
-        f"SERVICE_NAME={spec.service}",
+        f"SERVICE_NAME={version.name}",
         f"WORKDIR {APP_ROOT}",
         "EXPOSE 5001",
         f'CMD ["python", "-m", "mlops_backend.cli", "--entry_script", "{APP_ROOT}/score.py", '
@@ -117,6 +118,40 @@ def download_wheels(requirements: list[str], folder: Path, python: str) -> None:
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
         raise MlopsError(f"Could not download wheels for {', '.join(requirements)}:\n{tail}")
+
+
+def cached_wheels(requirements: list[str], python: str, root: Path) -> Path:
+    """The wheels of ``requirements`` for ``python``, downloaded once per distinct set into ``root``.
+
+    A set is published by renaming a complete download into place, so an interrupted download is never used.
+
+    Raises:
+        MlopsError: pip could not find wheels.
+    """
+    key = hashlib.sha256("\n".join([python, platform.machine(), *requirements]).encode()).hexdigest()[:20]
+    folder = root / key
+    if (folder / ".complete").exists():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    try:
+        download_wheels(requirements, staging, python)
+        (staging / ".complete").write_text("".join(f"{r}\n" for r in requirements))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process published the same set first: use theirs
+            if not (folder / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def runtime_pins() -> list[str]:
@@ -165,9 +200,12 @@ def write_context(
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     requirements = sorted({*runtime_pins(), *environment.pip})
     (output / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
-    (output / "wheels").mkdir()
     if wheels:
-        download_wheels(requirements, output / "wheels", environment.python)
+        wheel_dir = cached_wheels(requirements, environment.python, registry.home / "wheels")
+        shutil.copytree(wheel_dir, output / "wheels", copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(".complete"))
+    else:
+        (output / "wheels").mkdir()
     (output / "Dockerfile").write_text(dockerfile(spec, base, extra_steps))
     (output / ".dockerignore").write_text("environment/\n")
     digest, files = _digest(output)

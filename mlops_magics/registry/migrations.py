@@ -102,11 +102,31 @@ def _inference_configs(db: sqlite_utils.Database) -> None:
     )
 
 
+def _images(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE inference_configs ADD COLUMN dockerfile_steps TEXT")
+    db.execute(
+        """CREATE TABLE images (
+            tag TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            context_digest TEXT NOT NULL,
+            image_id TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            base_image TEXT NOT NULL,
+            gpu INTEGER NOT NULL DEFAULT 0,
+            build_seconds REAL,
+            built_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX images_model ON images(name, version)")
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
     (2, "inference configurations: entry script, environment and assets per model or version",
      _inference_configs),
+    (3, "Docker images built for model versions; extra Dockerfile steps in inference configurations", _images),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

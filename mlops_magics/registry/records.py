@@ -222,6 +222,34 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Image:
+    """A Docker image built for a model version, as the registry records it."""
+
+    tag: str
+    model_name: str
+    model_version: int
+    context_digest: str
+    image_id: str
+    size: int
+    base_image: str
+    gpu: bool
+    build_seconds: float | None
+    built_at: datetime
+
+    @property
+    def model_ref(self) -> str:
+        return f"{self.model_name}:{self.model_version}"
+
+    def __repr__(self) -> str:
+        took = f", built in {self.build_seconds:.1f} s" if self.build_seconds is not None else ""
+        return (f"<Image {self.tag} ({self.image_id[7:19] if self.image_id.startswith('sha256:') else self.image_id}"
+                f", {self.size / 1e6:.0f} MB, base {self.base_image}{' GPU' if self.gpu else ''}{took})>")
+
+    def _repr_html_(self) -> str:
+        return display.image_html(self)
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """How a model version is served: entry script, environment, extra files. Any may be unset."""
 
@@ -231,6 +259,8 @@ class InferenceConfig:
     environment: Mapping[str, Any] | None = None
     assets_sha256: str | None = None
     asset_files: tuple[ArtifactFile, ...] = ()
+    #: Dockerfile instructions added after the base image (system packages...).
+    dockerfile_steps: str | None = None
 
     def __repr__(self) -> str:
         script = f"{len(self.script.splitlines())} lines" if self.script is not None else "default"

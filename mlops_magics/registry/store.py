@@ -29,6 +29,7 @@ from mlops_magics.registry.records import (
     AliasEvent,
     ArtifactFile,
     Deployment,
+    Image,
     InferenceConfig,
     Lineage,
     ModelVersion,
@@ -593,6 +594,7 @@ class Registry:
         script_line_offset: int | None = None,
         environment: Mapping[str, Any] | _Keep | None = KEEP,
         assets: StagedArtifact | _Keep | None = KEEP,
+        dockerfile_steps: str | _Keep | None = KEEP,
     ) -> None:
         """Store part of a model's inference configuration (``version=0``: for every version).
 
@@ -603,8 +605,9 @@ class Registry:
         """
         with self.write() as db:
             self._resolve(db, ModelRef(check_name(name), version=version or None), None)
-            row = db.execute("SELECT script, script_line_offset, environment, assets FROM inference_configs "
-                             "WHERE name = ? AND version = ?", [name, version]).fetchone() or (None,) * 4
+            row = db.execute("SELECT script, script_line_offset, environment, assets, dockerfile_steps "
+                             "FROM inference_configs WHERE name = ? AND version = ?",
+                             [name, version]).fetchone() or (None,) * 5
             values = list(row)
             if not isinstance(script, _Keep):
                 values[0:2] = [script, script_line_offset]
@@ -615,11 +618,14 @@ class Registry:
                     self.artifacts.publish(assets)
                 values[3] = None if assets is None else json.dumps(
                     {"sha256": assets.digest, "files": [[f.path, f.size, f.sha256] for f in assets.files]})
+            if not isinstance(dockerfile_steps, _Keep):
+                values[4] = dockerfile_steps or None
             db.execute(
                 "INSERT INTO inference_configs (name, version, script, script_line_offset, environment, assets, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) DO UPDATE SET "
-                "script = excluded.script, script_line_offset = excluded.script_line_offset, "
-                "environment = excluded.environment, assets = excluded.assets, updated_at = excluded.updated_at",
+                "dockerfile_steps, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) DO UPDATE "
+                "SET script = excluded.script, script_line_offset = excluded.script_line_offset, "
+                "environment = excluded.environment, assets = excluded.assets, "
+                "dockerfile_steps = excluded.dockerfile_steps, updated_at = excluded.updated_at",
                 [name, version, *values, _stamp(utcnow())],
             )
 
@@ -627,21 +633,22 @@ class Registry:
         """The inference configuration that applies to ``version``: its own fields over the model's."""
         with self.read() as db:
             rows = {r[0]: r[1:] for r in db.execute(
-                "SELECT version, script, script_line_offset, environment, assets FROM inference_configs "
-                "WHERE name = ? AND version IN (0, ?)", [version.name, version.version])}
-        merged: list[Any] = [None, None, None, None]
+                "SELECT version, script, script_line_offset, environment, assets, dockerfile_steps "
+                "FROM inference_configs WHERE name = ? AND version IN (0, ?)", [version.name, version.version])}
+        merged: list[Any] = [None, None, None, None, None]
         for source in (rows.get(0), rows.get(version.version)):
             if source is not None:
                 if source[0] is not None:  # a script and its line offset go together
                     merged[0:2] = source[0:2]
                 merged[2:] = [new if new is not None else old for old, new in zip(merged[2:], source[2:], strict=True)]
-        script, offset, environment, assets = merged
+        script, offset, environment, assets, steps = merged
         return InferenceConfig(
             script=script,
             script_line_offset=offset,
             environment=None if environment is None else frozen_mapping(json.loads(environment)),
             assets_sha256=None if assets is None else json.loads(assets)["sha256"],
             asset_files=() if assets is None else tuple(ArtifactFile(*f) for f in json.loads(assets)["files"]),
+            dockerfile_steps=steps,
         )
 
     # -- deployments -----------------------------------------------------------------------
@@ -728,6 +735,54 @@ class Registry:
             if not found:
                 raise self._no_deployment(db, name)
             return found[0]
+
+    # -- images ----------------------------------------------------------------------------
+
+    def record_image(
+        self,
+        tag: str,
+        version: ModelVersion,
+        *,
+        context_digest: str,
+        image_id: str,
+        size: int,
+        base_image: str,
+        gpu: bool = False,
+        build_seconds: float | None = None,
+    ) -> Image:
+        """Record (or refresh) the image built under ``tag`` for ``version``.
+
+        Raises:
+            NotFoundError: the model version does not exist (any more).
+        """
+        with self.write() as db:
+            self._resolve(db, ModelRef(version.name, version=version.version), None)
+            db.execute(
+                "INSERT INTO images (tag, name, version, context_digest, image_id, size, base_image, gpu, "
+                "build_seconds, built_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tag) DO UPDATE SET "
+                "context_digest = excluded.context_digest, image_id = excluded.image_id, size = excluded.size, "
+                "base_image = excluded.base_image, gpu = excluded.gpu, build_seconds = excluded.build_seconds, "
+                "built_at = excluded.built_at",
+                [tag, version.name, version.version, context_digest, image_id, size, base_image, int(gpu),
+                 build_seconds, _stamp(utcnow())],
+            )
+            return self._images(db, "tag = ?", [tag])[0]
+
+    def _images(self, db: sqlite_utils.Database, where: str, params: list[Any]) -> list[Image]:
+        return [
+            Image(tag=r["tag"], model_name=r["name"], model_version=r["version"],
+                  context_digest=r["context_digest"], image_id=r["image_id"], size=r["size"],
+                  base_image=r["base_image"], gpu=bool(r["gpu"]), build_seconds=r["build_seconds"],
+                  built_at=datetime.fromisoformat(r["built_at"]))
+            for r in db.query(f"SELECT * FROM images WHERE {where} ORDER BY built_at DESC, tag", params)
+        ]
+
+    def images(self, version: ModelVersion | None = None) -> list[Image]:
+        """The images recorded for ``version`` (or for every version), newest first."""
+        with self.read() as db:
+            if version is None:
+                return self._images(db, "1", [])
+            return self._images(db, "name = ? AND version = ?", [version.name, version.version])
 
     # -- artifacts -------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """Deployment targets: one protocol, one implementation per target, found by name.
 
-Built in: ``local``. Third-party targets register an entry point in the group
+Built in: ``local`` and ``docker`` (imported when first used). Third-party targets register an entry point in the group
 ``mlops_magics.targets`` whose object is a class taking the registry.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 
 from mlops_magics.errors import NotFoundError
@@ -15,7 +16,8 @@ from mlops_magics.targets.local import LocalTarget
 
 __all__ = ["BUILT_IN", "DeploySpec", "DeploymentTarget", "LocalTarget", "get_target"]
 
-BUILT_IN: dict[str, type] = {"local": LocalTarget}
+BUILT_IN: dict[str, str] = {"local": "mlops_magics.targets.local:LocalTarget",
+                            "docker": "mlops_magics.targets.docker:DockerTarget"}
 ENTRY_POINT_GROUP = "mlops_magics.targets"
 
 
@@ -26,7 +28,8 @@ def get_target(name: str, registry: Registry) -> DeploymentTarget:
         NotFoundError: no such target; the message lists the known ones and how to add one.
     """
     if name in BUILT_IN:
-        target: DeploymentTarget = BUILT_IN[name](registry)
+        module, cls = BUILT_IN[name].split(":")
+        target: DeploymentTarget = getattr(importlib.import_module(module), cls)(registry)
         return target
     plugins = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     if name in plugins:

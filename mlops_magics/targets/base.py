@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from mlops_magics.registry import Deployment, InferenceConfig, ModelVersion
 
@@ -23,6 +25,14 @@ class DeploySpec:
     auth: bool = False
     #: Run in a virtual environment built from the inference environment only (local target).
     isolated: bool = False
+    #: CPU cores and memory (Docker syntax: 512m, 1g) a container may use; None: no limit.
+    cpu: float | None = None
+    memory: str | None = None
+    #: Image settings (container targets): base image (None: the configured default), build if missing.
+    base_image: str | None = None
+    build: bool = True
+    #: Called with each build step while an image builds (container targets).
+    progress: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
 
 
 class DeploymentTarget(Protocol):
@@ -46,6 +56,9 @@ class DeploymentTarget(Protocol):
 
     def logs(self, deployment: Deployment, tail: int) -> str:
         """The last ``tail`` lines of the service's log."""
+
+    def log_file(self, deployment: Deployment) -> tuple[Path, str]:
+        """The server log file on this machine, and the entry script's path as its tracebacks name it."""
 
     def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
         """Serve ``spec`` in place of ``deployment`` at the same address; the old one serves until the new one

@@ -123,7 +123,7 @@ def tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def map_script_lines(text: str, script: Path, offset: int | None) -> str:
+def map_script_lines(text: str, script: Path | str, offset: int | None) -> str:
     """Rewrite ``File ".../score.py", line N`` as the notebook cell's line (N + offset)."""
     if offset is None:
         return text
@@ -310,6 +310,10 @@ class LocalTarget:
         if not pid or not _alive(int(pid)):
             return "stopped"
         return "running" if _ready(int(deployment.config["port"])) else "unhealthy"
+
+    def log_file(self, deployment: Deployment) -> tuple[Path, str]:
+        folder = Path(deployment.config["folder"])
+        return folder / "server.log", str(folder / "app" / "score.py")
 
     def logs(self, deployment: Deployment, lines: int) -> str:
         folder = Path(deployment.config["folder"])

@@ -1,0 +1,278 @@
+"""The ``docker`` target: the model's image, built with the docker SDK, run as a container with CPU and memory
+limits (Azure's container-instance and local-Docker deployments).
+
+Each service has a folder ``$MLOPS_HOME/deployments/<service>/volume/`` mounted in its containers at
+``/var/mlops-data``: the server writes its logs (``logs/server.log``, ``logs/access.log``) and collected data
+there, so they survive container restarts and replacements. Containers share the host's network (the
+engine here has no bridge) and bind 127.0.0.1 only, with SO_REUSEPORT: an update starts the new container
+on the same port and stops the old one once the new one is ready. They run as the calling user, so the
+files on the volume are the user's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mlops_magics.errors import DeployError, EngineError, InvalidInputError
+from mlops_magics.packaging import engine as docker_engine
+from mlops_magics.packaging.context import APP_ROOT
+from mlops_magics.packaging.image import build_context, write_spec_context
+from mlops_magics.registry import Deployment, Image, Registry
+from mlops_magics.targets.base import DeploySpec
+from mlops_magics.targets.local import START_TIMEOUT, _ready, free_port, map_script_lines, tail
+
+VOLUME = "/var/mlops-data"
+SCRIPT = f"{APP_ROOT}/score.py"
+_STOP_GRACE = 10
+_LOG_TAIL = 30
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+#: Docker refuses containers with less memory than this.
+MIN_MEMORY = 6 * 1024**2
+
+
+def parse_memory(text: str) -> int:
+    """Bytes in a Docker memory size (``512m``, ``1g``, ``1.5g``, ``268435456``).
+
+    Raises:
+        InvalidInputError: not a size, or below Docker's minimum of 6 MB.
+    """
+    match = _MEMORY.match(text.strip())
+    if not match:
+        raise InvalidInputError(f"--memory {text!r} is not a size: use a number with k, m or g (512m, 1g, 1.5g).")
+    size = int(float(match[1]) * _UNITS[match[2].lower()])
+    if size < MIN_MEMORY:
+        raise InvalidInputError(f"--memory {text} is below Docker's minimum of 6m: give a container at least 6m.")
+    return size
+
+
+def check_limits(cpu: float | None, memory: str | None) -> tuple[int | None, int | None]:
+    """Nano-CPUs and bytes for Docker, after checking them against this machine.
+
+    Raises:
+        InvalidInputError: a limit is not positive or exceeds the machine.
+    """
+    nano = None
+    if cpu is not None:
+        cores = os.cpu_count() or 1
+        if not 0.01 <= cpu <= cores:
+            raise InvalidInputError(f"--cpu {cpu} is out of range: this machine has {cores} cores; use 0.01-{cores}.")
+        nano = int(cpu * 1e9)
+    return nano, None if memory is None else parse_memory(memory)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class DockerTarget:
+    """Deployments as Docker containers of the model's image."""
+
+    name = "docker"
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.root = registry.home / "deployments"
+        self._engine: Any = None
+
+    @property
+    def engine(self) -> Any:
+        """The docker SDK client (connected on first use).
+
+        Raises:
+            EngineError: no engine answers.
+        """
+        if self._engine is None:
+            self._engine = docker_engine.client()
+        return self._engine
+
+    # -- images -----------------------------------------------------------------------------
+
+    def image(self, spec: DeploySpec) -> Image:
+        """The image of ``spec``: written, and built unless the engine already has it (or ``spec.build`` is off).
+
+        Raises:
+            DeployError: ``spec.build`` is off and the image is not on the engine.
+            BuildError: the build failed.
+        """
+        import docker
+
+        context = write_spec_context(self.registry, spec, base=spec.base_image)
+        if not spec.build:
+            try:
+                found = self.engine.images.get(context.tag)
+            except docker.errors.ImageNotFound:
+                raise DeployError(f"Image {context.tag} of {spec.version.ref} is not on this Docker engine: build it "
+                                  f"with %build {spec.version.ref}, or deploy without --no-build.") from None
+            return self.registry.record_image(context.tag, spec.version, context_digest=context.digest,
+                                              image_id=found.id, size=int(found.attrs["Size"]),
+                                              base_image=context.base_image, gpu=context.gpu)
+        return build_context(self.registry, spec, context, progress=spec.progress, engine=self.engine)
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def deploy(self, spec: DeploySpec) -> Deployment:
+        check_limits(spec.cpu, spec.memory)
+        if spec.isolated:
+            raise InvalidInputError("--isolated applies to the local target: a container is isolated already.")
+        if spec.port is not None and _port_taken(spec.port):
+            raise DeployError(f"Port {spec.port} is taken by another process on 127.0.0.1: pick another --port, or "
+                              "leave it out to get a free one.")
+        image = self.image(spec)
+        port = spec.port or free_port()
+        key = secrets.token_urlsafe(24) if spec.auth else None
+        return self._start(spec, image, port, key, generation=1)
+
+    def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
+        config = deployment.config
+        image = self.image(spec)
+        started = self._start(spec, image, int(config["port"]), config.get("auth_key"),
+                              generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
+        # The new container serves now; the old one drains its requests and is removed in the background.
+        threading.Thread(target=self._remove, args=(str(config["container"]),), daemon=True,
+                         name=f"retire-{deployment.name}").start()
+        return started
+
+    def delete(self, deployment: Deployment) -> None:
+        container = deployment.config.get("container")
+        if container:
+            self._remove(str(container))
+        self.registry.set_deployment_state(deployment.name, "deleted")
+
+    def status(self, deployment: Deployment) -> str:
+        container = self._container(deployment)
+        if container is None:
+            return "stopped"
+        state = container.attrs["State"]
+        if state.get("Running") and not state.get("Restarting"):
+            return "running" if _ready(int(deployment.config["port"])) else "unhealthy"
+        return "unhealthy" if state.get("Restarting") else "stopped"
+
+    def log_file(self, deployment: Deployment) -> tuple[Path, str]:
+        return Path(deployment.config["volume"]) / "logs" / "server.log", SCRIPT
+
+    def logs(self, deployment: Deployment, lines: int) -> str:
+        log, script = self.log_file(deployment)
+        text = map_script_lines(tail(log, lines), script, deployment.config.get("script_line_offset"))
+        container = self._container(deployment, quiet=True)
+        if container is not None and container.attrs["State"].get("OOMKilled"):
+            text += (f"\n[mlops] The container was killed for lack of memory (limit {deployment.config.get('memory')})."
+                     " Deploy it with more --memory.")
+        return text
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def _container(self, deployment: Deployment, *, quiet: bool = False) -> Any:
+        """The deployment's container, or None when it is gone (or, with ``quiet``, when no engine answers)."""
+        import docker
+
+        container = deployment.config.get("container")
+        if not container:
+            return None
+        try:
+            return self.engine.containers.get(str(container))
+        except docker.errors.NotFound:
+            return None
+        except EngineError:
+            if quiet:
+                return None
+            raise
+
+    def _remove(self, container_id: str) -> None:
+        import docker
+
+        try:
+            container = self.engine.containers.get(container_id)
+            container.stop(timeout=_STOP_GRACE)
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise EngineError(f"Docker could not remove container {container_id[:12]}: {exc.explanation}") from exc
+
+    def _start(self, spec: DeploySpec, image: Image, port: int, key: str | None, *, generation: int,
+               keep_record: Deployment | None = None) -> Deployment:
+        import docker
+
+        nano_cpus, memory = check_limits(spec.cpu, spec.memory)
+        volume = self.root / spec.service / "volume"
+        (volume / "logs").mkdir(parents=True, exist_ok=True)
+        (volume / "data").mkdir(exist_ok=True)
+        ready = volume / f"ready-{generation}"
+        ready.unlink(missing_ok=True)
+        model_dir = f"{APP_ROOT}/azureml-models/{spec.version.name}/{spec.version.version}"
+        command = ["python", "-m", "mlops_backend.cli", "--entry_script", SCRIPT, "--model_dir", model_dir,
+                   "--host", "127.0.0.1", "--port", str(port), "--worker_count", str(spec.workers), "--reuse-port",
+                   "--ready-file", f"{VOLUME}/ready-{generation}", "--log-dir", f"{VOLUME}/logs", "--verbose-errors"]
+        environment = {"SERVICE_NAME": spec.service, "HOME": "/tmp", "MLOPS_DATA_DIR": f"{VOLUME}/data"}
+        if key:
+            environment["MLOPS_AUTH_KEYS"] = key
+        name = f"mlops-{spec.service}-{generation}"
+        config: dict[str, Any] = {
+            "container": None, "container_name": name, "image": image.tag, "image_id": image.image_id, "port": port,
+            "cpu": spec.cpu, "memory": spec.memory, "workers": spec.workers, "volume": str(volume),
+            "generation": generation, "auth_key": key, "script_line_offset": spec.script_line_offset,
+            "base_image": spec.base_image,
+        }
+        with contextlib.suppress(docker.errors.NotFound):  # a leftover of a crashed attempt
+            self.engine.containers.get(name).remove(force=True)
+        try:
+            container = self.engine.containers.run(
+                image.tag, command, detach=True, name=name, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+                nano_cpus=nano_cpus, mem_limit=memory, memswap_limit=memory, environment=environment,
+                volumes={str(volume): {"bind": VOLUME, "mode": "rw"}},
+                labels={"mlops.service": spec.service, "mlops.model": spec.version.ref,
+                        "mlops.home": str(self.registry.home)},
+            )
+        except docker.errors.ImageNotFound:
+            raise DeployError(f"Image {image.tag} is not on this Docker engine any more: build it again with "
+                              f"%build {spec.version.ref}.") from None
+        except docker.errors.APIError as exc:
+            self._failed(spec, config, keep_record)
+            raise DeployError(f"Docker refused to start {spec.service!r}: {exc.explanation}") from None
+        config["container"] = container.id
+        try:
+            self._wait_ready(spec, container, ready, config)
+        except DeployError:
+            self._remove(container.id)
+            self._failed(spec, config, keep_record)
+            raise
+        container.update(restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
+        return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="running",
+                                               url=f"http://127.0.0.1:{port}", config=config)
+
+    def _failed(self, spec: DeploySpec, config: dict[str, Any], keep_record: Deployment | None) -> None:
+        if keep_record is None:  # a failed update leaves the running deployment's record alone
+            self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
+                                            url=None, config=config)
+
+    def _wait_ready(self, spec: DeploySpec, container: Any, ready: Path, config: dict[str, Any]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready.exists():
+            container.reload()
+            state = container.attrs["State"]
+            if state["Status"] in ("exited", "dead") or time.monotonic() > deadline:
+                if state.get("OOMKilled") or state.get("ExitCode") == 137:
+                    reason = (f"the container was killed for lack of memory (--memory {spec.memory}); deploy it "
+                              "with more --memory")
+                elif state["Status"] in ("exited", "dead"):
+                    reason = f"the server exited with status {state.get('ExitCode')}"
+                else:
+                    reason = f"the server was not ready after {START_TIMEOUT:.0f} s and was stopped"
+                log_path = Path(config["volume"]) / "logs" / "server.log"
+                log = tail(log_path, _LOG_TAIL) or container.logs(tail=_LOG_TAIL).decode(errors="replace")
+                log = map_script_lines(log, SCRIPT, spec.script_line_offset)
+                raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: {reason}."
+                                  f"\nLog tail ({log_path}):\n{log}")
+            time.sleep(0.05)
