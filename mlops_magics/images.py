@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlops_magics import display
 from mlops_magics.api import _registry
-from mlops_magics.errors import InvalidInputError
+from mlops_magics.errors import ConflictError, EngineError, InvalidInputError
 from mlops_magics.packaging.context import BuildContext
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, write_spec_context
@@ -122,3 +122,36 @@ def images(ref: str | None = None, *, registry: Registry | None = None) -> Image
     """The images built for a model version (or for every version), newest first."""
     reg = _registry(registry)
     return ImageList(reg.images(reg.get(ref) if ref else None))
+
+
+def remove_images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
+    """Remove the images built for a model version (or every version) from the engine and the registry.
+
+    Returns:
+        The images removed.
+
+    Raises:
+        ConflictError: a live deployment's container uses one (undeploy it first).
+        EngineError: no Docker engine is reachable.
+    """
+    import docker
+
+    from mlops_magics.packaging import engine
+
+    reg = _registry(registry)
+    found = reg.images(reg.get(ref) if ref else None)
+    in_use = {str(d.config.get("image")): d.name for d in reg.deployments() if d.is_live}
+    for image in found:
+        if image.tag in in_use:
+            raise ConflictError(f"Image {image.tag} is used by the live deployment {in_use[image.tag]!r}: "
+                                f"%undeploy {in_use[image.tag]} first.")
+    client = engine.client()
+    for image in found:
+        try:
+            client.images.remove(image.tag, force=False, noprune=False)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise EngineError(f"Docker could not remove {image.tag}: {exc.explanation}") from None
+        reg.forget_image(image.tag)
+    return ImageList(found)

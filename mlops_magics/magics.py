@@ -38,16 +38,15 @@ def user_errors() -> Iterator[None]:
 class BuildProgress:
     """Shows an image build in the notebook: a progress bar with the current step, updated in place.
 
-    With ``full_log`` every output line is printed as well.
+    Nothing is shown until a build starts (an image already built is not rebuilt). With ``full_log`` every
+    output line is printed as well.
     """
 
     def __init__(self, full_log: bool = False) -> None:
-        from IPython.display import display
-
         self.full_log = full_log
         self.last: BuildStep | None = None
         self.shown_at = 0.0
-        self.handle = display(self, display_id=True)
+        self.handle: Any = None
 
     def __call__(self, step: BuildStep) -> None:
         new_step = self.last is None or step.number != self.last.number
@@ -55,13 +54,18 @@ class BuildProgress:
             print(f"Step {step.number}/{step.total} : {step.instruction}" if new_step else step.line, flush=True)
         self.last = step
         now = time.monotonic()
-        if (new_step or now - self.shown_at > 0.2) and self.handle is not None:
+        if self.handle is None:
+            from IPython.display import display
+
+            self.handle = display(self, display_id=True)
+            self.shown_at = now
+        elif new_step or now - self.shown_at > 0.2:
             self.shown_at = now
             self.handle.update(self)
 
     def finish(self) -> None:
         """Show the final state (every step done)."""
-        if self.handle is not None and self.last is not None:
+        if self.handle is not None:
             self.handle.update(self)
 
     def __repr__(self) -> str:
@@ -433,11 +437,17 @@ class MlopsMagics(Magics):
 
     @magic_arguments()
     @argument("ref", nargs="?", help="NAME:VERSION or NAME@ALIAS (default: every model).")
+    @argument("--remove", action="store_true", help="Remove those images from the engine (not used by a live "
+                                                     "deployment) and forget them.")
     @line_magic
     def images(self, line: str) -> Any:
-        """List the Docker images built for model versions (tag, id, size, base)."""
+        """List the Docker images built for model versions (tag, id, size, base), or remove them."""
         args = self._args(self.images, line)
         with user_errors():
+            if args.remove:
+                gone = images.remove_images(args.ref)
+                print(f"Removed {len(gone)} image(s){': ' if gone else '.'}{', '.join(i.tag for i in gone)}")
+                return None
             return images.images(args.ref)
 
     @magic_arguments()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython.core.error import UsageError
 
 import mlops_magics as mm
 from mlops_magics import images, services
@@ -246,7 +247,8 @@ def test_a_script_only_change_rebuilds_one_layer_and_reload_serves_it(dreg: Regi
         reloaded = services.reload("iris-reload", progress=steps.append, registry=dreg)
         assert reloaded.config["image"] != first_image and reloaded.config["port"] == d.config["port"]
         assert reloaded.config["generation"] == 2
-        assert _labels(str(reloaded.url), [[5.1, 3.5, 1.4, 0.2]])["variant"] == "second"
+        answers = {_labels(str(reloaded.url), [[5.1, 3.5, 1.4, 0.2]])["variant"] for _ in range(30)}
+        assert answers == {"second"}  # from the moment reload returns, only the new container answers
         rebuilt = {s.number for s in steps if s.line and s.line.startswith("--->") and not s.cached}
         cached = {s.number for s in steps if s.cached}
         pip_step = next(s.number for s in steps if s.instruction.startswith("RUN pip install"))
@@ -314,6 +316,13 @@ def test_the_magics_build_with_progress_and_deploy_with_limits(ip: Any, docker_c
         assert ip.run_line_magic("call", "tree [[5.1, 3.5, 1.4, 0.2]]") == [0]
         assert "docker" in repr(ip.run_line_magic("deployments", ""))
         assert "mlops/tree:1-" in repr(ip.run_line_magic("images", "tree"))
+        with pytest.raises(UsageError, match=r"used by the live deployment 'tree': %undeploy tree first"):
+            ip.run_line_magic("images", "tree --remove")
     finally:
         ip.run_line_magic("undeploy", "--all")
-        docker_client.images.remove(image.image_id, force=True)
+    ip.run_line_magic("images", "tree --remove")
+    assert repr(ip.run_line_magic("images", "tree")).startswith("No images built yet")
+    import docker
+
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image.tag)

@@ -108,6 +108,8 @@ def build(
     """
     engine = engine or client()
     log_path = folder / "build.log"
+    if progress is not None:
+        progress(_Transcript().step)  # the engine says nothing until it has the whole context
     try:
         events = engine.api.build(path=str(folder), tag=tag, rm=True, forcerm=True, decode=True, pull=False,
                                   network_mode="host", nocache=no_cache, labels=dict(labels or {}))

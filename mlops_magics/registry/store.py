@@ -777,6 +777,11 @@ class Registry:
             for r in db.query(f"SELECT * FROM images WHERE {where} ORDER BY built_at DESC, tag", params)
         ]
 
+    def forget_image(self, tag: str) -> None:
+        """Drop the record of an image (after it was removed from the engine). Unknown tags are ignored."""
+        with self.write() as db:
+            db.execute("DELETE FROM images WHERE tag = ?", [tag])
+
     def images(self, version: ModelVersion | None = None) -> list[Image]:
         """The images recorded for ``version`` (or for every version), newest first."""
         with self.read() as db:

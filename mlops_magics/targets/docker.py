@@ -27,7 +27,14 @@ from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.packaging.image import build_context, write_spec_context
 from mlops_magics.registry import Deployment, Image, Registry
 from mlops_magics.targets.base import DeploySpec
-from mlops_magics.targets.local import START_TIMEOUT, _ready, free_port, map_script_lines, tail
+from mlops_magics.targets.local import (
+    START_TIMEOUT,
+    answers_ready,
+    free_port,
+    map_script_lines,
+    tail,
+    wait_until_not_listening,
+)
 
 VOLUME = "/var/mlops-data"
 SCRIPT = f"{APP_ROOT}/score.py"
@@ -67,6 +74,13 @@ def check_limits(cpu: float | None, memory: str | None) -> tuple[int | None, int
             raise InvalidInputError(f"--cpu {cpu} is out of range: this machine has {cores} cores; use 0.01-{cores}.")
         nano = int(cpu * 1e9)
     return nano, None if memory is None else parse_memory(memory)
+
+
+def docker_errors() -> Any:
+    """The docker SDK's exception module (imported on use)."""
+    import docker
+
+    return docker.errors
 
 
 def _port_taken(port: int) -> bool:
@@ -138,7 +152,15 @@ class DockerTarget:
         image = self.image(spec)
         started = self._start(spec, image, int(config["port"]), config.get("auth_key"),
                               generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
-        # The new container serves now; the old one drains its requests and is removed in the background.
+        # The new container serves now. The old one stops accepting at once (from here on, only the new one
+        # answers), drains its requests and is removed in the background.
+        old = self._container(deployment)
+        if old is not None:
+            pid = int(old.attrs["State"].get("Pid") or 0)
+            with contextlib.suppress(docker_errors().APIError):
+                old.kill(signal="SIGTERM")
+            if pid:
+                wait_until_not_listening(pid, int(config["port"]))
         threading.Thread(target=self._remove, args=(str(config["container"]),), daemon=True,
                          name=f"retire-{deployment.name}").start()
         return started
@@ -155,7 +177,7 @@ class DockerTarget:
             return "stopped"
         state = container.attrs["State"]
         if state.get("Running") and not state.get("Restarting"):
-            return "running" if _ready(int(deployment.config["port"])) else "unhealthy"
+            return "running" if answers_ready(int(deployment.config["port"])) else "unhealthy"
         return "unhealthy" if state.get("Restarting") else "stopped"
 
     def log_file(self, deployment: Deployment) -> tuple[Path, str]:

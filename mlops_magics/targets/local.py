@@ -97,13 +97,15 @@ def is_listening(pid: int, port: int) -> bool:
     return False
 
 
-def _wait_until_not_listening(pid: int, port: int, timeout: float = 5.0) -> None:
+def wait_until_not_listening(pid: int, port: int, timeout: float = 5.0) -> None:
+    """Block until ``pid`` (and its children) no longer listen on ``port``, it exits, or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid) and is_listening(pid, port):
         time.sleep(0.005)
 
 
-def _ready(port: int, timeout: float = 1.0) -> bool:
+def answers_ready(port: int, timeout: float = 1.0) -> bool:
+    """True when a server on 127.0.0.1:``port`` answers GET /ready with 200."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", "/ready")
@@ -155,7 +157,7 @@ def write_layout(registry: Registry, spec: DeploySpec, folder: Path) -> Path:
         env = Environment.from_dict(spec.inference.environment)
         (folder / "environment").mkdir()
         (folder / "environment" / "requirements.txt").write_text(env.requirements_txt())
-        (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.service))
+        (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.version.name))
     version = spec.version
     models = folder / "azureml-models" / version.name / str(version.version)
     artifact = registry.verified_artifact(version)
@@ -199,7 +201,7 @@ class LocalTarget:
         old_pid, old_folder = int(config["pid"]), config["folder"]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(old_pid, signal.SIGTERM)
-        _wait_until_not_listening(old_pid, int(config["port"]))  # from here on, only the new one accepts
+        wait_until_not_listening(old_pid, int(config["port"]))  # from here on, only the new one accepts
         threading.Thread(target=self._retire, args=(old_pid, old_folder), daemon=True,
                          name=f"retire-{deployment.name}").start()
         return started
@@ -309,7 +311,7 @@ class LocalTarget:
         pid = deployment.config.get("pid")
         if not pid or not _alive(int(pid)):
             return "stopped"
-        return "running" if _ready(int(deployment.config["port"])) else "unhealthy"
+        return "running" if answers_ready(int(deployment.config["port"])) else "unhealthy"
 
     def log_file(self, deployment: Deployment) -> tuple[Path, str]:
         folder = Path(deployment.config["folder"])
