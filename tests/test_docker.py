@@ -116,6 +116,10 @@ def test_no_engine_is_a_clear_error(registry: Registry, monkeypatch: pytest.Monk
                                           r"--target local"):
         services.deploy("table", target="docker")
     assert [d.state for d in registry.deployments()] == []  # nothing recorded: it never started
+    # A deployment recorded while the engine is away keeps its state: nothing is known, nothing changes.
+    registry.record_deployment("table", "table:1", target="docker", state="running", url="http://127.0.0.1:9",
+                               config={"container": "0123456789ab", "port": 9})
+    assert [d.state for d in services.deployments()] == ["running"]
 
 
 def test_limits_are_checked_before_anything_runs(registry: Registry) -> None:
@@ -225,8 +229,12 @@ def test_deploy_runs_with_limits_scores_and_undeploys(dreg: Registry, docker_cli
 
 
 @pytest.mark.docker
-def test_logs_survive_a_container_restart(dreg: Registry, docker_client: Any, cleanup: None) -> None:
-    d = services.deploy("iris", target="docker", name="iris-restart", registry=dreg)
+def test_auth_and_logs_surviving_a_container_restart(dreg: Registry, docker_client: Any, cleanup: None) -> None:
+    import urllib.error
+
+    d = services.deploy("iris", target="docker", name="iris-restart", auth=True, registry=dreg)
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        _labels(str(d.url), [[5.1, 3.5, 1.4, 0.2]])
     container = docker_client.containers.get(d.config["container"])
     container.restart(timeout=10)
     deadline = time.monotonic() + 60

@@ -172,7 +172,10 @@ class DockerTarget:
         self.registry.set_deployment_state(deployment.name, "deleted")
 
     def status(self, deployment: Deployment) -> str:
-        container = self._container(deployment)
+        try:
+            container = self._container(deployment)
+        except EngineError:
+            return deployment.state  # the engine is away: nothing is known, nothing is changed
         if container is None:
             return "stopped"
         state = container.attrs["State"]
