@@ -24,8 +24,11 @@ from mlops_magics.api import (
     tag_model,
 )
 from mlops_magics.errors import (
+    BuildError,
     ConflictError,
+    ConversionError,
     DeployError,
+    EngineError,
     IntegrityError,
     InvalidInputError,
     MlopsError,
@@ -37,11 +40,24 @@ from mlops_magics.errors import (
 from mlops_magics.registry import ModelVersion, Registry, default_registry
 from mlops_magics.services import call, deploy, deployments, logs, reload, undeploy, update
 
+
+def to_onnx(ref: str, **options: Any) -> Any:
+    """Convert a registered model to ONNX, check and time it, register it.
+
+    See :func:`mlops_magics.onnx_convert.convert` for the options.
+    """
+    from mlops_magics.onnx_convert import convert
+
+    return convert(ref, **options)
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BuildError",
     "ConflictError",
+    "ConversionError",
     "DeployError",
+    "EngineError",
     "IntegrityError",
     "InvalidInputError",
     "MlopsError",
@@ -72,6 +88,7 @@ __all__ = [
     "set_environment",
     "set_score_script",
     "tag_model",
+    "to_onnx",
     "undeploy",
     "update",
 ]

@@ -9,6 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlops_magics.onnx_convert import OnnxReport
     from mlops_magics.registry.records import Deployment, Image, ModelVersion
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:12px"
@@ -133,6 +134,54 @@ def deployment_html(d: Deployment) -> str:
     rows.append(("updated", escape(when(d.updated_at))))
     body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}">{v}</td></tr>' for k, v in rows)
     return f'<div><strong>{escape(d.name)}</strong><table style="{_TABLE_STYLE}">{body}</table></div>'
+
+
+def bar_chart_png(title: str, groups: Sequence[str], series: dict[str, Sequence[float]], unit: str,
+                  log: bool = False) -> str | None:
+    """A small grouped bar chart as a base64 PNG (None when matplotlib is not installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import base64
+    import io
+
+    figure, axes = plt.subplots(figsize=(5.5, 2.6), dpi=90)
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        axes.bar([g + i * width for g in range(len(groups))], values, width, label=name)
+    axes.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups)
+    axes.set_ylabel(unit)
+    axes.set_title(title, fontsize=10)
+    if log:
+        axes.set_yscale("log")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def onnx_report_html(report: OnnxReport) -> str:
+    """The ONNX conversion report: outcome, parity, a speed table and chart, notes."""
+    p, s = report.parity, report.speed
+    colour = "#2e7d32" if p.passed else "#c62828"
+    outcome = (f"registered as <strong>{escape(report.registered)}</strong>" if report.registered
+               else "<strong>not registered</strong> (parity failed; --force registers anyway)")
+    chart = bar_chart_png("original vs ONNX", ["single row (us, median)", "single row (us, p99)"],
+                          {"original": [s.single_native_median_us, s.single_native_p99_us],
+                           "onnx": [s.single_onnx_median_us, s.single_onnx_p99_us]}, "microseconds", log=True)
+    image = f'<img src="data:image/png;base64,{chart}" alt="latency chart"/>' if chart else ""
+    worst = table([dict(w) for w in p.worst]) if p.worst else ""
+    notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
+    return (f"<div><p>ONNX conversion of <strong>{escape(report.source)}</strong> ({escape(report.converter)}, "
+            f"opset {report.opset}{', quantized ' + escape(report.quantized) if report.quantized else ''}): "
+            f"{outcome}</p><p style=\"color:{colour}\">{escape(report.parity_line())}</p>{worst}"
+            f"{table(report.table())}{image}{'<ul>' + notes + '</ul>' if notes else ''}</div>")
 
 
 def image_html(image: Image) -> str:

@@ -56,3 +56,7 @@ class BuildError(MlopsError):
         self.step = step
         self.output = output
         self.log = log
+
+
+class ConversionError(MlopsError):
+    """A model cannot be converted (to ONNX); the message names the step or type and the converters there are."""

@@ -420,6 +420,22 @@ class MlopsMagics(Magics):
         return image
 
     @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS of the model to convert.")
+    @argument("--opset", type=int, help="ONNX opset (default: the converter's newest).")
+    @argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of MatMul/Gemm/Conv weights.")
+    @argument("--data", metavar="EXPR", help="Rows to check parity on and to time (default: the registered sample).")
+    @argument("--force", action="store_true", help="Register even when parity fails the tolerance.")
+    @line_magic
+    def onnx(self, line: str) -> Any:
+        """Convert a model to ONNX, check it against the original, time both, register it as the next version."""
+        args = self._args(self.onnx, line)
+        data = self._eval(args.data, "--data") if args.data else None
+        from mlops_magics.onnx_convert import convert
+
+        with user_errors():
+            return convert(args.ref, opset=args.opset, quantize=args.quantize, data=data, force=args.force)
+
+    @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--base-image", metavar="IMAGE", help="Base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
     @argument("--gpu", action="store_true", help="Use a CUDA-capable base image.")

@@ -12,7 +12,8 @@ import mlops_magics as mm
 from mlops_magics.magics import MlopsMagics
 
 MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model", "score_script", "environment",
-          "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package", "build", "images"]
+          "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package", "build", "images",
+          "onnx"]
 CELL_ONLY = ["dockerfile_steps"]
 
 

@@ -121,12 +121,27 @@ def _images(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX images_model ON images(name, version)")
 
 
+def _reports(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE reports (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (name, version, kind),
+            FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE
+        )"""
+    )
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
     (2, "inference configurations: entry script, environment and assets per model or version",
      _inference_configs),
     (3, "Docker images built for model versions; extra Dockerfile steps in inference configurations", _images),
+    (4, "reports stored with a version: ONNX conversion, validation, profile", _reports),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -576,6 +576,7 @@ class Registry:
                 self._point_alias(db, parsed.name, alias, None, now, user)
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", [parsed.name, version])
             db.execute("DELETE FROM inference_configs WHERE name = ? AND version = ?", [parsed.name, version])
+            db.execute("DELETE FROM reports WHERE name = ? AND version = ?", [parsed.name, version])
             shared = gone.sha256 in self._referenced(db)
             if not shared:
                 self.artifacts.retire(gone.sha256)
@@ -735,6 +736,29 @@ class Registry:
             if not found:
                 raise self._no_deployment(db, name)
             return found[0]
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def set_report(self, version: ModelVersion, kind: str, body: Mapping[str, Any]) -> None:
+        """Store (or replace) the report of ``kind`` (``onnx``, ``validation``, ``profile``...) for a version.
+
+        Raises:
+            NotFoundError: the version does not exist (any more).
+        """
+        with self.write() as db:
+            self._resolve(db, ModelRef(version.name, version=version.version), None)
+            db.execute("INSERT INTO reports (name, version, kind, body, created_at) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT(name, version, kind) DO UPDATE SET body = excluded.body, "
+                       "created_at = excluded.created_at",
+                       [version.name, version.version, kind, json.dumps(dict(body), sort_keys=True),
+                        _stamp(utcnow())])
+
+    def reports(self, version: ModelVersion) -> dict[str, Any]:
+        """The reports stored for a version, by kind."""
+        with self.read() as db:
+            return {kind: json.loads(body) for kind, body in db.execute(
+                "SELECT kind, body FROM reports WHERE name = ? AND version = ? ORDER BY kind",
+                [version.name, version.version])}
 
     # -- images ----------------------------------------------------------------------------
 
