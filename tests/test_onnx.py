@@ -167,3 +167,34 @@ def test_the_onnx_magic(ip: Any, iris: Any) -> None:
     ip.run_line_magic("register", "tree --sample X[:3]")
     report = ip.run_line_magic("onnx", "tree --data X")
     assert report.registered == "tree:2" and report.parity.rows == 150
+
+
+@pytest.mark.serve
+def test_a_dataframe_pipeline_onnx_version_serves_records_without_scikit_learn(registry: Registry) -> None:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"size": rng.normal(10, 3, 200), "colour": rng.choice(["red", "blue"], 200)})
+    target = ((frame["size"] > 10) & (frame["colour"] == "red")).astype(int)
+    pipeline = Pipeline([
+        ("prepare", ColumnTransformer([("scale", StandardScaler(), ["size"]),
+                                       ("encode", OneHotEncoder(), ["colour"])])),
+        ("classify", DecisionTreeClassifier(max_depth=3, random_state=0)),
+    ]).fit(frame, target)
+    mm.register(pipeline, "shapes", sample=frame.head(3))
+    report = mm.to_onnx("shapes", data=frame, budget=0.05)
+    environment = mm.set_environment(str(report.registered), from_kernel=True)
+    packages = {p.split("==")[0].lower() for p in environment.pip}
+    assert {"onnxruntime", "numpy"} <= packages and not packages & {"scikit-learn", "pandas", "skl2onnx"}
+    try:
+        mm.deploy(str(report.registered), name="shapes-onnx")
+        records = frame.head(25).to_dict(orient="records")
+        assert mm.call("shapes-onnx", records) == pipeline.predict(frame.head(25)).tolist()
+        with pytest.raises(mm.MlopsError, match=r"answered 400: Bad input: missing column\(s\) \['colour'\]"):
+            mm.call("shapes-onnx", [{"size": 3.0}])
+    finally:
+        mm.undeploy(all_services=True)
