@@ -192,8 +192,9 @@ def _convert(model: Any, sample: Any, opset: int | None) -> tuple[Any, str]:
     if _is_sklearn(model):
         try:
             import skl2onnx
-        except ImportError:
-            raise ConversionError("Converting scikit-learn models needs skl2onnx: pip install skl2onnx.") from None
+        except ImportError as exc:
+            raise ConversionError(f"Converting scikit-learn models needs skl2onnx ({exc}): pip install skl2onnx, "
+                                  "or mlops-magics[onnx].") from None
         import numpy as np
 
         if _frame_like(sample):
@@ -215,8 +216,9 @@ def _convert(model: Any, sample: Any, opset: int | None) -> tuple[Any, str]:
         try:
             import onnxmltools
             from onnxmltools.convert.common.data_types import FloatTensorType
-        except ImportError:
-            raise ConversionError(f"Converting {module} models needs onnxmltools: pip install onnxmltools.") from None
+        except ImportError as exc:
+            raise ConversionError(f"Converting {module} models needs onnxmltools ({exc}): pip install onnxmltools."
+                                  ) from None
         import numpy as np
 
         width = np.asarray(sample).shape[1]
@@ -240,7 +242,8 @@ def _unsupported(model: Any, exc: Exception) -> str:
     culprit = next((f"step {name!r} ({type(step).__name__})" for name, step in steps
                     if type(step).__name__ in text), None)
     where = culprit or type(model).__name__
-    return (f"skl2onnx cannot convert {where}: {text.splitlines()[0][:300]}. Supported: the scikit-learn estimators "
+    first = text.splitlines()[0][:300].rstrip(".") if text else type(exc).__name__
+    return (f"skl2onnx cannot convert {where}: {first}. Supported: the scikit-learn estimators "
             "and transformers skl2onnx lists (https://onnx.ai/sklearn-onnx/supported.html); replace that step, or "
             "register a custom converter with skl2onnx.update_registered_converter.")
 

@@ -189,7 +189,7 @@ def test_a_dataframe_pipeline_onnx_version_serves_records_without_scikit_learn(r
     report = mm.to_onnx("shapes", data=frame, budget=0.05)
     environment = mm.set_environment(str(report.registered), from_kernel=True)
     packages = {p.split("==")[0].lower() for p in environment.pip}
-    assert {"onnxruntime", "numpy"} <= packages and not packages & {"scikit-learn", "pandas", "skl2onnx"}
+    assert {"onnxruntime", "numpy"} <= packages and not packages & {"scikit-learn", "pandas", "skl2onnx", "onnx"}
     try:
         mm.deploy(str(report.registered), name="shapes-onnx")
         records = frame.head(25).to_dict(orient="records")

@@ -151,7 +151,9 @@ def from_kernel(script: str, *, flavor: str, framework: str | None, serializer: 
         if module in SERVER_PROVIDED or module in sys.stdlib_module_names:
             continue
         wanted += _distributions().get(module, [module])
-    wanted += [*FLAVOR_NEEDS.get(flavor, ()), *([framework] if framework else []),
+    # An ONNX model is served by onnxruntime; the onnx library that wrote it is not needed to load it.
+    trained_with = [framework] if framework and not (flavor == "onnx" and framework == "onnx") else []
+    wanted += [*FLAVOR_NEEDS.get(flavor, ()), *trained_with,
                *(["cloudpickle"] if serializer == "cloudpickle" else []), *extra]
     pins: dict[str, str] = {}
     warnings = []
