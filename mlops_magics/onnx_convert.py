@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -222,10 +223,14 @@ def _convert(model: Any, sample: Any, opset: int | None) -> tuple[Any, str]:
         import numpy as np
 
         width = np.asarray(sample).shape[1]
-        convert = onnxmltools.convert_lightgbm if module == "lightgbm" else onnxmltools.convert_xgboost
+        types = [("X", FloatTensorType([None, width]))]
         try:
-            return (convert(model, initial_types=[("X", FloatTensorType([None, width]))], target_opset=opset),
-                    f"onnxmltools {onnxmltools.__version__}")
+            if module == "lightgbm":  # probabilities as a tensor, not a list of dicts
+                proto = onnxmltools.convert_lightgbm(model, initial_types=types, target_opset=opset,
+                                                     zipmap=_kind(model) != "classifier")
+            else:
+                proto = onnxmltools.convert_xgboost(model, initial_types=types, target_opset=opset)
+            return proto, f"onnxmltools {onnxmltools.__version__}"
         except Exception as exc:  # noqa: BLE001 - converters raise any type
             raise ConversionError(f"onnxmltools could not convert the {type(model).__name__}: {exc}") from None
     if module == "torch" or any(c.__module__.startswith("torch.nn") for c in type(model).__mro__):
@@ -261,9 +266,13 @@ def _convert_torch(model: Any, sample: Any, opset: int | None) -> tuple[Any, str
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            torch.onnx.export(model, (example,), str(path), input_names=["X"], output_names=["output"],
-                              dynamic_axes={"X": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset or 17,
-                              dynamo=False)
+            with warnings.catch_warnings():
+                # The TorchScript exporter is deprecated in favour of torch.export's, which needs onnxscript
+                # as well; it still exports plain modules exactly, so it stays until onnxscript is common.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(model, (example,), str(path), input_names=["X"], output_names=["output"],
+                                  dynamic_axes={"X": {0: "batch"}, "output": {0: "batch"}},
+                                  opset_version=opset or 17, dynamo=False)
         except Exception as exc:  # noqa: BLE001 - the exporter raises any type
             raise ConversionError(f"torch.onnx could not export the {type(model).__name__}: {exc}") from None
         return onnx.load(str(path)), f"torch.onnx {torch.__version__}"

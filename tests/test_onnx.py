@@ -198,3 +198,26 @@ def test_a_dataframe_pipeline_onnx_version_serves_records_without_scikit_learn(r
             mm.call("shapes-onnx", [{"size": 3.0}])
     finally:
         mm.undeploy(all_services=True)
+
+
+def test_a_lightgbm_model_converts_through_onnxmltools(registry: Registry, forest_data: Any) -> None:
+    lightgbm = pytest.importorskip("lightgbm", reason="LightGBM is not installed (pip install lightgbm onnxmltools)")
+    pytest.importorskip("onnxmltools", reason="onnxmltools is not installed (pip install onnxmltools)")
+    X, y = forest_data
+    model = lightgbm.LGBMClassifier(n_estimators=30, verbose=-1, random_state=0).fit(X, y)
+    mm.register(model, "gbm", sample=X[:3], flavor="sklearn")
+    report = mm.to_onnx("gbm", data=X, budget=0.05)
+    assert report.converter.startswith("onnxmltools") and report.parity.label_agreement == 1.0
+    _check_registered(registry, report, "gbm:1")
+
+
+def test_a_pytorch_module_converts_through_torch_onnx(registry: Registry) -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (CI installs the CPU wheel)")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    mm.register(net, "net", sample=X[:3])
+    report = mm.to_onnx("net", data=X, budget=0.05)
+    assert report.converter.startswith("torch.onnx") and report.parity.kind == "other"
+    assert report.parity.max_abs_error is not None and report.parity.max_abs_error < 1e-4
+    _check_registered(registry, report, "net:1")
