@@ -196,9 +196,18 @@ def load_model(ref: str, *, as_of: str | datetime | None = None, registry: Regis
     return flavors.get_flavor(version.flavor).load(folder, version.flavor_options)
 
 
-def set_alias(ref: str, alias: str, *, registry: Registry | None = None) -> ModelVersion:
-    """Point ``alias`` at a version, moving it if it is set; every move is recorded."""
-    return _registry(registry).set_alias(ref, alias)
+def set_alias(ref: str, alias: str, *, require_validation: bool = False,
+              registry: Registry | None = None) -> ModelVersion:
+    """Point ``alias`` at a version, moving it if it is set; every move is recorded.
+
+    Args:
+        require_validation: gate the alias: from now on it only points at versions whose last validation
+            passed (see :func:`mlops_magics.validation.validate`).
+
+    Raises:
+        ConflictError: the alias is gated and the version has not passed its validation.
+    """
+    return _registry(registry).set_alias(ref, alias, require_validation=require_validation)
 
 
 def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> None:

@@ -201,6 +201,8 @@ class MlopsMagics(Magics):
     @argument("alias", nargs="?", help="Alias name, e.g. production, staging.")
     @argument("--remove", action="store_true", help="Remove the alias instead of setting it.")
     @argument("--history", action="store_true", help="Show every move of the model's aliases.")
+    @argument("--require-validation", action="store_true",
+              help="Gate the alias: from now on it only points at versions whose last %%validate passed.")
     @line_magic
     def alias(self, line: str) -> Any:
         """Point an alias at a version, remove it, or show alias history (moves are recorded)."""
@@ -214,7 +216,36 @@ class MlopsMagics(Magics):
                 api.remove_alias(args.ref.split(":")[0], args.alias)
                 print(f"Removed alias {args.alias!r} from {args.ref.split(':')[0]}.")
                 return None
-            return api.set_alias(args.ref, args.alias)
+            return api.set_alias(args.ref, args.alias, require_validation=args.require_validation)
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS to validate.")
+    @argument("--data", required=True, metavar="X_EXPR", help="Held-out inputs (an expression in the notebook).")
+    @argument("--labels", required=True, metavar="Y_EXPR", help="Their true labels or values.")
+    @argument("--metric", action="append", default=[], metavar="CHECK",
+              help="accuracy>=0.9, rmse<=3, f1 (shown only)...; repeatable. A notebook function f(y_true, y_pred) "
+                   "can be named as a metric.")
+    @argument("--baseline", metavar="REF", help="Compare with this version (e.g. NAME@production).")
+    @argument("--max-regression", type=float, default=0.0,
+              help="How much worse than the baseline a metric may be (absolute; default 0).")
+    @line_magic
+    def validate(self, line: str) -> Any:
+        """Compute metrics on held-out data, check thresholds and a baseline; the verdict is stored."""
+        args = self._args(self.validate, line)
+        from mlops_magics import validation
+
+        data = self._eval(args.data, "--data")
+        labels = self._eval(args.labels, "--labels")
+        builtin = {*validation.HIGHER_IS_BETTER, *validation.LOWER_IS_BETTER}
+        functions = {}
+        with user_errors():
+            for check in args.metric:
+                name = validation.parse_check(check)[0]
+                found = self._shell.user_ns.get(name)
+                if name not in builtin and callable(found):
+                    functions[name] = found
+            return validation.validate(args.ref, data, labels, metrics=args.metric, functions=functions,
+                                       baseline=args.baseline, max_regression=args.max_regression)
 
     @magic_arguments()
     @argument("ref", help="NAME:VERSION (or NAME@ALIAS) to tag.")
@@ -283,6 +314,8 @@ class MlopsMagics(Magics):
               help="--target docker: base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
     @argument("--no-build", action="store_true",
               help="--target docker: use the image built by %%build; fail instead of building.")
+    @argument("--require-validation", action="store_true",
+              help="Refuse a version whose last %%validate did not pass (or that was never validated).")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
@@ -292,7 +325,7 @@ class MlopsMagics(Magics):
             deployed = services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
                                        workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
                                        memory=args.memory, base_image=args.base_image, build=not args.no_build,
-                                       progress=progress)
+                                       require_validation=args.require_validation, progress=progress)
         if progress is not None:
             progress.finish()
         return deployed

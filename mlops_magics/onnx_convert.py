@@ -149,7 +149,7 @@ def _rows(data: Any, count: int) -> Any:
     return np.resize(array, (count, *array.shape[1:])) if len(array) < count else array[:count]
 
 
-def _onnx_feed(session: Any, data: Any) -> dict[str, Any]:
+def onnx_feed(session: Any, data: Any) -> dict[str, Any]:
     """The onnxruntime inputs for ``data`` (an array, or a data frame with one input per column)."""
     import numpy as np
 
@@ -448,7 +448,7 @@ def convert(
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
     def onnx_run(rows: Any) -> Any:
-        return session.run(None, _onnx_feed(session, rows))
+        return session.run(None, onnx_feed(session, rows))
 
     parity = _parity(kind, _native_outputs(model, data, kind), onnx_run(data), bool(quantize))
     native_predict = (model.predict if hasattr(model, "predict")

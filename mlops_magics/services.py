@@ -58,6 +58,7 @@ def deploy(
     memory: str | None = None,
     base_image: str | None = None,
     build: bool = True,
+    require_validation: bool = False,
     progress: Callable[[BuildStep], None] | None = None,
     registry: Registry | None = None,
 ) -> Deployment:
@@ -77,6 +78,7 @@ def deploy(
         memory: memory the container may use, Docker syntax (``512m``, ``1g``; default: no limit).
         base_image: the image's base (``docker``; default ``$MLOPS_BASE_IMAGE`` or an official slim Python).
         build: build the image when the engine does not have it (``docker``); off: use the built one only.
+        require_validation: refuse a version whose last validation did not pass (or that has none).
         progress: called with each build step while the image builds.
 
     Returns:
@@ -84,7 +86,8 @@ def deploy(
 
     Raises:
         NotFoundError: no such model, version, alias or target.
-        ConflictError: a live deployment already has that name.
+        ConflictError: a live deployment already has that name; validation is required and the version
+            has not passed it.
         DeployError: the service did not become healthy (reason and log tail in the message); nothing
             is left running and the failed attempt is recorded.
         EngineError: ``docker`` and no engine is reachable.
@@ -96,6 +99,10 @@ def deploy(
         raise InvalidInputError("--cpu and --memory limit containers: deploy with --target docker to apply them "
                                 "(a local process runs without limits).")
     reg = _registry(registry)
+    if require_validation:
+        from mlops_magics.validation import require_validated
+
+        require_validated(ref, registry=reg)
     service = check_name(name or parse_ref(ref).name)
     existing = {d.name: d for d in reg.deployments()}.get(service)
     if existing is not None and existing.is_live and _target(reg, existing).status(existing) != "stopped":

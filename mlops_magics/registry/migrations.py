@@ -135,6 +135,17 @@ def _reports(db: sqlite_utils.Database) -> None:
     )
 
 
+def _alias_gates(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE alias_gates (
+            name TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (name, alias)
+        )"""
+    )
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
@@ -142,6 +153,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
      _inference_configs),
     (3, "Docker images built for model versions; extra Dockerfile steps in inference configurations", _images),
     (4, "reports stored with a version: ONNX conversion, validation, profile", _reports),
+    (5, "aliases that only point at versions that passed their validation", _alias_gates),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -472,6 +472,7 @@ class Registry:
         if version is None:
             db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", [name, alias])
         else:
+            self._check_gate(db, name, alias, version)
             db.execute(
                 "INSERT INTO aliases (name, alias, version, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
@@ -482,16 +483,37 @@ class Registry:
             [name, alias, version, now, user],
         )
 
-    def set_alias(self, ref: str | ModelRef, alias: str) -> ModelVersion:
+    def _check_gate(self, db: sqlite_utils.Database, name: str, alias: str, version: int) -> None:
+        """Refuse to point a gated alias at a version without a passed validation."""
+        if db.execute("SELECT 1 FROM alias_gates WHERE name = ? AND alias = ?", [name, alias]).fetchone() is None:
+            return
+        row = db.execute("SELECT body FROM reports WHERE name = ? AND version = ? AND kind = 'validation'",
+                         [name, version]).fetchone()
+        problem = validation_problem(json.loads(row[0]) if row else None)
+        if problem:
+            raise ConflictError(f"{name}@{alias} requires a passed validation, and {name}:{version} {problem}. "
+                                f"Run %validate {name}:{version} --data X --labels y --metric ..., then move the "
+                                "alias.")
+
+    def set_alias(self, ref: str | ModelRef, alias: str, *, require_validation: bool = False) -> ModelVersion:
         """Point ``alias`` at the version ``ref`` names (moving it if set); the move is recorded.
+
+        Args:
+            require_validation: gate the alias from now on: it only points at versions whose last
+                validation passed (this version included).
 
         Raises:
             InvalidInputError / NotFoundError: bad alias or reference.
+            ConflictError: the alias is gated and the version has not passed its validation.
         """
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
         check_alias(alias)
         with self.write() as db:
             version = self._resolve(db, parsed, None)
+            if require_validation:
+                db.execute("INSERT OR IGNORE INTO alias_gates (name, alias, created_at) VALUES (?, ?, ?)",
+                           [parsed.name, alias, _stamp(utcnow())])
+                self._check_gate(db, parsed.name, alias, version)
             current = db.execute(
                 "SELECT version FROM aliases WHERE name = ? AND alias = ?", [parsed.name, alias]
             ).fetchone()
@@ -753,6 +775,11 @@ class Registry:
                        [version.name, version.version, kind, json.dumps(dict(body), sort_keys=True),
                         _stamp(utcnow())])
 
+    def gated_aliases(self, name: str) -> list[str]:
+        """The aliases of ``name`` that only point at validated versions."""
+        with self.read() as db:
+            return [r[0] for r in db.execute("SELECT alias FROM alias_gates WHERE name = ? ORDER BY alias", [name])]
+
     def reports(self, version: ModelVersion) -> dict[str, Any]:
         """The reports stored for a version, by kind."""
         with self.read() as db:
@@ -822,6 +849,16 @@ class Registry:
             IntegrityError: a file is missing or changed; the message names it.
         """
         return self.artifacts.verify(version.sha256, version.files)
+
+
+def validation_problem(report: Mapping[str, Any] | None) -> str | None:
+    """Why a stored validation report does not let a version through a gate (None: it passed)."""
+    if report is None:
+        return "has never been validated"
+    if not report.get("passed"):
+        failed = [c["check"] for c in report.get("checks", []) if not c.get("passed")]
+        return f"failed its validation ({'; '.join(failed) or 'see %validate'})"
+    return None
 
 
 def _ranges(numbers: list[int]) -> str:
