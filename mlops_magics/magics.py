@@ -85,6 +85,31 @@ class BuildProgress:
                 f'<div style="color:#666;font-size:11px;font-family:monospace">{escape(step.line[:160])}</div></div>')
 
 
+class StepProgress:
+    """A progress bar for long work measured in steps (profiling), updated in place in the notebook."""
+
+    def __init__(self) -> None:
+        self.what, self.done, self.total = "starting", 0, 0
+        self.handle: Any = None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        self.what, self.done, self.total = what, done, total
+        if self.handle is None:
+            from IPython.display import display
+
+            self.handle = display(self, display_id=True)
+        else:
+            self.handle.update(self)
+
+    def __repr__(self) -> str:
+        filled = int(30 * self.done / self.total) if self.total else 0
+        return f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {self.what}"
+
+    def _repr_html_(self) -> str:
+        return (f'<div><progress value="{self.done}" max="{max(self.total, 1)}" style="width:240px"></progress> '
+                f"{self.done}/{self.total} {escape(self.what)}</div>")
+
+
 @magics_class
 class MlopsMagics(Magics):
     """The mlops-magics line magics."""
@@ -217,6 +242,32 @@ class MlopsMagics(Magics):
                 print(f"Removed alias {args.alias!r} from {args.ref.split(':')[0]}.")
                 return None
             return api.set_alias(args.ref, args.alias, require_validation=args.require_validation)
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS to profile.")
+    @argument("--data", required=True, metavar="EXPR", help="One request's rows (every request sends them).")
+    @argument("--configs", default="cpu=0.5,memory=512m; cpu=1,memory=1g",
+              help="Resource configurations, ';'-separated (default: 'cpu=0.5,memory=512m; cpu=1,memory=1g').")
+    @argument("--concurrency", default="1,4,16", help="Load levels in connections (default 1,4,16); the highest "
+                                                      "is the target load.")
+    @argument("--duration", type=float, default=10.0, help="Seconds of load per level (default 10).")
+    @argument("--slo-p95-ms", type=float, help="The p95 latency to keep at the target load.")
+    @argument("--target", choices=["docker", "local"], help="Default: docker when an engine is reachable.")
+    @line_magic
+    def profile(self, line: str) -> Any:
+        """Deploy under each CPU/memory configuration, load it, measure; recommend the smallest that meets the SLO."""
+        args = self._args(self.profile, line)
+        data = self._eval(args.data, "--data")
+        try:
+            levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--concurrency {args.concurrency!r}: give numbers separated by commas, e.g. 1,4,16."
+                             ) from None
+        from mlops_magics.profiling.profile import profile
+
+        with user_errors():
+            return profile(args.ref, data, configs=args.configs, concurrency=levels, duration=args.duration,
+                           slo_p95_ms=args.slo_p95_ms, target=args.target, progress=StepProgress())
 
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS to validate.")

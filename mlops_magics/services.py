@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import sys
 import tempfile
 import time
@@ -74,8 +75,9 @@ def deploy(
         auth: require a key (``Authorization: Bearer KEY``); the Deployment carries it.
         isolated: run in a virtual environment built from the model's environment spec only (cached by
             its hash), to prove the spec complete (local target).
-        cpu: CPU cores the container may use (``docker``; default: no limit).
-        memory: memory the container may use, Docker syntax (``512m``, ``1g``; default: no limit).
+        cpu: CPU cores the container may use (``docker``; default: the version's profile recommendation,
+            else no limit).
+        memory: memory the container may use, Docker syntax (``512m``, ``1g``; default: as for ``cpu``).
         base_image: the image's base (``docker``; default ``$MLOPS_BASE_IMAGE`` or an official slim Python).
         build: build the image when the engine does not have it (``docker``); off: use the built one only.
         require_validation: refuse a version whose last validation did not pass (or that has none).
@@ -103,6 +105,8 @@ def deploy(
         from mlops_magics.validation import require_validated
 
         require_validated(ref, registry=reg)
+    if target == "docker" and cpu is None and memory is None:
+        cpu, memory = _profiled_limits(reg, ref)
     service = check_name(name or parse_ref(ref).name)
     existing = {d.name: d for d in reg.deployments()}.get(service)
     if existing is not None and existing.is_live and _target(reg, existing).status(existing) != "stopped":
@@ -114,6 +118,14 @@ def deploy(
     container = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress}
     return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth,
                                                 isolated=isolated, **container))
+
+
+def _profiled_limits(reg: Registry, ref: str) -> tuple[float | None, str | None]:
+    """The CPU and memory a profile under real limits recommended for the version (None, None: no profile)."""
+    report = reg.reports(reg.get(ref)).get("profile")
+    if not report or not report.get("limits_applied") or report.get("recommendedCpu") is None:
+        return None, None
+    return float(report["recommendedCpu"]), f"{math.ceil(float(report['recommendedMemoryInGB']) * 1024)}m"
 
 
 def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
