@@ -12,7 +12,7 @@ from mlops_magics.packaging.context import BuildContext
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, write_spec_context
 from mlops_magics.registry import Image, Registry
-from mlops_magics.registry.refs import check_name
+from mlops_magics.registry.refs import check_name, parse_ref
 from mlops_magics.services import _spec
 
 
@@ -118,14 +118,24 @@ class ImageList(list[Image]):
                               for i in self])
 
 
+def _select(reg: Registry, ref: str | None) -> list[Image]:
+    """Images of one version (``NAME:VERSION``, ``NAME@ALIAS``), of every version (``NAME``), or of all."""
+    if not ref:
+        return reg.images()
+    parsed = parse_ref(ref)
+    if parsed.version is None and parsed.alias is None:
+        reg.get(ref)  # the model must exist
+        return [i for i in reg.images() if i.model_name == parsed.name]
+    return reg.images(reg.get(ref))
+
+
 def images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
-    """The images built for a model version (or for every version), newest first."""
-    reg = _registry(registry)
-    return ImageList(reg.images(reg.get(ref) if ref else None))
+    """The images built for a version (``NAME:VERSION``/``NAME@ALIAS``), a model (``NAME``) or all, newest first."""
+    return ImageList(_select(_registry(registry), ref))
 
 
 def remove_images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
-    """Remove the images built for a model version (or every version) from the engine and the registry.
+    """Remove the images built for a version, a model (``NAME``: every version) or all, from engine and registry.
 
     Returns:
         The images removed.
@@ -139,7 +149,7 @@ def remove_images(ref: str | None = None, *, registry: Registry | None = None) -
     from mlops_magics.packaging import engine
 
     reg = _registry(registry)
-    found = reg.images(reg.get(ref) if ref else None)
+    found = _select(reg, ref)
     in_use = {str(d.config.get("image")): d.name for d in reg.deployments() if d.is_live}
     for image in found:
         if image.tag in in_use:

@@ -536,7 +536,7 @@ class MlopsMagics(Magics):
                            no_cache=args.no_cache)
 
     @magic_arguments()
-    @argument("ref", nargs="?", help="NAME:VERSION or NAME@ALIAS (default: every model).")
+    @argument("ref", nargs="?", help="NAME (every version), NAME:VERSION or NAME@ALIAS (default: every model).")
     @argument("--remove", action="store_true", help="Remove those images from the engine (not used by a live "
                                                      "deployment) and forget them.")
     @line_magic
