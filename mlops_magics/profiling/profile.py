@@ -296,6 +296,7 @@ def profile(
                          "the CPU and memory limits")
     limits = target == "docker"
     plan = list(configs) if limits else [{"cpu": None, "memory": None}]
+    roomiest = max(range(len(plan)), key=lambda j: (plan[j]["cpu"] or 0, plan[j]["memory"] or ""))
     total = len(plan) * len(levels)
     done = [0]  # levels measured so far, for the progress callback
     results: list[dict[str, Any]] = []
@@ -326,7 +327,7 @@ def profile(
                          else _ProcessProbe(int(deployment.config["pid"])))
                 measured = _measure_config(deployment, probe, body, levels, duration, step)
                 done[0] += len(levels)
-                if not load_generator and measured["successRate"] == 1.0:
+                if i == roomiest and measured["successRate"] == 1.0:  # the server least likely to be the limit
                     load_generator = _ceiling(deployment, body, levels[-1], min(duration, 5.0))
                 results.append({**requested, **measured})
             except MlopsError as exc:
