@@ -43,3 +43,5 @@ bench: setup
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/docker.py
+	$(BIN)/python benchmarks/onnx.py
+	$(BIN)/python benchmarks/profiling.py
