@@ -268,6 +268,7 @@ def test_an_older_registry_is_migrated_in_place_keeping_its_versions(home: Path,
     conn.execute("DROP TABLE inference_configs")
     conn.execute("DROP TABLE images")
     conn.execute("DROP TABLE reports")
+    conn.execute("DROP TABLE alias_gates")
     conn.execute("DELETE FROM _migrations WHERE id > 1")
     conn.commit()
     reg = Registry(home)
