@@ -25,12 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from machine import describe, machine_info, record  # noqa: E402 - needs the folder on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, record, unshadow
 
-# This file is called docker.py: take its folder off the path so that `import docker` finds the SDK.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
 
 GOALS = {"rebuild": 10.0}
 SKLEARN_SCRIPT = """\

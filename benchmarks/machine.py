@@ -60,3 +60,11 @@ def record(name: str, text: str, result: dict[str, Any]) -> None:
     (RESULTS / f"{name}.md").write_text(text)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"Recorded in {RESULTS / name}.md and {name}.json")
+
+
+def unshadow() -> None:
+    """Take benchmarks/ off ``sys.path``: it holds docker.py and onnx.py, which would hide the libraries."""
+    import sys
+
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]

@@ -22,13 +22,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from machine import describe, machine_info, record  # noqa: E402 - needs the folder on the path
-from serving import wrk  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, record, unshadow
+from serving import wrk
 
-# This file is called onnx.py: take its folder off the path so that `import onnx` finds the library.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
 
 GOALS = {"single_speedup": 10.0, "batch_speedup_after_choice": 1.0, "label_agreement": 1.0}
 

@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from machine import describe, machine_info, record  # noqa: E402 - needs the folder on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, record, unshadow
 
-# benchmarks/ holds docker.py and onnx.py: take it off the path so that the libraries of those names import.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
 
 CONFIGS = "cpu=0.25,memory=256m; cpu=0.5,memory=256m; cpu=1,memory=512m; cpu=2,memory=1g"
 CONCURRENCY = (1, 4, 16)

@@ -85,7 +85,6 @@ class _Transcript:
     lines: list[str] = field(default_factory=list)
     step: BuildStep = BuildStep(0, 0, "sending the build context")
     step_start: int = 0
-    cached_steps: int = 0
 
 
 def build(
@@ -145,7 +144,6 @@ def _follow(events: Iterable[Mapping[str, Any]], progress: Callable[[BuildStep],
                 t.step_start = len(t.lines) - 1
             elif line.strip():
                 cached = line.strip() == "---> Using cache"
-                t.cached_steps += cached
                 t.step = BuildStep(t.step.number, t.step.total, t.step.instruction, line.strip()[:200],
                                    t.step.cached or cached)
             if progress is not None:

@@ -76,13 +76,6 @@ def check_limits(cpu: float | None, memory: str | None) -> tuple[int | None, int
     return nano, None if memory is None else parse_memory(memory)
 
 
-def docker_errors() -> Any:
-    """The docker SDK's exception module (imported on use)."""
-    import docker
-
-    return docker.errors
-
-
 def _port_taken(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -148,6 +141,8 @@ class DockerTarget:
         return self._start(spec, image, port, key, generation=1)
 
     def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
+        import docker
+
         config = deployment.config
         image = self.image(spec)
         started = self._start(spec, image, int(config["port"]), config.get("auth_key"),
@@ -157,7 +152,7 @@ class DockerTarget:
         old = self._container(deployment)
         if old is not None:
             pid = int(old.attrs["State"].get("Pid") or 0)
-            with contextlib.suppress(docker_errors().APIError):
+            with contextlib.suppress(docker.errors.APIError):
                 old.kill(signal="SIGTERM")
             if pid:
                 wait_until_not_listening(pid, int(config["port"]))
