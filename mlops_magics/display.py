@@ -146,9 +146,6 @@ def bar_chart_png(title: str, groups: Sequence[str], series: dict[str, Sequence[
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    import base64
-    import io
-
     figure, axes = plt.subplots(figsize=(5.5, 2.6), dpi=90)
     width = 0.8 / max(len(series), 1)
     for i, (name, values) in enumerate(series.items()):
@@ -160,6 +157,16 @@ def bar_chart_png(title: str, groups: Sequence[str], series: dict[str, Sequence[
         axes.set_yscale("log")
     axes.legend(fontsize=8)
     figure.tight_layout()
+    return figure_png(figure)
+
+
+def figure_png(figure: Any) -> str:
+    """A matplotlib figure as a base64 PNG; the figure is closed."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)

@@ -35,6 +35,24 @@ def user_errors() -> Iterator[None]:
         raise UsageError(str(exc)) from exc
 
 
+def refresh_display(report: Any, every: float, duration: float | None) -> None:
+    """Show ``report`` and redraw it with ``report.refresh()`` every ``every`` seconds, until interrupted or
+    ``duration`` seconds pass."""
+    from IPython.display import display
+
+    if every <= 0:
+        raise UsageError(f"--refresh {every} is invalid: give seconds, e.g. --refresh 5.")
+    handle = display(report, display_id=True)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while deadline is None or time.monotonic() + every <= deadline:
+            time.sleep(every)
+            report = report.refresh()
+            handle.update(report)
+    except KeyboardInterrupt:
+        print("(stopped refreshing)")
+
+
 class BuildProgress:
     """Shows an image build in the notebook: a progress bar with the current step, updated in place.
 
@@ -367,6 +385,11 @@ class MlopsMagics(Magics):
               help="--target docker: use the image built by %%build; fail instead of building.")
     @argument("--require-validation", action="store_true",
               help="Refuse a version whose last %%validate did not pass (or that was never validated).")
+    @argument("--collect", action="store_true",
+              help="Record every scored request (input, output, latency, status) off the request path; see "
+                   "%%collected and %%monitor. Entry scripts' ModelDataCollector writes too.")
+    @argument("--sample-rate", type=float, metavar="R",
+              help="Record this share of the requests, 0 < R <= 1 (implies --collect; default 1).")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
@@ -376,7 +399,8 @@ class MlopsMagics(Magics):
             deployed = services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
                                        workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
                                        memory=args.memory, base_image=args.base_image, build=not args.no_build,
-                                       require_validation=args.require_validation, progress=progress)
+                                       require_validation=args.require_validation, collect=args.collect,
+                                       sample_rate=args.sample_rate, progress=progress)
         if progress is not None:
             progress.finish()
         return deployed
@@ -439,8 +463,63 @@ class MlopsMagics(Magics):
             return services.update(args.service, args.model, progress=self._progress_for(args.service))
 
     @magic_arguments()
+    @argument("service", help="The service whose records to show (deployed with --collect).")
+    @argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
+    @argument("--limit", type=int, help="Only the newest N requests.")
+    @argument("--designation", help="Show what the entry script's ModelDataCollector(designation=...) collected.")
+    @line_magic
+    def collected(self, line: str) -> Any:
+        """What a deployment recorded, as a DataFrame: one row per input row, features as columns."""
+        args = self._args(self.collected, line)
+        from mlops_magics import monitoring
+
+        with user_errors():
+            frame = monitoring.collected(args.service, since=args.since, limit=args.limit,
+                                         designation=args.designation)
+        print(frame.attrs["stats"])
+        return frame
+
+    @magic_arguments()
+    @argument("service", help="The service to watch (deployed with --collect).")
+    @argument("--baseline", metavar="NAME:VERSION",
+              help="Compare inputs with this version's input example (default: the deployed version's).")
+    @argument("--data", metavar="EXPR", help="Compare inputs with this dataset instead (e.g. X_train).")
+    @argument("--since", help="Only what was collected from this long ago on: 30m, 1h, 2d.")
+    @argument("--refresh", type=float, metavar="SECONDS",
+              help="Redraw every SECONDS seconds until interrupted (or --duration passes).")
+    @argument("--duration", type=float, metavar="SECONDS", help="With --refresh: stop after this long.")
+    @line_magic
+    def monitor(self, line: str) -> Any:
+        """Dashboard of a deployment: volume, latency, errors, predictions, accuracy, drift (PSI, KS)."""
+        args = self._args(self.monitor, line)
+        from mlops_magics import monitoring
+
+        data = self._eval(args.data, "--data") if args.data else None
+        with user_errors():
+            report = monitoring.monitor(args.service, baseline=args.baseline, data=data, since=args.since)
+            if args.refresh is None:
+                return report
+            refresh_display(report, args.refresh, args.duration)
+        return None
+
+    @magic_arguments()
+    @argument("service", help="The service whose requests the labels belong to.")
+    @argument("--data", required=True, metavar="EXPR",
+              help="The labels: a DataFrame with request_id and label columns, a Series or dict by request id.")
+    @line_magic
+    def label(self, line: str) -> Any:
+        """Attach ground-truth labels to collected requests by request id; %monitor then shows accuracy."""
+        args = self._args(self.label, line)
+        from mlops_magics import monitoring
+
+        data = self._eval(args.data, "--data")
+        with user_errors():
+            return monitoring.label(args.service, data)
+
+    @magic_arguments()
     @argument("service", help="The service to call.")
     @argument("expr", nargs="*", help="Expression giving the data (line form); a cell body is sent as JSON.")
+    @argument("--request-id", help="Send this x-request-id (collected records carry it; %%label attaches to it).")
     @line_cell_magic
     def call(self, line: str, cell: str | None = None) -> Any:
         """Send data to a service (an expression, or the cell as a JSON body) and return its answer."""
@@ -452,7 +531,7 @@ class MlopsMagics(Magics):
         else:
             raise UsageError("Give the data: %call SERVICE EXPR, or %%call SERVICE with a JSON body in the cell.")
         with user_errors():
-            return services.call(args.service, data)
+            return services.call(args.service, data, request_id=args.request_id)
 
     @magic_arguments()
     @argument("ref", help="NAME (every version) or NAME:VERSION / NAME@ALIAS (one version).")

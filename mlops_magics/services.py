@@ -60,6 +60,8 @@ def deploy(
     base_image: str | None = None,
     build: bool = True,
     require_validation: bool = False,
+    collect: bool = False,
+    sample_rate: float | None = None,
     progress: Callable[[BuildStep], None] | None = None,
     registry: Registry | None = None,
 ) -> Deployment:
@@ -81,6 +83,10 @@ def deploy(
         base_image: the image's base (``docker``; default ``$MLOPS_BASE_IMAGE`` or an official slim Python).
         build: build the image when the engine does not have it (``docker``); off: use the built one only.
         require_validation: refuse a version whose last validation did not pass (or that has none).
+        collect: record every scored request (time, request id, input, output, latency, status) in the service's
+            data folder, off the request path; entry scripts' ``ModelDataCollector`` writes there too. See
+            :mod:`mlops_magics.monitoring` to read it.
+        sample_rate: record this share of the requests (0 < R <= 1; implies ``collect``).
         progress: called with each build step while the image builds.
 
     Returns:
@@ -97,6 +103,9 @@ def deploy(
     """
     if workers < 1:
         raise InvalidInputError(f"--workers {workers} is invalid: use 1 or more.")
+    if sample_rate is not None and not 0.0 < sample_rate <= 1.0:
+        raise InvalidInputError(f"--sample-rate {sample_rate} is out of range: give a share in (0, 1], e.g. 0.1 to "
+                                "record one request in ten.")
     if target == "local" and (cpu is not None or memory is not None):
         raise InvalidInputError("--cpu and --memory limit containers: deploy with --target docker to apply them "
                                 "(a local process runs without limits).")
@@ -115,9 +124,11 @@ def deploy(
             f"{existing.target}, {existing.url}). Use %update {service} --model {ref}, %reload {service}, "
             "or pick another --name."
         )
-    container = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress}
+    options = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress,
+               "collect": collect or sample_rate is not None,
+               "sample_rate": 1.0 if sample_rate is None else sample_rate}
     return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth,
-                                                isolated=isolated, **container))
+                                                isolated=isolated, **options))
 
 
 def _profiled_limits(reg: Registry, ref: str) -> tuple[float | None, str | None]:
@@ -227,7 +238,8 @@ def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildSt
     if not d.is_live or _target(reg, d).status(d) == "stopped":
         raise ConflictError(f"Service {d.name!r} is not running ({d.state}): deploy it with %deploy {ref} "
                             f"--name {d.name}.")
-    container = {key: d.config[key] for key in ("cpu", "memory", "base_image") if d.config.get(key) is not None}
+    container = {key: d.config[key] for key in ("cpu", "memory", "base_image", "collect", "sample_rate")
+                 if d.config.get(key) is not None}
     spec = _spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
                  auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")), progress=progress, **container)
     return _target(reg, d).replace(d, spec)
@@ -285,11 +297,14 @@ def try_score_script(ref: str, *, sample: Any = None, registry: Registry | None 
     return TrialResult(version.ref, status, _tabular(value) if status < 400 else value, log)
 
 
-def _post(url: str, body: bytes, key: str | None, name: str, timeout: float = 60) -> tuple[int, Any]:
+def _post(url: str, body: bytes, key: str | None, name: str, timeout: float = 60,
+          request_id: str | None = None) -> tuple[int, Any]:
     parts = urlsplit(url)
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    if request_id:
+        headers["x-request-id"] = request_id
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         conn.request("POST", "/score", body=body, headers=headers)
@@ -340,8 +355,11 @@ def _tabular(value: Any) -> Any:
     return value
 
 
-def call(name: str, data: Any, *, timeout: float = 60, registry: Registry | None = None) -> Any:
+def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = None,
+         registry: Registry | None = None) -> Any:
     """Score ``data`` with a deployed service; return its answer (a DataFrame when it is a list of records).
+
+    ``request_id`` is sent as ``x-request-id``: collected records carry it, and labels attach to it.
 
     Raises:
         MlopsError: the service is not reachable or answered with an error (status and message quoted).
@@ -350,7 +368,7 @@ def call(name: str, data: Any, *, timeout: float = 60, registry: Registry | None
     d = reg.get_deployment(name)
     if not d.url:
         raise ConflictError(f"Service {name!r} has no address ({d.state}).")
-    status, value = _post(d.url, payload(data), d.auth_key, name, timeout)
+    status, value = _post(d.url, payload(data), d.auth_key, name, timeout, request_id)
     if status >= 400:
         message = value.get("message", value) if isinstance(value, dict) else value
         raise MlopsError(f"Service {name!r} answered {status}: {message}")

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from mlops_backend import __version__
+from mlops_backend.collector import Collector
 from mlops_backend.config import ServeConfig
 from mlops_backend.entry import EntryScript, InputMode
 from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
@@ -130,8 +131,10 @@ class AccessLog:
 class ScoringApp:
     """The ASGI application of one worker."""
 
-    def __init__(self, config: ServeConfig, script: EntryScript, metrics: WorkerMetrics) -> None:
+    def __init__(self, config: ServeConfig, script: EntryScript, metrics: WorkerMetrics,
+                 collector: Collector | None = None) -> None:
         self.config = config
+        self.collector = collector
         self.script = script
         self.metrics = metrics
         self.swagger = Swagger(config, script)
@@ -179,8 +182,9 @@ class ScoringApp:
         headers: list[tuple[bytes, bytes]] = [(b"x-ms-server-version", _SERVER)]
         route = ROUTE_INDEX["other"]
         status = 500
-        body = b""
+        body = payload = b""
         run_failed = False
+        collector: Collector | None = None
         if request_id is None:
             request_id = str(uuid.uuid4()).encode()
         try:
@@ -206,10 +210,13 @@ class ScoringApp:
                 if method == "POST" or method == "GET":
                     if self._keys:
                         self._check_auth(auth)
+                    collector = self.collector  # from here on the request is recorded, whatever its answer
+                    if collector is not None:
+                        collector.request_id = request_id.decode("latin-1")
                     if method == "POST":
                         payload = await self._read_body(receive, content_length)
-                    else:
-                        payload = b""
+                    elif collector is not None:
+                        payload = orjson.dumps(parse_query(scope["query_string"]))
                     status, body, run_failed = self._score(scope, method, payload, content_type, headers)
                 elif method == "OPTIONS":
                     status, body = 200, b""
@@ -243,6 +250,8 @@ class ScoringApp:
         finally:  # a client gone before the answer still ends the request's count
             elapsed = time.perf_counter() - started
             self.metrics.finished(route, status, elapsed, run_failed=run_failed)
+            if collector is not None:
+                collector.record(request_id, status, elapsed, payload, body)
         if self.access_log is not None:
             self.access_log.write({"time": round(time.time(), 3), "request_id": request_id.decode("latin-1"),
                                    "method": method, "path": path, "status": status,

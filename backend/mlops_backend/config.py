@@ -48,6 +48,11 @@ class ServeConfig:
     reuse_port: bool = False
     ready_file: Path | None = None
     log_dir: Path | None = None
+    #: Record each scored request's input and output here (None: collection off).
+    collect_dir: Path | None = None
+    sample_rate: float = 1.0
+    #: Seconds between collection writes: the most a crash can lose (env MLOPS_COLLECT_FLUSH_S).
+    collect_flush_s: float = 0.5
 
     @property
     def app_root(self) -> Path:
@@ -87,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--log-dir", metavar="DIR",
                       help="Append the server log (stderr) to DIR/server.log and the access log (stdout) to "
                            "DIR/access.log (env MLOPS_LOG_DIR), e.g. a volume that outlives the container.")
+    ours.add_argument("--collect-dir", metavar="DIR",
+                      help="Record every scored request (time, request id, input, output, latency, status) in DIR, "
+                           "off the request path, and enable azureml.monitoring.ModelDataCollector "
+                           "(env MLOPS_COLLECT_DIR).")
+    ours.add_argument("--sample-rate", type=float,
+                      help="With --collect-dir: the share of requests recorded, 0 < R <= 1 (env MLOPS_SAMPLE_RATE; "
+                           "default 1, every request).")
     ours.add_argument("--verbose-errors", action="store_true",
                       help="Put the exception type and message of a failed run() in the 500 response.")
     return parser
@@ -154,6 +166,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                else _env_int(settings, "SCORING_TIMEOUT_MS"))
     max_body = args.max_body_bytes if args.max_body_bytes is not None else _env_int(settings, "MLOPS_MAX_BODY_BYTES")
     keys = tuple(args.auth_key or [k.strip() for k in str(settings.get("MLOPS_AUTH_KEYS", "")).split(",") if k.strip()])
+    rate = args.sample_rate if args.sample_rate is not None else _env_float(settings, "MLOPS_SAMPLE_RATE")
+    flush = _env_float(settings, "MLOPS_COLLECT_FLUSH_S")
     cors = tuple(o.strip() for o in str(settings.get("AML_CORS_ORIGINS", "")).split(",") if o.strip())
 
     config = ServeConfig(
@@ -175,9 +189,22 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         reuse_port=args.reuse_port,
         ready_file=Path(args.ready_file).resolve() if args.ready_file else None,
         log_dir=Path(log_dir).resolve() if (log_dir := pick(args.log_dir, "MLOPS_LOG_DIR")) else None,
+        collect_dir=Path(collect).resolve() if (collect := pick(args.collect_dir, "MLOPS_COLLECT_DIR")) else None,
+        sample_rate=1.0 if rate is None else rate,
+        collect_flush_s=0.5 if flush is None else flush,
     )
     _validate(config)
     return config
+
+
+def _env_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number.") from None
 
 
 def _validate(config: ServeConfig) -> None:
@@ -189,6 +216,13 @@ def _validate(config: ServeConfig) -> None:
         raise ConfigError(f"Scoring timeout {config.scoring_timeout_ms} ms is invalid: use 1 or more.")
     if config.max_body_bytes < 1:
         raise ConfigError(f"Maximum body size {config.max_body_bytes} is invalid: use 1 or more bytes.")
+    if not 0.0 < config.sample_rate <= 1.0:
+        raise ConfigError(f"Sample rate {config.sample_rate} is out of range: use a share in (0, 1], e.g. 0.1 "
+                          "to record one request in ten.")
+    if not 0.01 <= config.collect_flush_s <= 3600:
+        raise ConfigError(f"MLOPS_COLLECT_FLUSH_S={config.collect_flush_s} is out of range: use 0.01-3600 seconds.")
+    if config.sample_rate != 1.0 and config.collect_dir is None:
+        raise ConfigError("--sample-rate applies to collection: give --collect-dir DIR too.")
     if config.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("--loop uvloop needs uvloop: pip install uvloop (or leave the default, asyncio).")
     for key in config.auth_keys:

@@ -107,4 +107,42 @@ def render(folder: Path) -> str:
             lines.append(f'mlops_score_duration_seconds_bucket{{worker="{worker}",le="{le}"}} {_number(cumulative)}')
         lines.append(f'mlops_score_duration_seconds_sum{{worker="{worker}"}} {values[_HIST_SUM]!r}')
         lines.append(f'mlops_score_duration_seconds_count{{worker="{worker}"}} {_number(values[_HIST_COUNT])}')
+    lines += _collection(folder)
     return "\n".join(lines) + "\n"
+
+
+_COLLECTION = (
+    ("written", "mlops_collected_records_total", "counter",
+     "Records of scored requests written to the collection store."),
+    ("spilled", "mlops_collect_spilled_total", "counter",
+     "Records the request wrote itself because the collection queue was full (included in the written ones)."),
+    ("sampled_out", "mlops_collect_sampled_out_total", "counter", "Requests left out by the sample rate."),
+    ("dropped", "mlops_collect_dropped_total", "counter", "Records lost because the store could not be written."),
+    ("queued", "mlops_collect_queued", "gauge", "Records waiting for the next write."),
+)
+
+
+def _collection(folder: Path) -> list[str]:
+    """The data collection counters of this server's workers (each worker links its counters file here)."""
+    from mlops_backend.collector import read_stats
+
+    stats = []
+    for link in sorted(folder.glob("collect-*.bin")):
+        try:
+            counters = read_stats(link)
+        except OSError:
+            continue
+        counters["queued"] = max(0.0, counters["received"] - counters["sampled_out"] - counters["written"]
+                                 - counters["dropped"])
+        stats.append((link.stem.split("-")[1].lstrip("w"), counters))
+    if not stats:
+        return []
+    lines = []
+    for key, name, kind, help_text in _COLLECTION:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        totals: dict[str, float] = {}
+        for worker, counters in stats:  # a restarted worker adds a file: its counts add up
+            totals[worker] = totals.get(worker, 0.0) + (counters[key] if kind == "counter" or not counters["closed"]
+                                                        else 0.0)
+        lines += [f'{name}{{worker="{w}"}} {_number(v)}' for w, v in totals.items()]
+    return lines

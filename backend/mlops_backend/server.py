@@ -77,13 +77,31 @@ def _bind_error(config: ServeConfig, exc: OSError) -> str:
 
 def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd: int | None = None) -> int:
     """Load the script, run ``init()``, serve until told to stop; return the exit status."""
+    _export_environment(config)
+    collector = None
+    if config.collect_dir is not None:  # before init(): a ModelDataCollector made there finds it
+        from mlops_backend import collector as collection
+
+        try:
+            collector = collection.start(config.collect_dir, worker=index, sample_rate=config.sample_rate,
+                                         flush_interval=config.collect_flush_s, metrics_dir=metrics_dir)
+        except OSError as exc:
+            _say(f"cannot collect data in {config.collect_dir}: {exc.strerror or exc}.")
+            return EXIT_STARTUP_FAILED
+    try:
+        return _serve_script(config, metrics_dir, index, ready_fd, collector)
+    finally:
+        if collector is not None:  # after the graceful stop: every answered request's record is written
+            collector.close()
+
+
+def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: int | None, collector: Any) -> int:
     import uvicorn
 
     from mlops_backend import entry
     from mlops_backend.app import ScoringApp
     from mlops_backend.metrics import WorkerMetrics
 
-    _export_environment(config)
     try:
         script = entry.load(config.entry_script)
     except entry.EntryScriptError as exc:
@@ -101,7 +119,7 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
     except OSError as exc:
         _say(_bind_error(config, exc))
         return EXIT_STARTUP_FAILED
-    app = ScoringApp(config, script, WorkerMetrics(metrics_dir, index))
+    app = ScoringApp(config, script, WorkerMetrics(metrics_dir, index), collector)
     uv_config = uvicorn.Config(
         app, loop=config.loop, http=_http(), lifespan="off", access_log=False, server_header=False,
         log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=int(_GRACE_S),

@@ -1,7 +1,7 @@
 """A closed-loop HTTP load generator, run as its own process by the profiler.
 
     python -m mlops_magics.profiling.loadgen --url http://127.0.0.1:PORT/score --body FILE \\
-        --concurrency 16 --duration 10 [--header "Authorization: Bearer KEY"]
+        --concurrency 16 --duration 10 [--requests N] [--header "Authorization: Bearer KEY"]
 
 ``concurrency`` keep-alive connections each send the body, wait for the whole answer, and send again, for
 ``duration`` seconds. It prints one JSON object: requests, successes, statuses, errors, wall seconds,
@@ -34,9 +34,13 @@ def percentile(ordered: Sequence[float], pct: float) -> float:
 
 
 async def _connection(host: str, port: int, request: bytes, deadline: float, latencies: list[float],
-                      statuses: Counter[int], errors: Counter[str]) -> None:
+                      statuses: Counter[int], errors: Counter[str], budget: list[int] | None) -> None:
     reader = writer = None
     while time.perf_counter() < deadline:
+        if budget is not None:  # one event loop: taking from the shared budget needs no lock
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -70,8 +74,10 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, lat
         writer.close()
 
 
-async def run(url: str, body: bytes, concurrency: int, duration: float, headers: Sequence[str] = ()) -> dict[str, Any]:
-    """Load ``url`` with ``concurrency`` connections for ``duration`` seconds; return the summary."""
+async def run(url: str, body: bytes, concurrency: int, duration: float, headers: Sequence[str] = (),
+              requests: int | None = None) -> dict[str, Any]:
+    """Load ``url`` with ``concurrency`` connections for ``duration`` seconds (or until ``requests`` were sent);
+    return the summary."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     extra = "".join(f"{h}\r\n" for h in headers)
@@ -82,7 +88,8 @@ async def run(url: str, body: bytes, concurrency: int, duration: float, headers:
     errors: Counter[str] = Counter()
     began = time.perf_counter()
     deadline = began + duration
-    await asyncio.gather(*(_connection(host, port, request, deadline, latencies, statuses, errors)
+    budget = None if requests is None else [requests]
+    await asyncio.gather(*(_connection(host, port, request, deadline, latencies, statuses, errors, budget)
                            for _ in range(concurrency)))
     wall = time.perf_counter() - began
     ordered = sorted(latencies)
@@ -103,15 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="Connections, each one request at a time.")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of load.")
     parser.add_argument("--header", action="append", default=[], help="An extra request header; repeatable.")
+    parser.add_argument("--requests", type=int, help="Stop after sending this many requests in all.")
     args = parser.parse_args(argv)
     with open(args.body, "rb") as fh:
         body = fh.read()
     try:  # uvloop, when installed, lets one generator process drive more load
         import uvloop
 
-        summary = uvloop.run(run(args.url, body, args.concurrency, args.duration, args.header))
+        summary = uvloop.run(run(args.url, body, args.concurrency, args.duration, args.header, args.requests))
     except ImportError:
-        summary = asyncio.run(run(args.url, body, args.concurrency, args.duration, args.header))
+        summary = asyncio.run(run(args.url, body, args.concurrency, args.duration, args.header, args.requests))
     json.dump(summary, sys.stdout)
     return 0
 

@@ -31,8 +31,24 @@ class DeploySpec:
     #: Image settings (container targets): base image (None: the configured default), build if missing.
     base_image: str | None = None
     build: bool = True
+    #: Record each scored request (input, output, latency, status) in the service's data folder, this share of them.
+    collect: bool = False
+    sample_rate: float = 1.0
     #: Called with each build step while an image builds (container targets).
     progress: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
+
+
+def data_dir(home: Path, service: str) -> Path:
+    """The data folder of ``service``: it outlives processes, containers and generations (the containers' volume)."""
+    return home / "deployments" / service / "volume" / "data"
+
+
+def server_options(spec: DeploySpec, collect_dir: str) -> tuple[list[str], dict[str, str]]:
+    """The ``mlops-serve`` flags and environment every target gives its server for ``spec``."""
+    env = {"SERVICE_NAME": spec.service, "MLOPS_MODEL_NAME": spec.version.name,
+           "MLOPS_MODEL_VERSION": str(spec.version.version)}
+    flags = ["--collect-dir", collect_dir, "--sample-rate", repr(spec.sample_rate)] if spec.collect else []
+    return flags, env
 
 
 class DeploymentTarget(Protocol):

@@ -26,7 +26,7 @@ from mlops_magics.packaging import engine as docker_engine
 from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.packaging.image import build_context, write_spec_context
 from mlops_magics.registry import Deployment, Image, Registry
-from mlops_magics.targets.base import DeploySpec
+from mlops_magics.targets.base import DeploySpec, data_dir, server_options
 from mlops_magics.targets.local import (
     START_TIMEOUT,
     answers_ready,
@@ -226,16 +226,19 @@ class DockerTarget:
         import docker
 
         nano_cpus, memory = check_limits(spec.cpu, spec.memory)
-        volume = self.root / spec.service / "volume"
+        data = data_dir(self.registry.home, spec.service)
+        volume = data.parent
         (volume / "logs").mkdir(parents=True, exist_ok=True)
-        (volume / "data").mkdir(exist_ok=True)
+        data.mkdir(exist_ok=True)
         ready = volume / f"ready-{generation}"
         ready.unlink(missing_ok=True)
         model_dir = f"{APP_ROOT}/azureml-models/{spec.version.name}/{spec.version.version}"
         command = ["python", "-m", "mlops_backend.cli", "--entry_script", SCRIPT, "--model_dir", model_dir,
                    "--host", "127.0.0.1", "--port", str(port), "--worker_count", str(spec.workers), "--reuse-port",
                    "--ready-file", f"{VOLUME}/ready-{generation}", "--log-dir", f"{VOLUME}/logs", "--verbose-errors"]
-        environment = {"SERVICE_NAME": spec.service, "HOME": "/tmp", "MLOPS_DATA_DIR": f"{VOLUME}/data"}
+        flags, environment = server_options(spec, f"{VOLUME}/{data.name}/collected")
+        command += flags
+        environment.update({"HOME": "/tmp", "MLOPS_DATA_DIR": f"{VOLUME}/{data.name}"})
         if key:
             environment["MLOPS_AUTH_KEYS"] = key
         name = f"mlops-{spec.service}-{generation}"
@@ -243,7 +246,7 @@ class DockerTarget:
             "container": None, "container_name": name, "image": image.tag, "image_id": image.image_id, "port": port,
             "cpu": spec.cpu, "memory": spec.memory, "workers": spec.workers, "volume": str(volume),
             "generation": generation, "auth_key": key, "script_line_offset": spec.script_line_offset,
-            "base_image": spec.base_image,
+            "base_image": spec.base_image, "collect": spec.collect, "sample_rate": spec.sample_rate,
         }
         with contextlib.suppress(docker.errors.NotFound):  # a leftover of a crashed attempt
             self.engine.containers.get(name).remove(force=True)

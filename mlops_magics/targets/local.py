@@ -32,7 +32,7 @@ import mlops_backend
 
 from mlops_magics.errors import DeployError, InvalidInputError
 from mlops_magics.registry import Deployment, Registry
-from mlops_magics.targets.base import DeploySpec
+from mlops_magics.targets.base import DeploySpec, data_dir, server_options
 
 #: Seconds to wait for a new service to answer /ready.
 START_TIMEOUT = 120.0
@@ -228,7 +228,9 @@ class LocalTarget:
                    "--reuse-port", "--ready-file", str(ready), "--verbose-errors"]
         if key:
             command += ["--auth-key", key]
-        env["SERVICE_NAME"] = spec.service
+        flags, server_env = server_options(spec, str(data_dir(self.registry.home, spec.service) / "collected"))
+        command += flags
+        env.update(server_env)
         with open(folder / "server.log", "wb") as err, open(folder / "access.log", "wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                        cwd=folder / "app", start_new_session=True)
@@ -277,7 +279,8 @@ class LocalTarget:
         folder = self.root / spec.service / f"gen-{generation}"
         config: dict[str, Any] = {"pid": None, "port": port, "folder": str(folder), "workers": spec.workers,
                                   "generation": generation, "auth_key": key, "isolated": spec.isolated,
-                                  "script_line_offset": spec.script_line_offset}
+                                  "script_line_offset": spec.script_line_offset, "collect": spec.collect,
+                                  "sample_rate": spec.sample_rate}
         try:
             process = self.launch(spec, folder, port, key)
         except DeployError:

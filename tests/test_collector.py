@@ -1,0 +1,239 @@
+"""Data collection in the scoring server: exact counts under load, SIGTERM flush, crash accounting, sampling,
+spilling, dropping, Azure's ModelDataCollector CSV layout, /metrics, forwarding."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from mlops_backend.collector import Collector, forward, read_stats, segments
+
+from mlops_magics.monitoring import store
+from tests.serving import free_port, serving, start, stop, wait_healthy
+
+pytestmark = pytest.mark.serve
+
+
+def _lines(folder: Path) -> list[dict]:
+    return [orjson.loads(line) for path in segments(folder) for line in path.read_bytes().splitlines()]
+
+
+def _load(url: str, body: bytes, requests: int, concurrency: int, tmp_path: Path) -> dict:
+    (tmp_path / "body.json").write_bytes(body)
+    done = subprocess.run([sys.executable, "-m", "mlops_magics.profiling.loadgen", "--url", url, "--body",
+                           str(tmp_path / "body.json"), "--concurrency", str(concurrency), "--duration", "600",
+                           "--requests", str(requests)], capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(done.stdout)
+
+
+def test_100000_requests_give_exactly_100000_records(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    port = free_port()
+    served = start("json_echo.py", "--collect-dir", str(collect), "--worker_count", "2", "--no-access-log",
+                   port=port, logs=tmp_path)
+    try:
+        wait_healthy(served)
+        summary = _load(f"{served.url}/score", b'{"data": [[1.5, 2, 3]]}', 100_000, 16, tmp_path)
+    finally:
+        assert stop(served) == 0
+    assert summary["statuses"] == {"200": 100_000} and not summary["errors"]
+    records = _lines(collect)
+    assert len(records) == 100_000
+    assert len({r["request_id"] for r in records}) == 100_000
+    assert all(r["status"] == 200 and r["input"] == {"data": [[1.5, 2, 3]]} for r in records)
+    counters = [read_stats(p) for p in (collect / "stats").glob("*.bin")]
+    assert len(counters) == 2 and all(c["closed"] == 1 for c in counters)
+    assert all(c["received"] > 10_000 for c in counters), "both workers served"
+    assert sum(c["written"] for c in counters) == 100_000 and sum(c["dropped"] for c in counters) == 0
+    assert not list((collect / "records").glob("*.part")), "a clean stop closes every segment"
+
+
+def test_sigterm_writes_what_is_queued(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    # An hour between writes: without the flush at SIGTERM nothing would reach the disk.
+    with serving("json_echo.py", "--collect-dir", str(collect), logs=tmp_path,
+                 env={"MLOPS_COLLECT_FLUSH_S": "3600"}) as served:
+        ids = [served.post_json("/score", {"data": [[i]]}).headers["x-request-id"] for i in range(300)]
+        assert _lines(collect) == []
+    records = _lines(collect)
+    assert [r["request_id"] for r in records] == ids
+    assert [r["input"]["data"][0][0] for r in records] == list(range(300))
+    assert all(r["latency_ms"] > 0 for r in records)
+
+
+def test_a_crash_loses_at_most_the_unflushed_records_and_the_counters_say_how_many(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    served = start("json_echo.py", "--collect-dir", str(collect), env={"MLOPS_COLLECT_FLUSH_S": "3600"},
+                   logs=tmp_path)
+    try:
+        wait_healthy(served)
+        for i in range(40):
+            served.post_json("/score", {"data": [[i]]})
+    finally:
+        served.process.send_signal(signal.SIGKILL)
+        served.process.wait()
+    found = store.stats("crashed", collect, running=False)
+    assert (found.received, found.written, found.lost, found.dropped) == (40, 0, 40, 0)
+    assert "40 lost when a worker ended without a clean stop" in repr(found)
+
+
+def test_sample_rate_is_respected_within_statistical_tolerance(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    with serving("json_echo.py", "--collect-dir", str(collect), "--sample-rate", "0.2", logs=tmp_path) as served:
+        summary = _load(f"{served.url}/score", b'{"data": [[1]]}', 5000, 8, tmp_path)
+    assert summary["statuses"] == {"200": 5000}
+    written = len(_lines(collect))
+    assert abs(written - 1000) < 5 * (5000 * 0.2 * 0.8) ** 0.5  # 5 standard deviations of the binomial
+    counters = read_stats(next((collect / "stats").glob("*.bin")))
+    assert counters["written"] == written and counters["written"] + counters["sampled_out"] == 5000
+
+
+def test_bad_collection_settings_are_refused(tmp_path: Path) -> None:
+    from tests.serving import mlops_serve
+
+    for args, message in ((["--sample-rate", "0"], "Sample rate 0.0 is out of range"),
+                          (["--sample-rate", "0.5"], "--sample-rate applies to collection")):
+        if "0.5" not in args:
+            args = [*args, "--collect-dir", str(tmp_path)]
+        done = subprocess.run([mlops_serve(), "--entry_script", str(Path(__file__).parent / "entry_scripts/echo.py"),
+                               *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2 and message in done.stderr
+
+
+def test_every_answer_is_recorded_with_its_status_and_odd_bodies_as_they_came(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    with serving("json_echo.py", "--collect-dir", str(collect), "--auth-key", "secret-key-1", logs=tmp_path) as s:
+        auth = {"Authorization": "Bearer secret-key-1"}
+        ok = s.post_json("/score", {"data": [[1, 2]]}, auth)
+        bad = s.request("POST", "/score", "not json", {"Content-Type": "application/json", **auth})
+        refused = s.post_json("/score", {"data": [[1]]})  # no key: not scored, not recorded
+        got = s.request("GET", "/score?data=[[3,4]]", headers=auth)
+        assert (ok.status, bad.status, refused.status, got.status) == (200, 500, 401, 200)
+    records = {r["request_id"]: r for r in _lines(collect)}
+    assert set(records) == {ok.headers["x-request-id"], bad.headers["x-request-id"], got.headers["x-request-id"]}
+    assert records[bad.headers["x-request-id"]]["input"] == "not json"
+    assert records[bad.headers["x-request-id"]]["status"] == 500  # run() could not parse it
+    assert records[bad.headers["x-request-id"]]["output"]["message"].startswith("An unexpected error occurred")
+    assert records[got.headers["x-request-id"]]["input"] == {"data": [[3, 4]]}
+
+
+def test_the_queue_spills_to_disk_instead_of_dropping(tmp_path: Path) -> None:
+    collector = Collector(tmp_path, queue_limit=10, flush_interval=3600)
+    for i in range(100):
+        collector.record(f"id-{i}".encode(), 200, 0.001, b'{"x": %d}' % i, b"[1]")
+    assert len(collector.queue) == 10
+    assert read_stats(collector.stats_path)["spilled"] == 90
+    collector.close()
+    records = _lines(tmp_path)
+    assert sorted(r["input"]["x"] for r in records) == list(range(100))
+    counters = read_stats(collector.stats_path)
+    assert (counters["written"], counters["dropped"], counters["spilled"]) == (100, 0, 90)
+
+
+def test_a_failing_disk_drops_records_and_counts_them(tmp_path: Path) -> None:
+    collector = Collector(tmp_path, flush_interval=3600)
+    real = collector._fd
+    collector._fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with ENOSPC
+    for _i in range(25):
+        collector.record(b"id", 200, 0.001, b"{}", b"{}")
+    collector._drain()
+    os.close(collector._fd)
+    collector._fd = real
+    collector.record(b"after", 200, 0.001, b"{}", b"{}")
+    collector.close()
+    counters = read_stats(collector.stats_path)
+    assert (counters["dropped"], counters["written"]) == (25, 1)
+    assert [r["request_id"] for r in _lines(tmp_path)] == ["after"]
+
+
+def test_large_bodies_are_recorded_as_their_size(tmp_path: Path) -> None:
+    collector = Collector(tmp_path, max_body_bytes=100)
+    collector.record(b"big", 200, 0.001, b'"' + b"x" * 500 + b'"', b'"ok"')
+    collector.close()
+    (record,) = _lines(tmp_path)
+    assert record["input"] == {"truncated": True, "bytes": 502} and record["output"] == "ok"
+
+
+def test_segments_rotate_and_closed_ones_can_be_forwarded(tmp_path: Path) -> None:
+    collector = Collector(tmp_path, segment_bytes=2000, flush_interval=3600)
+    for i in range(200):
+        collector.record(f"id-{i}".encode(), 200, 0.001, b"[1]", b"[2]")
+        if i % 20 == 19:
+            collector._drain()  # a segment is closed after the write that takes it past its size
+    closed = list(segments(tmp_path, closed_only=True))
+    assert len(closed) >= 5 and all(p.suffix == ".jsonl" for p in closed)
+    shipped = sum(len(p.read_bytes().splitlines()) for p in closed[:2])
+    offered: list[Path] = []
+    assert forward(tmp_path, lambda p: offered.append(p) or len(offered) < 3) == 2  # offline after two
+    assert offered == closed[:3] and list(segments(tmp_path, closed_only=True)) == closed[2:]
+    collector.close()
+    assert len(_lines(tmp_path)) == 200 - shipped
+
+
+def test_metrics_expose_the_collection_counters(tmp_path: Path) -> None:
+    with serving("json_echo.py", "--collect-dir", str(tmp_path / "c"), logs=tmp_path) as served:
+        for _ in range(7):
+            served.post_json("/score", {"data": [[1]]})
+        deadline = time.monotonic() + 10
+        while True:
+            text = served.request("GET", "/metrics").body.decode()
+            if 'mlops_collected_records_total{worker="0"} 7' in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert 'mlops_collected_records_total{worker="0"} 7' in text
+    assert 'mlops_collect_dropped_total{worker="0"} 0' in text and 'mlops_collect_queued{worker="0"} 0' in text
+
+
+# -- Azure's ModelDataCollector ----------------------------------------------------------------
+
+def test_a_model_data_collector_script_writes_azures_csv_layout(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    with serving("mdc_collect.py", "--collect-dir", str(collect), "--worker_count", "2", logs=tmp_path,
+                 env={"SERVICE_NAME": "aks-w-collv9", "MLOPS_MODEL_NAME": "best_model", "MLOPS_MODEL_VERSION": "10"},
+                 ) as served:
+        answers = [served.post_json("/score", {"data": [[i, 1, 2], [i, 0, 0]]}) for i in range(30)]
+    assert all(a.status == 200 for a in answers)
+    today = time.gmtime()
+    day = Path(f"{today.tm_year:04d}", f"{today.tm_mon:02d}", f"{today.tm_mday:02d}")
+    base = collect / "modeldata" / "default" / "default" / "default" / "aks-w-collv9" / "best_model" / "10"
+    with open(base / "inputs" / day / "data.csv", newline="") as fh:
+        inputs = list(csv.reader(fh))
+    header = inputs[0]
+    assert header[:3] == ["f1", "f2", "f3"] and header[3:] == [
+        "$aml_dc_correlation_id", "$aml_dc_scoring_timestamp", "$aml_dc_boundary", "$aml_workspace",
+        "$aml_service_name", "$aml_model_name", "$aml_model_version", "$aml_request_id"]
+    rows = inputs[1:]
+    assert len(rows) == 60, "one header although two workers write the file"
+    assert {r[0] for r in rows} == {str(i) for i in range(30)}
+    assert {r[-1] for r in rows} == {a.headers["x-request-id"] for a in answers}, "$aml_request_id is the request's"
+    assert {r[-4] for r in rows} == {"aks-w-collv9"} and {r[-2] for r in rows} == {"10"}
+    with open(base / "predictions" / day / "data.csv", newline="") as fh:
+        predictions = list(csv.reader(fh))
+    assert predictions[0][0] == "prediction" and len(predictions) == 61
+    sums: dict[str, list[float]] = {}
+    for r in rows:  # one correlation id per collect() call: a request's rows share it
+        sums.setdefault(r[3], []).append(sum(float(v) for v in r[:3]))
+    predicted: dict[str, list[float]] = {}
+    for r in predictions[1:]:  # add_correlations ties the predictions to the inputs they came from
+        predicted.setdefault(r[1], []).append(float(r[0]))
+    assert predicted == sums and len(sums) == 30
+    with open(base / "signals" / day / "data.csv", newline="") as fh:
+        signals = list(csv.reader(fh))
+    assert signals[0] == ["total"] and len(signals) == 31, "the legacy identifier= keyword names the designation"
+    assert store.designations(collect) == ["inputs", "predictions", "signals"]
+
+
+def test_model_data_collector_without_collection_is_a_no_op_that_says_so(tmp_path: Path) -> None:
+    with serving("mdc_collect.py", logs=tmp_path) as served:
+        assert served.post_json("/score", {"data": [[1, 2, 3]]}).json() == [6]
+        log = served.log()
+    assert "Data collection is not enabled: deploy with --collect" in log
+    assert not list(tmp_path.rglob("data.csv"))

@@ -1,0 +1,230 @@
+"""Monitoring: %collected, %label, %monitor on real local deployments; drift statistics; table flattening."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mlops_magics as mm
+from mlops_magics import monitoring
+from mlops_magics.errors import InvalidInputError, NotFoundError
+from mlops_magics.monitoring.drift import feature_drift, ks_2samp, psi
+from mlops_magics.monitoring.table import input_rows, predictions
+from mlops_magics.registry import Registry
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+@pytest.fixture
+def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    return X, y
+
+
+@pytest.fixture
+def collecting(registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series]) -> Any:
+    """iris:1 (a LogisticRegression on a DataFrame) deployed locally with --collect."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris_frame
+    mm.register(LogisticRegression(max_iter=500).fit(X, y), "iris", sample=X)
+    deployed = mm.deploy("iris", collect=True, registry=registry)
+    yield deployed
+    mm.undeploy(all_services=True, registry=registry)
+
+
+def _wait_for(service: str, count: int, registry: Registry) -> pd.DataFrame:
+    deadline = time.monotonic() + 10
+    while True:
+        frame = monitoring.collected(service, registry=registry)
+        if frame["request_id"].nunique() >= count or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.1)
+
+
+def test_collected_rows_have_the_features_predictions_and_request_ids(
+        collecting: Any, registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series]) -> None:
+    X, _ = iris_frame
+    mm.call("iris", X.iloc[:3], request_id="batch-1", registry=registry)  # records: one request, three rows
+    mm.call("iris", X.iloc[[60]], request_id="rows-1", registry=registry)
+    frame = _wait_for("iris", 2, registry)
+    assert list(frame.columns[:5]) == ["time", "request_id", "row", "status", "latency_ms"]
+    assert set(FEATURES) <= set(frame.columns)
+    assert list(frame["request_id"]) == ["batch-1"] * 3 + ["rows-1"]
+    assert list(frame["row"]) == [0, 1, 2, 0]
+    assert list(frame["prediction"]) == [0, 0, 0, 1]
+    assert frame.loc[3, "petal length (cm)"] == X.iloc[60]["petal length (cm)"]
+    assert str(frame["time"].dt.tz) == "UTC" and (frame["latency_ms"] > 0).all()
+    stats = frame.attrs["stats"]
+    assert (stats.written, stats.dropped, stats.lost) == (2, 0, 0)
+    assert len(monitoring.collected("iris", limit=1, registry=registry)) == 1
+    assert monitoring.collected("iris", since="1h", registry=registry)["request_id"].nunique() == 2
+    later = time.time() + 60
+    assert monitoring.collected("iris", since=later, registry=registry).empty
+
+
+def test_drift_flags_a_shifted_feature_and_not_the_others(
+        collecting: Any, registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series]) -> None:
+    X, _ = iris_frame
+    rng = np.random.default_rng(0)
+    sample = X.iloc[rng.integers(0, len(X), 300)].copy()
+    sample["petal length (cm)"] += 2 * X["petal length (cm)"].std()
+    for start in range(0, 300, 10):
+        mm.call("iris", sample.iloc[start:start + 10], registry=registry)
+    _wait_for("iris", 30, registry)
+    report = monitoring.monitor("iris", data=X, registry=registry)
+    assert report.drifted == ["petal length (cm)"]
+    by_name = {d.feature: d for d in report.drift}
+    assert by_name["petal length (cm)"].psi > 0.2 and by_name["sepal width (cm)"].psi < 0.1
+    assert report.requests == 30 and report.rows == 300 and report.errors == 0
+    assert report.prediction_kind == "classes" and report.predictions.sum() == 300
+    html = report._repr_html_()
+    assert "data:image/png;base64," in html and "Drift in petal length (cm)" in html
+    # Against the deployed version's 5-row input example the report warns that the baseline is small.
+    small = monitoring.monitor("iris", registry=registry)
+    assert any("The baseline has 5 rows" in n for n in small.notes)
+
+
+def test_labels_join_by_request_id_and_give_accuracy_over_time(
+        collecting: Any, registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series]) -> None:
+    X, y = iris_frame
+    for i in range(0, 150, 15):
+        mm.call("iris", X.iloc[[i]], request_id=f"req-{i}", registry=registry)
+    _wait_for("iris", 10, registry)
+    truth = pd.DataFrame({"request_id": [f"req-{i}" for i in range(0, 150, 15)],
+                          "label": [int(y.iloc[i]) for i in range(0, 150, 15)]})
+    wrong = truth.assign(label=(truth["label"] + 1) % 3).iloc[:2]
+    attached = monitoring.label("iris", truth, registry=registry)
+    assert (attached.attached, attached.matched) == (10, 10)
+    frame = monitoring.collected("iris", registry=registry)
+    assert list(frame["label"]) == list(truth["label"])
+    expected = float((frame["prediction"] == frame["label"]).mean())
+    report = monitoring.monitor("iris", registry=registry)
+    assert report.quality == pytest.approx(expected) and report.labelled_rows == 10
+    monitoring.label("iris", wrong, registry=registry)  # a later label wins
+    assert monitoring.monitor("iris", registry=registry).quality == pytest.approx(expected - 0.2)
+    partly = monitoring.label("iris", {"req-0": 0, "never-sent": 1}, registry=registry)
+    assert partly.matched == 1 and "1 request ids are not among the records (yet)" in repr(partly)
+    with pytest.raises(InvalidInputError, match="None of the 1 request ids is among the records of 'iris'"):
+        monitoring.label("iris", {"typo": 1}, registry=registry)
+    with pytest.raises(InvalidInputError, match="needs a 'request_id' column"):
+        monitoring.label("iris", pd.DataFrame({"id": ["req-0"], "label": [0]}), registry=registry)
+
+
+def test_errors_are_counted_and_shown(collecting: Any, registry: Registry,
+                                      iris_frame: tuple[pd.DataFrame, pd.Series]) -> None:
+    with pytest.raises(mm.MlopsError, match="answered 400"):
+        mm.call("iris", {"data": [[1, 2]]}, request_id="bad", registry=registry)  # rows without the columns
+    mm.call("iris", iris_frame[0].iloc[[0]], request_id="good", registry=registry)
+    frame = _wait_for("iris", 2, registry)
+    failed = frame[frame["request_id"] == "bad"].iloc[0]
+    assert failed["status"] == 400 and "missing column(s)" in failed["error"]
+    report = monitoring.monitor("iris", registry=registry)
+    assert report.errors == 1 and report.error_rate == 0.5
+    assert int(report.series["errors"].sum()) == 1
+
+
+def test_mistakes_get_clear_messages(registry: Registry, iris_lr: Any, iris: Any) -> None:
+    with pytest.raises(NotFoundError, match="No deployment named 'nope'"):
+        monitoring.collected("nope", registry=registry)
+    mm.register(iris_lr, "plain", sample=iris[0][:5])
+    mm.deploy("plain", registry=registry)
+    try:
+        with pytest.raises(NotFoundError, match="deployed without --collect.*--collect"):
+            monitoring.monitor("plain", registry=registry)
+    finally:
+        mm.undeploy("plain", registry=registry)
+    with pytest.raises(InvalidInputError, match="--since 'yesterday' is not a duration"):
+        monitoring.parse_since("yesterday")
+    with pytest.raises(InvalidInputError, match="--sample-rate 1.5 is out of range"):
+        mm.deploy("plain", sample_rate=1.5, registry=registry)
+
+
+def test_collection_survives_reload_and_the_sample_rate_is_kept(registry: Registry, iris_lr: Any, iris: Any) -> None:
+    mm.register(iris_lr, "sampled", sample=iris[0][:5])
+    deployed = mm.deploy("sampled", sample_rate=0.5, registry=registry)
+    try:
+        assert deployed.config["collect"] is True and deployed.config["sample_rate"] == 0.5
+        reloaded = mm.reload("sampled", registry=registry)
+        assert reloaded.config["collect"] is True and reloaded.config["sample_rate"] == 0.5
+        for _ in range(200):
+            mm.call("sampled", iris[0][:1], registry=registry)
+    finally:
+        mm.undeploy("sampled", registry=registry)
+    stats = monitoring.collection_stats("sampled", registry=registry)
+    assert stats.written + stats.sampled_out == 200 and 50 < stats.written < 150
+    assert stats.workers == 2, "both generations collected into the same store"
+
+
+def test_the_magics(ip: Any, registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series], capsys: Any) -> None:
+    from IPython.core.error import UsageError
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = iris_frame
+    ip.user_ns.update(model=DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y), X=X)
+    ip.run_line_magic("register", "model --name flowers --sample X")
+    ip.run_line_magic("deploy", "flowers --collect")
+    try:
+        ip.run_line_magic("call", "flowers X.iloc[:4] --request-id first")
+        deadline = time.monotonic() + 10
+        frame = ip.run_line_magic("collected", "flowers --limit 5")
+        while frame.empty and time.monotonic() < deadline:
+            time.sleep(0.1)
+            frame = ip.run_line_magic("collected", "flowers --limit 5")
+        assert list(frame["request_id"]) == ["first"] * 4
+        assert "flowers: 1 records written, 0 dropped" in capsys.readouterr().out
+        ip.user_ns["truth"] = {"first": [0, 0, 0, 0]}
+        assert "1 labels attached, 1 to collected requests" in repr(ip.run_line_magic("label", "flowers --data truth"))
+        report = ip.run_line_magic("monitor", "flowers --data X")
+        assert report.quality == 1.0 and report.drift
+        with pytest.raises(UsageError, match="no ModelDataCollector data for designation 'inputs'"):
+            ip.run_line_magic("collected", "flowers --designation inputs")
+    finally:
+        ip.run_line_magic("undeploy", "flowers")
+
+
+# -- the statistics and the flattening, on known values ------------------------------------------
+
+def test_ks_matches_scipy_and_psi_is_zero_for_the_same_distribution() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 400), rng.normal(0.3, 1, 700)
+    statistic, pvalue = ks_2samp(a, b)
+    expected = stats.ks_2samp(a, b, method="asymp")
+    assert statistic == pytest.approx(expected.statistic) and pvalue == pytest.approx(expected.pvalue, rel=0.05)
+    assert psi(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert psi(a, rng.normal(0, 1, 5000)) < 0.1 and psi(a, rng.normal(1.5, 1, 5000)) > 0.2
+    same = feature_drift("x", pd.Series(a), pd.Series(rng.normal(0, 1, 5000)))
+    moved = feature_drift("x", pd.Series(a), pd.Series(rng.normal(1, 1, 5000)))
+    assert not same.drifted and moved.drifted
+    colours = feature_drift("c", pd.Series(["red", "blue"] * 50), pd.Series(["red"] * 100))
+    assert colours.ks_statistic is None and colours.drifted
+
+
+@pytest.mark.parametrize("body, rows", [
+    ({"data": [[1, 2], [3, 4]]}, [{"a": 1, "b": 2}, {"a": 3, "b": 4}]),
+    ({"data": [{"a": 1, "b": 2}]}, [{"a": 1, "b": 2}]),
+    ({"input_data": {"columns": ["a", "b"], "data": [[1, 2]]}}, [{"a": 1, "b": 2}]),
+    ({"data": {"a": [1, 3], "b": [2, 4]}}, [{"a": 1, "b": 2}, {"a": 3, "b": 4}]),
+    ([[1, 2]], [{"a": 1, "b": 2}]),
+    ({"data": [1, 2]}, [{"a": 1, "b": 2}]),
+    ({"data": [[1, 2, 3]]}, [{"x0": 1, "x1": 2, "x2": 3}]),
+    ({"text": "hello"}, None),
+    ("free text", None),
+])
+def test_request_bodies_become_rows(body: Any, rows: Any) -> None:
+    assert input_rows(body, ["a", "b"]) == rows
+
+
+def test_answers_become_one_prediction_per_row() -> None:
+    assert predictions([1, 0], 2) == [1, 0]
+    assert predictions({"predictions": [1, 0], "model": "x"}, 2) == [1, 0]
+    assert predictions(7, 1) == [7] and predictions({"result": 7}, 1) == [7]
+    assert predictions([1, 0, 1], 2) is None and predictions("text", 2) is None
