@@ -334,3 +334,22 @@ def test_the_magics_build_with_progress_and_deploy_with_limits(ip: Any, docker_c
 
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(image.tag)
+
+
+@pytest.mark.docker
+def test_a_container_collects_into_the_service_volume_and_flushes_when_stopped(dreg: Registry, docker_client: Any,
+                                                                              cleanup: None) -> None:
+    from mlops_magics import monitoring
+
+    services.deploy("iris", target="docker", name="iris-collect", collect=True, registry=dreg)
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    for i in range(50):
+        services.call("iris-collect", rows, request_id=f"c-{i}", registry=dreg)
+    services.undeploy("iris-collect", registry=dreg)  # SIGTERM: the container writes what it queued, then exits
+    frame = monitoring.collected("iris-collect", registry=dreg)
+    assert frame["request_id"].nunique() == 50 and len(frame) == 100
+    assert list(frame["prediction"][:2]) == [0, 2] and list(frame["x2"][:2]) == [1.4, 5.2]
+    stats = frame.attrs["stats"]
+    assert (stats.written, stats.dropped, stats.lost) == (50, 0, 0)
+    store = dreg.home / "deployments" / "iris-collect" / "volume" / "data" / "collected"
+    assert all(p.stat().st_uid == os.getuid() for p in store.rglob("*.jsonl")), "files belong to the caller"
