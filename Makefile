@@ -45,3 +45,4 @@ bench: setup
 	$(BIN)/python benchmarks/docker.py
 	$(BIN)/python benchmarks/onnx.py
 	$(BIN)/python benchmarks/profiling.py
+	$(BIN)/python benchmarks/collection.py

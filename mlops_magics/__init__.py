@@ -50,6 +50,36 @@ def to_onnx(ref: str, **options: Any) -> Any:
 
     return convert(ref, **options)
 
+def collected(service: str, **options: Any) -> Any:
+    """What a deployment collected (``--collect``), as a DataFrame.
+
+    See :func:`mlops_magics.monitoring.collected` for the options.
+    """
+    from mlops_magics import monitoring
+
+    return monitoring.collected(service, **options)
+
+
+def monitor(service: str, **options: Any) -> Any:
+    """The monitoring dashboard of a deployment: traffic, latency, errors, predictions, accuracy, drift.
+
+    See :func:`mlops_magics.monitoring.monitor` for the options.
+    """
+    from mlops_magics import monitoring
+
+    return monitoring.monitor(service, **options)
+
+
+def label(service: str, data: Any, **options: Any) -> Any:
+    """Attach ground-truth labels to a deployment's collected requests, by request id.
+
+    See :func:`mlops_magics.monitoring.label`.
+    """
+    from mlops_magics import monitoring
+
+    return monitoring.label(service, data, **options)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -70,6 +100,7 @@ __all__ = [
     "__version__",
     "alias_history",
     "call",
+    "collected",
     "default_registry",
     "delete_model",
     "deploy",
@@ -77,10 +108,12 @@ __all__ = [
     "entry_script",
     "generate_score_script",
     "get_model",
+    "label",
     "list_models",
     "load_ipython_extension",
     "load_model",
     "logs",
+    "monitor",
     "register",
     "reload",
     "remove_alias",

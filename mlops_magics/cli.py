@@ -66,7 +66,8 @@ def _export(ref: str, output: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mlops``."""
-    parser = argparse.ArgumentParser(prog="mlops", description="mlops-magics registry from the command line.")
+    parser = argparse.ArgumentParser(prog="mlops", description="mlops-magics from the command line: the registry "
+                                                               "and what deployments collected.")
     parser.add_argument("--json", action="store_true", help="Print results as JSON.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -103,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="Copy a version's verified files to a folder.")
     p.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS.")
     p.add_argument("output", help="Empty or new folder.")
+
+    p = sub.add_parser("collected", help="What a deployment collected (--collect), as CSV.")
+    p.add_argument("service", help="The service.")
+    p.add_argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
+    p.add_argument("--limit", type=int, help="Only the newest N requests.")
+    p.add_argument("--designation", help="What the entry script's ModelDataCollector collected instead.")
+    p.add_argument("--output", "-o", metavar="FILE", help="Write the CSV here (default: standard output).")
+
+    p = sub.add_parser("monitor", help="A deployment's traffic, latency, errors, accuracy and drift, as text.")
+    p.add_argument("service", help="The service.")
+    p.add_argument("--baseline", metavar="NAME:VERSION", help="Compare with this version's input example.")
+    p.add_argument("--since", help="Only what was collected from this long ago on.")
     return parser
 
 
@@ -126,6 +139,18 @@ def run(args: argparse.Namespace) -> Any:
         return f"Deleted {api.delete_model(args.ref).ref}."
     if args.command == "export":
         return _export(args.ref, args.output)
+    if args.command in ("collected", "monitor"):
+        from mlops_magics import monitoring
+
+        if args.command == "monitor":
+            return repr(monitoring.monitor(args.service, baseline=args.baseline, since=args.since))
+        frame = monitoring.collected(args.service, since=args.since, limit=args.limit, designation=args.designation)
+        print(frame.attrs["stats"], file=sys.stderr)
+        text = frame.to_csv(index=False)
+        if not args.output:
+            return text.rstrip("\n")
+        Path(args.output).write_text(text)
+        return f"Wrote {len(frame):,} rows to {args.output}."
     raise AssertionError(args.command)
 
 

@@ -189,6 +189,21 @@ def test_the_magics(ip: Any, registry: Registry, iris_frame: tuple[pd.DataFrame,
         ip.run_line_magic("undeploy", "flowers")
 
 
+def test_the_command_line(collecting: Any, registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series],
+                          tmp_path: Any, capsys: Any) -> None:
+    from mlops_magics import cli
+
+    mm.call("iris", iris_frame[0].iloc[:2], request_id="cli", registry=registry)
+    _wait_for("iris", 1, registry)
+    assert cli.main(["collected", "iris", "--output", str(tmp_path / "out.csv")]) == 0
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert list(written["request_id"]) == ["cli", "cli"] and "petal width (cm)" in written
+    assert cli.main(["monitor", "iris"]) == 0
+    assert "iris (iris:1): 1 requests, 2 rows" in capsys.readouterr().out
+    assert cli.main(["collected", "nope"]) == 2
+    assert "No deployment named 'nope'" in capsys.readouterr().err
+
+
 # -- the statistics and the flattening, on known values ------------------------------------------
 
 def test_ks_matches_scipy_and_psi_is_zero_for_the_same_distribution() -> None:

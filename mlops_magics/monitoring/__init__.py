@@ -68,7 +68,10 @@ def _collection(reg: Registry, service: str) -> tuple[Deployment, Path]:
 
 
 def _feature_names(reg: Registry, deployment: Deployment) -> list[str] | None:
-    version = reg.get(f"{deployment.model_name}:{deployment.model_version}")
+    try:
+        version = reg.get(f"{deployment.model_name}:{deployment.model_version}")
+    except NotFoundError:  # deleted since it was undeployed: the records stay readable
+        return None
     example = version.input_example or {}
     columns = example.get("columns")
     return [str(c) for c in columns] if isinstance(columns, list) else None
