@@ -291,7 +291,9 @@ def monitor(service: str, *, baseline: str | None = None, data: Any = None,
         numeric = pd.api.types.is_numeric_dtype(values)
         integral = numeric and bool((values.astype(float) % 1 == 0).all())
         kind = "classes" if not numeric or integral or values.nunique() <= 20 else "values"
-        predictions = values.astype(str).value_counts().sort_index() if kind == "classes" else values.astype(float)
+        if integral:  # a column with gaps (failed requests) turns 1 into 1.0: classes are whole numbers
+            values = values.astype(int)
+        predictions = values.value_counts().sort_index() if kind == "classes" else values.astype(float)
         if "label" in ok:
             both = ok.dropna(subset=["prediction", "label"])
             labelled = len(both)
@@ -305,7 +307,7 @@ def monitor(service: str, *, baseline: str | None = None, data: Any = None,
     names = _feature_names(reg, deployment)
     reference, described = _baseline(reg, deployment, baseline, data, names)
     features = [c for c in frame.columns if c not in _NOT_FEATURES and c in reference.columns]
-    drift: list[FeatureDrift] = [feature_drift(str(c), reference[c], frame[c]) for c in features]
+    drift: list[FeatureDrift] = [feature_drift(str(c), reference[c], ok[c]) for c in features]  # scored rows
     if not features:
         notes.append("No feature columns in common between the collected inputs and the baseline: no drift computed.")
     elif len(reference) < _SMALL_BASELINE:

@@ -116,6 +116,8 @@ class MonitorReport:
         if "quality" in s and s["quality"].notna().any():
             values = s["quality"] * (100 if self.prediction_kind == "classes" else 1)
             quality.plot(when, values, "o-", markersize=3, color="#2e7d32")
+            if self.prediction_kind == "classes":
+                quality.set_ylim(0, 105)
             quality.set_title(f"{metric} over time (labelled rows)", fontsize=10)
         else:
             quality.text(0.5, 0.5, "no labels yet:\n%label SERVICE --data ...", ha="center", va="center",
