@@ -4,8 +4,8 @@ The request path, once its answer is on the way, only encodes the record as one 
 microseconds) and appends it to an in-memory queue; a background thread of the worker wakes every flush
 interval (or sooner when a batch is ready) and appends the queued lines to the store with one write. (Encoding
 in the writer thread instead was measured: same CPU, but the thread holding the GIL for milliseconds at a time
-raised the p99 latency by half.) Nothing is dropped while the server is healthy: when the queue is full the request itself
-writes its record (the queue spills to disk), and only a failed disk write drops a record, counted.
+raised the p99 latency by half.) Nothing is dropped while the server is healthy: when the queue is full the
+request itself writes its record (the queue spills to disk), and only a failed disk write drops a record, counted.
 A graceful stop (SIGTERM) writes everything queued; a crash loses at most the last flush interval, and the
 worker's counters, kept in a memory-mapped file beside the records, tell how many.
 

@@ -10,16 +10,17 @@ import argparse
 import importlib.util
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlops_backend import DEFAULT_PORT, __version__
 
 #: Azure's default scoring timeout: one hour.
 DEFAULT_TIMEOUT_MS = 3_600_000
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
+_N = TypeVar("_N", int, float)
 
 
 class ConfigError(Exception):
@@ -105,13 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    return _env_number(env, name, int, "a whole number")
+
+
+def _env_float(env: Mapping[str, str], name: str) -> float | None:
+    return _env_number(env, name, float, "a number")
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: Callable[[str], _N], what: str) -> _N | None:
     raw = env.get(name)
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
+        raise ConfigError(f"{name}={raw!r} is not {what}.") from None
 
 
 def _file_settings(path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
@@ -195,16 +204,6 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     _validate(config)
     return config
-
-
-def _env_float(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number.") from None
 
 
 def _validate(config: ServeConfig) -> None:
