@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from mlops_magics import api, flavors, images, lineage, services
 from mlops_magics.errors import MlopsError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Lineage, ModelVersion, ModelVersionList
+from mlops_magics.registry import Lineage, ModelVersion
 
 
 @contextmanager
@@ -205,10 +205,17 @@ class MlopsMagics(Magics):
     @argument("--tag", "-t", action="append", default=[], metavar="KEY[=VALUE]",
               help="Only versions with this tag (KEY alone: any value); repeatable, all must match.")
     @argument("--latest", "-l", action="store_true", help="Only the newest version of each model.")
+    @argument("--widget", action="store_true",
+              help="A browser instead of a table: filters, details (signature, lineage, alias history, "
+                   "validation and profile), and load / move alias / delete buttons.")
     @line_magic
-    def models(self, line: str) -> ModelVersionList:
-        """List registered model versions as a table."""
+    def models(self, line: str) -> Any:
+        """List registered model versions as a table (or browse them with --widget)."""
         args = self._args(self.models, line)
+        if args.widget:
+            from mlops_magics.widgets import ModelBrowser
+
+            return ModelBrowser(namespace=self._shell.user_ns, name=args.name or "", tags=", ".join(args.tag))
         with user_errors():
             return api.list_models(args.name, args.tag, latest=args.latest)
 
@@ -406,10 +413,17 @@ class MlopsMagics(Magics):
         return deployed
 
     @magic_arguments()
+    @argument("--widget", action="store_true",
+              help="A board instead of a table: live state, details, and logs / reload / undeploy buttons.")
+    @argument("--poll", type=float, metavar="SECONDS", help="With --widget: refresh the states every SECONDS.")
     @line_magic
     def deployments(self, line: str) -> Any:
-        """List deployments with their live state (checked now)."""
-        self._args(self.deployments, line)
+        """List deployments with their live state (checked now), or act on them with --widget."""
+        args = self._args(self.deployments, line)
+        if args.widget:
+            from mlops_magics.widgets import DeploymentBoard
+
+            return DeploymentBoard(poll=args.poll)
         with user_errors():
             return services.deployments()
 
