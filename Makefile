@@ -15,6 +15,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# an editable install skips data files: enable the server extension as installing the wheel does
+	install -D -m 644 jupyter-config/jupyter_server_config.d/mlops_magics.json \
+		$(VENV)/etc/jupyter/jupyter_server_config.d/mlops_magics.json
 	touch $@
 
 setup: $(VENV)/.installed

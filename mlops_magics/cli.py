@@ -17,34 +17,15 @@ from mlops_magics import api, flavors
 from mlops_magics.display import version_row
 from mlops_magics.errors import InvalidInputError, MlopsError
 from mlops_magics.registry import ModelVersion, default_registry
-
-
-def _version_json(v: ModelVersion) -> dict[str, Any]:
-    return {
-        "name": v.name,
-        "version": v.version,
-        "flavor": v.flavor,
-        "framework": v.framework,
-        "framework_version": v.framework_version,
-        "sha256": v.sha256,
-        "size": v.size,
-        "files": [f.path for f in v.files],
-        "tags": dict(v.tags),
-        "aliases": list(v.aliases),
-        "description": v.description,
-        "created_at": v.created_at.isoformat(),
-        "created_by": v.created_by,
-        "signature": None if v.signature is None else dict(v.signature),
-        "lineage": v.lineage.as_dict(),
-    }
+from mlops_magics.views import version_json
 
 
 def _show(result: Any, as_json: bool) -> None:
     if as_json:
         if isinstance(result, ModelVersion):
-            print(json.dumps(_version_json(result), indent=2))
+            print(json.dumps(version_json(result), indent=2))
         else:
-            print(json.dumps([_version_json(v) for v in result], indent=2))
+            print(json.dumps([version_json(v) for v in result], indent=2))
     elif isinstance(result, ModelVersion):
         for key, value in version_row(result).items():
             print(f"{key:12} {value}")

@@ -1,4 +1,5 @@
-"""The distribution: a wheel built from the checkout holds every module of both packages."""
+"""The distribution: a wheel built from the checkout holds every module of both packages and the file that
+enables the Jupyter server extension."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def test_the_wheel_holds_every_module(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "jupyter-config", source / "jupyter-config")
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
     shutil.copytree(ROOT / "mlops_magics", source / "mlops_magics", ignore=skip)
     shutil.copytree(ROOT / "backend", source / "backend", ignore=skip)
@@ -32,3 +34,5 @@ def test_the_wheel_holds_every_module(tmp_path: Path) -> None:
                 for p in (ROOT / "backend" / "mlops_backend").rglob("*.py")]
     missing = sorted(s for s in sources if s not in names and "__pycache__" not in s)
     assert not missing, f"not in the wheel (list the package in pyproject.toml): {missing}"
+    enable = "mlops_magics-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/mlops_magics.json"
+    assert enable in names, "installing the wheel enables the Jupyter server extension"

@@ -1,0 +1,91 @@
+"""JSON views of the registry and deployments: what the command line prints with --json and what the Jupyter
+server extension answers. Plain Python: no web framework here. Nothing here loads a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops_magics import services
+from mlops_magics.api import _registry
+from mlops_magics.registry import Deployment, ModelVersion, Registry
+
+
+def version_json(v: ModelVersion) -> dict[str, Any]:
+    """One version as JSON."""
+    return {
+        "name": v.name,
+        "version": v.version,
+        "flavor": v.flavor,
+        "framework": v.framework,
+        "framework_version": v.framework_version,
+        "sha256": v.sha256,
+        "size": v.size,
+        "files": [f.path for f in v.files],
+        "tags": dict(v.tags),
+        "aliases": list(v.aliases),
+        "description": v.description,
+        "created_at": v.created_at.isoformat(),
+        "created_by": v.created_by,
+        "signature": None if v.signature is None else dict(v.signature),
+        "lineage": v.lineage.as_dict(),
+    }
+
+
+def models_json(*, registry: Registry | None = None) -> list[dict[str, Any]]:
+    """Every model with its versions (newest first) and where its aliases point."""
+    reg = _registry(registry)
+    models: dict[str, dict[str, Any]] = {}
+    for v in reg.find():
+        entry = models.setdefault(v.name, {"name": v.name, "versions": [], "aliases": {}})
+        entry["versions"].append({"version": v.version, "aliases": list(v.aliases), "tags": dict(v.tags),
+                                  "flavor": v.flavor, "created_at": v.created_at.isoformat()})
+        entry["aliases"].update({alias: v.version for alias in v.aliases})
+    for entry in models.values():
+        entry["versions"].sort(key=lambda item: -item["version"])
+    return sorted(models.values(), key=lambda m: m["name"])
+
+
+def version_detail_json(ref: str, *, registry: Registry | None = None) -> dict[str, Any]:
+    """One version in full: its fields, its model's alias history and its stored reports.
+
+    Raises:
+        NotFoundError: no such version.
+    """
+    reg = _registry(registry)
+    version = reg.get(ref)
+    history = [{"alias": e.alias, "version": e.version, "at": e.at.isoformat(), "by": e.by}
+               for e in reg.alias_history(version.name, None)]
+    return {**version_json(version), "alias_history": history, "reports": reg.reports(version)}
+
+
+def deployment_json(d: Deployment) -> dict[str, Any]:
+    """One deployment as JSON (its key is never included)."""
+    return {"name": d.name, "model": f"{d.model_name}:{d.model_version}", "model_name": d.model_name,
+            "model_version": d.model_version, "target": d.target, "state": d.state, "url": d.url,
+            "swagger_url": d.swagger_url, "auth": d.auth_key is not None, "collect": bool(d.config.get("collect")),
+            "created_at": d.created_at.isoformat(), "updated_at": d.updated_at.isoformat()}
+
+
+def deployments_json(*, registry: Registry | None = None) -> list[dict[str, Any]]:
+    """Every deployment with its state checked now."""
+    return [deployment_json(d) for d in services.deployments(registry=registry)]
+
+
+def logs_json(name: str, tail: int = 100, *, registry: Registry | None = None) -> dict[str, Any]:
+    """The end of a deployment's server log.
+
+    Raises:
+        NotFoundError: no such deployment.
+    """
+    return {"name": name, "tail": tail, "log": services.logs(name, tail=tail, registry=registry)}
+
+
+def undeploy_json(name: str, *, registry: Registry | None = None) -> dict[str, Any]:
+    """Stop and remove a deployment (idempotent); what it is now.
+
+    Raises:
+        NotFoundError: no such deployment.
+    """
+    reg = _registry(registry)
+    services.undeploy(name, registry=reg)
+    return deployment_json(reg.get_deployment(name))

@@ -1,0 +1,96 @@
+"""The Jupyter server extension's REST API, through a real Jupyter server (pytest-jupyter's fixtures) and a real
+registry and deployment."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import tornado.httpclient
+
+import mlops_magics as mm
+from mlops_magics import services
+from mlops_magics.registry import Registry
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return {"ServerApp": {"jpserver_extensions": {"mlops_magics.server_extension": True}}}
+
+
+@pytest.fixture
+def models(registry: Registry, iris_lr: Any, iris_tree: Any, iris: Any) -> Registry:
+    mm.register(iris_lr, "iris", sample=iris[0][:3], registry=registry)
+    mm.register(iris_tree, "iris", sample=iris[0][:3], alias="production", registry=registry)
+    mm.register(iris_lr, "wine", registry=registry)
+    return registry
+
+
+async def _get(jp_fetch: Any, *path: str, **params: Any) -> Any:
+    response = await jp_fetch("mlops", "api", *path, params=params or None)
+    assert response.code == 200 and response.headers["Content-Type"].startswith("application/json")
+    return json.loads(response.body)
+
+
+async def _error(jp_fetch: Any, *path: str, method: str = "GET", **params: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(tornado.httpclient.HTTPClientError) as raised:
+        await jp_fetch("mlops", "api", *path, method=method, params=params or None)
+    return raised.value.code, json.loads(raised.value.response.body)
+
+
+async def test_models_versions_and_aliases(jp_fetch: Any, models: Registry) -> None:
+    found = await _get(jp_fetch, "models")
+    assert [m["name"] for m in found] == ["iris", "wine"]
+    iris = found[0]
+    assert [v["version"] for v in iris["versions"]] == [2, 1] and iris["aliases"] == {"production": 2}
+    detail = await _get(jp_fetch, "models", "iris", "versions", "2")
+    assert detail["aliases"] == ["production"] and detail["signature"]["inputs"]["type"] == "tensor"
+    assert [h["alias"] for h in detail["alias_history"]] == ["production"] and detail["reports"] == {}
+    assert (await _get(jp_fetch, "health"))["registry"] == str(models.home)
+
+
+async def test_deployments_logs_and_undeploy(jp_fetch: Any, models: Registry) -> None:
+    services.deploy("iris:1", name="svc", auth=True, registry=models)
+    try:
+        (listed,) = await _get(jp_fetch, "deployments")
+        assert listed["name"] == "svc" and listed["state"] == "running" and listed["model"] == "iris:1"
+        assert listed["auth"] is True and "auth_key" not in json.dumps(listed), "the key never leaves the kernel"
+        logs = await _get(jp_fetch, "deployments", "svc", "logs", tail="5")
+        assert "serving score.py" in logs["log"] and logs["tail"] == 5
+        response = await jp_fetch("mlops", "api", "deployments", "svc", method="DELETE")
+        assert json.loads(response.body)["state"] == "deleted"
+        assert models.get_deployment("svc").state == "deleted"
+        again = await jp_fetch("mlops", "api", "deployments", "svc", method="DELETE")  # idempotent
+        assert json.loads(again.body)["state"] == "deleted"
+    finally:
+        services.undeploy(all_services=True, registry=models)
+
+
+async def test_errors_are_json_with_the_right_status(jp_fetch: Any, models: Registry) -> None:
+    code, body = await _error(jp_fetch, "models", "iris", "versions", "9")
+    assert code == 404 and body["reason"] == "NotFoundError" and "iris" in body["message"]
+    code, body = await _error(jp_fetch, "deployments", "ghost", "logs")
+    assert code == 404 and "ghost" in body["message"]
+    code, body = await _error(jp_fetch, "deployments", "ghost", "logs", tail="many")
+    assert code == 400 and "tail='many' is invalid" in body["message"]
+
+
+async def test_requests_without_the_token_are_refused(jp_fetch: Any, models: Registry) -> None:
+    with pytest.raises(tornado.httpclient.HTTPClientError) as raised:
+        await jp_fetch("mlops", "api", "models", headers={"Authorization": "token wrong"})
+    assert raised.value.code == 403
+
+
+def test_the_installed_environment_enables_the_extension() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jupyter = Path(sys.executable).parent / "jupyter"
+    done = subprocess.run([str(jupyter), "server", "extension", "list"], capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).splitlines()
+    assert any("mlops_magics.server_extension" in line and "enabled" in line for line in lines), lines
+    assert any("mlops_magics.server_extension" in line and "OK" in line for line in lines), lines
