@@ -57,7 +57,30 @@ def _button(description: str, tooltip: str, style: str = "", icon: str = "") -> 
                           layout=widgets.Layout(width="auto"))
 
 
-class ModelBrowser:
+class _ListPanel:
+    """A panel around a list: shows itself as its widget; the list's selection is ``selected``."""
+
+    widget: widgets.Box
+    choices: widgets.Select
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    @property
+    def selected(self) -> str | None:
+        """The selected item (a version's ``NAME:VERSION``, a service's name)."""
+        value: str | None = self.choices.value
+        return value
+
+    def select(self, item: str) -> None:
+        """Select an item, as a click in the list does."""
+        listed = [value for _, value in self.choices.options]
+        if item not in listed:
+            raise ValueError(f"{item!r} is not listed; listed: {', '.join(listed) or 'none'}.")
+        self.choices.value = item
+
+
+class ModelBrowser(_ListPanel):
     """Browse model versions (name glob and tag filters), see one in full, and act on it.
 
     Actions: load into the namespace (``%load_model``), move an alias to it (``%alias``), delete it
@@ -73,7 +96,7 @@ class ModelBrowser:
         self.tag_filter = widgets.Text(value=tags, description="Tags", placeholder="team=cv, reviewed")
         self.latest = widgets.Checkbox(value=False, description="latest only", indent=False)
         self.refresh_button = _button("Refresh", "List the versions again", icon="refresh")
-        self.versions = widgets.Select(options=[], rows=10, layout=widgets.Layout(width="320px"))
+        self.versions = self.choices = widgets.Select(options=[], rows=10, layout=widgets.Layout(width="320px"))
         self.details = widgets.HTML()
         narrow = widgets.Layout(width="220px")
         self.variable = widgets.Text(description="as", placeholder="variable name", layout=narrow)
@@ -95,22 +118,6 @@ class ModelBrowser:
             widgets.HBox([self.versions, self.details]), actions, self.status.widget,
         ])
         self.refresh()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    @property
-    def selected(self) -> str | None:
-        """The selected version's reference (``NAME:VERSION``)."""
-        value: str | None = self.versions.value
-        return value
-
-    def select(self, ref: str) -> None:
-        """Select a version by reference (as a click in the list does)."""
-        refs = [value for _, value in self.versions.options]
-        if ref not in refs:
-            raise ValueError(f"{ref!r} is not listed; listed: {', '.join(refs) or 'none'}.")
-        self.versions.value = ref
 
     def refresh(self) -> None:
         """List the versions matching the filters again, keeping the selection when it is still there."""
@@ -208,7 +215,7 @@ def _report_summary(kind: str, report: dict[str, Any]) -> str:
     return json.dumps(report, default=str)[:300]
 
 
-class DeploymentBoard:
+class DeploymentBoard(_ListPanel):
     """Deployments with their live state (Refresh, or polling every ``poll`` seconds), and actions on the selected
     one: logs, reload (``%reload``), undeploy (``%undeploy``); its card links the swagger document."""
 
@@ -216,7 +223,7 @@ class DeploymentBoard:
         self.registry = api._registry(registry)
         self.log_lines = log_lines
         self.status = StatusLine()
-        self.services = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="420px"))
+        self.services = self.choices = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="420px"))
         self.details = widgets.HTML()
         self.log = widgets.HTML()
         self.refresh_button = _button("Refresh", "Check every deployment's state now", icon="refresh")
@@ -239,21 +246,6 @@ class DeploymentBoard:
         self.refresh()
         if poll:
             self.start_polling(poll)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    @property
-    def selected(self) -> str | None:
-        """The selected service's name."""
-        value: str | None = self.services.value
-        return value
-
-    def select(self, name: str) -> None:
-        """Select a service by name."""
-        if name not in self._deployments:
-            raise ValueError(f"{name!r} is not listed; listed: {', '.join(self._deployments) or 'none'}.")
-        self.services.value = name
 
     def refresh(self) -> None:
         """Check every deployment's state now and list them (deleted ones last)."""
