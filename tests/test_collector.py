@@ -77,6 +77,11 @@ def test_a_crash_loses_at_most_the_unflushed_records_and_the_counters_say_how_ma
         wait_healthy(served)
         for i in range(40):
             served.post_json("/score", {"data": [[i]]})
+        # A record is queued just after its answer is sent: wait until the last one is, then crash.
+        deadline = time.monotonic() + 10
+        while ('mlops_collect_queued{worker="0"} 40' not in served.request("GET", "/metrics").body.decode()
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
     finally:
         served.process.send_signal(signal.SIGKILL)
         served.process.wait()
@@ -96,16 +101,18 @@ def test_sample_rate_is_respected_within_statistical_tolerance(tmp_path: Path) -
     assert counters["written"] == written and counters["written"] + counters["sampled_out"] == 5000
 
 
-def test_bad_collection_settings_are_refused(tmp_path: Path) -> None:
-    from tests.serving import mlops_serve
+@pytest.mark.parametrize("args, message", [
+    (["--collect-dir", "COLLECT", "--sample-rate", "0"], "Sample rate 0.0 is out of range"),
+    (["--collect-dir", "COLLECT", "--sample-rate", "1.5"], "Sample rate 1.5 is out of range"),
+    (["--sample-rate", "0.5"], "--sample-rate applies to collection: give --collect-dir DIR too"),
+])
+def test_bad_collection_settings_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    from tests.serving import SCRIPTS, mlops_serve
 
-    for args, message in ((["--sample-rate", "0"], "Sample rate 0.0 is out of range"),
-                          (["--sample-rate", "0.5"], "--sample-rate applies to collection")):
-        if "0.5" not in args:
-            args = [*args, "--collect-dir", str(tmp_path)]
-        done = subprocess.run([mlops_serve(), "--entry_script", str(Path(__file__).parent / "entry_scripts/echo.py"),
-                               *args], capture_output=True, text=True, timeout=30)
-        assert done.returncode == 2 and message in done.stderr
+    args = [str(tmp_path) if a == "COLLECT" else a for a in args]
+    done = subprocess.run([mlops_serve(), "--entry_script", str(SCRIPTS / "echo.py"), *args],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and message in done.stderr
 
 
 def test_every_answer_is_recorded_with_its_status_and_odd_bodies_as_they_came(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ class ScoringApp:
                         self._check_auth(auth)
                     collector = self.collector  # from here on the request is recorded, whatever its answer
                     if collector is not None:
-                        collector.request_id = request_id.decode("latin-1")
+                        collector.request_id = request_id
                     if method == "POST":
                         payload = await self._read_body(receive, content_length)
                     elif collector is not None:

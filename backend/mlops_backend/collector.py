@@ -100,8 +100,8 @@ class Collector:
         self.queue_limit = queue_limit
         self.max_body_bytes = max_body_bytes
         self.segment_bytes = segment_bytes
-        #: The request being scored now (what ModelDataCollector records as $aml_request_id).
-        self.request_id = ""
+        #: The request being scored now (what ModelDataCollector records as $aml_request_id; decoded there only).
+        self.request_id = b""
         self.queue: deque[bytes] = deque()
         self.csv_queue: deque[tuple[Path, bytes, bytes]] = deque()
         (folder / "records").mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ class StatusLine:
     def __init__(self) -> None:
         self.widget = widgets.HTML(value="")
         self.failed = False
+        self._text = ""
 
     @property
     def text(self) -> str:
@@ -48,8 +49,6 @@ class StatusLine:
         except MlopsError as exc:
             self.say(str(exc), _ERROR)
             return None
-
-    _text = ""
 
 
 def _button(description: str, tooltip: str, style: str = "", icon: str = "") -> widgets.Button:
@@ -279,21 +278,18 @@ class DeploymentBoard(_ListPanel):
 
     def reload(self) -> None:
         """Serve the selected service's current entry script; the old one answers until the new one is ready."""
-        name = self.selected
-        if name is None:
-            return
-        if self.status.run(f"Reloading {name}", lambda: services.reload(name, registry=self.registry)) is not None:
-            self.refresh()
-            self.status.say(f"Reloaded {name}.")
+        self._act("Reloading", "Reloaded", services.reload)
 
     def undeploy(self) -> None:
         """Stop and remove the selected service."""
+        self._act("Undeploying", "Undeployed", services.undeploy)
+
+    def _act(self, doing: str, done: str, action: Callable[..., Any]) -> None:
         name = self.selected
-        if name is None:
-            return
-        if self.status.run(f"Undeploying {name}", lambda: services.undeploy(name, registry=self.registry)) is not None:
+        if name is not None and self.status.run(f"{doing} {name}",
+                                                lambda: action(name, registry=self.registry)) is not None:
             self.refresh()
-            self.status.say(f"Undeployed {name}.")
+            self.status.say(f"{done} {name}.")
 
     def start_polling(self, every: float) -> None:
         """Refresh every ``every`` seconds in the background until :meth:`stop_polling`."""

@@ -124,7 +124,7 @@ class ModelDataCollector:
             self.AML_SERVICE_NAME_HEADER: self.service_name,
             self.AML_MODEL_NAME_HEADER: self.model_name,
             self.AML_MODEL_VERSION_HEADER: self.model_version,
-            self.AML_REQUEST_ID_HEADER: (active.request_id if active is not None and active.request_id
+            self.AML_REQUEST_ID_HEADER: (active.request_id.decode("latin-1") if active is not None and active.request_id
                                          else "00000000-0000-0000-0000-000000000000"),
         }
 
