@@ -7,7 +7,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cf
 # Docker tests use this base image (no registry is needed: `make docker-engine` builds it).
 export MLOPS_BASE_IMAGE ?= mlops-base:bookworm
 
-.PHONY: setup peers quickstart test lint bench docker-engine
+.PHONY: setup labextension peers quickstart test lint bench docker-engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,28 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 		$(VENV)/etc/jupyter/jupyter_server_config.d/mlops_magics.json
 	touch $@
 
-setup: $(VENV)/.installed
+# The JupyterLab sidebar: TypeScript compiled by tsc and bundled by the JupyterLab extension builder (Node.js 20
+# and npm). The build lands in mlops_magics/labextension (a wheel ships it as share/jupyter/labextensions/...);
+# an editable install does not, so it is copied into the venv as installing the wheel would.
+LABEXT := mlops_magics/labextension
+LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json $(wildcard labextension/src/*.ts labextension/style/*)
+
+# `npm ci` refuses this lock (it lacks entries for rspack's optional binaries of other platforms); `npm install`
+# takes the locked versions and leaves the lock as it is.
+labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+	cd labextension && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(LABEXT)/package.json: $(LABEXT_SOURCES) labextension/node_modules/.installed $(VENV)/.installed
+	rm -rf $(LABEXT) labextension/lib labextension/tsconfig.tsbuildinfo
+	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build --silent
+	rm -rf $(VENV)/share/jupyter/labextensions/mlops-magics
+	mkdir -p $(VENV)/share/jupyter/labextensions
+	cp -r $(LABEXT) $(VENV)/share/jupyter/labextensions/mlops-magics
+
+labextension: $(LABEXT)/package.json
+
+setup: $(VENV)/.installed labextension
 
 # Azure ML's own server, in its own environment: the differential tests compare mlops-serve with it.
 peers: setup
@@ -36,6 +57,7 @@ quickstart: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	cd labextension && npm run lint --silent
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: lint peers

@@ -3,6 +3,7 @@ server extension answers. Plain Python: no web framework here. Nothing here load
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlops_magics import services
@@ -55,7 +56,25 @@ def version_detail_json(ref: str, *, registry: Registry | None = None) -> dict[s
     version = reg.get(ref)
     history = [{"alias": e.alias, "version": e.version, "at": e.at.isoformat(), "by": e.by}
                for e in reg.alias_history(version.name, None)]
-    return {**version_json(version), "alias_history": history, "reports": reg.reports(version)}
+    reports = reg.reports(version)
+    return {**version_json(version), "alias_history": history, "reports": reports,
+            "report_summaries": {kind: report_summary(kind, body) for kind, body in reports.items()}}
+
+
+def report_summary(kind: str, report: dict[str, Any]) -> str:
+    """One line saying what a stored report found (validation, profile, onnx; others as JSON)."""
+    if kind == "validation":
+        checks = "; ".join(f"{'ok' if c.get('passed') else 'FAIL'} {c.get('check')}" for c in report.get("checks", []))
+        return f"{'passed' if report.get('passed') else 'FAILED'} ({checks}) at {report.get('at')}"
+    if kind == "profile":
+        return (f"recommended cpu={report.get('recommendedCpu')}, memory={report.get('recommendedMemoryInGB')} GB, "
+                f"p95 {report.get('recommendedLatencyInMs')} ms")
+    if kind == "onnx":
+        parity, speed = report.get("parity", {}), report.get("speed", {})
+        return (f"from {report.get('source')} ({report.get('converter')}, opset {report.get('opset')}): parity "
+                f"{'passed' if parity.get('passed') else 'FAILED'} on {parity.get('rows')} rows; single row "
+                f"{speed.get('single_speedup', 0):.1f}x, batch {speed.get('batch_speedup', 0):.1f}x the original")
+    return json.dumps(report, default=str)[:300]
 
 
 def deployment_json(d: Deployment) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The distribution: a wheel built from the checkout holds every module of both packages and the file that
-enables the Jupyter server extension."""
+"""The distribution: a wheel built from the checkout holds every module of both packages, the file that enables
+the Jupyter server extension, and the built JupyterLab sidebar."""
 
 from __future__ import annotations
 
@@ -36,3 +36,10 @@ def test_the_wheel_holds_every_module(tmp_path: Path) -> None:
     assert not missing, f"not in the wheel (list the package in pyproject.toml): {missing}"
     enable = "mlops_magics-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/mlops_magics.json"
     assert enable in names, "installing the wheel enables the Jupyter server extension"
+    built = ROOT / "mlops_magics" / "labextension"
+    assert (built / "package.json").exists(), "the sidebar is not built: run make labextension"
+    prefix = "mlops_magics-0.1.0.data/data/share/jupyter/labextensions/mlops-magics/"
+    shipped = sorted(n.removeprefix(prefix) for n in names if n.startswith(prefix))
+    expected = sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file())
+    assert shipped == expected and any(n.startswith("static/remoteEntry.") for n in shipped), \
+        "installing the wheel installs the JupyterLab sidebar"

@@ -46,9 +46,14 @@ async def test_models_versions_and_aliases(jp_fetch: Any, models: Registry) -> N
     assert [m["name"] for m in found] == ["iris", "wine"]
     iris = found[0]
     assert [v["version"] for v in iris["versions"]] == [2, 1] and iris["aliases"] == {"production": 2}
+    assert (await _get(jp_fetch, "models", "iris", "versions", "1"))["reports"] == {}
+    models.set_report(models.get("iris:2"), "profile",
+                      {"recommendedCpu": 0.5, "recommendedMemoryInGB": 0.3, "recommendedLatencyInMs": 4.2})
     detail = await _get(jp_fetch, "models", "iris", "versions", "2")
     assert detail["aliases"] == ["production"] and detail["signature"]["inputs"]["type"] == "tensor"
-    assert [h["alias"] for h in detail["alias_history"]] == ["production"] and detail["reports"] == {}
+    assert [h["alias"] for h in detail["alias_history"]] == ["production"]
+    assert detail["reports"]["profile"]["recommendedCpu"] == 0.5
+    assert detail["report_summaries"] == {"profile": "recommended cpu=0.5, memory=0.3 GB, p95 4.2 ms"}
     assert (await _get(jp_fetch, "health"))["registry"] == str(models.home)
 
 

@@ -7,7 +7,6 @@ the kernel's log. ``%models --widget`` and ``%deployments --widget`` show them.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, MutableMapping
 from html import escape
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
-from mlops_magics import api, display, services
+from mlops_magics import api, display, services, views
 from mlops_magics.errors import MlopsError
 from mlops_magics.registry import Deployment, ModelVersion, Registry
 
@@ -199,19 +198,9 @@ def version_details_html(registry: Registry, version: ModelVersion) -> str:
                  "by": e.by} for e in history]
         parts.append("<p><strong>Alias history</strong></p>" + display.table(rows))
     for kind, report in registry.reports(version).items():
-        summary = _report_summary(kind, report)
+        summary = views.report_summary(kind, report)
         parts.append(f"<p><strong>{escape(kind)}</strong>: {escape(summary)}</p>")
     return "".join(parts)
-
-
-def _report_summary(kind: str, report: dict[str, Any]) -> str:
-    if kind == "validation":
-        checks = "; ".join(f"{'ok' if c.get('passed') else 'FAIL'} {c.get('check')}" for c in report.get("checks", []))
-        return f"{'passed' if report.get('passed') else 'FAILED'} ({checks}) at {report.get('at')}"
-    if kind == "profile":
-        return (f"recommended cpu={report.get('recommendedCpu')}, memory={report.get('recommendedMemoryInGB')} GB, "
-                f"p95 {report.get('recommendedLatencyInMs')} ms")
-    return json.dumps(report, default=str)[:300]
 
 
 class DeploymentBoard(_ListPanel):

@@ -1,0 +1,72 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** An answer of the MLOps REST API that is an error: its status and the server's message. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason: string
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** The Jupyter server answered, but not with the MLOps API: the server extension is not loaded. */
+export class ExtensionMissingError extends ApiError {
+  constructor(status: number) {
+    super(
+      status,
+      'The mlops-magics server extension is not running in this Jupyter server. ' +
+        'Install mlops-magics in the environment that runs JupyterLab ' +
+        '(pip install mlops-magics), check that `jupyter server extension list` shows ' +
+        'mlops_magics.server_extension enabled, then restart JupyterLab.',
+      'ExtensionMissing'
+    );
+    this.name = 'ExtensionMissingError';
+  }
+}
+
+/**
+ * Call the MLOps REST API of the Jupyter server (`{base}/mlops/api/{endpoint}`) and return its JSON.
+ *
+ * @throws {ExtensionMissingError} the server has no such API (the server extension is not loaded).
+ * @throws {ApiError} the API answered with an error; its message says what was wrong.
+ * @throws {ServerConnection.NetworkError} the server could not be reached.
+ */
+export async function requestAPI<T>(
+  endpoint: string,
+  init: RequestInit = {},
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<T> {
+  const url = URLExt.join(settings.baseUrl, 'mlops', 'api', endpoint);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  const text = await response.text();
+  let body: unknown = undefined;
+  try {
+    body = text.length > 0 ? JSON.parse(text) : undefined;
+  } catch {
+    body = undefined;
+  }
+  if (response.ok) {
+    if (body === undefined) {
+      throw new ApiError(response.status, `The MLOps API sent no JSON for ${endpoint}.`, 'BadAnswer');
+    }
+    return body as T;
+  }
+  const error = body as { message?: string; reason?: string } | undefined;
+  if (error === undefined || typeof error.message !== 'string') {
+    // Our handlers always answer errors as {"message", "reason"}: anything else is Jupyter's own page.
+    if (response.status === 404) {
+      throw new ExtensionMissingError(response.status);
+    }
+    throw new ApiError(response.status, `${response.status} ${response.statusText}`, 'HTTPError');
+  }
+  throw new ApiError(response.status, error.message, error.reason ?? 'Error');
+}
