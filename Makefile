@@ -71,3 +71,4 @@ bench: setup
 	$(BIN)/python benchmarks/onnx.py
 	$(BIN)/python benchmarks/profiling.py
 	$(BIN)/python benchmarks/collection.py
+	$(BIN)/python benchmarks/sidebar.py

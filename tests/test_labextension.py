@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -160,6 +161,9 @@ def test_sidebar_lists_registry_and_undeploys(playwright_browser: Any, deployed:
         service.wait_for()
         assert service.get_attribute("data-state") == "running"
         assert "iris:2" in service.inner_text() and "local" in service.inner_text()
+        # the next poll sends the listing's ETag and gets "not modified": nothing is sent again
+        page.wait_for_event("response", timeout=30_000,
+                            predicate=lambda r: urlsplit(r.url).path.endswith("/mlops/api/models") and r.status == 304)
 
         # a version's details come from the API: alias history and signature
         iris.locator(".jp-mlops-model-row").click()

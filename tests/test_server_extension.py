@@ -4,13 +4,16 @@ registry and deployment."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import tornado.httpclient
 
 import mlops_magics as mm
-from mlops_magics import services
+from mlops_magics import services, views
 from mlops_magics.registry import Registry
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -55,6 +58,32 @@ async def test_models_versions_and_aliases(jp_fetch: Any, models: Registry) -> N
     assert detail["reports"]["profile"]["recommendedCpu"] == 0.5
     assert detail["report_summaries"] == {"profile": "recommended cpu=0.5, memory=0.3 GB, p95 4.2 ms"}
     assert (await _get(jp_fetch, "health"))["registry"] == str(models.home)
+
+
+async def test_the_listing_answers_304_until_the_registry_changes(jp_fetch: Any, models: Registry) -> None:
+    """The sidebar polls the listing: unchanged, it is neither made again nor sent again (ETag -> 304); a
+    change by this process or by another one is seen at the next poll."""
+    async def poll(etag: str) -> tuple[int, str, Any]:
+        try:
+            answer = await jp_fetch("mlops", "api", "models", headers={"If-None-Match": etag})
+        except tornado.httpclient.HTTPClientError as exc:
+            return exc.code, etag, None
+        return answer.code, answer.headers["Etag"], json.loads(answer.body)
+
+    first = await jp_fetch("mlops", "api", "models")
+    etag = first.headers["Etag"]
+    assert (await poll(etag))[0] == 304
+    assert views.models_json_text() is views.models_json_text(), "not made again while nothing changed"
+
+    mm.tag_model("wine:1", {"stage": "dev"}, registry=models)  # this process, this connection
+    code, etag, body = await poll(etag)
+    assert code == 200 and body[1]["versions"][0]["tags"] == {"stage": "dev"}
+    assert (await poll(etag))[0] == 304
+
+    other = "import mlops_magics as mm; mm.register({'w': 2}, 'wine')"  # another process
+    subprocess.run([sys.executable, "-c", other], env={**os.environ, "MLOPS_HOME": str(models.home)}, check=True)
+    code, etag, body = await poll(etag)
+    assert code == 200 and [v["version"] for v in body[1]["versions"]] == [2, 1]
 
 
 async def test_deployments_logs_and_undeploy(jp_fetch: Any, models: Registry) -> None:

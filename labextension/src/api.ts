@@ -28,8 +28,13 @@ export class ExtensionMissingError extends ApiError {
   }
 }
 
+/** The last answer to each GET, by URL, with its ETag: a 304 (nothing changed) reuses it. */
+const answers = new Map<string, { etag: string; body: unknown }>();
+
 /**
  * Call the MLOps REST API of the Jupyter server (`{base}/mlops/api/{endpoint}`) and return its JSON.
+ * A GET sends the ETag of its last answer; when the server says nothing changed (304), that same answer
+ * (the same object) is returned.
  *
  * @throws {ExtensionMissingError} the server has no such API (the server extension is not loaded).
  * @throws {ApiError} the API answered with an error; its message says what was wrong.
@@ -41,11 +46,20 @@ export async function requestAPI<T>(
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<T> {
   const url = URLExt.join(settings.baseUrl, 'mlops', 'api', endpoint);
+  const isGet = (init.method ?? 'GET').toUpperCase() === 'GET';
+  const last = isGet ? answers.get(url) : undefined;
+  const headers = new Headers(init.headers);
+  if (last !== undefined) {
+    headers.set('If-None-Match', last.etag);
+  }
   let response: Response;
   try {
-    response = await ServerConnection.makeRequest(url, init, settings);
+    response = await ServerConnection.makeRequest(url, { ...init, headers }, settings);
   } catch (error) {
     throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  if (response.status === 304 && last !== undefined) {
+    return last.body as T;
   }
   const text = await response.text();
   let body: unknown = undefined;
@@ -57,6 +71,10 @@ export async function requestAPI<T>(
   if (response.ok) {
     if (body === undefined) {
       throw new ApiError(response.status, `The MLOps API sent no JSON for ${endpoint}.`, 'BadAnswer');
+    }
+    const etag = response.headers.get('ETag');
+    if (isGet && etag !== null) {
+      answers.set(url, { etag, body });
     }
     return body as T;
   }

@@ -172,6 +172,9 @@ export class MlopsPanel extends Widget {
   // -- models ---------------------------------------------------------------------------------
 
   private _setModels(models: IModelSummary[] | null): void {
+    if (models !== null && models === this._modelData) {
+      return; // the server said nothing changed (304): the same answer as last time
+    }
     const text = JSON.stringify(models);
     if (text === this._modelsText) {
       return;
@@ -271,6 +274,9 @@ export class MlopsPanel extends Widget {
   // -- deployments ----------------------------------------------------------------------------
 
   private _setDeployments(deployments: IDeployment[] | null): void {
+    if (deployments !== null && deployments === this._deploymentData) {
+      return;
+    }
     const text = JSON.stringify(deployments);
     if (text === this._deploymentsText) {
       return;

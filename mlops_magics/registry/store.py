@@ -195,6 +195,14 @@ class Registry:
         finally:
             db.conn.rollback()
 
+    def change_stamp(self) -> tuple[int, int]:
+        """A value that changes whenever the database changes, written by this thread's connection or any
+        other, in any process (SQLite's ``data_version`` and this connection's ``total_changes``). Cheap: two
+        reads of connection state, no query of the tables. Compare stamps taken on the same thread."""
+        db = self.db
+        (data_version,) = db.execute("PRAGMA data_version").fetchone()
+        return int(data_version), int(db.conn.total_changes)
+
     def _schema_version(self, db: sqlite_utils.Database) -> int:
         if not db["_migrations"].exists():
             return 0

@@ -21,13 +21,15 @@ STATUS = {NotFoundError: 404, InvalidInputError: 400, ConflictError: 409}
 class MlopsHandler(APIHandler):
     """Base: runs a view, and turns our errors into JSON HTTP errors ``{"message", "reason"}``."""
 
-    def answer(self, view: Callable[[], Any]) -> None:
+    def answer(self, view: Callable[[], Any], *, encoded: bool = False) -> None:
+        """Write what ``view`` returns as JSON (``encoded``: it is JSON text already). A GET answers 304 when
+        the client's If-None-Match holds the body's ETag (tornado computes it)."""
         try:
             result = view()
         except MlopsError as exc:
             status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
             raise tornado.web.HTTPError(status, reason=type(exc).__name__, log_message=str(exc)) from exc
-        self.finish(json.dumps(result, default=str))
+        self.finish(result if encoded else json.dumps(result, default=str))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
@@ -46,7 +48,7 @@ class HealthHandler(MlopsHandler):
 class ModelsHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.answer(views.models_json)
+        self.answer(views.models_json_text, encoded=True)
 
 
 class VersionHandler(MlopsHandler):
