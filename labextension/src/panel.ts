@@ -203,7 +203,7 @@ export class MlopsPanel extends Widget {
         el(
           'li',
           { className: 'jp-mlops-empty' },
-          'No models registered yet. In a notebook: %register model NAME'
+          'No models registered yet. In a notebook: %register VARIABLE --name NAME'
         )
       );
       return;
@@ -314,7 +314,7 @@ export class MlopsPanel extends Widget {
         el(
           'li',
           { className: 'jp-mlops-empty' },
-          'No deployments. In a notebook: %deploy NAME --model MODEL:VERSION'
+          'No deployments. In a notebook: %deploy NAME:VERSION --name SERVICE'
         )
       );
     } else {
