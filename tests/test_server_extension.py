@@ -128,3 +128,17 @@ def test_the_installed_environment_enables_the_extension() -> None:
     lines = (done.stdout + done.stderr).splitlines()
     assert any("mlops_magics.server_extension" in line and "enabled" in line for line in lines), lines
     assert any("mlops_magics.server_extension" in line and "OK" in line for line in lines), lines
+
+
+def test_report_summaries_read_the_reports_as_stored() -> None:
+    """The one-line summaries (sidebar and model browser) read each kind of report as the code stores it."""
+    from mlops_magics.onnx_convert import OnnxReport, Parity, Speed
+
+    onnx = OnnxReport(source="iris:1", converter="skl2onnx", opset=17, quantized=None,
+                      parity=Parity("classifier", 150, 1.0, 1e-7, None, True, {"atol": 1e-3}),
+                      speed=Speed(100.0, 150.0, 25.0, 40.0, 1000, 2e5, 5e5)).as_dict()
+    assert views.report_summary("onnx", onnx) == ("from iris:1 (skl2onnx, opset 17): parity passed on 150 rows; "
+                                                  "single row 4.0x, batch 2.5x the original")
+    validation = {"passed": False, "at": "2026-11-22", "checks": [{"check": "accuracy>=0.9", "passed": False}]}
+    assert views.report_summary("validation", validation) == "FAILED (FAIL accuracy>=0.9) at 2026-11-22"
+    assert views.report_summary("other", {"a": 1}) == '{"a": 1}'
