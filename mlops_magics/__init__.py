@@ -22,6 +22,7 @@ from mlops_magics.api import (
     set_environment,
     set_score_script,
     tag_model,
+    trust_model,
 )
 from mlops_magics.errors import (
     BuildError,
@@ -36,6 +37,7 @@ from mlops_magics.errors import (
     RegistryLockedError,
     SchemaVersionError,
     SerializationError,
+    UntrustedModelError,
 )
 from mlops_magics.registry import ModelVersion, Registry, default_registry
 from mlops_magics.services import call, deploy, deployments, logs, reload, undeploy, update
@@ -97,6 +99,7 @@ __all__ = [
     "RegistryLockedError",
     "SchemaVersionError",
     "SerializationError",
+    "UntrustedModelError",
     "__version__",
     "alias_history",
     "call",
@@ -122,6 +125,7 @@ __all__ = [
     "set_score_script",
     "tag_model",
     "to_onnx",
+    "trust_model",
     "undeploy",
     "update",
 ]

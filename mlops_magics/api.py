@@ -10,7 +10,7 @@ from typing import Any
 
 from mlops_magics import flavors, lineage, signature
 from mlops_magics.authoring import environment, score_script
-from mlops_magics.errors import InvalidInputError, NotFoundError
+from mlops_magics.errors import InvalidInputError, NotFoundError, UntrustedModelError
 from mlops_magics.registry import (
     AliasEvent,
     InferenceConfig,
@@ -22,6 +22,7 @@ from mlops_magics.registry import (
     parse_ref,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
+from mlops_magics.trust import how_to_trust, require_trusted
 
 TagsArg = Mapping[str, str] | Iterable[str] | None
 
@@ -72,9 +73,15 @@ def register(
     flavor: str | None = None,
     derived_from: str | None = None,
     provenance: Lineage | None = None,
+    trust: bool = False,
+    format: str | None = None,
     registry: Registry | None = None,
 ) -> ModelVersion:
     """Register an in-memory model, or a file or folder, as the next version of ``name``.
+
+    An object from memory is trusted to be loaded (it is the caller's own); a file or folder is recorded as
+    registered from its path and is untrusted unless ``trust`` says otherwise: loading or serving an untrusted
+    pickle is refused (see :mod:`mlops_magics.trust`).
 
     Args:
         model: the object to register (omit when ``path`` is given).
@@ -89,13 +96,16 @@ def register(
         derived_from: ``NAME:VERSION`` of the version this one was made from (lineage).
         provenance: lineage captured by the caller (the magics pass the notebook and cell);
             captured here when omitted.
+        trust: with ``path``: record that you trust the file to be loaded (you know where it comes from).
+        format: how to save an object: ``pickle`` (default) or ``skops`` (scikit-learn models, loaded without
+            pickle: see :data:`mlops_magics.flavors.FORMATS`). A file keeps its own format (``.skops``, ``.onnx``).
         registry: default: the registry under ``$MLOPS_HOME``.
 
     Returns:
         The new, immutable version.
 
     Raises:
-        InvalidInputError: bad name, tag, alias, flavor or sample; neither or both of model/path.
+        InvalidInputError: bad name, tag, alias, flavor, format or sample; neither or both of model/path.
         SerializationError: the object cannot be pickled; the message names the failing attribute.
         NotFoundError: ``path`` or ``derived_from`` does not exist.
         RegistryLockedError: another process held the write lock too long.
@@ -105,6 +115,10 @@ def register(
     if not name:
         raise InvalidInputError("A model name is needed: register(model, name='iris') or %register VAR --name iris.")
     check_name(name)
+    if path is not None and format is not None:
+        raise InvalidInputError(f"--format {format} says how to save an object from memory; a file keeps its own "
+                                "format (a .skops file registers as skops, a .onnx file as ONNX). Leave --format out "
+                                "with --path.")
     tag_map = _tags(tags)
     reg = _registry(registry)
     parent = None
@@ -121,9 +135,12 @@ def register(
         provenance = Lineage(**{**provenance.as_dict(), "derived_from": parent})
     with reg.artifacts.stage() as staging:
         if path is not None:
-            saved = flavors.save_path(Path(path).expanduser(), staging.folder, flavor)
+            source = Path(path).expanduser()
+            saved = flavors.save_file(source, staging.folder, flavor)
+            origin, origin_path, trusted = "path", str(source.absolute()), trust
         else:
-            saved = flavors.save_object(model, staging.folder, flavor)
+            saved = flavors.save_object(model, staging.folder, flavor, format)
+            origin, origin_path, trusted = "object", None, True
         staged = staging.finish()
         return reg.add_version(
             name,
@@ -138,6 +155,9 @@ def register(
             input_example=example,
             lineage=provenance,
             alias=alias,
+            origin=origin,
+            origin_path=origin_path,
+            trusted=trusted,
         )
 
 
@@ -186,14 +206,43 @@ def get_model(ref: str, *, as_of: str | datetime | None = None, registry: Regist
 def load_model(ref: str, *, as_of: str | datetime | None = None, registry: Registry | None = None) -> Any:
     """Load a registered model back into memory after verifying its artifact's sha256.
 
+    A version whose loading can run code from its artifact (a pickle, a skops file with types skops does not
+    trust) loads only once trusted: see :func:`trust_model`.
+
     Raises:
         NotFoundError: no such model, version or alias.
+        UntrustedModelError: loading it could run code and it is not trusted; the message says how to trust it.
         IntegrityError: the artifact changed since registration; the message names the file.
     """
     reg = _registry(registry)
     version = reg.get(ref, as_of=parse_moment(as_of) if as_of else None)
+    require_trusted(version, "load")
     folder = reg.verified_artifact(version)
-    return flavors.get_flavor(version.flavor).load(folder, version.flavor_options)
+    try:
+        return flavors.get_flavor(version.flavor).load(folder, version.flavor_options, trusted=version.trusted)
+    except UntrustedModelError as exc:  # what the file holds, found on reading it (e.g. a newer skops trusts less)
+        raise UntrustedModelError(f"{exc} {how_to_trust(version)}") from exc
+
+
+def trust_model(ref: str, *, revoke: bool = False, registry: Registry | None = None) -> ModelVersion:
+    """Record that you trust one version to be loaded and served (who and when are recorded), or withdraw it.
+
+    Needed for a pickle (or PyTorch file, or a folder with pickles) registered from a path: loading one runs
+    whatever code its author put in it. The artifact is not changed. Trusting a trusted version keeps the first
+    record; withdrawing trust does not stop a running deployment.
+
+    Args:
+        ref: ``NAME:VERSION``, the exact version you checked (an alias or 'latest' is refused: it may move).
+        revoke: withdraw the trust instead (loading and serving it are refused again).
+
+    Returns:
+        The version, with its trust as recorded now.
+
+    Raises:
+        InvalidInputError: the reference is not ``NAME:VERSION``.
+        NotFoundError: no such version.
+    """
+    return _registry(registry).set_trust(ref, not revoke)
 
 
 def set_alias(ref: str, alias: str, *, require_validation: bool = False,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import api, flavors
+from mlops_magics import api, flavors, trust
 from mlops_magics.display import version_row
 from mlops_magics.errors import InvalidInputError, MlopsError
 from mlops_magics.registry import ModelVersion, default_registry
@@ -30,6 +30,7 @@ def _show(result: Any, as_json: bool) -> None:
         for key, value in version_row(result).items():
             print(f"{key:12} {value}")
         print(f"{'sha256':12} {result.sha256}")
+        print(f"{'trust':12} {trust.status(result)}")
     else:
         print(repr(result))
 
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", "-d", default="", help="Free-text description.")
     p.add_argument("--alias", "-a", help="Point this alias at the new version.")
     p.add_argument("--flavor", choices=sorted(flavors.FLAVORS), help="Flavor (default: from the file suffix).")
+    p.add_argument("--trust", action="store_true", help="You know where the file comes from: trust it to be loaded "
+                                                         "(a pickle is refused at load and deploy until trusted).")
+
+    p = sub.add_parser("trust", help="Trust a version to be loaded and deployed (recorded: who and when).")
+    p.add_argument("ref", help="NAME:VERSION.")
+    p.add_argument("--revoke", action="store_true", help="Withdraw the trust.")
 
     p = sub.add_parser("models", help="List model versions.")
     p.add_argument("--name", "-n", metavar="GLOB", help="Name glob, e.g. 'iris*'.")
@@ -104,7 +111,9 @@ def run(args: argparse.Namespace) -> Any:
     """Carry out one parsed command; return what to show (or a status line)."""
     if args.command == "register":
         return api.register(name=args.name, path=args.path, tags=args.tag, description=args.description,
-                            alias=args.alias, flavor=args.flavor)
+                            alias=args.alias, flavor=args.flavor, trust=args.trust)
+    if args.command == "trust":
+        return api.trust_model(args.ref, revoke=args.revoke)
     if args.command == "models":
         return api.list_models(args.name, args.tag, latest=args.latest)
     if args.command == "model":

@@ -8,6 +8,8 @@ from datetime import datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from mlops_magics import trust
+
 if TYPE_CHECKING:
     from mlops_magics.onnx_convert import OnnxReport
     from mlops_magics.registry.records import Deployment, Image, ModelVersion
@@ -102,6 +104,7 @@ def model_version_html(v: ModelVersion) -> str:
         ("artifact", f"{escape(human_size(v.size))}, {len(v.files)} file(s), sha256 <code>{v.sha256}</code>"),
         ("files", escape(", ".join(f.path for f in v.files))),
         ("created", escape(f"{when(v.created_at)} by {v.created_by}")),
+        ("trust", _trust_html(v)),
     ]
     if v.signature:
         fields.append(("signature", _json_block(dict(v.signature))))
@@ -115,6 +118,13 @@ def model_version_html(v: ModelVersion) -> str:
         f"<div><strong>{escape(v.name)}</strong> version <strong>{v.version}</strong>"
         f'<table style="{_TABLE_STYLE}">{body}</table></div>'
     )
+
+
+def _trust_html(v: ModelVersion) -> str:
+    text = escape(trust.status(v))
+    if not v.trusted and trust.serve_risk(v):
+        return f'<span style="color:#c62828;font-weight:bold">{text}</span>'
+    return text
 
 
 def deployment_html(d: Deployment) -> str:

@@ -60,3 +60,7 @@ class BuildError(MlopsError):
 
 class ConversionError(MlopsError):
     """A model cannot be converted (to ONNX); the message names the step or type and the converters there are."""
+
+
+class UntrustedModelError(ConflictError):
+    """A version whose loading can run code (a pickle) is not trusted; the message says how to trust it."""

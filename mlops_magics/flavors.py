@@ -2,7 +2,10 @@
 
 Detection order: ONNX ``ModelProto``, PyTorch ``nn.Module`` (when torch is imported),
 scikit-learn and anything sklearn-like with ``predict``, then any picklable object (cloudpickle),
-labelled as the fallback. Files and folders trained elsewhere register with :func:`save_path`.
+labelled as the fallback. Files and folders trained elsewhere register with :func:`save_file`.
+
+Loading a pickle runs code: the pickled flavors load only with ``trusted=True`` (see :mod:`mlops_magics.trust`).
+A scikit-learn model saved with ``format="skops"`` loads without pickle, with an explicit list of trusted types.
 """
 
 from __future__ import annotations
@@ -18,11 +21,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlops_magics.errors import InvalidInputError, MlopsError, NotFoundError, SerializationError
+from mlops_magics import trust
+from mlops_magics.errors import (
+    InvalidInputError,
+    MlopsError,
+    NotFoundError,
+    SerializationError,
+    UntrustedModelError,
+)
 
 PICKLE_FILE = "model.pkl"
+SKOPS_FILE = "model.skops"
 ONNX_FILE = "model.onnx"
 TORCH_FILE = "model.pt"
+
+#: How an in-memory model can be written: ``pickle`` (joblib, or cloudpickle for notebook classes; the default)
+#: or ``skops`` (scikit-learn models, loaded without pickle).
+FORMATS = ("pickle", "skops")
 
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "skl2onnx": "skl2onnx", "torch": "torch", "onnx": "onnx"}
 
@@ -53,8 +68,16 @@ class Flavor(Protocol):
             SerializationError: it cannot be saved; the message names the part that failed.
         """
 
-    def load(self, folder: Path, options: Mapping[str, Any]) -> Any:
-        """Read the model back from a verified artifact folder."""
+    def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool = False) -> Any:
+        """Read the model back from a verified artifact folder.
+
+        Args:
+            trusted: the version is trusted (:mod:`mlops_magics.trust`); without it nothing that can run code
+                from the artifact is read.
+
+        Raises:
+            UntrustedModelError: loading it would run code from the artifact and it is not trusted.
+        """
 
 
 @lru_cache(maxsize=1)
@@ -156,7 +179,10 @@ def _unpicklable_message(obj: Any) -> str:
     )
 
 
-def _load_pickle(path: Path, serializer: str) -> Any:
+def _load_pickle(path: Path, serializer: str, trusted: bool) -> Any:
+    if not trusted:  # the last guard: whatever the caller checked, an untrusted pickle is never opened
+        raise UntrustedModelError(f"Refusing to unpickle {path.name} ({serializer}): unpickling an untrusted file runs "
+                                  "whatever code its author put in it.")
     if serializer == "joblib":
         import joblib
 
@@ -184,8 +210,40 @@ class SklearnFlavor:
         return SavedModel(self.name, framework, version, {"file": PICKLE_FILE, "serializer": serializer,
                                                           "class": _qualified(obj)})
 
-    def load(self, folder: Path, options: Mapping[str, Any]) -> Any:
-        return _load_pickle(folder / options.get("file", PICKLE_FILE), options.get("serializer", "joblib"))
+    def save_skops(self, obj: Any, folder: Path) -> SavedModel:
+        """Write ``obj`` with skops: loading it back runs no pickle, and only the types it is told to trust.
+
+        Raises:
+            MlopsError: skops is not installed.
+            SerializationError: skops cannot save it, or it uses a class defined in the notebook (``__main__``),
+                which skops stores by name and a deployment could not import.
+        """
+        sio = _skops()
+        target = folder / SKOPS_FILE
+        try:
+            sio.dump(obj, target)
+        except Exception as exc:
+            target.unlink(missing_ok=True)
+            raise SerializationError(f"skops cannot save a {_qualified(obj)}: {type(exc).__name__}: {exc}. Register it "
+                                     "without --format skops (it is then pickled).") from exc
+        types = skops_types(target)
+        local = [t for t in types if t.startswith("__main__.")]
+        if local:
+            target.unlink()
+            raise SerializationError(
+                f"--format skops stores classes by name, and {', '.join(local)} is defined in the notebook "
+                "(__main__), where a deployment cannot import it from. Move it into a module, or register without "
+                "--format skops (cloudpickle then saves it by value)."
+            )
+        framework, version = framework_of(obj)
+        return SavedModel(self.name, framework, version, {"file": SKOPS_FILE, "serializer": "skops",
+                                                          "class": _qualified(obj), "untrusted_types": types})
+
+    def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool = False) -> Any:
+        path = folder / options.get("file", PICKLE_FILE)
+        if options.get("serializer") == "skops":
+            return load_skops(path, trusted=trusted)
+        return _load_pickle(path, options.get("serializer", "joblib"), trusted)
 
 
 class OnnxFlavor:
@@ -225,7 +283,7 @@ class OnnxFlavor:
             raise InvalidInputError(f"{path} is not a valid ONNX model: {exc}") from exc
         return self._describe(proto, file)
 
-    def load(self, folder: Path, options: Mapping[str, Any]) -> Any:
+    def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool = False) -> Any:
         try:
             import onnx
         except ImportError as exc:
@@ -260,12 +318,17 @@ class TorchFlavor:
         (folder / TORCH_FILE).write_bytes(buffer.getvalue())
         return SavedModel(self.name, "torch", torch.__version__, {"file": TORCH_FILE, "class": _qualified(obj)})
 
-    def load(self, folder: Path, options: Mapping[str, Any]) -> Any:
+    def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool = False) -> Any:
+        path = folder / options.get("file", TORCH_FILE)
+        if not trusted:
+            raise UntrustedModelError(f"Refusing to load {path.name} with torch.load: a module saved whole is a "
+                                      "pickle, and unpickling an untrusted file runs whatever code its author put "
+                                      "in it.")
         try:
             import torch
         except ImportError as exc:
             raise MlopsError("Loading a PyTorch model needs torch: pip install torch.") from exc
-        return torch.load(folder / options.get("file", TORCH_FILE), weights_only=False)
+        return torch.load(path, weights_only=False)
 
 
 class PickleFlavor:
@@ -283,8 +346,9 @@ class PickleFlavor:
         return SavedModel(self.name, framework, version,
                           {"file": PICKLE_FILE, "serializer": serializer, "class": _qualified(obj)})
 
-    def load(self, folder: Path, options: Mapping[str, Any]) -> Any:
-        return _load_pickle(folder / options.get("file", PICKLE_FILE), options.get("serializer", "cloudpickle"))
+    def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool = False) -> Any:
+        return _load_pickle(folder / options.get("file", PICKLE_FILE), options.get("serializer", "cloudpickle"),
+                            trusted)
 
 
 class FilesFlavor:
@@ -299,7 +363,7 @@ class FilesFlavor:
     def save(self, obj: Any, folder: Path) -> SavedModel:
         raise InvalidInputError("The 'files' flavor registers a path: use --path PATH.")
 
-    def load(self, folder: Path, options: Mapping[str, Any]) -> Any:
+    def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool = False) -> Any:
         return folder / options.get("path", "")
 
 
@@ -325,15 +389,94 @@ def flavor_for(obj: Any) -> Flavor:
     return next(f for f in FLAVORS.values() if f.accepts(obj))
 
 
-def save_object(obj: Any, folder: Path, flavor: str | None = None) -> SavedModel:
-    """Save an in-memory model into ``folder`` with its detected (or the given) flavor."""
+def save_object(obj: Any, folder: Path, flavor: str | None = None, format: str | None = None) -> SavedModel:
+    """Save an in-memory model into ``folder`` with its detected (or the given) flavor.
+
+    Args:
+        format: ``pickle`` (the default) or ``skops`` (scikit-learn models only; see :data:`FORMATS`).
+
+    Raises:
+        InvalidInputError: the flavor does not fit the object, or the format does not fit the flavor.
+        SerializationError: it cannot be saved; the message names the part that failed.
+    """
+    if format is not None and format not in FORMATS:
+        raise InvalidInputError(f"Unknown format {format!r}. Formats: {', '.join(FORMATS)}.")
     chosen = get_flavor(flavor) if flavor else flavor_for(obj)
     if flavor and not isinstance(chosen, PickleFlavor) and not chosen.accepts(obj):
         raise InvalidInputError(
             f"A {_qualified(obj)} is not a {chosen.name!r} model ({chosen.description}). "
             f"Leave --flavor out to detect it (it would be {flavor_for(obj).name!r})."
         )
+    if format == "skops":
+        if not isinstance(chosen, SklearnFlavor):
+            raise InvalidInputError(
+                f"--format skops saves scikit-learn models, and a {_qualified(obj)} is a {chosen.name!r} model. "
+                "Leave --format out (it is saved as its flavor says), or convert it with %onnx for a format whose "
+                "loading runs no code."
+            )
+        return chosen.save_skops(obj, folder)
     return chosen.save(obj, folder)
+
+
+def _skops() -> Any:
+    try:
+        import skops.io
+    except ImportError as exc:
+        raise MlopsError("The skops format needs skops: pip install 'mlops-magics[skops]' (or pip install skops)."
+                         ) from exc
+    return skops.io
+
+
+def skops_types(path: Path) -> list[str]:
+    """The types in a skops file that skops does not trust by default, read from its schema (nothing is loaded).
+
+    Raises:
+        MlopsError: skops is not installed.
+        InvalidInputError: the file is not a skops file.
+    """
+    sio = _skops()
+    try:
+        return sorted(str(t) for t in sio.get_untrusted_types(file=path))
+    except Exception as exc:
+        raise InvalidInputError(f"{path.name} is not a valid skops file: {type(exc).__name__}: {exc}") from exc
+
+
+def load_skops(path: Path, *, trusted: bool) -> Any:
+    """Load a skops file with an explicit list of trusted types: skops' defaults, plus, for a trusted version,
+    the file's other types.
+
+    Raises:
+        UntrustedModelError: the file holds types outside skops' defaults and the version is not trusted; the
+            message lists them.
+    """
+    sio = _skops()
+    types = skops_types(path)
+    if types and not trusted:
+        raise UntrustedModelError(f"Refusing to load {path.name}: it holds types outside skops' trusted defaults "
+                                  f"({', '.join(types)}), and loading them runs their code.")
+    return sio.load(path, trusted=types)
+
+
+def save_file(source: Path, folder: Path, flavor: str | None = None) -> SavedModel:
+    """Register a file or folder as it is (copied by :func:`save_path`), saying what loading it would read.
+
+    A ``.skops`` file is a scikit-learn model in the skops format (its types outside skops' trusted defaults are
+    recorded); a folder records which of its files are pickles (:func:`mlops_magics.trust.pickle_files`), so that
+    a deployment of it can be refused until it is trusted.
+
+    Raises:
+        NotFoundError: ``source`` does not exist.
+        InvalidInputError: the flavor cannot register a path; a ``.skops`` file is not valid.
+    """
+    skops_file = source.suffix.lower() == ".skops" and source.is_file() and flavor in (None, "sklearn")
+    saved = save_path(source, folder, "sklearn" if skops_file else flavor)
+    if skops_file:
+        return SavedModel("sklearn", None, None, {**saved.options, "serializer": "skops",
+                                                  "untrusted_types": skops_types(folder / source.name)})
+    if saved.flavor == "files":
+        return SavedModel(saved.flavor, saved.framework, saved.framework_version,
+                          {**saved.options, "pickles": trust.pickle_files(folder)})
+    return saved
 
 
 _SUFFIX_FLAVORS = {".onnx": "onnx", ".pt": "pytorch", ".pth": "pytorch", ".pkl": "pickle",

@@ -187,6 +187,11 @@ class MlopsMagics(Magics):
     @argument("--alias", "-a", help="Point this alias (e.g. staging) at the new version.")
     @argument("--flavor", choices=sorted(flavors.FLAVORS), help="Force a flavor instead of detecting it.")
     @argument("--derived-from", metavar="NAME:VERSION", help="Record that this version was made from another.")
+    @argument("--format", choices=flavors.FORMATS,
+              help="How to save the variable: pickle (default) or skops (scikit-learn, loaded without pickle).")
+    @argument("--trust", action="store_true",
+              help="With --path: you know where the file comes from; record that you trust it to be loaded (a pickle "
+                   "from a path is refused at load and deploy until trusted).")
     @line_magic
     def register(self, line: str) -> ModelVersion:
         """Register a model from the notebook (or a file/folder) as the next version of its name."""
@@ -197,8 +202,18 @@ class MlopsMagics(Magics):
             return api.register(
                 model, args.name or args.var, path=args.path, tags=args.tag, description=args.description,
                 sample=sample, alias=args.alias, flavor=args.flavor, derived_from=args.derived_from,
-                provenance=self._provenance(),
+                provenance=self._provenance(), trust=args.trust, format=args.format,
             )
+
+    @magic_arguments()
+    @argument("ref", help="NAME:VERSION, the exact version whose source you know (an alias could move).")
+    @argument("--revoke", action="store_true", help="Withdraw the trust: loading and deploying it are refused again.")
+    @line_magic
+    def trust(self, line: str) -> ModelVersion:
+        """Trust a version to be loaded and deployed (recorded, with who and when); its files are not changed."""
+        args = self._args(self.trust, line)
+        with user_errors():
+            return api.trust_model(args.ref, revoke=args.revoke)
 
     @magic_arguments()
     @argument("--name", "-n", metavar="GLOB", help="Only models whose name matches this glob, e.g. 'iris*'.")

@@ -21,6 +21,7 @@ from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.registry.refs import check_name, parse_ref
 from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
+from mlops_magics.trust import require_trusted
 
 
 class DeploymentList(list[Deployment]):
@@ -39,6 +40,7 @@ class DeploymentList(list[Deployment]):
 def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool,
           isolated: bool = False, **container: Any) -> DeploySpec:
     version = reg.get(ref)
+    require_trusted(version)
     script, generated = entry_script(version.ref, registry=reg)
     inference = reg.inference(version)
     return DeploySpec(service=service, version=version, script=script,

@@ -7,7 +7,7 @@ import json
 import weakref
 from typing import Any
 
-from mlops_magics import services
+from mlops_magics import services, trust
 from mlops_magics.api import _registry
 from mlops_magics.registry import Deployment, ModelVersion, Registry
 
@@ -30,6 +30,21 @@ def version_json(v: ModelVersion) -> dict[str, Any]:
         "created_by": v.created_by,
         "signature": None if v.signature is None else dict(v.signature),
         "lineage": v.lineage.as_dict(),
+        "trust": trust_json(v),
+    }
+
+
+def trust_json(v: ModelVersion) -> dict[str, Any]:
+    """Where a version came from, whether loading or serving it can run code, and who trusted it, when."""
+    return {
+        "trusted": v.trusted,
+        "trusted_by": v.trusted_by,
+        "trusted_at": None if v.trusted_at is None else v.trusted_at.isoformat(),
+        "origin": v.origin,
+        "origin_path": v.origin_path,
+        "load_risk": trust.load_risk(v),
+        "serve_risk": trust.serve_risk(v),
+        "status": trust.status(v),
     }
 
 

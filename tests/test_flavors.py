@@ -152,12 +152,13 @@ def test_a_folder_registers_with_its_name_and_loads_as_a_path(registry: Registry
     assert loaded.name == "outputs" and (loaded / "sub" / "vocab.txt").read_text() == "a\nb\n"
 
 
-def test_a_pickle_file_from_elsewhere_loads_with_joblib(registry: Registry, tmp_path: Path, iris_lr: Any) -> None:
+def test_a_trusted_pickle_file_from_elsewhere_loads_with_joblib(registry: Registry, tmp_path: Path,
+                                                                iris_lr: Any) -> None:
     import joblib
 
     joblib.dump(iris_lr, tmp_path / "model.joblib")
-    v = mm.register(name="external", path=tmp_path / "model.joblib")
-    assert v.flavor == "pickle"
+    v = mm.register(name="external", path=tmp_path / "model.joblib", trust=True)
+    assert (v.flavor, v.origin, v.origin_path, v.trusted) == ("pickle", "path", str(tmp_path / "model.joblib"), True)
     assert mm.load_model("external").predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == [0]
 
 

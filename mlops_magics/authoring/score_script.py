@@ -154,6 +154,14 @@ def default_script(name: str, version: int, flavor: str, options: Mapping[str, A
         imports = "import json\nimport os\n\nimport numpy as np\nimport torch\n"
         predict = ("    with torch.no_grad():\n"
                    "        return model(torch.as_tensor(np.asarray(data), dtype=torch.float32)).tolist()\n")
+    elif options.get("serializer") == "skops":  # no pickle: only skops' default types and those listed
+        trusted = list(options.get("untrusted_types") or [])
+        load = f"    model = sio.load(os.path.join(os.environ['AZUREML_MODEL_DIR'], {file!r}), trusted=TRUSTED)\n"
+        imports = ("import json\nimport os\n\nimport numpy as np\nimport skops.io as sio\n\n"
+                   "# Types beyond skops' trusted defaults that this version holds (loading any other is refused).\n"
+                   f"TRUSTED = {trusted!r}\n")
+        predict = ("    result = model.predict(data)\n"
+                   "    return result.tolist() if hasattr(result, 'tolist') else result\n")
     else:
         load = f"    model = joblib.load(os.path.join(os.environ['AZUREML_MODEL_DIR'], {file!r}))\n"
         imports = "import json\nimport os\n\nimport joblib\nimport numpy as np\n"

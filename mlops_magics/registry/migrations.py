@@ -146,6 +146,27 @@ def _alias_gates(db: sqlite_utils.Database) -> None:
     )
 
 
+def _trust(db: sqlite_utils.Database) -> None:
+    # Where a version came from ('object': saved from memory; 'path': a file or folder registered as it was;
+    # 'unknown': a row written without saying) and who trusted it to be loaded, when. A NULL trusted_at is
+    # untrusted: a row that does not say is never trusted by default.
+    db.execute("ALTER TABLE versions ADD COLUMN origin TEXT NOT NULL DEFAULT 'unknown'")
+    db.execute("ALTER TABLE versions ADD COLUMN origin_path TEXT")
+    db.execute("ALTER TABLE versions ADD COLUMN trusted_at TEXT")
+    db.execute("ALTER TABLE versions ADD COLUMN trusted_by TEXT")
+    # Versions registered before: saving an object records its class (pickled flavors) or writes model.onnx;
+    # a registered path keeps its own file name and no class. Objects were the registrant's own: trusted then.
+    db.execute(
+        """UPDATE versions SET origin = CASE
+            WHEN flavor = 'files' THEN 'path'
+            WHEN flavor = 'onnx' THEN CASE WHEN json_extract(flavor_options, '$.file') = 'model.onnx'
+                                           THEN 'object' ELSE 'path' END
+            WHEN json_extract(flavor_options, '$.class') IS NULL THEN 'path'
+            ELSE 'object' END"""
+    )
+    db.execute("UPDATE versions SET trusted_at = created_at, trusted_by = created_by WHERE origin = 'object'")
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
@@ -154,6 +175,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (3, "Docker images built for model versions; extra Dockerfile steps in inference configurations", _images),
     (4, "reports stored with a version: ONNX conversion, validation, profile", _reports),
     (5, "aliases that only point at versions that passed their validation", _alias_gates),
+    (6, "where each version came from (an object or a path) and who trusted it to be loaded, when", _trust),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

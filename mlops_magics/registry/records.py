@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mlops_magics import display
+from mlops_magics import display, trust
 
 
 def frozen_mapping(items: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -87,11 +87,29 @@ class ModelVersion:
     options_json: str = field(default="{}", repr=False)
     aliases: tuple[str, ...] = ()
     store: Path | None = field(default=None, repr=False, compare=False)
+    #: Where it came from: 'object' (saved from memory), 'path' (a file or folder registered as it was), or
+    #: 'unknown'.
+    origin: str = "unknown"
+    #: The registered file or folder, as it was on the registering machine (origin 'path').
+    origin_path: str | None = None
+    trusted_text: str | None = field(default=None, repr=False)
+    #: Who trusted it to be loaded (None: nobody; see :mod:`mlops_magics.trust`).
+    trusted_by: str | None = None
 
     @property
     def created_at(self) -> datetime:
         """When the version was registered (UTC)."""
         return datetime.fromisoformat(self.created_text)
+
+    @property
+    def trusted_at(self) -> datetime | None:
+        """When it was trusted to be loaded (at registration for an object; None: not trusted)."""
+        return None if self.trusted_text is None else datetime.fromisoformat(self.trusted_text)
+
+    @property
+    def trusted(self) -> bool:
+        """True if someone trusted it to be loaded; whether it needs that: :func:`mlops_magics.trust.load_risk`."""
+        return self.trusted_text is not None
 
     @property
     def files(self) -> tuple[ArtifactFile, ...]:
@@ -136,9 +154,10 @@ class ModelVersion:
     def __repr__(self) -> str:
         aliases = f" @{', @'.join(self.aliases)}" if self.aliases else ""
         tags = f" tags={dict(self.tags)}" if self.tags else ""
+        untrusted = " UNTRUSTED" if not self.trusted and trust.serve_risk(self) else ""
         return (
             f"<ModelVersion {self.ref}{aliases} flavor={self.flavor} "
-            f"sha256={self.sha256[:12]} size={self.size}{tags}>"
+            f"sha256={self.sha256[:12]} size={self.size}{tags}{untrusted}>"
         )
 
     def _repr_html_(self) -> str:

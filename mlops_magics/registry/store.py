@@ -50,7 +50,7 @@ DB_FILE = "registry.db"
 # In the order of ModelVersion's fields.
 _VERSION_COLUMNS = (
     "name, version, flavor, framework, framework_version, sha256, size, description, created_by, created_at, "
-    "files, tags, signature, input_example, lineage, flavor_options"
+    "files, tags, signature, input_example, lineage, flavor_options, origin, origin_path, trusted_at, trusted_by"
 )
 _VERSION_SELECT = f"SELECT {_VERSION_COLUMNS} FROM versions v"
 _TAGS_JSON = (
@@ -251,10 +251,11 @@ class Registry:
 
     def _to_version(self, row: tuple[Any, ...], aliases: tuple[str, ...]) -> ModelVersion:
         (name, version, flavor, framework, framework_version, sha256, size, description, created_by,
-         created_text, files, tags, signature, example, lineage, options) = row
+         created_text, files, tags, signature, example, lineage, options, origin, origin_path, trusted_text,
+         trusted_by) = row
         return ModelVersion(name, version, flavor, framework, framework_version, sha256, size, description,
                             created_by, created_text, files, tags, signature, example, lineage, options,
-                            aliases, self.artifacts.blobs)
+                            aliases, self.artifacts.blobs, origin, origin_path, trusted_text, trusted_by)
 
     def _aliases_by_version(
         self, db: sqlite_utils.Database, name: str | None = None
@@ -420,11 +421,19 @@ class Registry:
         input_example: Mapping[str, Any] | None = None,
         lineage: Lineage | None = None,
         alias: str | None = None,
+        origin: str = "unknown",
+        origin_path: str | None = None,
+        trusted: bool = False,
     ) -> ModelVersion:
         """Record a staged artifact as the next version of ``name``, atomically.
 
         The version number is allocated inside the write transaction: concurrent writers never
         share or skip a number. Numbers are never reused, even after a delete.
+
+        Args:
+            origin: 'object' (saved from memory), 'path' (a file or folder registered as it was) or 'unknown'.
+            origin_path: the registered file or folder (origin 'path').
+            trusted: record that the registrant trusts it to be loaded (now, by the current user).
 
         Raises:
             InvalidInputError: invalid name, tag or alias.
@@ -464,6 +473,10 @@ class Registry:
                     "created_at": now,
                     "created_by": user,
                     "tags": json.dumps(dict(sorted((tags or {}).items()))),
+                    "origin": origin,
+                    "origin_path": origin_path,
+                    "trusted_at": now if trusted else None,
+                    "trusted_by": user if trusted else None,
                 }
             )
             if tags:
@@ -570,6 +583,32 @@ class Registry:
                 f"UPDATE versions SET tags = {_TAGS_JSON} WHERE name = ? AND version = ?",
                 [parsed.name, version, parsed.name, version],
             )
+            return self._version(db, parsed.name, version)
+
+    def set_trust(self, ref: str | ModelRef, trusted: bool = True) -> ModelVersion:
+        """Record that the current user trusts one version to be loaded (now), or withdraw that trust.
+
+        Only the version's row changes; its artifact stays as it was registered. Idempotent: trusting a trusted
+        version keeps who trusted it first, and when.
+
+        Raises:
+            InvalidInputError: the reference does not name an exact version (``NAME:VERSION``).
+            NotFoundError: no such version.
+        """
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        if parsed.version is None:
+            raise InvalidInputError(
+                f"Say which version to trust: {parsed.name}:VERSION (got {str(parsed)!r}). Trust goes to the exact "
+                "version whose files you checked, never to an alias or 'latest' that may move."
+            )
+        with self.write() as db:
+            version = self._resolve(db, parsed, None)
+            if trusted:  # trusting a trusted version keeps the first record of who trusted it, and when
+                db.execute("UPDATE versions SET trusted_at = ?, trusted_by = ? WHERE name = ? AND version = ? "
+                           "AND trusted_at IS NULL", [_stamp(utcnow()), current_user(), parsed.name, version])
+            else:
+                db.execute("UPDATE versions SET trusted_at = NULL, trusted_by = NULL WHERE name = ? AND version = ?",
+                           [parsed.name, version])
             return self._version(db, parsed.name, version)
 
     def delete_version(self, ref: str | ModelRef) -> ModelVersion:
