@@ -60,3 +60,37 @@ def test_user_errors_exit_2_with_the_message_on_stderr(home: Path, args: list[st
     done = mlops(home, *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_pickle_registered_from_the_command_line_is_untrusted_until_mlops_trust(
+    registry: Registry, home: Path, tmp_path: Path, iris_lr: Any
+) -> None:
+    from mlops_magics.registry.store import current_user
+    from tests.test_trust import evil_pickle
+
+    marker = tmp_path / "marker"
+    done = mlops(home, "register", str(evil_pickle(tmp_path / "evil.pkl", marker)), "--name", "evil")
+    assert done.returncode == 0, done.stderr
+    assert f"trust        NOT TRUSTED: registered from '{tmp_path / 'evil.pkl'}'" in done.stdout
+    shown = json.loads(mlops(home, "--json", "model", "evil:1").stdout)["trust"]
+    assert (shown["trusted"], shown["trusted_by"], shown["origin"]) == (False, None, "path")
+    assert shown["load_risk"].startswith("a pickle (joblib)") and shown["status"].startswith("NOT TRUSTED")
+    assert mlops(home, "export", "evil:1", str(tmp_path / "out")).returncode == 0
+    assert not marker.exists()
+
+    refused = mlops(home, "trust", "evil")
+    assert refused.returncode == 2 and "Say which version to trust: evil:VERSION" in refused.stderr
+    trusted = mlops(home, "--json", "trust", "evil:1")
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["trust"]["trusted_by"] == current_user()
+    assert not marker.exists()  # trusting runs nothing either
+    mm.load_model("evil:1")
+    assert marker.exists()
+
+    joblib_file = tmp_path / "model.pkl"
+    import joblib
+
+    joblib.dump(iris_lr, joblib_file)
+    done = mlops(home, "register", str(joblib_file), "--name", "iris", "--trust")
+    assert done.returncode == 0 and f"trusted by {current_user()}" in done.stdout
+    assert mm.load_model("iris:1").predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == [0]

@@ -13,7 +13,7 @@ from mlops_magics.magics import MlopsMagics
 
 MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model", "score_script", "environment",
           "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package", "build", "images",
-          "onnx", "validate", "profile", "collected", "monitor", "label"]
+          "onnx", "validate", "profile", "collected", "monitor", "label", "trust"]
 CELL_ONLY = ["dockerfile_steps"]
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_magics.errors import InvalidInputError, MlopsError
+from mlops_magics.trust import require_trusted
 
 HEADROOM = 1.25
 _CONFIG_PART = re.compile(r"^\s*(cpu|memory)\s*=\s*([\w.]+)\s*$", re.IGNORECASE)
@@ -274,6 +275,7 @@ def profile(
     Raises:
         InvalidInputError: malformed configurations or concurrency levels.
         NotFoundError: no such model.
+        UntrustedModelError: serving the version could run code from its artifact and it is not trusted.
     """
     from mlops_magics import api, services
     from mlops_magics.packaging import engine
@@ -287,6 +289,7 @@ def profile(
         raise InvalidInputError(f"--duration {duration} is invalid: give seconds, e.g. 10.")
     reg = api._registry(registry)
     version = reg.get(ref)
+    require_trusted(version)  # each configuration's deploy would refuse it too: say so once, not as a failed profile
     notes: list[str] = []
     if target is None:
         available, why = engine.available()
