@@ -134,7 +134,8 @@ def status(version: ModelVersion) -> str:
     if version.trusted_at is not None:
         moment = version.trusted_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         return f"trusted by {version.trusted_by} on {moment} ({_origin_text(version)})"
-    return f"NOT TRUSTED: {_origin_text(version)}; {risk}. Trust it with %trust {version.ref} once you know its source"
+    return (f"NOT TRUSTED: {_origin_text(version)}; {risk}. Once you know its source, trust it: %trust {version.ref} "
+            f"(mlops trust {version.ref})")
 
 
 def _origin_text(version: ModelVersion) -> str:
