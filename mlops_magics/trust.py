@@ -18,12 +18,12 @@ Whether loading can run code is decided per flavor, from what loading reads, not
 =============================  ==========================================================  ==================
 flavor                         what loading runs                                           trust needed
 =============================  ==========================================================  ==================
-sklearn, pickle                unpickling (joblib, cloudpickle): any code                   yes
+sklearn, pickle                unpickling (joblib, cloudpickle): any code                  yes
 sklearn saved with skops       only the types skops trusts by default (scikit-learn,       only for a file
                                numpy, scipy, builtins), unless the file names others       with other types
-pytorch                        unpickling (``torch.load`` of a whole module): any code      yes
+pytorch                        unpickling (``torch.load`` of a whole module): any code     yes
 onnx                           nothing: a protobuf graph of standard operators             no
-files                          ``load_model`` returns the folder's path; a deployment's    to deploy, when a
+files                          ``load_model`` returns the folder's path; a deployment's    to serve, when a
                                entry script reads the files as it wants                    file is a pickle
 =============================  ==========================================================  ==================
 
