@@ -234,6 +234,20 @@ def test_format_skops_round_trips_a_pipeline_without_pickle(ip: Any, iris: Any) 
     assert "import skops.io as sio" in script and "TRUSTED = []" in script and "joblib" not in script
 
 
+def test_a_skops_model_deploys_with_its_generated_script_and_environment(ip: Any, iris: Any) -> None:
+    pytest.importorskip("skops", reason="skops is in the test extra")
+    pipe = _pipeline(iris)
+    ip.user_ns.update(pipe=pipe, X=iris[0])
+    ip.run_line_magic("register", "pipe --format skops --sample X[:2]")
+    env = mm.set_environment("pipe", from_kernel=True)
+    assert any(pin.startswith("skops==") for pin in env.pip)
+    assert ip.run_line_magic("deploy", "pipe:1").state == "running"
+    try:
+        assert mm.call("pipe", iris[0][:5]) == pipe.predict(iris[0][:5]).tolist()
+    finally:
+        mm.undeploy("pipe")
+
+
 def test_a_skops_file_from_a_path_with_only_default_types_loads_untrusted(ip: Any, iris: Any, tmp_path: Path) -> None:
     sio = pytest.importorskip("skops.io", reason="skops is in the test extra")
     pipe = _pipeline(iris)
