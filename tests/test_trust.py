@@ -125,6 +125,13 @@ def test_a_model_registered_from_the_notebook_loads_with_no_trust_step(ip: Any, 
 def test_serving_an_untrusted_pickle_is_refused_everywhere_then_a_trusted_one_deploys(
     ip: Any, evil: Path, marker: Path, tmp_path: Path
 ) -> None:
+    try:
+        _refused_then_served(ip, marker, tmp_path, evil)
+    finally:  # a deployment the gate let through must not outlive the test
+        mm.undeploy(all_services=True)
+
+
+def _refused_then_served(ip: Any, marker: Path, tmp_path: Path, evil: Path) -> None:
     ip.run_line_magic("register", f"--path {evil} --name evil")
     with pytest.raises(UsageError, match=r"Refusing to serve \(deploy, try, package or build\) evil:1: it is a pickle"):
         ip.run_line_magic("deploy", "evil:1")
@@ -143,11 +150,8 @@ def test_serving_an_untrusted_pickle_is_refused_everywhere_then_a_trusted_one_de
 
     mm.trust_model("evil:1")
     service = ip.run_line_magic("deploy", "evil:1 --name evil-svc")
-    try:
-        assert service.state == "running"
-        assert marker.read_text() != str(os.getpid())  # the service's process unpickled it
-    finally:
-        mm.undeploy("evil-svc")
+    assert service.state == "running"
+    assert marker.read_text() != str(os.getpid())  # the service's process unpickled it
 
 
 def test_validation_and_onnx_conversion_load_through_the_same_gate(ip: Any, evil: Path, marker: Path) -> None:
