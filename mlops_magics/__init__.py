@@ -38,7 +38,7 @@ from mlops_magics.errors import (
     SerializationError,
 )
 from mlops_magics.registry import ModelVersion, Registry, default_registry
-from mlops_magics.services import call, deploy, deployments, logs, reload, undeploy, update
+from mlops_magics.services import call, deploy, deployments, keys, logs, reload, undeploy, update
 
 
 def to_onnx(ref: str, **options: Any) -> Any:
@@ -108,6 +108,7 @@ __all__ = [
     "entry_script",
     "generate_score_script",
     "get_model",
+    "keys",
     "label",
     "list_models",
     "load_ipython_extension",

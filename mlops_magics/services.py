@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 from mlops_magics import display
 from mlops_magics.api import _registry, entry_script
-from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError
+from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.registry.refs import check_name, parse_ref
+from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
 from mlops_magics.targets.process import alive, process_stamp
 
@@ -399,6 +400,37 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
     return _tabular(value)
 
 
-__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "follow", "logs",
+#: Seconds a running server takes at most to notice a rewritten key file (it checks the file once a second).
+KEY_PICKUP_SECONDS = 1.5
+
+
+def keys(name: str, *, regenerate: str | None = None, registry: Registry | None = None) -> ServiceKeys:
+    """The primary and secondary keys of a service deployed with ``auth`` (Azure's ``get_keys`` / ``regen_key``).
+
+    Either key is accepted. To rotate without downtime: move clients to one key, regenerate the other, and the
+    other way round. Keys live in a 0600 file under ``$MLOPS_HOME/secrets`` (never in the database), which the
+    server reads itself; a running service accepts a regenerated key by the time this returns.
+
+    Args:
+        regenerate: ``'primary'`` or ``'secondary'``: replace that key with a new one (the other stays valid).
+
+    Raises:
+        NotFoundError: no such deployment, or it requires no key.
+        InvalidInputError: ``regenerate`` names no key.
+    """
+    reg = _registry(registry)
+    d = reg.get_deployment(name)
+    if not d.auth_keys:
+        raise NotFoundError(f"Service {name!r} requires no key: it was deployed without --auth. Deploy it with "
+                            "--auth to require one.")
+    if regenerate is None:
+        return reg.keys.get(name)
+    found = reg.keys.regenerate(name, regenerate)
+    if d.is_live:
+        time.sleep(KEY_PICKUP_SECONDS)
+    return found
+
+
+__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "follow", "keys", "logs",
                           "payload",
                           "reload", "try_score_script", "undeploy", "update"]
