@@ -260,8 +260,9 @@ def update(name: str, model: str, *, progress: Callable[[BuildStep], None] | Non
 
 
 def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildStep], None] | None) -> Deployment:
-    if not d.is_live or _target(reg, d).status(d) == "stopped":
-        raise ConflictError(f"Service {d.name!r} is not running ({d.state}): deploy it with %deploy {ref} "
+    state = _target(reg, d).status(d) if d.is_live else d.state
+    if state in ("stopped", "deleted", "failed"):
+        raise ConflictError(f"Service {d.name!r} is not running ({state}): deploy it with %deploy {ref} "
                             f"--name {d.name}.")
     container = {key: d.config[key] for key in ("cpu", "memory", "base_image", "collect", "sample_rate")
                  if d.config.get(key) is not None}
