@@ -40,7 +40,7 @@ from mlops_magics.errors import (
     UntrustedModelError,
 )
 from mlops_magics.registry import ModelVersion, Registry, default_registry
-from mlops_magics.services import call, deploy, deployments, logs, reload, undeploy, update
+from mlops_magics.services import call, deploy, deployments, keys, logs, reload, undeploy, update
 
 
 def to_onnx(ref: str, **options: Any) -> Any:
@@ -111,6 +111,7 @@ __all__ = [
     "entry_script",
     "generate_score_script",
     "get_model",
+    "keys",
     "label",
     "list_models",
     "load_ipython_extension",

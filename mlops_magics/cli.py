@@ -21,7 +21,9 @@ from mlops_magics.views import version_json
 
 
 def _show(result: Any, as_json: bool) -> None:
-    if as_json:
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2) if as_json else "\n".join(f"{k:12} {v}" for k, v in result.items()))
+    elif as_json:
         if isinstance(result, ModelVersion):
             print(json.dumps(version_json(result), indent=2))
         else:
@@ -93,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS.")
     p.add_argument("output", help="Empty or new folder.")
 
+    p = sub.add_parser("keys", help="A service's primary and secondary keys (deployed with --auth).")
+    p.add_argument("service", help="The service.")
+    p.add_argument("--regenerate", choices=["primary", "secondary"],
+                   help="Replace this key with a new one; the other stays valid.")
     p = sub.add_parser("collected", help="What a deployment collected (--collect), as CSV.")
     p.add_argument("service", help="The service.")
     p.add_argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
@@ -129,6 +135,11 @@ def run(args: argparse.Namespace) -> Any:
         return f"Deleted {api.delete_model(args.ref).ref}."
     if args.command == "export":
         return _export(args.ref, args.output)
+    if args.command == "keys":
+        from mlops_magics import services
+
+        found = services.keys(args.service, regenerate=args.regenerate)
+        return {"service": found.service, "primary": found.primary, "secondary": found.secondary}
     if args.command in ("collected", "monitor"):
         from mlops_magics import monitoring
 

@@ -139,8 +139,8 @@ def deployment_html(d: Deployment) -> str:
         link = escape(f"{d.url}/swagger.json")
         rows += [("scoring URI", f"<code>{escape(d.url)}/score</code>"),
                  ("swagger", f'<a href="{link}" target="_blank">{link}</a>')]
-    if d.auth_key:
-        rows.append(("auth", "key required: <code>deployment.auth_key</code>"))
+    if d.config.get("key_file"):
+        rows.append(("auth", f"key required: <code>%keys {escape(d.name)}</code> (primary and secondary)"))
     rows.append(("updated", escape(when(d.updated_at))))
     body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}">{v}</td></tr>' for k, v in rows)
     return f'<div><strong>{escape(d.name)}</strong><table style="{_TABLE_STYLE}">{body}</table></div>'

@@ -454,6 +454,17 @@ class MlopsMagics(Magics):
         print(f"Undeployed {', '.join(gone) or 'nothing'}.")
 
     @magic_arguments()
+    @argument("service", help="The service (deployed with --auth) whose keys to show.")
+    @argument("--regenerate", choices=["primary", "secondary"],
+              help="Replace this key with a new one; the other stays valid (rotation without downtime).")
+    @line_magic
+    def keys(self, line: str) -> Any:
+        """The service's primary and secondary keys, shown masked (``.primary`` / ``.secondary`` for the values)."""
+        args = self._args(self.keys, line)
+        with user_errors():
+            return services.keys(args.service, regenerate=args.regenerate)
+
+    @magic_arguments()
     @argument("service", help="The service whose log to show.")
     @argument("--tail", "-t", type=int, default=50, help="How many lines (default 50).")
     @argument("--follow", "-f", action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -16,11 +17,13 @@ from urllib.parse import urlsplit
 
 from mlops_magics import display
 from mlops_magics.api import _registry, entry_script
-from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError
+from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.registry.refs import check_name, parse_ref
+from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
+from mlops_magics.targets.process import alive, process_stamp
 from mlops_magics.trust import require_trusted
 
 
@@ -120,17 +123,38 @@ def deploy(
         cpu, memory = _profiled_limits(reg, ref)
     service = check_name(name or parse_ref(ref).name)
     existing = {d.name: d for d in reg.deployments()}.get(service)
-    if existing is not None and existing.is_live and _target(reg, existing).status(existing) != "stopped":
+    if existing is not None and existing.is_live and _still_serving(reg, existing):
+        doing = "being deployed by another process" if existing.state == "creating" else "already deployed"
         raise ConflictError(
-            f"Service {service!r} is already deployed ({existing.model_name}:{existing.model_version} on "
-            f"{existing.target}, {existing.url}). Use %update {service} --model {ref}, %reload {service}, "
-            "or pick another --name."
+            f"Service {service!r} is {doing} ({existing.model_name}:{existing.model_version} on "
+            f"{existing.target}, {existing.url or existing.state}). Use %update {service} --model {ref}, "
+            f"%reload {service}, or pick another --name."
         )
     options = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress,
                "collect": collect or sample_rate is not None,
                "sample_rate": 1.0 if sample_rate is None else sample_rate}
-    return get_target(target, reg).deploy(_spec(reg, service, ref, port=port, workers=workers, auth=auth,
-                                                isolated=isolated, **options))
+    spec = _spec(reg, service, ref, port=port, workers=workers, auth=auth, isolated=isolated, **options)
+    deployer = get_target(target, reg)
+    # Exactly one of several kernels deploying this name gets past the claim; the others get a ConflictError.
+    me = claimant()
+    reg.claim_deployment(service, spec.version.ref, target=target, claimant=me, checked=existing)
+    try:
+        return deployer.deploy(spec)
+    finally:
+        reg.release_claim(service, me, existing)  # a no-op once the target recorded the deployment
+
+
+def claimant() -> str:
+    """This process, as a deployment claim names it: 'pid/stamp'."""
+    return f"{os.getpid()}/{process_stamp(os.getpid())}"
+
+
+def _still_serving(reg: Registry, d: Deployment) -> bool:
+    """Whether a live record really is live: its process answers, or (being created) its deployer still runs."""
+    if d.state == "creating":
+        pid, _, stamp = str(d.config.get("claimant", "")).partition("/")
+        return pid.isdigit() and alive(int(pid), None if stamp in ("", "None") else stamp)
+    return _target(reg, d).status(d) != "stopped"
 
 
 def _profiled_limits(reg: Registry, ref: str) -> tuple[float | None, str | None]:
@@ -151,7 +175,8 @@ def deployments(*, registry: Registry | None = None) -> DeploymentList:
     found = DeploymentList()
     for d in reg.deployments():
         if d.is_live:
-            state = _target(reg, d).status(d)
+            creating = d.state == "creating" and _still_serving(reg, d)  # its deployer is at work: leave it be
+            state = d.state if creating else _target(reg, d).status(d)
             if state != d.state:
                 d = reg.set_deployment_state(d.name, state)
         found.append(d)
@@ -237,8 +262,9 @@ def update(name: str, model: str, *, progress: Callable[[BuildStep], None] | Non
 
 
 def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildStep], None] | None) -> Deployment:
-    if not d.is_live or _target(reg, d).status(d) == "stopped":
-        raise ConflictError(f"Service {d.name!r} is not running ({d.state}): deploy it with %deploy {ref} "
+    state = _target(reg, d).status(d) if d.is_live else d.state
+    if state in ("stopped", "deleted", "failed"):
+        raise ConflictError(f"Service {d.name!r} is not running ({state}): deploy it with %deploy {ref} "
                             f"--name {d.name}.")
     container = {key: d.config[key] for key in ("cpu", "memory", "base_image", "collect", "sample_rate")
                  if d.config.get(key) is not None}
@@ -294,7 +320,7 @@ def try_score_script(ref: str, *, sample: Any = None, registry: Registry | None 
         try:
             status, value = _post(f"http://127.0.0.1:{port}", payload(sample), None, version.ref)
         finally:
-            local._stop(process.pid)
+            local.stop(process.pid)
         log = map_script_lines(tail(folder / "server.log", 30), folder / "app" / "score.py", spec.script_line_offset)
     return TrialResult(version.ref, status, _tabular(value) if status < 400 else value, log)
 
@@ -377,6 +403,37 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
     return _tabular(value)
 
 
-__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "follow", "logs",
+#: Seconds a running server takes at most to notice a rewritten key file (it checks the file once a second).
+KEY_PICKUP_SECONDS = 1.5
+
+
+def keys(name: str, *, regenerate: str | None = None, registry: Registry | None = None) -> ServiceKeys:
+    """The primary and secondary keys of a service deployed with ``auth`` (Azure's ``get_keys`` / ``regen_key``).
+
+    Either key is accepted. To rotate without downtime: move clients to one key, regenerate the other, and the
+    other way round. Keys live in a 0600 file under ``$MLOPS_HOME/secrets`` (never in the database), which the
+    server reads itself; a running service accepts a regenerated key by the time this returns.
+
+    Args:
+        regenerate: ``'primary'`` or ``'secondary'``: replace that key with a new one (the other stays valid).
+
+    Raises:
+        NotFoundError: no such deployment, or it requires no key.
+        InvalidInputError: ``regenerate`` names no key.
+    """
+    reg = _registry(registry)
+    d = reg.get_deployment(name)
+    if not d.auth_keys:
+        raise NotFoundError(f"Service {name!r} requires no key: it was deployed without --auth. Deploy it with "
+                            "--auth to require one.")
+    if regenerate is None:
+        return reg.keys.get(name)
+    found = reg.keys.regenerate(name, regenerate)
+    if d.is_live:
+        time.sleep(KEY_PICKUP_SECONDS)
+    return found
+
+
+__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "follow", "keys", "logs",
                           "payload",
                           "reload", "try_score_script", "undeploy", "update"]

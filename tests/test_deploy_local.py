@@ -19,7 +19,8 @@ import mlops_magics as mm
 from mlops_magics import services
 from mlops_magics.errors import ConflictError, DeployError, MlopsError, NotFoundError
 from mlops_magics.registry import Registry
-from mlops_magics.targets.local import _alive, is_listening
+from mlops_magics.targets.process import alive as _alive
+from mlops_magics.targets.process import is_listening
 
 pytestmark = pytest.mark.serve
 
@@ -158,7 +159,8 @@ def test_deploy_mistakes(clean: Registry, iris_lr: Any) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(DeployError, match="Cannot listen on 127.0.0.1"):
+        with pytest.raises(ConflictError, match=rf"Port {taken.getsockname()[1]} is in use by another service \(pid "
+                                                rf"{os.getpid()} "):
             mm.deploy("iris", port=taken.getsockname()[1])
     mm.deploy("iris")
     with pytest.raises(ConflictError, match=r"already deployed .* Use %update iris"):

@@ -230,12 +230,26 @@ def test_deploy_runs_with_limits_scores_and_undeploys(dreg: Registry, docker_cli
 
 @pytest.mark.docker
 def test_auth_and_logs_surviving_a_container_restart(dreg: Registry, docker_client: Any, cleanup: None) -> None:
+    import json
     import urllib.error
+    import urllib.request
 
     d = services.deploy("iris", target="docker", name="iris-restart", auth=True, registry=dreg)
     with pytest.raises(urllib.error.HTTPError, match="401"):
         _labels(str(d.url), [[5.1, 3.5, 1.4, 0.2]])
     container = docker_client.containers.get(d.config["container"])
+    keys = services.keys("iris-restart", registry=dreg)
+    inspected = json.dumps(container.attrs)  # what `docker inspect` shows anyone with access to the engine
+    assert keys.primary not in inspected and keys.secondary not in inspected
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    assert mounts["/run/mlops-secrets"]["RW"] is False  # the keys' folder, read-only
+    rotated = services.keys("iris-restart", regenerate="secondary", registry=dreg)  # seen through the mount
+    assert services.call("iris-restart", [[5.1, 3.5, 1.4, 0.2]], registry=dreg)["labels"] == [0]
+    request = urllib.request.Request(f"{d.url}/score", json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+                                     {"Content-Type": "application/json",
+                                      "Authorization": f"Bearer {rotated.secondary}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.loads(response.read())["labels"] == [0]
     container.restart(timeout=10)
     deadline = time.monotonic() + 60
     while services.deployments(registry=dreg)[0].state != "running" and time.monotonic() < deadline:

@@ -76,9 +76,9 @@ class _ProcessProbe:
         self.pid = pid
 
     def _tree(self) -> list[int]:
-        from mlops_magics.targets.local import _process_tree
+        from mlops_magics.targets.process import process_tree
 
-        return _process_tree(self.pid)
+        return process_tree(self.pid)
 
     def cpu_seconds(self) -> float:
         ticks = os.sysconf("SC_CLK_TCK")

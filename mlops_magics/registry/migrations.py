@@ -9,8 +9,12 @@ shipped. Each runs inside the write transaction that records it in ``_migrations
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mlops_magics.registry.secrets import KeyStore, ServiceKeys, new_key
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -167,6 +171,22 @@ def _trust(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE versions SET trusted_at = created_at, trusted_by = created_by WHERE origin = 'object'")
 
 
+def _keys_out_of_the_database(db: sqlite_utils.Database) -> None:
+    # Keys move to 0600 files under $MLOPS_HOME/secrets; the database keeps only their path.
+    db.execute("PRAGMA secure_delete = ON")  # the freed pages that held keys are zeroed
+    home = Path(next(row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main")).parent
+    store = KeyStore(home)
+    for name, state, text in db.execute("SELECT name, state, config FROM deployments").fetchall():
+        config = json.loads(text)
+        key = config.pop("auth_key", None)
+        if key is None:
+            continue
+        if state != "deleted":
+            store.put(ServiceKeys(name, str(key), new_key()))
+            config["key_file"] = str(store.path(name))
+        db.execute("UPDATE deployments SET config = ? WHERE name = ?", [json.dumps(config), name])
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
@@ -176,6 +196,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (4, "reports stored with a version: ONNX conversion, validation, profile", _reports),
     (5, "aliases that only point at versions that passed their validation", _alias_gates),
     (6, "where each version came from (an object or a path) and who trusted it to be loaded, when", _trust),
+    (7, "deployment keys out of the database, into 0600 files under secrets/", _keys_out_of_the_database),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from mlops_magics import display, trust
+from mlops_magics.registry.secrets import read_key_file
 
 
 def frozen_mapping(items: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -228,9 +229,16 @@ class Deployment:
 
     @property
     def auth_key(self) -> str | None:
-        """The key to send as 'Authorization: Bearer KEY', when the service requires one."""
-        key = self.config.get("auth_key")
-        return str(key) if key else None
+        """The primary key to send as 'Authorization: Bearer KEY', when the service requires one (read from the
+        service's 0600 key file: the database holds no key)."""
+        keys = self.auth_keys
+        return keys[0] if keys else None
+
+    @property
+    def auth_keys(self) -> tuple[str, ...]:
+        """Every key the service accepts, primary first (empty: it requires none)."""
+        path = self.config.get("key_file")
+        return read_key_file(path) if path else ()
 
     def _repr_html_(self) -> str:
         return display.deployment_html(self)

@@ -37,6 +37,7 @@ from mlops_magics.registry.records import (
     frozen_mapping,
 )
 from mlops_magics.registry.refs import ModelRef, check_alias, check_name, check_tag, parse_ref
+from mlops_magics.registry.secrets import KeyStore
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -111,6 +112,7 @@ class Registry:
         self._ready = False
         self.home.mkdir(parents=True, exist_ok=True)
         self.artifacts = ArtifactStore(self.home / "artifacts")
+        self.keys = KeyStore(self.home)
         self.db  # noqa: B018 - open now so that schema and lock errors surface at construction
 
     def __repr__(self) -> str:
@@ -770,6 +772,59 @@ class Registry:
                 [name, parsed.name, version, target, state, url, json.dumps(dict(config or {})), now, now],
             )
             return self._deployments(db, "name = ?", [name])[0]
+
+    def claim_deployment(self, name: str, model: str | ModelRef, *, target: str, claimant: str,
+                         checked: Deployment | None) -> Deployment:
+        """Record that ``claimant`` is deploying ``name`` (state ``creating``): of several racing, exactly one wins.
+
+        Args:
+            claimant: who deploys (a process stamp), recorded so that a claim its dead owner left can be taken over.
+            checked: the record the caller found and checked is no longer serving (None: there was none); the claim
+                fails if the record changed since.
+
+        Raises:
+            ConflictError: the name is live (deployed, or being deployed by another process).
+            NotFoundError: the model version does not exist.
+        """
+        check_name(name)
+        parsed = parse_ref(model) if isinstance(model, str) else model
+        with self.write() as db:
+            found = self._deployments(db, "name = ?", [name])
+            current = found[0] if found else None
+            unchanged = checked is not None and current is not None and (current.state, current.updated_at) == (
+                checked.state, checked.updated_at)
+            if current is not None and current.is_live and not unchanged:
+                doing = "is being deployed" if current.state == "creating" else "is already deployed"
+                raise ConflictError(
+                    f"Service {name!r} {doing} ({current.model_name}:{current.model_version} on {current.target}, "
+                    f"{current.state}) by another process. Use %update {name} --model REF once it is up, or pick "
+                    "another --name.")
+            version = self._resolve(db, parsed, None)
+            now = _stamp(utcnow())
+            db.execute(
+                "INSERT INTO deployments (name, model_name, model_version, target, state, url, config, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, 'creating', NULL, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                "SET model_name = excluded.model_name, model_version = excluded.model_version, "
+                "target = excluded.target, state = excluded.state, url = NULL, config = excluded.config, "
+                "updated_at = excluded.updated_at",
+                [name, parsed.name, version, target, json.dumps({"claimant": claimant}), now, now],
+            )
+            return self._deployments(db, "name = ?", [name])[0]
+
+    def release_claim(self, name: str, claimant: str, previous: Deployment | None) -> None:
+        """Undo ``claimant``'s claim on ``name`` if no deployment was recorded over it (the deploy raised before
+        its target started anything): the record goes back to ``previous`` (None: no record)."""
+        with self.write() as db:
+            mine = "name = ? AND state = 'creating' AND json_extract(config, '$.claimant') = ?"
+            if previous is None:
+                db.execute(f"DELETE FROM deployments WHERE {mine}", [name, claimant])
+                return
+            p = previous
+            db.execute(
+                "UPDATE deployments SET model_name = ?, model_version = ?, target = ?, state = ?, url = ?, config = ?, "
+                f"created_at = ?, updated_at = ? WHERE {mine}",
+                [p.model_name, p.model_version, p.target, p.state, p.url, json.dumps(dict(p.config)),
+                 _stamp(p.created_at), _stamp(p.updated_at), name, claimant])
 
     def set_deployment_state(self, name: str, state: str) -> Deployment:
         """Change the recorded state of a deployment.

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlops_magics.registry import Deployment, InferenceConfig, ModelVersion
+from mlops_magics.errors import ConflictError
+from mlops_magics.registry import Deployment, InferenceConfig, ModelVersion, Registry
+from mlops_magics.targets.process import claim_port, free_port
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,32 @@ def server_options(spec: DeploySpec, collect_dir: str) -> tuple[list[str], dict[
            "MLOPS_MODEL_VERSION": str(spec.version.version)}
     flags = ["--collect-dir", collect_dir, "--sample-rate", repr(spec.sample_rate)] if spec.collect else []
     return flags, env
+
+
+def new_key_file(registry: Registry, spec: DeploySpec) -> Path | None:
+    """Give a new service that requires a key its primary and secondary keys; return its key file (None: no auth)."""
+    if not spec.auth:
+        return None
+    registry.keys.create(spec.service)
+    return registry.keys.path(spec.service)
+
+
+def on_free_port(spec: DeploySpec, start: Callable[[int], Deployment], attempts: int = 3) -> Deployment:
+    """Start a new service with ``start(port)`` while holding its port (:func:`~.process.claim_port`): the port
+    ``spec`` names, or a free one (another if a racing deployment took it first).
+
+    Raises:
+        ConflictError: the port is in use by another service.
+    """
+    for attempt in range(attempts):
+        port = spec.port or free_port()
+        try:
+            with claim_port(port, spec.service):
+                return start(port)
+        except ConflictError:
+            if spec.port is not None or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class DeploymentTarget(Protocol):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -26,17 +25,13 @@ from mlops_magics.packaging import engine as docker_engine
 from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.packaging.image import build_context, write_spec_context
 from mlops_magics.registry import Deployment, Image, Registry
-from mlops_magics.targets.base import DeploySpec, data_dir, server_options
-from mlops_magics.targets.local import (
-    START_TIMEOUT,
-    answers_ready,
-    free_port,
-    map_script_lines,
-    tail,
-    wait_until_not_listening,
-)
+from mlops_magics.targets.base import DeploySpec, data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.local import START_TIMEOUT, answers_ready, map_script_lines, tail
+from mlops_magics.targets.process import claim_port, wait_until_not_listening
 
 VOLUME = "/var/mlops-data"
+#: Where a container sees its service's key folder (read-only).
+SECRETS = "/run/mlops-secrets"
 SCRIPT = f"{APP_ROOT}/score.py"
 _STOP_GRACE = 10
 _LOG_TAIL = 30
@@ -136,22 +131,27 @@ class DockerTarget:
             raise DeployError(f"Port {spec.port} is taken by another process on 127.0.0.1: pick another --port, or "
                               "leave it out to get a free one.")
         image = self.image(spec)
-        port = spec.port or free_port()
-        key = secrets.token_urlsafe(24) if spec.auth else None
-        return self._start(spec, image, port, key, generation=1)
+        key_file = new_key_file(self.registry, spec)
+        try:
+            return on_free_port(spec, lambda port: self._start(spec, image, port, key_file, generation=1))
+        except BaseException:
+            self.registry.keys.remove(spec.service)
+            raise
 
     def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
         import docker
 
         config = deployment.config
         image = self.image(spec)
-        started = self._start(spec, image, int(config["port"]), config.get("auth_key"),
-                              generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
+        old = self._container(deployment)
+        pid = int(old.attrs["State"].get("Pid") or 0) if old is not None else 0
+        key_file = Path(config["key_file"]) if config.get("key_file") else None
+        with claim_port(int(config["port"]), deployment.name, owner=[pid] if pid else []):
+            started = self._start(spec, image, int(config["port"]), key_file,
+                                  generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
         # The new container serves now. The old one stops accepting at once (from here on, only the new one
         # answers), drains its requests and is removed in the background.
-        old = self._container(deployment)
         if old is not None:
-            pid = int(old.attrs["State"].get("Pid") or 0)
             with contextlib.suppress(docker.errors.APIError):
                 old.kill(signal="SIGTERM")
             if pid:
@@ -164,6 +164,7 @@ class DockerTarget:
         container = deployment.config.get("container")
         if container:
             self._remove(str(container))
+        self.registry.keys.remove(deployment.name)
         self.registry.set_deployment_state(deployment.name, "deleted")
 
     def status(self, deployment: Deployment) -> str:
@@ -221,7 +222,7 @@ class DockerTarget:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise EngineError(f"Docker could not remove container {container_id[:12]}: {exc.explanation}") from exc
 
-    def _start(self, spec: DeploySpec, image: Image, port: int, key: str | None, *, generation: int,
+    def _start(self, spec: DeploySpec, image: Image, port: int, key_file: Path | None, *, generation: int,
                keep_record: Deployment | None = None) -> Deployment:
         import docker
 
@@ -239,13 +240,16 @@ class DockerTarget:
         flags, environment = server_options(spec, f"{VOLUME}/{data.name}/collected")
         command += flags
         environment.update({"HOME": "/tmp", "MLOPS_DATA_DIR": f"{VOLUME}/{data.name}"})
-        if key:
-            environment["MLOPS_AUTH_KEYS"] = key
+        volumes = {str(volume): {"bind": VOLUME, "mode": "rw"}}
+        if key_file is not None:  # the keys' folder, read-only: a regenerated key reaches the server as a new file
+            volumes[str(key_file.parent)] = {"bind": SECRETS, "mode": "ro"}
+            environment["MLOPS_AUTH_KEY_FILE"] = f"{SECRETS}/{key_file.name}"
         name = f"mlops-{spec.service}-{generation}"
         config: dict[str, Any] = {
             "container": None, "container_name": name, "image": image.tag, "image_id": image.image_id, "port": port,
             "cpu": spec.cpu, "memory": spec.memory, "workers": spec.workers, "volume": str(volume),
-            "generation": generation, "auth_key": key, "script_line_offset": spec.script_line_offset,
+            "generation": generation, "key_file": None if key_file is None else str(key_file),
+            "script_line_offset": spec.script_line_offset,
             "base_image": spec.base_image, "collect": spec.collect, "sample_rate": spec.sample_rate,
         }
         with contextlib.suppress(docker.errors.NotFound):  # a leftover of a crashed attempt
@@ -254,7 +258,7 @@ class DockerTarget:
             container = self.engine.containers.run(
                 image.tag, command, detach=True, name=name, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
                 nano_cpus=nano_cpus, mem_limit=memory, memswap_limit=memory, environment=environment,
-                volumes={str(volume): {"bind": VOLUME, "mode": "rw"}},
+                volumes=volumes,
                 labels={"mlops.service": spec.service, "mlops.model": spec.version.ref,
                         "mlops.home": str(self.registry.home)},
             )

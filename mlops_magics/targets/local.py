@@ -17,10 +17,8 @@ import contextlib
 import http.client
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +30,18 @@ import mlops_backend
 
 from mlops_magics.errors import DeployError, InvalidInputError
 from mlops_magics.registry import Deployment, Registry
-from mlops_magics.targets.base import DeploySpec, data_dir, server_options
+from mlops_magics.targets.base import DeploySpec, data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.process import (
+    alive,
+    claim_port,
+    free_port,
+    is_listening,
+    process_stamp,
+    wait_until_not_listening,
+)
+
+__all__ = ["START_TIMEOUT", "LocalTarget", "answers_ready", "free_port", "is_listening", "map_script_lines", "tail",
+           "wait_until_not_listening", "write_layout"]
 
 #: Seconds to wait for a new service to answer /ready.
 START_TIMEOUT = 120.0
@@ -40,68 +49,6 @@ START_TIMEOUT = 120.0
 _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 _STOP_GRACE = 10.0
 _LOG_TAIL = 30
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own dead child not yet reaped) is not alive
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state != "Z"
-
-
-def _process_tree(pid: int) -> list[int]:
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        with contextlib.suppress(OSError):
-            queue += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
-    return found
-
-
-def _listening_inodes(port: int) -> set[str]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                    inodes.add(fields[9])
-    return inodes
-
-
-def is_listening(pid: int, port: int) -> bool:
-    """True while ``pid`` or one of its children holds a listening socket on ``port`` (Linux /proc)."""
-    inodes = _listening_inodes(port)
-    for member in _process_tree(pid):
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{member}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:[") and target[8:-1] in inodes:
-                        return True
-    return False
-
-
-def wait_until_not_listening(pid: int, port: int, timeout: float = 5.0) -> None:
-    """Block until ``pid`` (and its children) no longer listen on ``port``, it exits, or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid) and is_listening(pid, port):
-        time.sleep(0.005)
 
 
 def answers_ready(port: int, timeout: float = 1.0) -> bool:
@@ -189,29 +136,38 @@ class LocalTarget:
     # -- the contract -----------------------------------------------------------------------
 
     def deploy(self, spec: DeploySpec) -> Deployment:
-        port = spec.port or free_port()
-        key = secrets.token_urlsafe(24) if spec.auth else None
-        return self._start(spec, port, key, generation=1)
+        key_file = new_key_file(self.registry, spec)
+        try:
+            return on_free_port(spec, lambda port: self._start(spec, port, key_file, generation=1))
+        except BaseException:
+            self.registry.keys.remove(spec.service)
+            raise
 
     def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
         config = deployment.config
-        started = self._start(spec, int(config["port"]), config.get("auth_key"),
-                              generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
+        old_pid, old_folder, port = int(config["pid"]), config["folder"], int(config["port"])
+        old_stamp = config.get("pid_stamp")
+        key_file = Path(config["key_file"]) if config.get("key_file") else None
+        with claim_port(port, deployment.name, owner=[old_pid] if alive(old_pid, old_stamp) else []):
+            started = self._start(spec, port, key_file, generation=int(config.get("generation", 1)) + 1,
+                                  keep_record=deployment)
         # The new generation serves now; the old one drains its requests and exits in the background.
-        old_pid, old_folder = int(config["pid"]), config["folder"]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(old_pid, signal.SIGTERM)
-        wait_until_not_listening(old_pid, int(config["port"]))  # from here on, only the new one accepts
-        threading.Thread(target=self._retire, args=(old_pid, old_folder), daemon=True,
+        if alive(old_pid, old_stamp):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old_pid, signal.SIGTERM)
+            wait_until_not_listening(old_pid, port)  # from here on, only the new one accepts
+        threading.Thread(target=self._retire, args=(old_pid, old_stamp, old_folder), daemon=True,
                          name=f"retire-{deployment.name}").start()
         return started
 
-    def _retire(self, pid: int, folder: str) -> None:
-        self._stop(pid)
+    def _retire(self, pid: int, stamp: str | None, folder: str) -> None:
+        self.stop(pid, stamp)
         shutil.rmtree(folder, ignore_errors=True)
 
-    def launch(self, spec: DeploySpec, folder: Path, port: int, key: str | None) -> subprocess.Popen[bytes]:
+    def launch(self, spec: DeploySpec, folder: Path, port: int, key_file: Path | None) -> subprocess.Popen[bytes]:
         """Lay ``spec`` out in ``folder`` and start its server there; block until it is ready.
+
+        ``key_file``: the service's key file (the server reads it; a key never goes on the command line).
 
         Raises:
             DeployError: the server exited or was not ready in time (it is stopped); the message has the
@@ -226,8 +182,8 @@ class LocalTarget:
                    "--model_dir", str(folder / "azureml-models" / spec.version.name / str(spec.version.version)),
                    "--port", str(port), "--worker_count", str(spec.workers), "--host", "127.0.0.1",
                    "--reuse-port", "--ready-file", str(ready), "--verbose-errors"]
-        if key:
-            command += ["--auth-key", key]
+        if key_file is not None:
+            command += ["--auth-key-file", str(key_file)]
         flags, server_env = server_options(spec, str(data_dir(self.registry.home, spec.service) / "collected"))
         command += flags
         env.update(server_env)
@@ -240,7 +196,7 @@ class LocalTarget:
             code = process.poll()
             if code is not None or time.monotonic() > deadline:
                 if code is None:
-                    self._stop(process.pid)
+                    self.stop(process.pid)
                 reason = (f"exited with status {code}" if code is not None
                           else f"was not ready after {START_TIMEOUT:.0f} s and was stopped")
                 log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), script, spec.script_line_offset)
@@ -274,30 +230,38 @@ class LocalTarget:
         env.pop("PYTHONHOME", None)
         return str(python), env
 
-    def _start(self, spec: DeploySpec, port: int, key: str | None, *, generation: int,
+    def _start(self, spec: DeploySpec, port: int, key_file: Path | None, *, generation: int,
                keep_record: Deployment | None = None) -> Deployment:
         folder = self.root / spec.service / f"gen-{generation}"
         config: dict[str, Any] = {"pid": None, "port": port, "folder": str(folder), "workers": spec.workers,
-                                  "generation": generation, "auth_key": key, "isolated": spec.isolated,
-                                  "script_line_offset": spec.script_line_offset, "collect": spec.collect,
-                                  "sample_rate": spec.sample_rate}
+                                  "generation": generation, "key_file": None if key_file is None else str(key_file),
+                                  "isolated": spec.isolated, "script_line_offset": spec.script_line_offset,
+                                  "collect": spec.collect, "sample_rate": spec.sample_rate}
         try:
-            process = self.launch(spec, folder, port, key)
+            process = self.launch(spec, folder, port, key_file)
         except DeployError:
             if keep_record is None:  # a failed update leaves the running deployment's record alone
                 self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
                                                 url=None, config=config)
             raise
-        return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="running",
-                                               url=f"http://127.0.0.1:{port}", config={**config, "pid": process.pid})
+        return self.registry.record_deployment(
+            spec.service, spec.version.ref, target=self.name, state="running", url=f"http://127.0.0.1:{port}",
+            config={**config, "pid": process.pid, "pid_stamp": process_stamp(process.pid)})
 
-    def _stop(self, pid: int) -> None:
+    def stop(self, pid: int, stamp: str | None = None) -> None:
+        """Stop the server process group ``pid``: SIGTERM, then SIGKILL after a grace period.
+
+        With ``stamp`` (:func:`~mlops_magics.targets.process.process_stamp` at start), a pid that now belongs to
+        another process is left alone: nothing is signalled.
+        """
+        if stamp is not None and not alive(pid, stamp):
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + _STOP_GRACE
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         process = _STARTED.pop(pid, None)
@@ -306,15 +270,30 @@ class LocalTarget:
 
     def delete(self, deployment: Deployment) -> None:
         pid = deployment.config.get("pid")
-        if pid and _alive(int(pid)):
-            self._stop(int(pid))
+        if pid:
+            self.stop(int(pid), self._stamp(deployment))
+        self.registry.keys.remove(deployment.name)
         self.registry.set_deployment_state(deployment.name, "deleted")
 
     def status(self, deployment: Deployment) -> str:
         pid = deployment.config.get("pid")
-        if not pid or not _alive(int(pid)):
+        if not pid or not alive(int(pid), self._stamp(deployment)):
             return "stopped"
         return "running" if answers_ready(int(deployment.config["port"])) else "unhealthy"
+
+    @staticmethod
+    def _stamp(deployment: Deployment) -> str | None:
+        """The start stamp of the deployment's process; records older than stamps give the server's command line
+        a chance to prove the pid is still ours."""
+        stamp = deployment.config.get("pid_stamp")
+        if stamp:
+            return str(stamp)
+        pid = int(deployment.config["pid"])
+        try:
+            ours = b"mlops_backend.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return process_stamp(pid) if ours else "not-ours"
 
     def log_file(self, deployment: Deployment) -> tuple[Path, str]:
         folder = Path(deployment.config["folder"])
