@@ -177,7 +177,7 @@ class Staging:
 
 
 class Journal:
-    """What one registry write transaction is about to change in the store, written down (and fsynced) first.
+    """What one registry write transaction is about to change in the store, written down first.
 
     Each entry is a line ``VERB ARG...``: ``publish DIGEST`` (this transaction created that blob),
     ``manifest NAME VERSION`` (it wrote that version's manifest), ``sync NAME VERSION`` (the manifest
@@ -192,10 +192,14 @@ class Journal:
         self.entries: list[tuple[str, ...]] = []
 
     def record(self, *entries: tuple[str, ...]) -> None:
-        """Append entries and fsync them: they are on disk before the change they announce is made."""
+        """Append entries: they are in the file before the change they announce is made.
+
+        Not fsynced: what it guards against is a writer that dies (its writes are in the page cache
+        all the same). After a power cut a lost entry can leave an unused blob or skip a number,
+        never delete one or hand one out twice (manifests are fsynced before the commit).
+        """
         text = "".join(" ".join(entry) + "\n" for entry in entries)
         os.write(self._fd, text.encode())
-        os.fsync(self._fd)
         self.entries.extend(entries)
 
     def close(self, *, keep: bool = False) -> None:
@@ -292,13 +296,14 @@ class ArtifactStore:
         path, fd, _ = self._locked_file(self.journals, ".journal")
         return Journal(path, fd)
 
-    def publish(self, staged: StagedArtifact, journal: Journal | None = None) -> bool:
+    def publish(self, staged: StagedArtifact, journal: Journal | None = None, *, sync: bool = True) -> bool:
         """Move a staged artifact into the store; call inside the registry write transaction.
 
         An artifact with the same digest already in the store is kept (it is the same content).
 
         Args:
             journal: the transaction's journal: a new blob is recorded there before it appears.
+            sync: fsync its folder now (else call :meth:`sync_blob` before the commit).
 
         Returns:
             True if the blob is new (this transaction created it).
@@ -310,8 +315,13 @@ class ArtifactStore:
             journal.record(("publish", staged.digest))
         target.parent.mkdir(exist_ok=True)
         os.rename(staged.folder, target)
-        _fsync_dir(target.parent)
+        if sync:
+            _fsync_dir(target.parent)
         return True
+
+    def sync_blob(self, digest: str) -> None:
+        """Make a published blob's name durable (fsync of its folder)."""
+        _fsync_dir(self.path(digest).parent)
 
     def unpublish(self, digest: str) -> None:
         """Remove a blob this transaction published (its transaction rolled back)."""
@@ -405,14 +415,32 @@ class ArtifactStore:
         """Where the manifest (or, ``deleted``, the tombstone) of a version is kept."""
         return self.manifests / name / (f"{version}.deleted.json" if deleted else f"{version}.json")
 
-    def write_manifest(self, body: Mapping[str, Any]) -> Path:
-        """Write a version's manifest durably (temporary file, fsync, rename, fsync of the folder)."""
+    def write_manifest(self, body: Mapping[str, Any], *, new: bool = False) -> Path:
+        """Write a version's manifest durably (fsync of the file and of its folder).
+
+        Args:
+            new: the version is being registered (no manifest exists): written in place, which lets
+                one journal commit of the filesystem carry it (and the blob published before it).
+                Otherwise through a temporary file renamed over the old one.
+        """
         folder = self.manifests / str(body["name"])
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
         final = folder / f"{int(body['version'])}.json"
-        _write_durably(final, json.dumps({"format": _MANIFEST_FORMAT, **body}, indent=1, sort_keys=True) + "\n")
+        text = json.dumps({"format": _MANIFEST_FORMAT, **body}, indent=1, sort_keys=True) + "\n"
+        if not new:
+            _write_durably(final, text)
+            return final
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(text.encode())
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(folder)
         return final
 
     def write_tombstone(self, name: str, version: int) -> None:

@@ -794,7 +794,8 @@ class Registry:
             journal = transaction.journal()
             journal.record(("manifest", name, str(version)))
             transaction.on_rollback(lambda: self.artifacts.remove_manifest(name, version))
-            if self.artifacts.publish(staged, journal):
+            published = self.artifacts.publish(staged, journal, sync=False)  # synced with the manifest, below
+            if published:
                 transaction.on_rollback(lambda: self.artifacts.unpublish(staged.digest))
             db.table("versions").insert(
                 {
@@ -822,7 +823,9 @@ class Registry:
                 )
             if alias is not None:
                 self._point_alias(db, name, alias, version, now, user)
-            self.artifacts.write_manifest(self._manifest_body(db, name, version) or {})
+            self.artifacts.write_manifest(self._manifest_body(db, name, version) or {}, new=True)
+            if published:
+                self.artifacts.sync_blob(staged.digest)
             return self._version(db, name, version)
 
     def _point_alias(
