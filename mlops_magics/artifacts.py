@@ -623,7 +623,7 @@ def copy_in(source: Path, target: Path) -> int:
         folders.append(Path("."))
         _plan_folder(root, root, str(source), Path("."), frozenset({(top.st_dev, top.st_ino)}), plan, folders)
     elif stat.S_ISREG(top.st_mode):
-        plan.append(_Planned(root, Path("."), top.st_size, _allocated(top)))
+        plan.append(_Planned(root, Path("."), top.st_size, _allocated(root, top)))
     else:
         raise _special(str(source), top)
     needed = sum(p.allocated for p in plan)
@@ -682,7 +682,7 @@ def _plan_folder(root: str, real: str, shown_folder: str, relative: Path, ancest
             folders.append(child)
             _plan_folder(root, resolved, shown, child, ancestors | {key}, plan, folders)
         elif stat.S_ISREG(info.st_mode):
-            plan.append(_Planned(resolved, child, info.st_size, _allocated(info)))
+            plan.append(_Planned(resolved, child, info.st_size, _allocated(resolved, info)))
         else:
             raise _special(shown, info)
         if len(plan) > MAX_FILES:
@@ -692,9 +692,35 @@ def _plan_folder(root: str, real: str, shown_folder: str, relative: Path, ancest
             )
 
 
-def _allocated(info: os.stat_result) -> int:
+def _allocated(path: str, info: os.stat_result) -> int:
+    """Bytes a copy of this regular file will take: its data, holes of a sparse file left out.
+
+    Fewer blocks than its size is not proof enough (procfs files have none, yet read on): the holes
+    are asked for with SEEK_DATA/SEEK_HOLE, and a file that cannot say counts whole.
+    """
     blocks = getattr(info, "st_blocks", None)
-    return info.st_size if blocks is None else min(info.st_size, blocks * 512)
+    if blocks is None or blocks * 512 >= info.st_size:
+        return info.st_size
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        return info.st_size
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return info.st_size
+    data, position = 0, 0
+    try:
+        while position < info.st_size:
+            start = os.lseek(fd, position, seek_data)
+            end = min(os.lseek(fd, start, seek_hole), info.st_size)
+            data += max(0, end - start)
+            position = end
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: only a hole is left
+            return info.st_size
+    finally:
+        os.close(fd)
+    return data
 
 
 def _special(path: str, info: os.stat_result) -> InvalidInputError:

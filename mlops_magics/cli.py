@@ -16,7 +16,7 @@ from typing import Any
 from mlops_magics import api, flavors
 from mlops_magics.display import version_row
 from mlops_magics.errors import MlopsError
-from mlops_magics.registry import ModelVersion
+from mlops_magics.registry import ModelVersion, maintenance
 from mlops_magics.views import version_json
 
 
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if isinstance(result, str):
         print(result)
-    elif hasattr(result, "as_dict"):
+    elif isinstance(result, maintenance.REPORTS):
         print(json.dumps(result.as_dict(), indent=2) if args.json else repr(result))
     else:
         _show(result, args.json)

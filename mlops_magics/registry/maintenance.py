@@ -648,3 +648,7 @@ def _version_row(body: dict[str, Any], columns: list[str]) -> dict[str, Any]:
         if required not in row:
             raise KeyError(required)
     return row
+
+
+#: The report types of this module (each has ``as_dict()`` and a text ``repr``).
+REPORTS = (BackupReport, RestoreReport, CheckReport, RebuildReport)

@@ -794,9 +794,10 @@ class Registry:
             journal = transaction.journal()
             journal.record(("manifest", name, str(version)))
             transaction.on_rollback(lambda: self.artifacts.remove_manifest(name, version))
-            published = self.artifacts.publish(staged, journal, sync=False)  # synced with the manifest, below
+            published = not self.artifacts.path(staged.digest).exists()  # (no other writer: we hold the lock)
             if published:
                 transaction.on_rollback(lambda: self.artifacts.unpublish(staged.digest))
+            self.artifacts.publish(staged, journal, sync=False)  # synced with the manifest, below
             db.table("versions").insert(
                 {
                     "name": name,
@@ -1003,9 +1004,10 @@ class Registry:
             if not isinstance(environment, _Keep):
                 values[2] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
             if not isinstance(assets, _Keep):
-                transaction = self._transaction()
-                if assets is not None and self.artifacts.publish(assets, transaction.journal()):
+                if assets is not None and not self.artifacts.path(assets.digest).exists():
+                    transaction = self._transaction()
                     transaction.on_rollback(lambda: self.artifacts.unpublish(assets.digest))
+                    self.artifacts.publish(assets, transaction.journal())
                 values[3] = None if assets is None else json.dumps(
                     {"sha256": assets.digest, "files": [[f.path, f.size, f.sha256] for f in assets.files]})
             if not isinstance(dockerfile_steps, _Keep):
