@@ -286,7 +286,7 @@ class ArtifactStore:
                 lock_path.unlink(missing_ok=True)
                 os.close(fd)
         except OSError as exc:
-            problem = storage_error(exc, "Writing the artifact", exc.filename or self.staging_root)
+            problem = storage_error(exc, "Writing the artifact", self.staging_root)
             if problem is None:
                 raise
             raise problem from exc
@@ -415,13 +415,14 @@ class ArtifactStore:
         """Where the manifest (or, ``deleted``, the tombstone) of a version is kept."""
         return self.manifests / name / (f"{version}.deleted.json" if deleted else f"{version}.json")
 
-    def write_manifest(self, body: Mapping[str, Any], *, new: bool = False) -> Path:
+    def write_manifest(self, body: Mapping[str, Any], *, new: bool = False, sync: bool = True) -> Path:
         """Write a version's manifest durably (fsync of the file and of its folder).
 
         Args:
             new: the version is being registered (no manifest exists): written in place, which lets
                 one journal commit of the filesystem carry it (and the blob published before it).
                 Otherwise through a temporary file renamed over the old one.
+            sync: fsync now; False to write many and :meth:`sync_manifests` once at the end.
         """
         folder = self.manifests / str(body["name"])
         if not folder.is_dir():
@@ -430,18 +431,34 @@ class ArtifactStore:
         final = folder / f"{int(body['version'])}.json"
         text = json.dumps({"format": _MANIFEST_FORMAT, **body}, indent=1, sort_keys=True) + "\n"
         if not new:
-            _write_durably(final, text)
+            _write_durably(final, text, sync=sync)
             return final
         fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(text.encode())
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(folder)
+        if sync:
+            _fsync_dir(folder)
         return final
+
+    def sync_manifests(self, paths: list[Path]) -> None:
+        """fsync manifests written with ``sync=False``, then their folders (many: one ``sync()`` of every disk)."""
+        if len(paths) > 64 and hasattr(os, "sync"):
+            os.sync()
+            return
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for folder in sorted({p.parent for p in paths}):
+            _fsync_dir(folder)
 
     def write_tombstone(self, name: str, version: int) -> None:
         """Record that ``name:version`` existed and was deleted (keeps its number from being handed out again)."""
@@ -487,6 +504,14 @@ class ArtifactStore:
                 body.get("version"), int) or body.get("format", 0) > _MANIFEST_FORMAT:
             raise IntegrityError(f"{path} is not a version manifest this mlops-magics can read.")
         return body
+
+    def has_manifest(self, name: str, version: int) -> bool:
+        """True if the version has a readable manifest."""
+        try:
+            self.read_manifest(self.manifest_path(name, version))
+        except IntegrityError:
+            return False
+        return True
 
     def manifests_complete(self) -> bool:
         """True once every version of the database has its manifest (written when the store started keeping them)."""
@@ -664,8 +689,9 @@ def _plan_folder(root: str, real: str, shown_folder: str, relative: Path, ancest
                     f"{shown} is a link to {pointed}, which does not exist. Remove the link, or put the file there."
                 ) from None
             if os.path.commonpath([root, resolved]) != root:
+                where = pointed if pointed == resolved else f"{pointed} ({resolved})"
                 raise InvalidInputError(
-                    f"{shown} is a link to {pointed} ({resolved}), outside the folder {root} being registered: "
+                    f"{shown} is a link to {where}, outside the folder {root} being registered: "
                     "its content would be copied from elsewhere on this machine. Copy what the model needs into "
                     "the folder (or register that path itself), or remove the link."
                 )
@@ -851,18 +877,20 @@ def _journal_entries(path: Path) -> list[tuple[str, ...]]:
     return [tuple(line.split()) for line in text.splitlines() if line.strip()]
 
 
-def _write_durably(path: Path, text: str) -> None:
+def _write_durably(path: Path, text: str, *, sync: bool = True) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     try:
         with open(temporary, "w") as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.rename(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
 
 
 def _owner_is_dead(lock: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -385,7 +386,7 @@ def test_a_link_out_of_the_folder_is_refused_naming_it(registry: Registry, home:
                                                        target: str) -> None:
     folder = _folder(tmp_path)
     (folder / "leak").symlink_to(target)
-    with pytest.raises(InvalidInputError, match=rf"{folder}/leak is a link to {target} .*outside the folder"):
+    with pytest.raises(InvalidInputError, match=rf"{folder}/leak is a link to {target}, outside the folder {folder} "):
         mm.register(name="m", path=folder)
     assert _blobs(home) == set() and _leftovers(home) == []
 
@@ -440,7 +441,7 @@ def test_a_link_to_dev_zero_is_refused_before_a_byte_is_read(small_disk: Path, t
     reg = Registry(home)
     folder = _folder(tmp_path)
     (folder / "zero").symlink_to("/dev/zero")
-    with pytest.raises(InvalidInputError, match=r"model/zero is a link to /dev/zero .*outside the folder"):
+    with pytest.raises(InvalidInputError, match=r"model/zero is a link to /dev/zero, outside the folder"):
         mm.register(name="m", path=folder, registry=reg)  # was: copied until the disk was full
     with pytest.raises(InvalidInputError, match="/dev/zero is a character device"):
         mm.register(name="m", path="/dev/zero", registry=reg)
@@ -512,9 +513,10 @@ def test_a_full_disk_is_said_and_nothing_is_half_written(small_disk: Path) -> No
     assert "pickled" not in str(caught.value)
     assert _leftovers(home) == [] and len(_blobs(home)) == 1
     filler = _fill(small_disk)
-    with pytest.raises(StorageError, match="(no space left|is full)"):
+    full = rf"(no space left on the disk holding {re.escape(str(home))}|{re.escape(str(home))}\S* is full)"
+    with pytest.raises(StorageError, match=full):
         mm.register({"small": 2}, "m", registry=reg)
-    with pytest.raises(StorageError, match="(no space left|is full)"):
+    with pytest.raises(StorageError, match=full):
         mm.tag_model("m:1", {f"k{n}": "v" * 4000 for n in range(40)}, registry=reg)
     filler.unlink()
     assert mm.register({"small": 3}, "m", registry=reg).version == 2

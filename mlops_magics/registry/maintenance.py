@@ -88,7 +88,8 @@ class DatabaseState:
         """One line: the file, its size, schema and check result."""
         if self.state in ("missing", "empty"):
             return f"{self.path} is {self.state}"
-        facts = f"{human_size(self.size)}, schema {self.schema_version}, {self.versions} version(s)"
+        facts = human_size(self.size) + (
+            f", schema {self.schema_version}, {self.versions} version(s)" if self.healthy else "")
         return f"{self.path} ({facts}): {self.state}" + (f" ({self.detail})" if self.detail else "")
 
 

@@ -417,7 +417,7 @@ class Registry:
         if type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError):
             return self._database_error(exc, doing)  # type: ignore[arg-type]
         if isinstance(exc, OSError):
-            return storage_error(exc, doing) or exc
+            return storage_error(exc, doing, exc.filename or self.home) or exc
         return exc
 
     def write(self) -> AbstractContextManager[sqlite_utils.Database]:
@@ -546,9 +546,12 @@ class Registry:
             return
         try:
             with self._write(db):
-                for name, version in db.execute("SELECT name, version FROM versions").fetchall():
-                    if not self.artifacts.manifest_path(name, version).exists():
-                        self.artifacts.write_manifest(self._manifest_body(db, name, version) or {})
+                written = [
+                    self.artifacts.write_manifest(self._manifest_body(db, name, version) or {}, new=True, sync=False)
+                    for name, version in db.execute("SELECT name, version FROM versions").fetchall()
+                    if not self.artifacts.has_manifest(name, version)
+                ]
+                self.artifacts.sync_manifests(written)  # once, at the end: an fsync each would take minutes
                 for name, last in db.execute(
                     "SELECT name, last_version FROM models m WHERE last_version > 0 AND NOT EXISTS "
                     "(SELECT 1 FROM versions v WHERE v.name = m.name AND v.version = m.last_version)"
