@@ -163,6 +163,35 @@ def test_a_registration_that_fails_before_commit_leaves_no_blob_manifest_or_numb
     assert mm.register({"v": 3}, "m").version == 2
 
 
+@pytest.mark.parametrize("step, action, expected", [
+    ("bury", 'mm.delete_model("m:2")', ["1.json", "2.deleted.json"]),
+    ("write_manifest", 'mm.tag_model("m:1", {"stage": "prod"})', ["1.json", "2.json"]),
+])
+def test_a_writer_killed_between_its_commit_and_its_manifest_is_finished_on_the_next_open(
+        home: Path, step: str, action: str, expected: list[str]) -> None:
+    reg = Registry(home)
+    mm.register({"n": 1}, "m", registry=reg)
+    mm.register({"n": 2}, "m", registry=reg)
+    reg.close()
+    child = _python(f"""
+        import os, signal
+        import mlops_magics as mm
+        from mlops_magics.artifacts import ArtifactStore
+        def dying(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)  # after the commit, before the manifest changes
+        setattr(ArtifactStore, {step!r}, dying)
+        {action}
+    """, home)
+    child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    reg = Registry(home)  # recovers: the journal says what the dead writer had left to do
+    assert sorted(p.name for p in (home / "artifacts" / "manifests" / "m").iterdir()) == expected
+    assert _leftovers(home) == []
+    if step == "write_manifest":
+        manifest = json.loads((home / "artifacts" / "manifests" / "m" / "1.json").read_text())
+        assert manifest["tags"] == {"stage": "prod"} == dict(reg.get("m:1").tags)
+
+
 # -- version numbers are never reused ------------------------------------------------------------------
 
 

@@ -93,8 +93,8 @@ class DatabaseState:
         return f"{self.path} ({facts}): {self.state}" + (f" ({self.detail})" if self.detail else "")
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None)
+def _read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None, timeout=timeout)
 
 
 def inspect_database(path: Path, *, full: bool = True) -> DatabaseState:
@@ -190,7 +190,7 @@ def backup(target: Path | str, *, home: Path | str | None = None) -> BackupRepor
         raise ConflictError(f"{path} exists: a backup never overwrites a file. Choose a new name (or a folder).")
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        source = sqlite3.connect(db_path, timeout=config.lock_timeout())
+        source = _read_only(db_path, config.lock_timeout())
         try:
             copy = sqlite3.connect(partial, isolation_level=None)
             try:
