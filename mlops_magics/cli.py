@@ -1,13 +1,13 @@
 """The ``mlops`` command line: the magics' verbs for terminals and CI.
 
-Exit status: 0 on success, 2 for a user error (the message goes to stderr), 1 for anything else.
+Exit status: 0 on success, 2 for a user error (the message goes to stderr), 1 for anything else
+(``mlops registry check``: 1 when it found an error).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +15,8 @@ from typing import Any
 
 from mlops_magics import api, flavors, trust
 from mlops_magics.display import version_row
-from mlops_magics.errors import InvalidInputError, MlopsError
-from mlops_magics.registry import ModelVersion, default_registry
+from mlops_magics.errors import MlopsError
+from mlops_magics.registry import ModelVersion, maintenance
 from mlops_magics.views import version_json
 
 
@@ -38,14 +38,8 @@ def _show(result: Any, as_json: bool) -> None:
 
 
 def _export(ref: str, output: str) -> str:
-    reg = default_registry()
-    version = reg.get(ref)
-    source = reg.verified_artifact(version)
-    target = Path(output)
-    if target.exists() and any(target.iterdir()):
-        raise InvalidInputError(f"{target} exists and is not empty: choose an empty or new folder.")
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    return f"Exported {version.ref} ({len(version.files)} file(s), sha256 verified) to {target}"
+    version = api.export_model(ref, output)
+    return f"Exported {version.ref} ({len(version.files)} file(s), exactly as registered, sha256 verified) to {output}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", help="The service.")
     p.add_argument("--regenerate", choices=["primary", "secondary"],
                    help="Replace this key with a new one; the other stays valid.")
+
+    p = sub.add_parser("registry", help="Back up, restore, check or rebuild the registry itself.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    v = verbs.add_parser("backup", help="Copy the database (online: consistent while others write).")
+    v.add_argument("path", help="New file, or a folder to put registry-<UTC time>.db in.")
+    v = verbs.add_parser("restore", help="Put a backup in place of the database (the old file is kept aside).")
+    v.add_argument("backup", help="A file made by 'mlops registry backup'.")
+    v.add_argument("--force", action="store_true", help="Replace a healthy database too.")
+    v = verbs.add_parser("check", help="Check the database and every artifact's files; exit 1 on an error.")
+    v.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="Print the report as JSON.")
+    verbs.add_parser("rebuild", help="Re-create a missing, empty or damaged database from its WAL or the "
+                                     "artifact store's manifests (never replaces a healthy one).")
+
     p = sub.add_parser("collected", help="What a deployment collected (--collect), as CSV.")
     p.add_argument("service", help="The service.")
     p.add_argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
@@ -140,6 +147,15 @@ def run(args: argparse.Namespace) -> Any:
 
         found = services.keys(args.service, regenerate=args.regenerate)
         return {"service": found.service, "primary": found.primary, "secondary": found.secondary}
+
+    if args.command == "registry":
+        if args.verb == "backup":
+            return api.backup_registry(args.path)
+        if args.verb == "restore":
+            return api.restore_registry(args.backup, force=args.force)
+        if args.verb == "check":
+            return api.check_registry()
+        return api.rebuild_registry()
     if args.command in ("collected", "monitor"):
         from mlops_magics import monitoring
 
@@ -165,9 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if isinstance(result, str):
         print(result)
+    elif isinstance(result, maintenance.REPORTS):
+        print(json.dumps(result.as_dict(), indent=2) if args.json else repr(result))
     else:
         _show(result, args.json)
-    return 0
+    return 0 if getattr(result, "ok", True) else 1
 
 
 if __name__ == "__main__":

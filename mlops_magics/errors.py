@@ -40,6 +40,14 @@ class SchemaVersionError(MlopsError):
     """The registry was written by a newer mlops-magics than the one running."""
 
 
+class RegistryDamagedError(MlopsError):
+    """The registry database is missing, empty or corrupted; the message says how to restore it."""
+
+
+class StorageError(MlopsError):
+    """The disk refused a write (full, read-only, immutable, I/O error); nothing was half-written."""
+
+
 class DeployError(MlopsError):
     """A deployment did not become healthy; the message has the reason and the log tail."""
 

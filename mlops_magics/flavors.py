@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import pickle
-import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -168,6 +167,10 @@ def _save_pickle(obj: Any, target: Path, *, prefer_joblib: bool) -> str:
         return "cloudpickle"
     except Exception as exc:
         target.unlink(missing_ok=True)
+        from mlops_magics.artifacts import STORAGE_ERRNOS
+
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            raise  # the disk refused the write (full, read-only): not the object's fault; the store says so
         raise SerializationError(_unpicklable_message(obj)) from exc
 
 
@@ -487,28 +490,32 @@ def save_path(source: Path, folder: Path, flavor: str | None = None) -> SavedMod
     """Copy a file or folder into ``folder``, keeping its name (as Azure ML lays models out).
 
     The flavor is taken from a single file's suffix (.onnx, .pt/.pth, .pkl/.pickle/.joblib) unless
-    given; anything else is 'files'.
+    given; anything else is 'files'. The copy is made safely (:func:`mlops_magics.artifacts.copy_in`):
+    links out of the folder, loops, pipes and devices are refused, sparse files stay sparse.
 
     Raises:
         NotFoundError: ``source`` does not exist.
-        InvalidInputError: the flavor cannot register a path.
+        InvalidInputError: the flavor cannot register a path; a link leaves the folder or loops; a special file.
+        StorageError: the copy would not fit on the disk.
     """
+    from mlops_magics.artifacts import copy_in  # not at the top: artifacts -> registry -> artifacts would cycle
+
     if not source.exists():
         raise NotFoundError(f"No file or folder at {str(source)!r}. Check the path (relative to {Path.cwd()}).")
-    target = folder / source.name
-    if source.is_dir():
-        shutil.copytree(source, target, symlinks=False)
-    else:
-        shutil.copy2(source, target)
+    label = source.name or source.resolve().name
+    if not label:
+        raise InvalidInputError(f"Cannot register {str(source)!r}: it names no file or folder (the root folder).")
+    target = folder / label
+    copy_in(source, target)
     name = flavor or (_SUFFIX_FLAVORS.get(source.suffix.lower(), "files") if source.is_file() else "files")
     if name == "onnx":
-        return OnnxFlavor().describe_file(target, source.name)
+        return OnnxFlavor().describe_file(target, label)
     if name == "pytorch":
-        return SavedModel(name, "torch", None, {"file": source.name})
+        return SavedModel(name, "torch", None, {"file": label})
     if name in ("pickle", "sklearn"):
-        return SavedModel(name, None, None, {"file": source.name, "serializer": "joblib"})
+        return SavedModel(name, None, None, {"file": label, "serializer": "joblib"})
     if name == "files":
-        return SavedModel(name, None, None, {"path": source.name})
+        return SavedModel(name, None, None, {"path": label})
     raise InvalidInputError(
         f"Flavor {name!r} cannot register a path. Use one of: onnx, pytorch, pickle, sklearn, files."
     )

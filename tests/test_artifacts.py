@@ -9,9 +9,23 @@ from typing import Any
 import pytest
 
 import mlops_magics as mm
+from mlops_magics import api
 from mlops_magics.artifacts import ArtifactStore, file_sha256, manifest_digest
 from mlops_magics.errors import IntegrityError
 from mlops_magics.registry import ArtifactFile, Registry
+
+
+class _NoDatabase:
+    """A recovery view of a database that holds nothing."""
+
+    def has_version(self, name: str, version: int) -> bool:
+        return False
+
+    def manifest_body(self, name: str, version: int) -> dict[str, Any] | None:
+        return None
+
+    def referenced(self) -> set[str]:
+        return set()
 
 
 def test_digest_covers_paths_sizes_and_contents(tmp_path: Path) -> None:
@@ -66,5 +80,52 @@ def test_recovery_leaves_a_live_writers_staging_alone(tmp_path: Path) -> None:
     with store.stage() as staging:
         (staging.folder / "f").write_bytes(b"x")
         assert not store.needs_recovery()
-        assert store.recover(set) == []
+        assert store.recover(_NoDatabase()) == []
         assert (staging.folder / "f").exists()
+
+
+def test_a_file_dropped_into_a_stored_artifact_is_refused_at_load_and_named(registry: Registry, iris_lr: Any) -> None:
+    v = mm.register(iris_lr, "iris")
+    folder = v.artifact_path
+    assert folder is not None
+    os.chmod(folder, 0o755)
+    (folder / "sitecustomize.py").write_text("import os\n")
+    with pytest.raises(IntegrityError, match=rf"Artifact folder {folder} holds 'sitecustomize.py', which was not "
+                                             r"registered with it \(its manifest lists 1 file\(s\)\)"):
+        mm.load_model("iris")
+    (folder / "sitecustomize.py").unlink()
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deep.py").write_text("")
+    with pytest.raises(IntegrityError, match="holds 'sub/deep.py'"):
+        mm.load_model("iris")
+
+
+def test_a_link_in_a_stored_artifact_is_refused(registry: Registry, iris_lr: Any) -> None:
+    v = mm.register(iris_lr, "iris")
+    folder = v.artifact_path
+    assert folder is not None
+    pickle = folder / "model.pkl"
+    real = folder.parent / "elsewhere.pkl"
+    os.chmod(folder, 0o755)
+    os.rename(pickle, real)
+    pickle.symlink_to(real)  # same content, but not the file that was registered
+    with pytest.raises(IntegrityError, match=r"model.pkl is a symbolic link, not the regular file registered"):
+        mm.load_model("iris")
+
+
+def test_verification_checks_the_recorded_file_list_against_the_digest(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    files = (ArtifactFile("model.pkl", 3, "ab" * 32),)
+    with pytest.raises(IntegrityError, match="does not match its digest: the registry database was modified"):
+        store.verify("0" * 64, files)
+
+
+def test_export_copies_exactly_the_registered_files_and_checks_the_copies(registry: Registry, iris_lr: Any,
+                                                                          tmp_path: Path) -> None:
+    v = mm.register(iris_lr, "iris")
+    out = tmp_path / "out"
+    api.export_model("iris", out)
+    assert sorted(p.name for p in out.iterdir()) == ["model.pkl"]
+    assert file_sha256(out / "model.pkl") == v.files[0].sha256
+    with pytest.raises(mm.InvalidInputError, match="exists and is not an empty folder"):
+        api.export_model("iris", out)

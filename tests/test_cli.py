@@ -55,6 +55,7 @@ def test_register_a_file_list_alias_tag_export_and_delete(registry: Registry, ho
     (["register", "/no/such/file", "--name", "x"], "No file or folder at '/no/such/file'"),
     (["register", ".", "--name", "bad name"], "Invalid model name 'bad name'"),
     (["model", "x:zero"], "Invalid version 'zero'"),
+    (["model", "x:99999999999999999999999"], "a version is a whole number from 1 to 9223372036854775807"),
 ])
 def test_user_errors_exit_2_with_the_message_on_stderr(home: Path, args: list[str], message: str) -> None:
     done = mlops(home, *args)
@@ -94,3 +95,66 @@ def test_a_pickle_registered_from_the_command_line_is_untrusted_until_mlops_trus
     done = mlops(home, "register", str(joblib_file), "--name", "iris", "--trust")
     assert done.returncode == 0 and f"trusted by {current_user()}" in done.stdout
     assert mm.load_model("iris:1").predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == [0]
+
+def test_export_refuses_an_artifact_with_an_extra_file_and_copies_nothing(registry: Registry, home: Path,
+                                                                         tmp_path: Path) -> None:
+    v = mm.register({"a": 1}, "m")
+    assert v.artifact_path is not None
+    os.chmod(v.artifact_path, 0o755)
+    (v.artifact_path / "extra.py").write_text("print('not registered')")
+    out = tmp_path / "exported"
+    done = mlops(home, "export", "m:1", str(out))
+    assert done.returncode == 2 and "holds 'extra.py', which was not registered" in done.stderr
+    assert "sha256 verified" not in done.stdout and not out.exists()
+
+
+def test_registry_backup_check_and_restore(registry: Registry, home: Path, tmp_path: Path) -> None:
+    mm.register({"a": 1}, "m")
+    done = mlops(home, "registry", "backup", str(tmp_path / "copy.db"))
+    assert done.returncode == 0, done.stderr
+    assert "Backed up the registry database (1 version(s)" in done.stdout and "integrity check passed" in done.stdout
+    mm.register({"a": 2}, "m")
+
+    checked = mlops(home, "registry", "check", "--json")
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] and report["versions"] == 2 and report["problems"] == []
+    assert json.loads(mlops(home, "--json", "registry", "check").stdout)["ok"]
+    assert mlops(home, "registry", "check").stdout.startswith(f"Registry {home}: OK")
+
+    refused = mlops(home, "registry", "restore", str(tmp_path / "copy.db"))
+    assert refused.returncode == 2 and "is healthy" in refused.stderr and "--force" in refused.stderr
+    restored = mlops(home, "registry", "restore", str(tmp_path / "copy.db"), "--force")
+    assert restored.returncode == 0, restored.stderr
+    assert "1 version(s) registered after the backup are not in it" in restored.stdout
+    checked = mlops(home, "registry", "check")
+    assert checked.returncode == 0 and "m:2: has a manifest" in checked.stdout  # a warning, not an error
+
+
+def test_registry_check_exits_1_on_a_damaged_artifact_and_rebuild_refuses_a_healthy_database(
+        registry: Registry, home: Path) -> None:
+    v = mm.register({"a": 1}, "m")
+    refused = mlops(home, "registry", "rebuild")
+    assert refused.returncode == 2 and "is healthy" in refused.stderr and "refuses to overwrite it" in refused.stderr
+    assert v.artifact_path is not None
+    (v.artifact_path / "model.pkl").unlink()
+    checked = mlops(home, "registry", "check")
+    assert checked.returncode == 1
+    assert "1 error(s)" in checked.stdout and "model.pkl is missing" in checked.stdout
+    report = json.loads(mlops(home, "registry", "check", "--json").stdout)
+    assert not report["ok"] and [p["subject"] for p in report["problems"]] == ["m:1"]
+
+
+def test_registry_rebuild_brings_back_a_lost_database(registry: Registry, home: Path) -> None:
+    mm.register({"a": 1}, "m", tags={"team": "cv"})
+    (home / "registry.db").write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        (home / f"registry.db{suffix}").unlink(missing_ok=True)
+    listed = mlops(home, "models")
+    assert listed.returncode == 2 and "is empty (0 bytes), but 1 artifact(s)" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    rebuilt = mlops(home, "registry", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "from its manifests: 1 version(s) of 1 model(s)" in rebuilt.stdout
+    shown = json.loads(mlops(home, "--json", "model", "m:1").stdout)
+    assert shown["tags"] == {"team": "cv"}

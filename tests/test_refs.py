@@ -59,3 +59,17 @@ def test_parse_tag_splits_on_the_first_equals_and_keeps_empty_values() -> None:
 def test_malformed_tags_are_refused_with_the_expected_form(text: str, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment):
         parse_tag(text)
+
+
+@pytest.mark.parametrize("text", ["x:99999999999999999999999", "x:9223372036854775808", "x:" + "9" * 5000, "x:²",
+                                  "x:\u0661"])
+def test_a_version_beyond_64_bits_or_not_in_ascii_digits_is_refused_with_the_range(text: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"a version is a whole number from 1 to 9223372036854775807") as caught:
+        parse_ref(text)
+    assert len(str(caught.value)) < 300  # a 5,000-digit value is not echoed whole
+
+
+def test_the_largest_64_bit_version_is_a_valid_reference() -> None:
+    assert parse_ref("x:9223372036854775807") == ModelRef("x", version=2**63 - 1)
+    with pytest.raises(InvalidInputError, match="from 1 to"):
+        ModelRef("x", version=2**63)

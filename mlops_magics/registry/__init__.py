@@ -31,6 +31,7 @@ __all__ = [
     "ModelVersionList",
     "Registry",
     "default_registry",
+    "forget_registry",
     "parse_ref",
 ]
 
@@ -46,3 +47,9 @@ def default_registry() -> Registry:
         if registry is None:
             registry = _open[home] = Registry(home)
         return registry
+
+
+def forget_registry(home: Path) -> None:
+    """Drop the registry of ``home`` that :func:`default_registry` keeps (its database file was replaced)."""
+    with _open_lock:
+        _open.pop(Path(home).expanduser().resolve(), None)

@@ -11,6 +11,8 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 ALIAS_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
 TAG_KEY_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}"
 TAG_VALUE_MAX = 4096
+#: The largest version number: SQLite stores integers in 64 bits.
+MAX_VERSION = 2**63 - 1
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _ALIAS_RE = re.compile(ALIAS_PATTERN)
@@ -97,6 +99,15 @@ class ModelRef:
     version: int | None = None
     alias: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.version is not None and (
+                isinstance(self.version, bool) or not isinstance(self.version, int)
+                or not 1 <= self.version <= MAX_VERSION):
+            raise InvalidInputError(
+                f"Invalid version {_quoted(self.version)} of {self.name!r}: a version is a whole number from 1 to "
+                f"{MAX_VERSION} (e.g. {self.name}:1)."
+            )
+
     def __str__(self) -> str:
         if self.version is not None:
             return f"{self.name}:{self.version}"
@@ -124,10 +135,19 @@ def parse_ref(text: str) -> ModelRef:
         check_name(name)
         if version == "latest":
             return ModelRef(name)
-        if not version.isdigit() or int(version) < 1:
+        # ASCII digits only ('²' is a digit to str.isdigit), and at most 19 of them: SQLite's integers are 64-bit
+        # (and int() refuses strings of over 4,300 digits).
+        if not (version.isascii() and version.isdigit()) or len(version) > 19 or not (
+                1 <= int(version) <= MAX_VERSION):
             raise InvalidInputError(
-                f"Invalid version {version!r} in {text!r}: a version is a whole number from 1 "
-                f"(e.g. {name}:1), 'latest', or use {name}@ALIAS for an alias."
+                f"Invalid version {_quoted(version)} in {_quoted(text)}: a version is a whole number from 1 to "
+                f"{MAX_VERSION} (e.g. {name}:1), 'latest', or use {name}@ALIAS for an alias."
             )
         return ModelRef(name, version=int(version))
     return ModelRef(check_name(text))
+
+
+def _quoted(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (hostile input stays short in a message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...' ({len(str(value)):,} characters)"

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import difflib
+import fcntl
 import getpass
 import json
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlops_magics import config
-from mlops_magics.artifacts import ArtifactStore, StagedArtifact
+from mlops_magics.artifacts import ArtifactStore, Journal, StagedArtifact, free_space, storage_error
 from mlops_magics.errors import (
     ConflictError,
     InvalidInputError,
     MlopsError,
     NotFoundError,
+    RegistryDamagedError,
     RegistryLockedError,
     SchemaVersionError,
+    StorageError,
 )
 from mlops_magics.registry.migrations import MIGRATIONS, SCHEMA_VERSION
 from mlops_magics.registry.records import (
@@ -58,6 +62,16 @@ _TAGS_JSON = (
     "(SELECT json_group_object(key, value) FROM "
     "(SELECT key, value FROM tags WHERE name = ? AND version = ? ORDER BY key))"
 )
+#: Columns of ``versions`` that hold JSON text (decoded in manifests).
+_JSON_COLUMNS = ("files", "tags", "signature", "input_example", "lineage", "flavor_options")
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 5, 6, 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
+_SQLITE_READONLY_DBMOVED = _SQLITE_READONLY | 4 << 8  # an extended code: the file was renamed or deleted
+_CODE_WORDS = (("locked", _SQLITE_LOCKED), ("busy", _SQLITE_BUSY), ("readonly", _SQLITE_READONLY),
+               ("disk is full", _SQLITE_FULL), ("malformed", _SQLITE_CORRUPT), ("not a database", _SQLITE_NOTADB),
+               ("disk i/o error", _SQLITE_IOERR), ("unable to open", _SQLITE_CANTOPEN))
 
 
 class _Keep:
@@ -87,9 +101,129 @@ def current_user() -> str:
         return "unknown"
 
 
-def _is_locked(error: sqlite3.OperationalError) -> bool:
+def _sqlite_code(error: sqlite3.Error) -> int:
+    """SQLite's primary result code for an error (0 when it cannot be told)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF
     text = str(error).lower()
-    return "locked" in text or "busy" in text
+    return next((number for words, number in _CODE_WORDS if words in text), 0)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file: it changes when the file is replaced; None when there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _reraise(error: BaseException, translated: BaseException) -> NoReturn:
+    if translated is error:
+        raise error
+    raise translated from error
+
+
+def _quick_check(db: sqlite_utils.Database) -> str | None:
+    """None if SQLite's quick_check passes, else what it found."""
+    try:
+        rows = [str(r[0]) for r in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if rows == ["ok"] else "; ".join(rows[:3])
+
+
+def _immutable(path: Path) -> bool:
+    """True if ``path`` carries the immutable attribute (chattr +i; Linux only)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        flags = bytearray(8)
+        fcntl.ioctl(fd, 0x80086601, flags)  # FS_IOC_GETFLAGS
+        return bool(int.from_bytes(flags[:4], "little") & 0x10)  # FS_IMMUTABLE_FL
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _why_read_only(path: Path) -> str:
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "its filesystem is mounted read-only"
+    except OSError:
+        pass
+    for candidate in (path, path.parent):
+        if _immutable(candidate):
+            return f"{candidate} is immutable (chattr +i)"
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return "this user may not write it or its folder"
+    return "SQLite opened it read-only"
+
+
+class _Transaction:
+    """What one write transaction does beside the database: its journal, what to undo, what to finish."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+        self._journal: Journal | None = None
+        self._undo: list[Callable[[], None]] = []
+        self._after: list[Callable[[], None]] = []
+
+    def journal(self) -> Journal:
+        """This transaction's journal, created on first use."""
+        if self._journal is None:
+            self._journal = self._store.open_journal()
+        return self._journal
+
+    def on_rollback(self, step: Callable[[], None]) -> None:
+        """Run ``step`` if the transaction does not commit (steps run last first)."""
+        self._undo.append(step)
+
+    def after_commit(self, step: Callable[[], None]) -> None:
+        """Run ``step`` once the transaction committed."""
+        self._after.append(step)
+
+    def undo(self) -> None:
+        """The transaction rolled back: undo its changes to the store."""
+        self._settle(reversed(self._undo), "undoing a write that did not commit")
+
+    def commit(self) -> None:
+        """The transaction committed: finish its changes to the store."""
+        self._settle(iter(self._after), "finishing a committed write")
+
+    def _settle(self, steps: Iterator[Callable[[], None]], doing: str) -> None:
+        settled = True
+        for step in steps:
+            try:
+                step()
+            except Exception:  # the journal is kept: the next open finishes the job
+                log.warning("artifact store %s: %s failed; the next open recovers it", self._store.root, doing,
+                            exc_info=True)
+                settled = False
+        if self._journal is not None:
+            self._journal.close(keep=not settled)
+
+
+class _RecoveryView:
+    """What recovery reads from the database (see :class:`mlops_magics.artifacts.RecoveryView`)."""
+
+    def __init__(self, registry: Registry, db: sqlite_utils.Database) -> None:
+        self._registry = registry
+        self._db = db
+
+    def has_version(self, name: str, version: int) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM versions WHERE name = ? AND version = ?", [name, version]).fetchone() is not None
+
+    def manifest_body(self, name: str, version: int) -> dict[str, Any] | None:
+        return self._registry._manifest_body(self._db, name, version)
+
+    def referenced(self) -> set[str]:
+        return self._registry._referenced(self._db)
 
 
 class Registry:
@@ -118,20 +252,54 @@ class Registry:
     def __repr__(self) -> str:
         return f"<Registry {self.home}>"
 
+    def close(self) -> None:
+        """Close this thread's connection (the next use opens a new one)."""
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is not None:
+            self._local.db = None
+            db.conn.close()
+
     # -- connection and transactions -------------------------------------------------------
 
     @property
     def db(self) -> sqlite_utils.Database:
-        """This thread's connection, opened (and the schema brought up to date) on first use."""
+        """This thread's connection, opened (and the schema brought up to date) on first use.
+
+        Raises:
+            RegistryDamagedError: the database is missing, empty or damaged while the artifact store
+                holds artifacts; the message says how to restore it.
+            RegistryLockedError / SchemaVersionError / StorageError: see :meth:`write`.
+        """
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._connect()
-            self._local.db = db
+        if db is not None:
+            if self._local.identity == _identity(self.db_path):
+                return db
+            # The file was replaced (restored, rebuilt) or deleted since this connection opened it: writing on
+            # would go to the old file. Open the one there is now, checked as at first.
+            log.warning("registry %s: %s was replaced or removed; opening it again", self.home, self.db_path)
+            self.close()
+            with self._setup_lock:
+                self._ready = False
+        with self._setup_lock:
+            if not self._ready:
+                self._refuse_lost_database()
+        db = self._connect()
+        identity = _identity(self.db_path)
+        try:
             with self._setup_lock:
                 if not self._ready:
+                    self._refuse_foreign_database(db)
                     self._migrate(db)
+                    self._complete_manifests(db)
                     self._recover(db)
                     self._ready = True
+        except sqlite3.Error as exc:
+            db.conn.close()
+            raise self._database_error(exc, "Opening the registry") from exc
+        except BaseException:
+            db.conn.close()
+            raise
+        self._local.db, self._local.identity = db, identity
         return db
 
     def _connect(self) -> sqlite_utils.Database:
@@ -142,16 +310,59 @@ class Registry:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise self._locked_error() from exc
-            raise MlopsError(f"Cannot open the registry database {self.db_path}: {exc}.") from exc
-        except sqlite3.DatabaseError as exc:
-            raise MlopsError(
-                f"{self.db_path} is not a usable registry database ({exc}). Move it aside or point "
-                "MLOPS_HOME at another folder."
-            ) from exc
+        except sqlite3.Error as exc:
+            if _sqlite_code(exc) == _SQLITE_NOTADB:
+                raise RegistryDamagedError(
+                    f"{self.db_path} is not a usable registry database ({exc}). Nothing was changed. "
+                    + self._restore_hint()
+                ) from exc
+            raise self._database_error(exc, "Opening the registry") from exc
         return sqlite_utils.Database(conn, execute_plugins=False)
+
+    def _restore_hint(self) -> str:
+        return (
+            "Restore it from a backup (`mlops registry restore BACKUP`; backups are made with `mlops registry "
+            "backup PATH`), or re-create it from the artifact store's manifests with `mlops registry rebuild` (it "
+            f"keeps the old file aside). To start a new, empty registry instead, move {self.home} aside or point "
+            "MLOPS_HOME at another folder."
+        )
+
+    def _refuse_lost_database(self) -> None:
+        """Refuse to open a missing or empty database beside a store that holds artifacts (it would start over)."""
+        try:
+            size: int | None = self.db_path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if size:
+            return
+        wal = self.db_path.with_name(self.db_path.name + "-wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        if not wal_size and not self.artifacts.holds_anything():
+            return  # a new registry
+        raise RegistryDamagedError(self._lost_message("is missing" if size is None else "is empty (0 bytes)",
+                                                      wal if wal_size else None))
+
+    def _refuse_foreign_database(self, db: sqlite_utils.Database) -> None:
+        if self._schema_version(db) == 0 and self.artifacts.holds_anything():
+            raise RegistryDamagedError(self._lost_message("holds no registry (no schema, no version)", None))
+
+    def _lost_message(self, state: str, wal: Path | None) -> str:
+        artifacts = len(self.artifacts.digests())
+        manifests = sum(1 for *_, deleted, _ in self.artifacts.manifest_files() if not deleted)
+        from mlops_magics.display import human_size
+
+        kept = f"{artifacts} artifact(s) in {self.artifacts.blobs} and the manifests of {manifests} version(s) remain"
+        if wal is not None:
+            kept += f", and its write-ahead log {wal} ({human_size(wal.stat().st_size)}) may still hold its pages"
+        source = "the write-ahead log if it is whole, else from the artifact store's manifests" if wal else (
+            "the artifact store's manifests")
+        return (
+            f"The registry database {self.db_path} {state}, but {kept}. Opening it would start an empty registry over "
+            "them and hand their version numbers out again, so it is refused; nothing was changed. Restore the "
+            f"database: from a backup (`mlops registry restore BACKUP`), or re-create it from {source} with `mlops "
+            f"registry rebuild`. Keep {self.home} as it is until then. To start a new, empty registry instead, move "
+            "that folder aside."
+        )
 
     def _locked_error(self) -> RegistryLockedError:
         return RegistryLockedError(
@@ -160,40 +371,115 @@ class Registry:
             "(seconds)."
         )
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite_utils.Database]:
+    def _database_error(self, exc: sqlite3.Error, doing: str) -> MlopsError:
+        """One clear error for what SQLite answered: locked, read-only, full, damaged, I/O error."""
+        code = _sqlite_code(exc)
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return self._locked_error()
+        nothing = "Nothing was changed."
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_READONLY_DBMOVED:
+            return ConflictError(
+                f"{doing} failed: the registry database {self.db_path} was replaced (restored or rebuilt) after this "
+                f"process opened it. {nothing} Open the registry again (restart the kernel, or make a new Registry)."
+            )
+        if code == _SQLITE_READONLY:
+            return StorageError(
+                f"{doing} failed: the registry database {self.db_path} is read-only ({_why_read_only(self.db_path)}). "
+                f"{nothing} Reading still works. To write, make it writable (chmod u+w, chattr -i, or remount its "
+                "filesystem read-write), or set MLOPS_HOME to a writable folder."
+            )
+        free = free_space(self.home)
+        if code == _SQLITE_FULL or (code == _SQLITE_IOERR and free is not None and free < 1 << 20):
+            from mlops_magics.display import human_size
+
+            left = "" if free is None else f" ({human_size(free)} free)"
+            return StorageError(
+                f"{doing} failed: the disk holding {self.db_path} is full{left}. {nothing} Free some space (or set "
+                "MLOPS_HOME to a folder on a bigger disk) and retry."
+            )
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return RegistryDamagedError(
+                f"{doing} failed: the registry database {self.db_path} is damaged ({exc}). {nothing} See what is "
+                f"affected with `mlops registry check`. {self._restore_hint()}"
+            )
+        if code == _SQLITE_IOERR:
+            return StorageError(
+                f"{doing} failed: the disk reported an I/O error on {self.db_path} ({exc}). {nothing} Check the disk "
+                "(dmesg), then run `mlops registry check`."
+            )
+        if code == _SQLITE_CANTOPEN:
+            return StorageError(
+                f"{doing} failed: SQLite cannot open {self.db_path} ({exc}). Check that {self.home} exists and that "
+                "this user may read and write it, or set MLOPS_HOME to another folder."
+            )
+        return MlopsError(f"{doing} failed: the registry database {self.db_path} answered: {exc}.")
+
+    def _translated(self, exc: BaseException, doing: str) -> BaseException:
+        """The MlopsError to raise for a database or disk error (``exc`` itself for anything else)."""
+        if type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError):
+            return self._database_error(exc, doing)  # type: ignore[arg-type]
+        if isinstance(exc, OSError):
+            return storage_error(exc, doing, exc.filename or self.home) or exc
+        return exc
+
+    def write(self) -> AbstractContextManager[sqlite_utils.Database]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, one writer at a time.
+
+        What the transaction changes in the artifact store is journaled first and undone if it does
+        not commit (see :mod:`mlops_magics.artifacts`).
 
         Raises:
             RegistryLockedError: another process held the write lock past the lock timeout.
+            StorageError: the disk is full or read-only, or the database file is; nothing was changed.
+            RegistryDamagedError: the database is corrupted.
         """
-        db = self.db
+        return self._write(self.db)
+
+    @contextmanager
+    def _write(self, db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+        doing = f"Writing to the registry {self.home}"
+        if getattr(self._local, "transaction", None) is not None:
+            raise AssertionError("nested registry write transaction")
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise self._locked_error() from exc
-            raise
+        except sqlite3.Error as exc:
+            _reraise(exc, self._translated(exc, doing))
+        transaction = _Transaction(self.artifacts)
+        self._local.transaction = transaction
         try:
             yield db
-        except BaseException:
-            db.conn.rollback()
-            raise
-        try:
             db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            db.conn.rollback()
-            if _is_locked(exc):
-                raise self._locked_error() from exc
-            raise
+        except BaseException as exc:  # noqa: BLE001 - rolled back, undone, then raised again
+            self._local.transaction = None
+            try:
+                db.conn.rollback()
+            except sqlite3.Error:
+                log.warning("registry %s: rollback failed", self.db_path, exc_info=True)
+            transaction.undo()
+            _reraise(exc, self._translated(exc, doing))
+        self._local.transaction = None
+        transaction.commit()
+
+    def _transaction(self) -> _Transaction:
+        transaction: _Transaction | None = getattr(self._local, "transaction", None)
+        if transaction is None:
+            raise AssertionError("outside a registry write transaction")
+        return transaction
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
-        """A read transaction: every query inside sees the same snapshot."""
+        """A read transaction: every query inside sees the same snapshot.
+
+        Raises:
+            RegistryDamagedError: the database is corrupted.
+            StorageError: the disk failed (I/O error).
+        """
         db = self.db
-        db.execute("BEGIN")
         try:
+            db.execute("BEGIN")
             yield db
+        except sqlite3.Error as exc:
+            _reraise(exc, self._translated(exc, f"Reading the registry {self.home}"))
         finally:
             db.conn.rollback()
 
@@ -202,7 +488,10 @@ class Registry:
         other, in any process (SQLite's ``data_version`` and this connection's ``total_changes``). Cheap: two
         reads of connection state, no query of the tables. Compare stamps taken on the same thread."""
         db = self.db
-        (data_version,) = db.execute("PRAGMA data_version").fetchone()
+        try:
+            (data_version,) = db.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as exc:
+            _reraise(exc, self._translated(exc, f"Reading the registry {self.home}"))
         return int(data_version), int(db.conn.total_changes)
 
     def _schema_version(self, db: sqlite_utils.Database) -> int:
@@ -222,7 +511,7 @@ class Registry:
             )
         if found == SCHEMA_VERSION:
             return
-        with self.write():
+        with self._write(db):
             db.execute(
                 "CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
                 "applied_at TEXT NOT NULL)"
@@ -237,10 +526,68 @@ class Registry:
     def _recover(self, db: sqlite_utils.Database) -> None:
         if not self.artifacts.needs_recovery():
             return
-        with self.write():
-            actions = self.artifacts.recover(lambda: self._referenced(db))
+        try:
+            with self._write(db):
+                problem = _quick_check(db)
+                if problem is not None:
+                    raise RegistryDamagedError(
+                        f"The registry {self.home} needs recovery (a writer died), but its database "
+                        f"{self.db_path} fails its check ({problem}), so nothing in the artifact store is touched. "
+                        f"Run `mlops registry check` to see what is affected. {self._restore_hint()}"
+                    )
+                actions = self.artifacts.recover(_RecoveryView(self, db))
+        except StorageError as exc:
+            log.warning("registry %s: recovery postponed: %s", self.home, exc)
+            return
         for action in actions:
             log.warning("registry %s: %s", self.home, action)
+
+    def _complete_manifests(self, db: sqlite_utils.Database) -> None:
+        """Write the manifest of every version that has none (registries made before manifests were kept)."""
+        if self.artifacts.manifests_complete():
+            return
+        try:
+            with self._write(db):
+                written = [
+                    self.artifacts.write_manifest(self._manifest_body(db, name, version) or {}, new=True, sync=False)
+                    for name, version in db.execute("SELECT name, version FROM versions").fetchall()
+                    if not self.artifacts.has_manifest(name, version)
+                ]
+                self.artifacts.sync_manifests(written)  # once, at the end: an fsync each would take minutes
+                for name, last in db.execute(
+                    "SELECT name, last_version FROM models m WHERE last_version > 0 AND NOT EXISTS "
+                    "(SELECT 1 FROM versions v WHERE v.name = m.name AND v.version = m.last_version)"
+                ).fetchall():
+                    if self.artifacts.high_water(name) < last:  # its newest number was deleted: keep it counted
+                        self.artifacts.write_tombstone(name, last)
+                self.artifacts.mark_manifests_complete()
+        except StorageError as exc:
+            log.info("registry %s: manifests not written (%s)", self.home, exc)
+
+    def _manifest_body(self, db: sqlite_utils.Database, name: str, version: int) -> dict[str, Any] | None:
+        """Everything about a version the database holds, as its manifest records it."""
+        cursor = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?", [name, version])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        body: dict[str, Any] = dict(zip([c[0] for c in cursor.description], row, strict=True))
+        for column in _JSON_COLUMNS:
+            if isinstance(body.get(column), str):
+                body[column] = json.loads(body[column])
+        body["files"] = [{"path": p, "size": size, "sha256": sha} for p, size, sha in body.get("files") or []]
+        return body
+
+    def _sync_manifest(self, name: str, version: int) -> None:
+        """Rewrite a version's manifest from the database once the current transaction commits."""
+        transaction = self._transaction()
+        transaction.journal().record(("sync", name, str(version)))
+
+        def sync() -> None:
+            body = self._manifest_body(self.db, name, version)
+            if body is not None:
+                self.artifacts.write_manifest(body)
+
+        transaction.after_commit(sync)
 
     def _referenced(self, db: sqlite_utils.Database) -> set[str]:
         """Every artifact digest something uses: model versions and inference assets."""
@@ -453,10 +800,18 @@ class Registry:
                 "INSERT INTO models (name, last_version, created_at) VALUES (?, 0, ?) ON CONFLICT(name) DO NOTHING",
                 [name, now],
             )
-            version = db.execute(
-                "UPDATE models SET last_version = last_version + 1 WHERE name = ? RETURNING last_version", [name]
-            ).fetchone()[0]
-            self.artifacts.publish(staged)
+            # The store's high-water mark counts versions a database restored from an older copy forgot.
+            (last,) = db.execute("SELECT last_version FROM models WHERE name = ?", [name]).fetchone()
+            version = max(int(last), self.artifacts.high_water(name)) + 1
+            db.execute("UPDATE models SET last_version = ? WHERE name = ?", [version, name])
+            transaction = self._transaction()
+            journal = transaction.journal()
+            journal.record(("manifest", name, str(version)))
+            transaction.on_rollback(lambda: self.artifacts.remove_manifest(name, version))
+            published = not self.artifacts.path(staged.digest).exists()  # (no other writer: we hold the lock)
+            if published:
+                transaction.on_rollback(lambda: self.artifacts.unpublish(staged.digest))
+            self.artifacts.publish(staged, journal, sync=False)  # synced with the manifest, below
             db.table("versions").insert(
                 {
                     "name": name,
@@ -487,6 +842,9 @@ class Registry:
                 )
             if alias is not None:
                 self._point_alias(db, name, alias, version, now, user)
+            self.artifacts.write_manifest(self._manifest_body(db, name, version) or {}, new=True)
+            if published:
+                self.artifacts.sync_blob(staged.digest)
             return self._version(db, name, version)
 
     def _point_alias(
@@ -585,6 +943,7 @@ class Registry:
                 f"UPDATE versions SET tags = {_TAGS_JSON} WHERE name = ? AND version = ?",
                 [parsed.name, version, parsed.name, version],
             )
+            self._sync_manifest(parsed.name, version)
             return self._version(db, parsed.name, version)
 
     def set_trust(self, ref: str | ModelRef, trusted: bool = True) -> ModelVersion:
@@ -611,6 +970,7 @@ class Registry:
             else:
                 db.execute("UPDATE versions SET trusted_at = NULL, trusted_by = NULL WHERE name = ? AND version = ?",
                            [parsed.name, version])
+            self._sync_manifest(parsed.name, version)  # a rebuilt registry keeps who trusted what
             return self._version(db, parsed.name, version)
 
     def delete_version(self, ref: str | ModelRef) -> ModelVersion:
@@ -649,6 +1009,9 @@ class Registry:
             db.execute("DELETE FROM inference_configs WHERE name = ? AND version = ?", [parsed.name, version])
             db.execute("DELETE FROM reports WHERE name = ? AND version = ?", [parsed.name, version])
             shared = gone.sha256 in self._referenced(db)
+            transaction = self._transaction()
+            transaction.journal().record(("tombstone", parsed.name, str(version)))
+            transaction.after_commit(lambda: self.artifacts.bury(parsed.name, version))
             if not shared:
                 self.artifacts.retire(gone.sha256)
         if not shared:
@@ -686,8 +1049,10 @@ class Registry:
             if not isinstance(environment, _Keep):
                 values[2] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
             if not isinstance(assets, _Keep):
-                if assets is not None:
-                    self.artifacts.publish(assets)
+                if assets is not None and not self.artifacts.path(assets.digest).exists():
+                    transaction = self._transaction()
+                    transaction.on_rollback(lambda: self.artifacts.unpublish(assets.digest))
+                    self.artifacts.publish(assets, transaction.journal())
                 values[3] = None if assets is None else json.dumps(
                     {"sha256": assets.digest, "files": [[f.path, f.size, f.sha256] for f in assets.files]})
             if not isinstance(dockerfile_steps, _Keep):
