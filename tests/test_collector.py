@@ -410,7 +410,6 @@ def test_when_no_new_segment_can_be_created_the_records_wait_until_forwarding_ma
     assert (counters["written"], counters["dropped"]) == (60, 0)
 
 
-@pytest.mark.slow
 def test_a_server_on_a_full_disk_records_every_answer_once_and_no_torn_line(small_disk: Path,
                                                                              tmp_path: Path) -> None:
     collect = small_disk / "collected"
