@@ -134,7 +134,7 @@ def write_rate(work: Path, records: int) -> dict[str, float]:
 
     collection._WAKE_AT = records + 1  # the writer thread stays asleep: the drain below is timed alone
     folder = work / "write-rate"
-    collector = Collector(folder, flush_interval=3600, queue_limit=records + 1)
+    collector = Collector(folder, flush_interval=3600, queue_limit=records + 1, queue_bytes=1 << 40)
     payload, answer = json.dumps(ROW).encode(), b"[0]"
     began = time.perf_counter()
     for i in range(records):

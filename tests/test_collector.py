@@ -3,13 +3,16 @@ spilling, dropping, Azure's ModelDataCollector CSV layout, /metrics, forwarding.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -17,7 +20,7 @@ import pytest
 from mlops_backend.collector import Collector, forward, read_stats, segments
 
 from mlops_magics.monitoring import store
-from tests.serving import free_port, serving, start, stop, wait_healthy
+from tests.serving import Served, free_port, serving, start, stop, wait_healthy
 
 pytestmark = pytest.mark.serve
 
@@ -145,20 +148,22 @@ def test_the_queue_spills_to_disk_instead_of_dropping(tmp_path: Path) -> None:
     assert (counters["written"], counters["dropped"], counters["spilled"]) == (100, 0, 90)
 
 
-def test_a_failing_disk_drops_records_and_counts_them(tmp_path: Path) -> None:
+def test_a_refusing_store_keeps_the_records_and_writes_them_when_it_takes_them_again(tmp_path: Path) -> None:
     collector = Collector(tmp_path, flush_interval=3600)
     real = collector._fd
     collector._fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with ENOSPC
-    for _i in range(25):
-        collector.record(b"id", 200, 0.001, b"{}", b"{}")
+    for i in range(25):
+        collector.record(f"id-{i}".encode(), 200, 0.001, b"{}", b"{}")
     collector._drain()
+    counters = read_stats(collector.stats_path)
+    assert (counters["written"], counters["dropped"], len(collector.queue)) == (0, 0, 25)
     os.close(collector._fd)
     collector._fd = real
     collector.record(b"after", 200, 0.001, b"{}", b"{}")
     collector.close()
     counters = read_stats(collector.stats_path)
-    assert (counters["dropped"], counters["written"]) == (25, 1)
-    assert [r["request_id"] for r in _lines(tmp_path)] == ["after"]
+    assert (counters["dropped"], counters["written"]) == (0, 26)
+    assert [r["request_id"] for r in _lines(tmp_path)] == [f"id-{i}" for i in range(25)] + ["after"]
 
 
 def test_large_bodies_are_recorded_as_their_size(tmp_path: Path) -> None:
@@ -236,6 +241,8 @@ def test_a_model_data_collector_script_writes_azures_csv_layout(tmp_path: Path) 
         signals = list(csv.reader(fh))
     assert signals[0] == ["total"] and len(signals) == 31, "the legacy identifier= keyword names the designation"
     assert store.designations(collect) == ["inputs", "predictions", "signals"]
+    counters = [read_stats(p) for p in (collect / "stats").glob("*.bin")]
+    assert sum(c["csv_received"] for c in counters) == sum(c["csv_written"] for c in counters) == 60 + 60 + 30
 
 
 def test_model_data_collector_without_collection_is_a_no_op_that_says_so(tmp_path: Path) -> None:
@@ -244,3 +251,206 @@ def test_model_data_collector_without_collection_is_a_no_op_that_says_so(tmp_pat
         log = served.log()
     assert "Data collection is not enabled: deploy with --collect" in log
     assert not list(tmp_path.rglob("data.csv"))
+
+
+# -- a full disk, for real: a small tmpfs of the test's own ---------------------------------------
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of the test's own on ``folder`` (root only: a skip saying so, a failure under CI)."""
+    required = os.environ.get("CI", "").lower() not in ("", "0", "false") or os.environ.get("MLOPS_REQUIRE_DOCKER")
+    give_up = pytest.fail if required else pytest.skip
+    if os.geteuid() != 0:
+        give_up("a full disk is made with a small tmpfs of the test's own: mounting one needs root")
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                          text=True, timeout=30)
+    if done.returncode != 0:
+        give_up(f"cannot mount a tmpfs ({options}) on {folder}: {done.stderr.strip() or done.returncode}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(folder)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB file system to fill up for real."""
+    with _tmpfs(tmp_path / "small-disk", "size=256k") as folder:
+        yield folder
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` with one file and return it (unlink it to give the space back)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(65536))
+    finally:
+        os.close(fd)
+    assert os.statvfs(disk).f_bavail == 0
+    return filler
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _metric(served: Served, name: str) -> float:
+    match = re.search(rf'^{name}{{worker="0"}} (\S+)$', served.request("GET", "/metrics").body.decode(), re.M)
+    return float(match.group(1)) if match else -1.0
+
+
+def _send(collector: Collector, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        collector.record(f"id-{i}".encode(), 200, 0.001, b'{"x": %d}' % i, b"[1]")
+
+
+def test_a_full_disk_keeps_whole_lines_holds_the_records_and_writes_them_when_space_returns(
+        small_disk: Path) -> None:
+    folder = small_disk / "collected"
+    collector = Collector(folder, flush_interval=3600)  # the test drives the writer
+    _send(collector, 0, 50)
+    collector._drain()
+    filler = _fill(small_disk)
+    _send(collector, 50, 200)
+    collector._drain()  # fills the segment's last page, then the store refuses
+    collector._drain()  # and refuses again
+    on_disk = _lines(folder)  # every line parses: the torn one was cut off
+    counters = read_stats(collector.stats_path)
+    assert counters["written"] == len(on_disk) < 250 and counters["dropped"] == 0
+    assert len(collector.queue) == 250 - len(on_disk), "what the disk refused waits in memory"
+    assert [r["input"]["x"] for r in on_disk] == list(range(len(on_disk)))
+    filler.unlink()
+    _send(collector, 250, 50)
+    collector.close()
+    assert [r["input"]["x"] for r in _lines(folder)] == list(range(300))
+    counters = read_stats(collector.stats_path)
+    assert (counters["received"], counters["written"], counters["dropped"]) == (300, 300, 0)
+
+
+def test_on_a_full_disk_records_past_the_memory_bound_are_dropped_and_counted(
+        small_disk: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    folder = small_disk / "collected"
+    collector = Collector(folder, flush_interval=3600, queue_bytes=4000)
+    filler = _fill(small_disk)  # before the first record: the segment is empty, it has no page to fill
+    _send(collector, 0, 400)
+    held = list(collector.queue)
+    assert 4000 - len(held[-1]) <= sum(map(len, held)) <= 4000 + len(held[-1])
+    collector._drain()
+    assert list(collector.queue) == held, "the oldest records are kept, in order"
+    filler.unlink()
+    collector.close()
+    counters = read_stats(collector.stats_path)
+    assert counters["written"] == len(held) and counters["dropped"] == 400 - len(held)
+    assert [r["input"]["x"] for r in _lines(folder)] == list(range(len(held)))
+    log = capfd.readouterr().err
+    assert log.count("No space left on device") == 1, "said once, not at every try"
+    assert f"writing records again to {folder}; {400 - len(held)} dropped while the store refused" in log
+
+
+def test_model_data_collector_rows_stay_whole_on_a_full_disk_and_are_written_when_space_returns(
+        small_disk: Path) -> None:
+    folder = small_disk / "collected"
+    collector = Collector(folder, flush_interval=3600)
+    path = folder / "modeldata" / "inputs" / "data.csv"
+
+    def collect(first: int, count: int) -> None:
+        for i in range(first, first + count):  # a quoted line break: a row is not a line
+            collector.csv(path, b"n,text\n", b'%d,"two\nlines"\n%d,one line\n' % (i, i), 2)
+
+    def rows() -> list[list[str]]:
+        with open(path, newline="") as fh:
+            header, *found = csv.reader(fh)
+        assert header == ["n", "text"] and all(len(r) == 2 for r in found)
+        return found
+
+    collect(0, 20)
+    collector._drain()
+    filler = _fill(small_disk)
+    collect(20, 400)
+    collector._drain()
+    collector._drain()
+    found = rows()
+    assert len(found) < 840 and read_stats(collector.stats_path)["csv_written"] == len(found)
+    assert [int(r[0]) for r in found] == [i // 2 for i in range(len(found))]
+    filler.unlink()
+    collect(420, 10)
+    collector.close()
+    found = rows()
+    assert [int(r[0]) for r in found] == [i // 2 for i in range(860)]
+    counters = read_stats(collector.stats_path)
+    assert (counters["csv_received"], counters["csv_written"], counters["csv_dropped"]) == (860, 860, 0)
+
+
+def test_when_no_new_segment_can_be_created_the_records_wait_until_forwarding_makes_room(tmp_path: Path) -> None:
+    # Seven inodes: the root, collected/, records/, stats/, the counters and two segments; no third one.
+    with _tmpfs(tmp_path / "disk", "size=256k,nr_inodes=7") as disk:
+        folder = disk / "collected"
+        collector = Collector(folder, flush_interval=3600, segment_bytes=1000)
+        for first in range(0, 60, 15):  # each write of 15 records takes a segment past its size: a new one
+            _send(collector, first, 15)
+            collector._drain()
+        assert len(list(segments(folder))) == 2 and len(collector.queue) == 30
+        forwarded: list[dict] = []
+        assert forward(folder, lambda p: forwarded.extend(orjson.loads(x) for x in p.read_bytes().splitlines())
+                       or True) == 2
+        collector.close()
+        on_disk = _lines(folder)
+        counters = read_stats(collector.stats_path)
+    assert [r["input"]["x"] for r in forwarded + on_disk] == list(range(60))
+    assert (counters["written"], counters["dropped"]) == (60, 0)
+
+
+def test_a_server_on_a_full_disk_records_every_answer_once_and_no_torn_line(small_disk: Path,
+                                                                             tmp_path: Path) -> None:
+    collect = small_disk / "collected"
+    served = start("mdc_collect.py", "--collect-dir", str(collect), "--no-access-log", logs=tmp_path,
+                   env={"MLOPS_COLLECT_FLUSH_S": "0.05", "MLOPS_MODEL_NAME": "best_model",
+                        "MLOPS_MODEL_VERSION": "1"})
+    ids: list[str] = []
+
+    def send(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            answer = served.post_json("/score", {"data": [[i, 1, 2]]})
+            assert answer.status == 200
+            ids.append(answer.headers["x-request-id"])
+
+    try:
+        wait_healthy(served)
+        send(0, 100)
+        assert _until(lambda: _metric(served, "mlops_collected_records_total") == 100)
+        filler = _fill(small_disk)
+        send(100, 100)
+        refused = _until(lambda: "cannot write" in served.log())  # the writer tried, the disk refused
+        held = _metric(served, "mlops_collect_queued")
+        filler.unlink()
+        send(200, 100)
+    finally:
+        assert stop(served) == 0
+    records = _lines(collect)  # every line parses
+    assert [r["request_id"] for r in records] == ids, "every answer recorded exactly once, in order"
+    counters = read_stats(next((collect / "stats").glob("*.bin")))
+    assert (counters["received"], counters["written"], counters["dropped"], counters["sampled_out"]) == (
+        300, 300, 0, 0)
+    assert refused and held > 0, "the records waited in memory while the disk was full"
+    assert "writing records again" in served.log()
+    total = 0
+    for designation in ("inputs", "predictions", "signals"):
+        rows = []
+        for path in store.csv_files(collect, designation):  # one file a day
+            with open(path, newline="") as fh:
+                header, *found = csv.reader(fh)
+            assert all(len(r) == len(header) for r in found), f"no torn row in {path}"
+            rows += found
+        assert len(rows) == 300
+        total += len(rows)
+    assert (counters["csv_received"], counters["csv_written"], counters["csv_dropped"]) == (total, total, 0)

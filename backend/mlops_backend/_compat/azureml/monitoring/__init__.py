@@ -5,8 +5,10 @@ was when the web service had ``collect_model_data=True``. The CSV files go under
 
     modeldata/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv
 
-written by the server's background writer, never on the request path. ``AML_MODEL_DC_DEBUG=true`` also prints
-the rows, as Azure's debug mode did.
+written by the server's background writer, never on the request path: a ``collect()`` call's rows go in whole
+or not at all (a full disk leaves no partial row; they wait in memory, bounded, and are written when space
+returns; the worker's ``csv_*`` counters say how many were received, written and dropped).
+``AML_MODEL_DC_DEBUG=true`` also prints the rows, as Azure's debug mode did.
 """
 
 from __future__ import annotations
@@ -84,14 +86,14 @@ class ModelDataCollector:
         if self._inputs:
             correlations = self._correlations(user_correlation_id)
             input_data = self.add_correlations(input_data, correlations)
-        header, rows = self._table(input_data)
+        header, rows, count = self._table(input_data)
         if rows is None:
             return None
         if self._debug:
             sys.stdout.write(rows.decode())
         active = _collection.current()
         if self._enabled and active is not None:
-            active.csv(self._path(active.folder), header, rows)
+            active.csv(self._path(active.folder), header, rows, count)
         return correlations
 
     def add_correlations(self, input_data: Any, correlations: dict[str, Any] | None) -> Any:
@@ -128,7 +130,8 @@ class ModelDataCollector:
                                          else "00000000-0000-0000-0000-000000000000"),
         }
 
-    def _table(self, data: Any) -> tuple[bytes, bytes | None]:
+    def _table(self, data: Any) -> tuple[bytes, bytes | None, int]:
+        """The CSV header, the rows (None: not collectable) and how many rows."""
         columns = self.feature_names
         if "pandas" in sys.modules:
             import pandas as pd
@@ -141,10 +144,10 @@ class ModelDataCollector:
         except TypeError:
             print(f"ModelDataCollector.collect: cannot collect a {type(data).__name__}: give a list, a numpy "
                   "array or a pandas DataFrame.", file=sys.stderr)
-            return b"", None
+            return b"", None, 0
         if columns is not None and self._correlation and len(columns) < len(rows[0] if rows else columns):
             columns = [*columns, *self.CORRELATION_HEADERS]
-        return (_csv([columns]) if columns else b""), _csv(rows)
+        return (_csv([columns]) if columns else b""), _csv(rows), len(rows)
 
     def _path(self, root: Path) -> Path:
         today = datetime.datetime.now(datetime.timezone.utc)
