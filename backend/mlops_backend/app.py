@@ -80,10 +80,14 @@ def encode_json(value: Any) -> bytes:
 
 
 class JSONTooDeep(Exception):
-    """A JSON document nests deeper than :data:`MAX_JSON_DEPTH` (the message says so)."""
+    """A JSON document nests deeper than it can be decoded (the message says how deep it may go)."""
 
-    def __init__(self) -> None:
-        super().__init__(f"JSON nested deeper than {MAX_JSON_DEPTH} levels, the limit")
+    def __init__(self, message: str = f"JSON nested deeper than {MAX_JSON_DEPTH} levels, the limit") -> None:
+        super().__init__(message)
+
+
+#: When Python's own decoder (query values; bodies with NaN or Infinity) runs out of stack, before orjson's limit.
+_TOO_DEEP_FOR_PYTHON = "JSON nested too deeply to decode (about 900 levels at most here)"
 
 
 def decode_json(body: bytes | str) -> Any:
@@ -101,14 +105,14 @@ def decode_json(body: bytes | str) -> Any:
     try:
         return json.loads(body)
     except RecursionError:  # stdlib's limit is the interpreter's stack, below orjson's
-        raise JSONTooDeep from None
+        raise JSONTooDeep(_TOO_DEEP_FOR_PYTHON) from None
 
 
 def _parse_value(text: str) -> Any:
     try:
-        return decode_json(text)
-    except JSONTooDeep:
-        raise HTTPError(400, f"A query parameter's value is {JSONTooDeep()}.") from None
+        return json.loads(text)
+    except RecursionError:  # the URL limit allows a few thousand levels: more than the stack takes
+        raise HTTPError(400, f"A query parameter's value is {_TOO_DEEP_FOR_PYTHON}.") from None
     except ValueError:
         return text
 
@@ -247,7 +251,8 @@ class ScoringApp:
                     kwargs = self._arguments(scope, method, payload, content_type)
                     executor = self.executor
                     try:
-                        if executor.can_run_inline:  # the fast path: no coroutine, no hand-off
+                        if executor.inline and not executor.admitted and not executor.queued:  # the fast path:
+                            # run() on the loop now (Executor.can_run_inline, spelled out: no call, no hand-off)
                             outcome = executor.run_inline(kwargs, request_id, scope)
                         else:
                             outcome = await executor.submit(kwargs, request_id, scope)

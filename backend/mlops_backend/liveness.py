@@ -6,7 +6,8 @@ restarted. While an inline call has held the loop for :data:`HOLD_S`, this threa
 connections that arrive on the worker's listening socket, answers ``GET|HEAD /`` and
 ``GET|HEAD /ready`` itself (probes open a connection per probe), and hands every other
 connection, with the bytes already read, back to the loop, which serves it as usual once the call
-returns. It costs nothing per request: it looks at one attribute ten times a second.
+returns. It costs nothing per request: it looks at one attribute ten times a second. Probes it
+answers are counted in ``/metrics``, not written to the access log.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from email.utils import formatdate
 from typing import Any
 
 from mlops_backend import __version__
+from mlops_backend.execution import block_signals
 from mlops_backend.metrics import ROUTE_INDEX
 
 #: An inline run() holding the loop this long (seconds) brings the guard in.
@@ -57,6 +59,7 @@ class LivenessGuard:
         self._thread.join(2)
 
     def _watch(self) -> None:
+        block_signals()
         executor = self.app.executor
         while not self._stop.wait(HOLD_S):
             since = executor.inline_since
