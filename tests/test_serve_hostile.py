@@ -324,6 +324,27 @@ def test_liveness_answers_while_run_is_busy(gated: Callable[..., Served], tmp_pa
         assert results == [200]
 
 
+@pytest.mark.parametrize("wait_ms, expected", [("20000", 200), ("300", 503)])
+def test_a_request_that_came_while_run_held_the_loop_is_served_after_or_turned_away(
+    gated: Callable[..., Served], tmp_path: Path, wait_ms: str, expected: int
+) -> None:
+    s = gated("--max-request-wait-ms", wait_ms)
+    results: list[int] = []
+    thread = _post_in_background(s, "gate-a", results)  # the first call: on the event loop, which it holds
+    assert _until(lambda: "gate-a" in _runs(tmp_path))
+    late = Raw(s)  # a new connection: the liveness guard takes it and hands it to the loop
+    late.send(_post("late"))
+    assert s.request("GET", "/", timeout=5).status == 200
+    time.sleep(0.5)
+    (tmp_path / "release-gate-a").touch()
+    thread.join(30)
+    status, _, body = late.response()
+    assert (status, results) == (expected, [200])
+    assert ("late" in _runs(tmp_path)) == (expected == 200)  # waited longer than allowed: turned away, not run
+    if expected == 503:
+        assert json.loads(body)["message"].startswith("Server busy")
+
+
 def test_a_full_queue_answers_503_server_busy(gated: Callable[..., Served], tmp_path: Path) -> None:
     s = gated("--max-request-wait-ms", "300")
     s.request("POST", "/score", "sleep 0.05")  # a slow call: run() moves to the scoring thread

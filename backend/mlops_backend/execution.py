@@ -249,6 +249,9 @@ class Executor:
         arrived = scope.get("mlops.arrived") or time.perf_counter()
         connection = scope.get("mlops.connection")
         if self.admitted < self.max_concurrent and not self.queued:
+            waited = time.perf_counter() - arrived
+            if waited > self.max_wait_s:  # it waited already, for an event loop that a call held
+                raise Busy(waited, self.max_concurrent)
             self.admitted += 1
         else:
             await self._wait_for_place(loop, arrived)

@@ -194,8 +194,12 @@ def _make_server(config: Any, app: Any, sock: socket.socket) -> Any:
 
     import uvicorn
 
-    from mlops_backend import protocol
     from mlops_backend.liveness import LivenessGuard
+
+    try:
+        from mlops_backend import protocol
+    except ImportError:  # no httptools: h11 serves, with its own (fewer) bounds and no guard
+        protocol = None  # type: ignore[assignment]
 
     class Server(uvicorn.Server):
         guard: LivenessGuard | None = None
@@ -205,12 +209,12 @@ def _make_server(config: Any, app: Any, sock: socket.socket) -> Any:
             super().handle_exit(sig, frame)
 
         async def on_tick(self, counter: int) -> bool:
-            if counter % 5 == 0:
+            if counter % 5 == 0 and protocol is not None:
                 protocol.expire(self.server_state.connections)
             if counter % 10 == 0:
                 app.refresh_keys()
-            if self.guard is None and isinstance(config.http_protocol_class, type) and issubclass(
-                    config.http_protocol_class, protocol.ServingProtocol):
+            if self.guard is None and protocol is not None and isinstance(config.http_protocol_class, type) and (
+                    issubclass(config.http_protocol_class, protocol.ServingProtocol)):
                 self.guard = LivenessGuard(sock, app, asyncio.get_running_loop(), self.adopt,
                                            app.config.limits.max_header_bytes)
                 self.guard.start()
