@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,10 +59,41 @@ def test_scripts_the_server_cannot_call_are_refused_at_start(tmp_path: Path, sou
     (["--entry_script", str(SCRIPTS / "echo.py"), "--worker_count", "0"], "Worker count 0 is invalid"),
     (["--entry_script", str(SCRIPTS / "echo.py"), "--model_dir", "/no/models"], "Model folder '/no/models'"),
     (["--entry_script", str(SCRIPTS / "echo.py"), "--auth-key", "short"], "at least 8 characters"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--max-concurrent-requests", "0"],
+     "--max-concurrent-requests 0 is too small: use 1 or more"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--header-timeout-s", "0"], "--header-timeout-s 0 is out of range"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--max-header-bytes", "10"], "--max-header-bytes 10 is too small"),
+    (["--entry_script", str(SCRIPTS / "echo.py"), "--auth-key-file", "/no/keys"],
+     "The auth key file '/no/keys' does not exist"),
 ])
 def test_bad_settings_exit_2_with_what_to_fix(args: list[str], message: str) -> None:
     done = _run(*args, env={"AZUREML_ENTRY_SCRIPT": ""})
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_bounds_are_documented_in_help_with_their_variables_and_defaults() -> None:
+    text = " ".join(_run("--help").stdout.split())
+    for flag, variable, default in (("--max-concurrent-requests", "MLOPS_MAX_CONCURRENT_REQUESTS", "default 1"),
+                                    ("--max-request-wait-ms", "MLOPS_MAX_REQUEST_WAIT_MS", "default 500"),
+                                    ("--max-header-bytes", "MLOPS_MAX_HEADER_BYTES", "default 65536"),
+                                    ("--max-header-count", "MLOPS_MAX_HEADER_COUNT", "default 100"),
+                                    ("--max-url-bytes", "MLOPS_MAX_URL_BYTES", "default 8192"),
+                                    ("--header-timeout-s", "MLOPS_HEADER_TIMEOUT_S", "default 10"),
+                                    ("--body-timeout-s", "MLOPS_BODY_TIMEOUT_S", "default 60"),
+                                    ("--keep-alive-s", "MLOPS_KEEP_ALIVE_S", "default 30"),
+                                    ("--max-connections", "MLOPS_MAX_CONNECTIONS", "default 1000"),
+                                    ("--auth-key-file", "MLOPS_AUTH_KEY_FILE", "chmod 600")):
+        assert flag in text and variable in text, flag
+        assert default in text.split(flag, 2)[-1][:600], (flag, default)
+
+
+def test_the_bounds_can_be_set_from_the_environment(tmp_path: Path) -> None:
+    env = {"MLOPS_MAX_URL_BYTES": "100", "MLOPS_MAX_REQUEST_WAIT_MS": "abc"}
+    done = _run("--entry_script", str(SCRIPTS / "echo.py"), env=env)
+    assert done.returncode == 2 and "MLOPS_MAX_REQUEST_WAIT_MS='abc' is not a whole number" in done.stderr
+    with serving("echo.py", logs=tmp_path, env={"MLOPS_MAX_URL_BYTES": "100"}) as s:
+        assert s.request("GET", "/?" + "a" * 200).status == 414
+        assert s.request("GET", "/?" + "a" * 50).status == 200
 
 
 def test_a_port_in_use_is_reported(tmp_path: Path) -> None:
@@ -120,6 +152,97 @@ def test_keys_can_come_from_the_environment(tmp_path: Path) -> None:
     with serving("echo.py", logs=tmp_path, env={"MLOPS_AUTH_KEYS": "env-key-12345"}) as s:
         assert s.request("POST", "/score", "x").status == 401
         assert s.request("POST", "/score", "x", {"Authorization": "Bearer env-key-12345"}).status == 200
+        assert "warning" not in s.log()
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _write_keys(path: Path, *keys: str, mode: int = 0o600) -> None:
+    """Rewrite a key file the safe way: a new file, then a rename over the old one."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text("".join(f"{k}\n" for k in keys))
+    fresh.chmod(mode)
+    fresh.replace(path)
+
+
+def _accepts(s: Any, key: str) -> bool:
+    return bool(s.request("POST", "/score", "x", _bearer(key)).status == 200)
+
+
+def _eventually(condition: Any, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_keys_come_from_a_0600_file_and_a_rewrite_rotates_them_without_a_restart(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    _write_keys(keys, "primary-key-001", "secondary-key-001")
+    with serving("echo.py", "--auth-key-file", str(keys), logs=tmp_path) as s:
+        pid = s.process.pid
+        assert _accepts(s, "primary-key-001") and _accepts(s, "secondary-key-001")
+        assert not _accepts(s, "other-key-0001")
+        assert s.request("POST", "/score", "x").status == 401
+        assert "primary-key-001" not in Path(f"/proc/{pid}/cmdline").read_text()
+        # regenerate the primary: clients moved to the secondary meanwhile keep working throughout
+        _write_keys(keys, "primary-key-002", "secondary-key-001")
+        assert _eventually(lambda: _accepts(s, "primary-key-002"))
+        assert not _accepts(s, "primary-key-001") and _accepts(s, "secondary-key-001")
+        # a botched rewrite (readable by all, then empty) keeps the keys in force, and says why
+        _write_keys(keys, "primary-key-003", mode=0o644)
+        time.sleep(1.5)
+        assert _accepts(s, "primary-key-002") and not _accepts(s, "primary-key-003")
+        _write_keys(keys)
+        time.sleep(1.5)
+        assert _accepts(s, "primary-key-002")
+        assert "chmod 600" in s.log() and "holds no key" in s.log()
+        assert "The keys in force stay valid" in s.log()
+        _write_keys(keys, "primary-key-004")
+        assert _eventually(lambda: _accepts(s, "primary-key-004"))
+        assert not _accepts(s, "primary-key-002")
+        assert s.process.pid == pid and s.process.poll() is None
+        assert s.request("GET", "/swagger.json").json()["paths"]["/score"]["post"]["security"] == [{"Bearer": []}]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_key_file_open_to_group_or_others_is_refused_at_start(tmp_path: Path, mode: int) -> None:
+    keys = tmp_path / "keys"
+    _write_keys(keys, "primary-key-001", mode=mode)
+    done = _run("--entry_script", str(SCRIPTS / "echo.py"), "--auth-key-file", str(keys))
+    assert done.returncode == 2
+    assert "is open to group or others" in done.stderr and f"chmod 600 {keys}" in done.stderr
+
+
+def test_a_key_file_is_named_by_the_environment_and_excludes_other_keys(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    _write_keys(keys, "file-key-00001")
+    with serving("echo.py", logs=tmp_path, env={"MLOPS_AUTH_KEY_FILE": str(keys)}) as s:
+        assert _accepts(s, "file-key-00001")
+    done = _run("--entry_script", str(SCRIPTS / "echo.py"), "--auth-key-file", str(keys),
+                env={"MLOPS_AUTH_KEYS": "env-key-12345"})
+    assert done.returncode == 2 and "not both" in done.stderr
+    _write_keys(keys, "k1-00000000", "k2-00000000", "k3-00000000")
+    done = _run("--entry_script", str(SCRIPTS / "echo.py"), "--auth-key-file", str(keys))
+    assert done.returncode == 2 and "holds 3 keys: at most 2" in done.stderr
+
+
+def test_a_key_on_the_command_line_works_but_warns_that_ps_shows_it(tmp_path: Path) -> None:
+    with serving("echo.py", "--auth-key", "argv-key-12345", logs=tmp_path) as s:
+        assert _accepts(s, "argv-key-12345")
+        assert "warning: --auth-key puts the key on the command line" in s.log()
+        assert "--auth-key-file" in s.log()
+
+
+def test_the_entry_script_does_not_inherit_the_keys_variable(tmp_path: Path) -> None:
+    (tmp_path / "score.py").write_text("import os\n\ndef init():\n    pass\n\n"
+                                       "def run(data):\n    return os.environ.get('MLOPS_AUTH_KEYS', 'unset')\n")
+    with serving(tmp_path / "score.py", logs=tmp_path, env={"MLOPS_AUTH_KEYS": "env-key-12345"}) as s:
+        assert s.request("POST", "/score", "x", _bearer("env-key-12345")).json() == "unset"
 
 
 def test_log_dir_appends_both_logs_across_restarts(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 Routes: ``GET /`` (liveness, "Healthy"), ``GET|POST|OPTIONS /score``, ``GET /swagger.json``,
 and ours: ``GET /ready`` and ``GET /metrics``. Errors are ``{"message": ...}`` with the status
-Azure ML's server gives. ``run()`` is called inline on the worker's event loop: a worker scores
-one request at a time, as Azure ML's sync workers do, and nothing is handed between threads.
+Azure ML's server gives. A worker scores one request at a time, as Azure ML's sync workers do;
+:mod:`mlops_backend.execution` decides when (a bounded queue: 503 "server busy" past it) and
+where (on the event loop while ``run()`` is fast, on a scoring thread once it is slow, so that
+liveness answers while ``run()`` works).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import inspect
 import io
 import json
 import os
-import signal
 import sys
 import time
 import traceback
@@ -29,7 +30,9 @@ import orjson
 from mlops_backend import __version__
 from mlops_backend.collector import Collector
 from mlops_backend.config import ServeConfig
-from mlops_backend.entry import EntryScript, InputMode
+from mlops_backend.entry import EntryScript, InputMode, input_conversion_failure
+from mlops_backend.execution import Busy, ClientGone, Executor, Outcome
+from mlops_backend.keys import KeyFile
 from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
 from mlops_backend.swagger import Swagger, SwaggerError
 
@@ -38,16 +41,16 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 HEADER_LIMIT = 100
+#: How deep a JSON body or query value may nest (orjson's own limit; deeper gets 400).
+MAX_JSON_DEPTH = 1024
+#: The status recorded (never sent) for a request dropped because its client had gone.
+CLIENT_GONE = 499
 RUN_FAILED_MESSAGE = "An unexpected error occurred in scoring script. Check the logs for more info."
 _JSON = b"application/json"
 _HTML = b"text/html; charset=utf-8"  # what Azure ML's (Flask) server says for "Healthy" and OPTIONS
 _SERVER = f"mlops-serve/{__version__}".encode()
 _FALSE = b"False"
 _TRUE = b"True"
-
-
-class ScoringTimeout(BaseException):
-    """Raised inside run() by the scoring-timeout alarm (a BaseException: ``except Exception`` won't eat it)."""
 
 
 class HTTPError(Exception):
@@ -76,17 +79,40 @@ def encode_json(value: Any) -> bytes:
         return json.dumps(value, default=_json_default).encode()
 
 
-def decode_json(body: bytes) -> Any:
-    """Decode a JSON body as Python's json module would (orjson first; stdlib for NaN, huge ints)."""
+class JSONTooDeep(Exception):
+    """A JSON document nests deeper than it can be decoded (the message says how deep it may go)."""
+
+    def __init__(self, message: str = f"JSON nested deeper than {MAX_JSON_DEPTH} levels, the limit") -> None:
+        super().__init__(message)
+
+
+#: When Python's own decoder (query values; bodies with NaN or Infinity) runs out of stack, before orjson's limit.
+_TOO_DEEP_FOR_PYTHON = "JSON nested too deeply to decode (about 900 levels at most here)"
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Decode JSON as Python's json module would (orjson first; stdlib for NaN, huge ints).
+
+    Raises:
+        JSONTooDeep: the document nests deeper than :data:`MAX_JSON_DEPTH` levels.
+        ValueError: it is not JSON.
+    """
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise JSONTooDeep from None
+    try:
         return json.loads(body)
+    except RecursionError:  # stdlib's limit is the interpreter's stack, below orjson's
+        raise JSONTooDeep(_TOO_DEEP_FOR_PYTHON) from None
 
 
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
+    except RecursionError:  # the URL limit allows a few thousand levels: more than the stack takes
+        raise HTTPError(400, f"A query parameter's value is {_TOO_DEEP_FOR_PYTHON}.") from None
     except ValueError:
         return text
 
@@ -140,16 +166,23 @@ class ScoringApp:
         self.swagger = Swagger(config, script)
         self.access_log = AccessLog() if config.access_log else None
         self.draining = False
-        self.timeout_s = config.scoring_timeout_ms / 1000
-        self._in_run = False
+        self.executor = Executor(script.run, max_concurrent=config.max_concurrent_requests,
+                                 max_wait_s=config.max_request_wait_ms / 1000,
+                                 timeout_s=config.scoring_timeout_ms / 1000,
+                                 before_run=self._before_run if collector is not None else None)
+        self.key_file = KeyFile(config.auth_key_file, config.auth_keys) if config.auth_key_file else None
         self._keys = [f"Bearer {k}".encode() for k in config.auth_keys]
         self._cors = set(config.cors_origins)
         self._headers_for_run = script.wants_headers or script.mode is InputMode.RAW
-        signal.signal(signal.SIGALRM, self._alarm)
 
-    def _alarm(self, signum: int, frame: Any) -> None:
-        if self._in_run:
-            raise ScoringTimeout
+    def refresh_keys(self) -> None:
+        """Take up a rewritten key file (called once a second from the server's tick, off the request path)."""
+        if self.key_file is not None and self.key_file.refresh():
+            self._keys = [f"Bearer {k}".encode() for k in self.key_file.keys]
+
+    def _before_run(self, request_id: Any) -> None:
+        if self.collector is not None:  # what ModelDataCollector inside run() records as the request id
+            self.collector.request_id = request_id
 
     # -- the request path -------------------------------------------------------------------
 
@@ -211,13 +244,21 @@ class ScoringApp:
                     if self._keys:
                         self._check_auth(auth)
                     collector = self.collector  # from here on the request is recorded, whatever its answer
-                    if collector is not None:
-                        collector.request_id = request_id
                     if method == "POST":
                         payload = await self._read_body(receive, content_length)
                     elif collector is not None:
                         payload = orjson.dumps(parse_query(scope["query_string"]))
-                    status, body, run_failed = self._score(scope, method, payload, content_type, headers)
+                    kwargs = self._arguments(scope, method, payload, content_type)
+                    executor = self.executor
+                    try:
+                        if executor.inline and not executor.admitted and not executor.queued:  # the fast path:
+                            # run() on the loop now (Executor.can_run_inline, spelled out: no call, no hand-off)
+                            outcome = executor.run_inline(kwargs, request_id, scope)
+                        else:
+                            outcome = await executor.submit(kwargs, request_id, scope)
+                    except Busy as exc:
+                        raise self._busy(exc) from None
+                    status, body, run_failed = self._answer(outcome, kwargs, headers)
                 elif method == "OPTIONS":
                     status, body = 200, b""
                     headers.append((b"content-type", _HTML))
@@ -238,6 +279,8 @@ class ScoringApp:
                 headers.append((b"x-ms-run-fn-exec-ms", b"0.000"))
             headers.append((b"content-type", _JSON))
             headers.append((b"x-ms-run-function-failed", _FALSE))
+        except ClientGone:  # nobody to answer: the request is dropped, not run, not recorded
+            status, collector = CLIENT_GONE, None
         except Exception:  # noqa: BLE001 - a server bug must still answer, and be logged
             self._log_exception("unexpected server error")
             status = 500
@@ -245,8 +288,9 @@ class ScoringApp:
             headers.append((b"content-type", _JSON))
         headers.append((b"content-length", str(len(body)).encode()))
         try:
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            if status != CLIENT_GONE:
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
         finally:  # a client gone before the answer still ends the request's count
             elapsed = time.perf_counter() - started
             self.metrics.finished(route, status, elapsed, run_failed=run_failed)
@@ -273,6 +317,8 @@ class ScoringApp:
         message = await receive()
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False):
+            if message["type"] != "http.request":
+                raise ClientGone  # gone (or timed out) before its body was complete: never scored
             if len(body) > limit:
                 raise HTTPError(413, f"The request body is larger than the limit of {limit} bytes.")
             return body
@@ -280,6 +326,8 @@ class ScoringApp:
         size = len(body)
         while message.get("more_body", False):
             message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -287,10 +335,8 @@ class ScoringApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _score(
-        self, scope: Scope, method: str, payload: bytes, content_type: bytes | None,
-        headers: list[tuple[bytes, bytes]],
-    ) -> tuple[int, bytes, bool]:
+    def _arguments(self, scope: Scope, method: str, payload: bytes, content_type: bytes | None) -> dict[str, Any]:
+        """run()'s keyword arguments for this request, as its input mode wants them."""
         script = self.script
         mode = script.mode
         if mode is InputMode.STRING:
@@ -307,25 +353,24 @@ class ScoringApp:
             kwargs = {script.input_name: self._raw_request(scope, payload)}
         if script.wants_headers:
             kwargs["request_headers"] = {_title(k): v.decode("latin-1") for k, v in scope["headers"]}
-        start = time.perf_counter()
-        try:
-            self._in_run = True
-            signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
-            try:
-                result = script.run(**kwargs)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                self._in_run = False
-                headers.append((b"x-ms-run-fn-exec-ms", f"{(time.perf_counter() - start) * 1000:.3f}".encode()))
-        except ScoringTimeout:
-            self._log_exception(f"run() exceeded the scoring timeout of {self.config.scoring_timeout_ms} ms")
+        return kwargs
+
+    def _busy(self, exc: Busy) -> HTTPError:
+        return HTTPError(503, f"Server busy: this worker is scoring its limit of {exc.places} request"
+                              f"{'s' if exc.places > 1 else ''} (--max-concurrent-requests) and this one waited "
+                              f"{exc.waited_s * 1000:.0f} ms (--max-request-wait-ms {self.config.max_request_wait_ms}) "
+                              "without its turn. Retry later.", [(b"retry-after", b"1")])
+
+    def _answer(self, outcome: Outcome, kwargs: dict[str, Any],
+                headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
+        """The status, body and run-failed flag for what run() gave."""
+        result, error, timed_out, seconds = outcome
+        headers.append((b"x-ms-run-fn-exec-ms", f"{seconds * 1000:.3f}".encode()))
+        if timed_out:
+            self._log_failure(f"run() exceeded the scoring timeout of {self.config.scoring_timeout_ms} ms", error)
             return self._run_failed(f"Scoring timeout after {self.config.scoring_timeout_ms} ms", headers)
-        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-            self._log_exception("run() raised")
-            message = RUN_FAILED_MESSAGE
-            if self.config.verbose_errors:
-                message += f" {type(exc).__name__}: {exc}"
-            return self._run_failed(message, headers)
+        if error is not None:
+            return self._failed(error, kwargs, headers)
         if hasattr(result, "get_data") and hasattr(result, "status_code") and hasattr(result, "headers"):
             return self._response_object(result, headers)
         try:
@@ -336,6 +381,21 @@ class ScoringApp:
         headers.append((b"content-type", _JSON))
         headers.append((b"x-ms-run-function-failed", _FALSE))
         return 200, body, False
+
+    def _failed(self, error: BaseException, kwargs: dict[str, Any],
+                headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
+        if self.script.mode is InputMode.SCHEMA:
+            invalid = input_conversion_failure(self.script, error, kwargs)
+            if invalid is not None:  # the decorators could not convert the input: the client's error
+                body = orjson.dumps({"message": invalid})
+                headers.append((b"content-type", _JSON))
+                headers.append((b"x-ms-run-function-failed", _FALSE))
+                return 400, body, False
+        self._log_failure("run() raised", error)
+        message = RUN_FAILED_MESSAGE
+        if self.config.verbose_errors:
+            message += f" {type(error).__name__}: {error}"
+        return self._run_failed(message, headers)
 
     def _run_failed(self, message: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
         headers.append((b"content-type", _JSON))
@@ -368,6 +428,8 @@ class ScoringApp:
                 raise HTTPError(415, "Expects Content-Type to be application/json")
             try:
                 values = decode_json(payload)
+            except JSONTooDeep as exc:
+                raise HTTPError(400, f"POST body could not be decoded: {exc}.") from None
             except ValueError as exc:
                 if payload:
                     raise HTTPError(400, f"POST body could not be decoded as JSON: {exc}") from None
@@ -446,6 +508,11 @@ class ScoringApp:
 
     def _log_exception(self, what: str) -> None:
         print(f"mlops-serve: {what}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+
+    def _log_failure(self, what: str, error: BaseException | None) -> None:
+        detail = "".join(traceback.format_exception(error)) if error is not None else (
+            "(still running on the scoring thread: interrupted at its next Python instruction)\n")
+        print(f"mlops-serve: {what}:\n{detail}", file=sys.stderr, flush=True)
 
 
 _ROUTE_NAMES = {"/": "health", "/ready": "ready", "/metrics": "metrics", "/swagger.json": "swagger"}

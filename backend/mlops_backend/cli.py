@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except settings.ConfigError as exc:
         print(f"mlops-serve: {exc}", file=sys.stderr)
         return 2
+    for notice in config.notices:
+        print(f"mlops-serve: warning: {notice}", file=sys.stderr)
+    os.environ.pop("MLOPS_AUTH_KEYS", None)  # read: the entry script and what it starts need not inherit it
     if config.log_dir is not None:
         try:
             _log_to(config.log_dir)

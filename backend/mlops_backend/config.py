@@ -1,7 +1,9 @@
 """Server settings: command line, then environment, then a JSON config file, then defaults.
 
 The flags and environment variables are those of Azure ML's ``azmlinfsrv``, so the same
-deployment set-ups work; ours (auth keys, body limit, access log) are added beside them.
+deployment set-ups work; ours (auth keys, body limit, access log, the bounds on clients) are
+added beside them. The queue bounds are named after Azure's AKS settings
+(``replica_max_concurrent_requests``, ``max_request_wait_time``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,33 @@ from mlops_backend import DEFAULT_PORT, __version__
 #: Azure's default scoring timeout: one hour.
 DEFAULT_TIMEOUT_MS = 3_600_000
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
+#: Azure's AKS defaults: one request at a time per replica, 500 ms in the queue before a 503.
+DEFAULT_MAX_CONCURRENT = 1
+DEFAULT_MAX_WAIT_MS = 500
+DEFAULT_KEEP_ALIVE_S = 30
 _N = TypeVar("_N", int, float)
 
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may send and hold, and how many connections a worker keeps open."""
+
+    #: Request line and headers, in bytes (431 past it).
+    max_header_bytes: int = 65536
+    #: Headers in one request (431 past it).
+    max_header_count: int = 100
+    #: The request target (path and query), in bytes (414 past it).
+    max_url_bytes: int = 8192
+    #: Seconds for a request's head to arrive, from the connection's start or the request's first byte (408).
+    header_timeout_s: float = 10.0
+    #: Seconds a request body may go without a byte (408).
+    body_timeout_s: float = 60.0
+    #: Open connections per worker; a new one past it is answered 503 (probes excepted).
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -41,7 +65,17 @@ class ServeConfig:
     service_version: str = "1.0"
     service_path_prefix: str = ""
     auth_keys: tuple[str, ...] = ()
+    #: A 0600 file of keys, one per line (primary, secondary), re-read when it changes (auth_keys then
+    #: holds what it said at start).
+    auth_key_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
+    limits: ConnectionLimits = ConnectionLimits()
+    #: Seconds an idle keep-alive connection is kept.
+    keep_alive_s: int = DEFAULT_KEEP_ALIVE_S
+    #: /score requests a worker takes at once (one in run(), the others next in line); more wait.
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT
+    #: How long a /score request may wait for one of those places before a 503 "server busy".
+    max_request_wait_ms: int = DEFAULT_MAX_WAIT_MS
     cors_origins: tuple[str, ...] = ()
     access_log: bool = True
     verbose_errors: bool = False
@@ -54,6 +88,8 @@ class ServeConfig:
     sample_rate: float = 1.0
     #: Seconds between collection writes: the most a crash can lose (env MLOPS_COLLECT_FLUSH_S).
     collect_flush_s: float = 0.5
+    #: Warnings about the settings, printed once at start (e.g. a key on the command line).
+    notices: tuple[str, ...] = ()
 
     @property
     def app_root(self) -> Path:
@@ -75,11 +111,49 @@ def build_parser() -> argparse.ArgumentParser:
     azure.add_argument("--host", help="Address to bind (default 127.0.0.1; 0.0.0.0 to accept remote clients).")
     azure.add_argument("--config_file", help="JSON file of settings keyed like the environment variables.")
     ours = parser.add_argument_group("mlops-serve options")
+    ours.add_argument("--auth-key-file", metavar="PATH",
+                      help="Require 'Authorization: Bearer KEY' on /score, KEY being a line of PATH: one key per "
+                           "line, primary then secondary, both valid (env MLOPS_AUTH_KEY_FILE). PATH must be "
+                           "readable by its owner only (chmod 600). A rewritten file is picked up within a second, "
+                           "without a restart: rotate a key by rewriting the file (write a new file, then rename).")
     ours.add_argument("--auth-key", action="append", default=None, metavar="KEY",
-                      help="Require 'Authorization: Bearer KEY' on /score; repeat for a second key "
-                           "(env MLOPS_AUTH_KEYS, comma-separated).")
+                      help="A key given on the command line, where any user of the machine can read it (ps): "
+                           "prefer --auth-key-file or the environment variable MLOPS_AUTH_KEYS (comma-separated). "
+                           "Repeat for a second key.")
     ours.add_argument("--scoring-timeout-ms", type=int, help="Per-request limit on run() (env SCORING_TIMEOUT_MS).")
-    ours.add_argument("--max-body-bytes", type=int, help="Largest request body accepted; larger gets 413.")
+    ours.add_argument("--max-concurrent-requests", type=int, metavar="N",
+                      help="/score requests a worker takes at once: one runs, the others are next in line "
+                           "(Azure AKS replica_max_concurrent_requests; env MLOPS_MAX_CONCURRENT_REQUESTS; "
+                           f"default {DEFAULT_MAX_CONCURRENT}). Per worker: a server takes N x workers.")
+    ours.add_argument("--max-request-wait-ms", type=int, metavar="MS",
+                      help="How long a /score request waits for one of those places before a 503 'server busy' "
+                           "(Azure AKS max_request_wait_time; env MLOPS_MAX_REQUEST_WAIT_MS; "
+                           f"default {DEFAULT_MAX_WAIT_MS}). A request whose client has gone meanwhile is dropped.")
+    ours.add_argument("--max-body-bytes", type=int,
+                      help="Largest request body accepted; larger gets 413 (env MLOPS_MAX_BODY_BYTES).")
+    limits = ConnectionLimits()
+    ours.add_argument("--max-header-bytes", type=int, metavar="BYTES",
+                      help="Largest request line + headers; larger gets 431 (env MLOPS_MAX_HEADER_BYTES; "
+                           f"default {limits.max_header_bytes}).")
+    ours.add_argument("--max-header-count", type=int, metavar="N",
+                      help="Most headers in a request; more gets 431 (env MLOPS_MAX_HEADER_COUNT; "
+                           f"default {limits.max_header_count}).")
+    ours.add_argument("--max-url-bytes", type=int, metavar="BYTES",
+                      help="Longest URL (path and query); longer gets 414 (env MLOPS_MAX_URL_BYTES; "
+                           f"default {limits.max_url_bytes}).")
+    ours.add_argument("--header-timeout-s", type=float, metavar="S",
+                      help="Seconds a client has to send a request's headers, from the connection's start or the "
+                           "request's first byte; then 408 and the connection is closed (env MLOPS_HEADER_TIMEOUT_S; "
+                           f"default {limits.header_timeout_s:g}).")
+    ours.add_argument("--body-timeout-s", type=float, metavar="S",
+                      help="Seconds a request body may stall (no bytes); then 408 (env MLOPS_BODY_TIMEOUT_S; "
+                           f"default {limits.body_timeout_s:g}).")
+    ours.add_argument("--keep-alive-s", type=int, metavar="S",
+                      help="Seconds an idle keep-alive connection is kept open (env MLOPS_KEEP_ALIVE_S; "
+                           f"default {DEFAULT_KEEP_ALIVE_S}).")
+    ours.add_argument("--max-connections", type=int, metavar="N",
+                      help="Open connections per worker; a new one past it gets 503 (liveness and readiness "
+                           f"probes excepted) (env MLOPS_MAX_CONNECTIONS; default {limits.max_connections}).")
     ours.add_argument("--no-access-log", action="store_true", help="Do not write a JSON access log line per request.")
     ours.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                       help="Event loop of each worker. uvloop spends ~15%% less CPU per request but serves "
@@ -174,10 +248,44 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     timeout = (args.scoring_timeout_ms if args.scoring_timeout_ms is not None
                else _env_int(settings, "SCORING_TIMEOUT_MS"))
     max_body = args.max_body_bytes if args.max_body_bytes is not None else _env_int(settings, "MLOPS_MAX_BODY_BYTES")
-    keys = tuple(args.auth_key or [k.strip() for k in str(settings.get("MLOPS_AUTH_KEYS", "")).split(",") if k.strip()])
+    env_keys = [k.strip() for k in str(settings.get("MLOPS_AUTH_KEYS", "")).split(",") if k.strip()]
+    keys = tuple(args.auth_key or env_keys)
+    key_file_raw = pick(args.auth_key_file, "MLOPS_AUTH_KEY_FILE")
+    key_file = Path(key_file_raw).resolve() if key_file_raw else None
+    notices: list[str] = []
+    if key_file is not None:
+        if keys:
+            given = "--auth-key" if args.auth_key else "MLOPS_AUTH_KEYS"
+            raise ConfigError(f"Give the keys either in a file (--auth-key-file / MLOPS_AUTH_KEY_FILE) or with "
+                              f"{given}, not both.")
+        from mlops_backend.keys import KeyFileError, read_key_file
+
+        try:
+            keys = read_key_file(key_file)
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
+    elif args.auth_key:
+        notices.append("--auth-key puts the key on the command line, where every user of this machine can read "
+                       "it (ps, /proc/PID/cmdline): use --auth-key-file PATH (a file only you can read, chmod 600) "
+                       "or the environment variable MLOPS_AUTH_KEYS instead.")
     rate = args.sample_rate if args.sample_rate is not None else _env_float(settings, "MLOPS_SAMPLE_RATE")
     flush = _env_float(settings, "MLOPS_COLLECT_FLUSH_S")
     cors = tuple(o.strip() for o in str(settings.get("AML_CORS_ORIGINS", "")).split(",") if o.strip())
+
+    def number(cli: _N | None, name: str, default: _N) -> _N:
+        what = "a whole number" if isinstance(default, int) else "a number"
+        value = cli if cli is not None else _env_number(settings, name, type(default), what)
+        return default if value is None else value
+
+    base = ConnectionLimits()
+    limits = ConnectionLimits(
+        max_header_bytes=number(args.max_header_bytes, "MLOPS_MAX_HEADER_BYTES", base.max_header_bytes),
+        max_header_count=number(args.max_header_count, "MLOPS_MAX_HEADER_COUNT", base.max_header_count),
+        max_url_bytes=number(args.max_url_bytes, "MLOPS_MAX_URL_BYTES", base.max_url_bytes),
+        header_timeout_s=number(args.header_timeout_s, "MLOPS_HEADER_TIMEOUT_S", base.header_timeout_s),
+        body_timeout_s=number(args.body_timeout_s, "MLOPS_BODY_TIMEOUT_S", base.body_timeout_s),
+        max_connections=number(args.max_connections, "MLOPS_MAX_CONNECTIONS", base.max_connections),
+    )
 
     config = ServeConfig(
         entry_script=script_path,
@@ -190,7 +298,13 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         service_version=str(settings.get("SERVICE_VERSION", "1.0")),
         service_path_prefix=str(settings.get("SERVICE_PATH_PREFIX", "")),
         auth_keys=keys,
+        auth_key_file=key_file,
         max_body_bytes=DEFAULT_MAX_BODY if max_body is None else max_body,
+        limits=limits,
+        keep_alive_s=number(args.keep_alive_s, "MLOPS_KEEP_ALIVE_S", DEFAULT_KEEP_ALIVE_S),
+        max_concurrent_requests=number(args.max_concurrent_requests, "MLOPS_MAX_CONCURRENT_REQUESTS",
+                                       DEFAULT_MAX_CONCURRENT),
+        max_request_wait_ms=number(args.max_request_wait_ms, "MLOPS_MAX_REQUEST_WAIT_MS", DEFAULT_MAX_WAIT_MS),
         cors_origins=cors,
         access_log=not args.no_access_log,
         verbose_errors=args.verbose_errors,
@@ -201,6 +315,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         collect_dir=Path(collect).resolve() if (collect := pick(args.collect_dir, "MLOPS_COLLECT_DIR")) else None,
         sample_rate=1.0 if rate is None else rate,
         collect_flush_s=0.5 if flush is None else flush,
+        notices=tuple(notices),
     )
     _validate(config)
     return config
@@ -227,3 +342,16 @@ def _validate(config: ServeConfig) -> None:
     for key in config.auth_keys:
         if len(key) < 8 or any(c.isspace() for c in key):
             raise ConfigError("An auth key must be at least 8 characters without spaces.")
+    limits = config.limits
+    for name, value, floor in (("--max-header-bytes", limits.max_header_bytes, 256),
+                               ("--max-header-count", limits.max_header_count, 4),
+                               ("--max-url-bytes", limits.max_url_bytes, 16),
+                               ("--max-connections", limits.max_connections, 1),
+                               ("--max-concurrent-requests", config.max_concurrent_requests, 1),
+                               ("--max-request-wait-ms", config.max_request_wait_ms, 0),
+                               ("--keep-alive-s", config.keep_alive_s, 1)):
+        if value < floor:
+            raise ConfigError(f"{name} {value} is too small: use {floor} or more.")
+    for name, seconds in (("--header-timeout-s", limits.header_timeout_s), ("--body-timeout-s", limits.body_timeout_s)):
+        if not 0.1 <= seconds <= 86400:
+            raise ConfigError(f"{name} {seconds:g} is out of range: use 0.1-86400 seconds.")

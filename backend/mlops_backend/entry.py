@@ -7,6 +7,10 @@ Three ways, as Azure ML's server decides them:
 - undecorated: ``run(data)`` gets the body as a string (GET: the query as a JSON object string).
 
 A ``request_headers`` parameter, in any mode, receives the request headers as a dict.
+
+An input the ``@input_schema`` decorators cannot convert to their type (``{"scale": {}}`` for a
+float) is the client's error, found by :func:`input_conversion_failure`: a 400 naming the
+parameter and the type (Azure ML's server answers 500, as if the script had failed).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType, TracebackType
 from typing import Any
 
 #: Where the ``azureml`` compatibility modules live; on ``sys.path`` only inside a server process.
@@ -54,6 +58,8 @@ class EntryScript:
     #: The parameter that receives the input in STRING and RAW modes.
     input_name: str
     wants_headers: bool
+    #: The code of the function under run()'s decorators: an error raised outside it came from them.
+    user_code: CodeType | None = None
 
     @property
     def schema_decorated(self) -> bool:
@@ -150,4 +156,75 @@ def _analyse(path: Path, module: ModuleType, init: Callable[[], Any], run: Calla
         parameters=tuple((p.name, p.default) for p in inputs),
         input_name=inputs[0].name,
         wants_headers=wants_headers,
+        user_code=getattr(inspect.unwrap(run), "__code__", None),
     )
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _frames(tb: TracebackType | None) -> list[Any]:
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames
+
+
+def _expected(param_type: Any) -> str:
+    """What an inference_schema parameter type accepts, in words, from its swagger (plus a numpy shape)."""
+    try:
+        schema = param_type.input_to_swagger()
+    except Exception:  # noqa: BLE001 - a description is a courtesy; the error stands without it
+        return type(param_type).__name__
+
+    nouns = {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean", "object": "object"}
+
+    def plural(node: Any) -> str:
+        kind = node.get("type") if isinstance(node, dict) else None
+        if kind == "array":
+            return f"arrays of {plural(node.get('items', {}))}"
+        return f"{nouns.get(str(kind), 'value')}s"
+
+    def words(node: Any) -> str:
+        kind = node.get("type") if isinstance(node, dict) else None
+        if kind == "array":
+            return f"an array of {plural(node.get('items', {}))}"
+        noun = nouns.get(str(kind), f"value of type {kind}")
+        return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+    described = words(schema)
+    sample = getattr(param_type, "sample_input", None)
+    shape = getattr(sample, "shape", None)
+    dtype = getattr(sample, "dtype", None)
+    if shape is not None and dtype is not None and getattr(param_type, "enforce_shape", False):
+        described += f" of shape ({', '.join(['n', *[str(d) for d in shape[1:]]])}), dtype {dtype}"
+    return described
+
+
+def input_conversion_failure(script: EntryScript, error: BaseException, kwargs: dict[str, Any]) -> str | None:
+    """The message for a client whose input the schema decorators could not convert, else None.
+
+    An error raised before the function under the decorators was entered came from the decorators'
+    conversion of the input: the client sent a value of the wrong type or shape. One raised inside
+    that function is the script's own failure (None: a 500, as before).
+    """
+    if script.user_code is None or isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return None
+    frames = _frames(error.__traceback__)
+    if any(frame.f_code is script.user_code for frame in frames):
+        return None
+    if not any(frame.f_globals.get("__name__", "").startswith("inference_schema") for frame in frames):
+        return None  # raised before the decorators, by something else: not an input conversion
+    name = param_type = None
+    for frame in frames:  # the innermost decorator that was converting: its parameter failed
+        local = frame.f_locals
+        if "param_name" in local and "param_type" in local and frame.f_code.co_name == "decorator_input":
+            name, param_type = local["param_name"], local["param_type"]
+    detail = f"{type(error).__name__}: {error}"
+    if name is None:
+        return f"An input of run() could not be converted to the type its schema declares: {detail}"
+    given = _JSON_TYPES.get(type(kwargs.get(name)), type(kwargs.get(name)).__name__)
+    return (f"Invalid value for the {name!r} parameter: expected {_expected(param_type)}, got {given}. "
+            f"({detail})")

@@ -11,8 +11,9 @@ import mmap
 import os
 from pathlib import Path
 
-ROUTES = ("score", "health", "ready", "swagger", "metrics", "other")
-CODES = (200, 400, 401, 404, 405, 413, 415, 431, 500, 503)
+#: "refused": requests answered by the connection's bounds (408, 414, 431, 503) before any route saw them.
+ROUTES = ("score", "health", "ready", "swagger", "metrics", "other", "refused")
+CODES = (200, 400, 401, 404, 405, 408, 413, 414, 415, 431, 499, 500, 503)
 #: Upper bounds (seconds) of the /score latency histogram buckets; +Inf is implied.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -26,6 +27,7 @@ _HIST_COUNT = _HIST_SUM + 1
 SLOTS = _HIST_COUNT + 1
 
 ROUTE_INDEX = {name: i for i, name in enumerate(ROUTES)}
+_REFUSED = ROUTE_INDEX["refused"]
 _CODE_INDEX = {code: i for i, code in enumerate(CODES)}
 
 
@@ -46,6 +48,10 @@ class WorkerMetrics:
     def started(self) -> None:
         """A request began."""
         self.values[_IN_FLIGHT] += 1
+
+    def rejected(self, status: int) -> None:
+        """A request was refused by the connection's bounds (it never reached the application)."""
+        self.values[_REQUESTS + _REFUSED * _CODE_SLOTS + _CODE_INDEX.get(status, len(CODES))] += 1
 
     def finished(self, route: int, status: int, seconds: float, *, run_failed: bool = False) -> None:
         """A request ended with ``status`` after ``seconds`` (latency is recorded for /score only)."""

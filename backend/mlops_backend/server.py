@@ -2,8 +2,9 @@
 
 Each worker imports the entry script, runs ``init()`` once, binds its own listening socket
 (``SO_REUSEPORT`` when there are several workers, so the kernel spreads connections over all of
-them rather than letting one worker accept everything) and serves with uvicorn on uvloop and
-httptools. A failed import or ``init()`` ends the server with exit status 3 and no half-up server.
+them rather than letting one worker accept everything) and serves with uvicorn and httptools,
+through :mod:`mlops_backend.protocol` (the bounds on each client). A failed import or
+``init()`` ends the server with exit status 3 and no half-up server.
 The supervisor restarts a worker that dies later (an OOM kill, a crash in native code).
 """
 
@@ -119,12 +120,15 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
     except OSError as exc:
         _say(_bind_error(config, exc))
         return EXIT_STARTUP_FAILED
-    app = ScoringApp(config, script, WorkerMetrics(metrics_dir, index), collector)
+    metrics = WorkerMetrics(metrics_dir, index)
+    app = ScoringApp(config, script, metrics, collector)
+    _allow_open_files(config.limits.max_connections)
     uv_config = uvicorn.Config(
-        app, loop=config.loop, http=_http(), lifespan="off", access_log=False, server_header=False,
-        log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=int(_GRACE_S),
+        app, loop=config.loop, lifespan="off", access_log=False, server_header=False, ws="none",
+        log_level="warning", timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=int(_GRACE_S),
+        **_http(config, metrics),
     )
-    server = _make_server(uv_config, app)
+    server = _make_server(uv_config, app, sock)
     host, port = sock.getsockname()[:2]
     _say(f"worker {index} serving {script.path.name} ({script.mode.value} input) on http://{host}:{port}")
     if ready_fd is not None:
@@ -136,18 +140,42 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
     # back; saving "ignore" makes a SIGTERM stop end with status 0, as a clean stop should.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if server.guard is not None:
+            server.guard.stop()
+        app.executor.close()
     if app.access_log is not None:
         app.access_log.flush()
     return 0
 
 
-def _http() -> str:
+def _http(config: ServeConfig, metrics: Any) -> dict[str, Any]:
+    """uvicorn's protocol settings: ours on httptools; h11 with what it can bound when httptools is missing."""
     try:
-        import httptools  # noqa: F401
+        from mlops_backend.protocol import protocol_class
     except ImportError:
-        return "h11"
-    return "httptools"
+        _say("httptools is not installed: serving with h11, which bounds header bytes and connections only "
+             "(pip install httptools for every bound).")
+        return {"http": "h11", "h11_max_incomplete_event_size": config.limits.max_header_bytes,
+                "limit_concurrency": config.limits.max_connections}
+    return {"http": protocol_class(config.limits, metrics)}
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the soft limit on open files so that the connection cap, not EMFILE, is what bounds a worker."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = connections + 64  # the listening socket, logs, the script's own files
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            _say(f"the open-file limit ({hard}) is below --max-connections {connections} + 64: connections past "
+                 "it are refused by the system, not answered 503; raise `ulimit -n` or lower --max-connections.")
 
 
 def _mark_ready(path: Path) -> None:
@@ -155,14 +183,61 @@ def _mark_ready(path: Path) -> None:
     path.write_text(f"{os.getpid()}\n")
 
 
-def _make_server(config: Any, app: Any) -> Any:
-    """uvicorn's server, telling the app to answer /ready with 503 once shutdown begins."""
+def _make_server(config: Any, app: Any, sock: socket.socket) -> Any:
+    """uvicorn's server, telling the app to answer /ready with 503 once shutdown begins.
+
+    Its tick (every 0.1 s) also closes connections whose head or body is overdue (twice a second)
+    and takes up a rewritten auth key file (once a second): both off the request path. Its first
+    tick starts the liveness guard (:mod:`mlops_backend.liveness`).
+    """
+    import asyncio
+
     import uvicorn
 
+    from mlops_backend.liveness import LivenessGuard
+
+    try:
+        from mlops_backend import protocol
+    except ImportError:  # no httptools: h11 serves, with its own (fewer) bounds and no guard
+        protocol = None  # type: ignore[assignment]
+
     class Server(uvicorn.Server):
+        guard: LivenessGuard | None = None
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             app.draining = True
             super().handle_exit(sig, frame)
+
+        async def on_tick(self, counter: int) -> bool:
+            if counter % 5 == 0 and protocol is not None:
+                protocol.expire(self.server_state.connections)
+            if counter % 10 == 0:
+                app.refresh_keys()
+            if self.guard is None and protocol is not None and isinstance(config.http_protocol_class, type) and (
+                    issubclass(config.http_protocol_class, protocol.ServingProtocol)):
+                self.guard = LivenessGuard(sock, app, asyncio.get_running_loop(), self.adopt,
+                                           app.config.limits.max_header_bytes)
+                self.guard.start()
+            return bool(await super().on_tick(counter))
+
+        def adopt(self, conn: socket.socket, data: bytes, accepted: float) -> None:
+            """Serve a connection the guard accepted, starting with the bytes it read."""
+            if self.should_exit:
+                conn.close()
+                return
+
+            def make() -> Any:
+                connection = config.http_protocol_class(config=config, server_state=self.server_state,
+                                                        app_state=self.lifespan.state)
+                connection.prefix, connection.accepted_at = data, accepted
+                return connection
+
+            def failed(task: asyncio.Task[Any]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    conn.close()
+
+            loop = asyncio.get_running_loop()
+            loop.create_task(loop.connect_accepted_socket(make, conn)).add_done_callback(failed)
 
     return Server(config)
 

@@ -3,10 +3,17 @@
 From run()'s inference_schema decorators when present; otherwise a generic object schema. A
 ``swagger.json`` / ``swagger2.json`` (version 2), ``swagger3.json`` or ``swagger3.1.json`` file in
 the app root is served as it is instead.
+
+Beyond what inference_schema generates (and Azure ML's server serves), the document says what
+this server does: the input's ``required`` parameters (those of run() without a default: a body
+without one gets 400), no ``request_headers`` property (the server fills it from the headers),
+and ``GET /score``, whose query parameters are run()'s inputs, each a JSON value.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,39 @@ def _schemas(script: EntryScript, version: str) -> tuple[Any, Any] | None:
     supported = {VERSION_ALIASES.get(v, v) for v in get_supported_versions(script.run)}
     if version not in supported:
         return None
-    return get_input_schema(script.run), get_output_schema(script.run)
+    return _service_input(script, get_input_schema(script.run)), get_output_schema(script.run)
+
+
+def _service_input(script: EntryScript, schema: Any) -> Any:
+    """inference_schema's input schema, minus request_headers, with the parameters run() requires."""
+    if not isinstance(schema, dict):
+        return schema
+    schema = copy.deepcopy(schema)
+    for key in ("properties", "example"):
+        if isinstance(schema.get(key), dict):
+            schema[key].pop("request_headers", None)
+    required = [name for name, default in script.parameters if default is inspect.Parameter.empty]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _query_parameters(script: EntryScript, input_schema: Any, version: str) -> list[dict[str, Any]]:
+    """GET /score's query parameters: run()'s inputs, each a JSON value (a plain string is taken as it is)."""
+    if not script.schema_decorated or not isinstance(input_schema, dict):
+        return []
+    properties = input_schema.get("properties", {})
+    required = set(input_schema.get("required", ()))
+    found = []
+    for name, _ in script.parameters:
+        entry: dict[str, Any] = {"name": name, "in": "query", "required": name in required,
+                                 "description": f"run()'s {name!r} input, as JSON."}
+        if version == "2":  # OpenAPI 2 has no JSON-valued query parameters: a string holding the JSON
+            entry["type"] = "string"
+        else:
+            entry["content"] = {"application/json": {"schema": properties.get(name, {})}}
+        found.append(entry)
+    return found
 
 
 def _operation(op_id: str, description: str, ok: dict[str, Any], version: str, **extra: Any) -> dict[str, Any]:
@@ -66,6 +105,11 @@ def build(config: ServeConfig, script: EntryScript, version: str) -> dict[str, A
     security: list[dict[str, list[str]]] = [{"Bearer": []}] if config.auth_keys else []
     score = _operation("RunMLService", "Run the model and return its prediction.", score_ok, version,
                        security=security)
+    score_get = _operation("RunMLServiceGet", "Run the model on the query's parameters and return its prediction.",
+                           score_ok, version, security=security, parameters=_query_parameters(script, input_schema,
+                                                                                                version))
+    if version == "2":
+        score_get["produces"] = ["application/json"]
     if version == "2":
         score["parameters"] = [{"name": "serviceInputPayload", "in": "body", "required": True,
                                 "schema": {"$ref": ref + "ServiceInput"}}]
@@ -77,8 +121,8 @@ def build(config: ServeConfig, script: EntryScript, version: str) -> dict[str, A
     paths = {
         f"{prefix}/": {"get": _operation("ServiceHealthCheck", "Liveness: 'Healthy' while the service is up.",
                                          _response("The service is up.", {**text, "example": "Healthy"},
-                                                   "text/plain", version), version)},
-        f"{prefix}/score": {"post": score},
+                                                   "text/html", version), version)},
+        f"{prefix}/score": {"post": score, "get": score_get},
         f"{prefix}/swagger.json": {"get": _operation("GetSwaggerSpec", "This document.",
                                                      _response("The OpenAPI document.", {"type": "object"},
                                                                "application/json", version), version)},
