@@ -316,12 +316,12 @@ class ArtifactStore:
         target.parent.mkdir(exist_ok=True)
         os.rename(staged.folder, target)
         if sync:
-            _fsync_dir(target.parent)
+            fsync_path(target.parent)
         return True
 
     def sync_blob(self, digest: str) -> None:
         """Make a published blob's name durable (fsync of its folder)."""
-        _fsync_dir(self.path(digest).parent)
+        fsync_path(self.path(digest).parent)
 
     def unpublish(self, digest: str) -> None:
         """Remove a blob this transaction published (its transaction rolled back)."""
@@ -427,7 +427,7 @@ class ArtifactStore:
         folder = self.manifests / str(body["name"])
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(folder.parent)
+            fsync_path(folder.parent)
         final = folder / f"{int(body['version'])}.json"
         text = json.dumps({"format": _MANIFEST_FORMAT, **body}, indent=1, sort_keys=True) + "\n"
         if not new:
@@ -443,7 +443,7 @@ class ArtifactStore:
         finally:
             os.close(fd)
         if sync:
-            _fsync_dir(folder)
+            fsync_path(folder)
         return final
 
     def sync_manifests(self, paths: list[Path]) -> None:
@@ -458,7 +458,7 @@ class ArtifactStore:
             finally:
                 os.close(fd)
         for folder in sorted({p.parent for p in paths}):
-            _fsync_dir(folder)
+            fsync_path(folder)
 
     def write_tombstone(self, name: str, version: int) -> None:
         """Record that ``name:version`` existed and was deleted (keeps its number from being handed out again)."""
@@ -477,7 +477,7 @@ class ArtifactStore:
         live = self.manifest_path(name, version)
         if live.exists():
             os.rename(live, self.manifest_path(name, version, deleted=True))
-            _fsync_dir(live.parent)
+            fsync_path(live.parent)
 
     def high_water(self, name: str) -> int:
         """The highest version number ever recorded for ``name`` in the store (tombstones included); 0: none."""
@@ -890,7 +890,7 @@ def _write_durably(path: Path, text: str, *, sync: bool = True) -> None:
         temporary.unlink(missing_ok=True)
         raise
     if sync:
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def _owner_is_dead(lock: Path) -> bool:
@@ -910,7 +910,8 @@ def _owner_is_dead(lock: Path) -> bool:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_path(folder: Path) -> None:
+    """Flush a file's or a folder's entry to disk (after a rename or a new file in it)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

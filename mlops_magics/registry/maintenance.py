@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mlops_magics import config
-from mlops_magics.artifacts import ArtifactStore, manifest_digest, storage_error
+from mlops_magics.artifacts import ArtifactStore, fsync_path, manifest_digest, storage_error
 from mlops_magics.display import human_size
 from mlops_magics.errors import (
     ConflictError,
@@ -55,14 +55,6 @@ def _home(home: Path | str | None) -> Path:
 
 def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- what state a database file is in -------------------------------------------------------------
@@ -205,9 +197,9 @@ def backup(target: Path | str, *, home: Path | str | None = None) -> BackupRepor
             source.close()
         if rows != ["ok"]:
             raise RegistryDamagedError(f"The backup copy failed its integrity check ({'; '.join(rows[:3])}).")
-        _fsync(partial)
+        fsync_path(partial)
         os.rename(partial, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise storage_error(exc, f"Backing up to {path}", path) or exc from exc
@@ -256,15 +248,15 @@ def _move_aside(db_path: Path, label: str) -> tuple[Path, ...]:
             os.rename(current, target)
             moved.append(target)
     if moved:
-        _fsync(db_path.parent)
+        fsync_path(db_path.parent)
     return tuple(moved)
 
 
 def _install(new: Path, db_path: Path, label: str) -> tuple[Path, ...]:
-    _fsync(new)
+    fsync_path(new)
     moved = _move_aside(db_path, label)
     os.rename(new, db_path)
-    _fsync(db_path.parent)
+    fsync_path(db_path.parent)
     from mlops_magics import registry
 
     registry.forget_registry(db_path.parent)

@@ -956,12 +956,8 @@ class Registry:
             InvalidInputError: the reference does not name an exact version (``NAME:VERSION``).
             NotFoundError: no such version.
         """
-        parsed = parse_ref(ref) if isinstance(ref, str) else ref
-        if parsed.version is None:
-            raise InvalidInputError(
-                f"Say which version to trust: {parsed.name}:VERSION (got {str(parsed)!r}). Trust goes to the exact "
-                "version whose files you checked, never to an alias or 'latest' that may move."
-            )
+        parsed = _exact(ref, "trust", "Trust goes to the exact version whose files you checked, never to an alias "
+                                      "or 'latest' that may move.")
         with self.write() as db:
             version = self._resolve(db, parsed, None)
             if trusted:  # trusting a trusted version keeps the first record of who trusted it, and when
@@ -983,12 +979,8 @@ class Registry:
             InvalidInputError: the reference does not name an exact version (``NAME:VERSION``).
             ConflictError: a live deployment uses the version; the message names it.
         """
-        parsed = parse_ref(ref) if isinstance(ref, str) else ref
-        if parsed.version is None:
-            raise InvalidInputError(
-                f"Say which version to delete: {parsed.name}:VERSION (got {str(parsed)!r}). "
-                "Deleting by alias or 'latest' is refused so that nothing is deleted by surprise."
-            )
+        parsed = _exact(ref, "delete", "Deleting by alias or 'latest' is refused so that nothing is deleted by "
+                                       "surprise.")
         with self.write() as db:
             version = self._resolve(db, parsed, None)
             gone = self._version(db, parsed.name, version)
@@ -1326,6 +1318,18 @@ def validation_problem(report: Mapping[str, Any] | None) -> str | None:
         failed = [c["check"] for c in report.get("checks", []) if not c.get("passed")]
         return f"failed its validation ({'; '.join(failed) or 'see %validate'})"
     return None
+
+
+def _exact(ref: str | ModelRef, action: str, why: str) -> ModelRef:
+    """``ref`` parsed, when it names one exact version (``NAME:VERSION``).
+
+    Raises:
+        InvalidInputError: it names an alias or 'latest'; the message says ``why`` that is refused for ``action``.
+    """
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    if parsed.version is None:
+        raise InvalidInputError(f"Say which version to {action}: {parsed.name}:VERSION (got {str(parsed)!r}). {why}")
+    return parsed
 
 
 def _ranges(numbers: list[int]) -> str:
