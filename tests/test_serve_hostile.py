@@ -264,6 +264,17 @@ def test_a_stalled_body_gets_408_and_run_is_never_called(gated: Callable[..., Se
     assert _runs(tmp_path) == ["after"]  # the truncated body was never scored
 
 
+def test_a_stalled_body_on_a_keep_alive_connection_gets_408_too(gated: Callable[..., Served], tmp_path: Path) -> None:
+    s = gated("--body-timeout-s", "1")
+    raw = Raw(s)
+    raw.send(_post("first"))
+    assert raw.response()[0] == 200
+    raw.send(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b")  # the second request stalls
+    status, _, body = raw.response()
+    assert status == 408 and "body stalled" in json.loads(body)["message"]
+    assert _runs(tmp_path) == ["first"]
+
+
 def test_a_client_gone_mid_body_is_not_scored(gated: Callable[..., Served], tmp_path: Path) -> None:
     s = gated()
     raw = Raw(s)

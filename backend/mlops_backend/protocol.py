@@ -117,12 +117,12 @@ class ServingProtocol(HttpToolsProtocol):
             return
         if self.head_bytes:  # a head has begun and is not complete
             self._head_pending()
+            return
+        cycle = self.cycle  # any request of the connection (the first or a keep-alive one) whose body is incomplete
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            self.waiting, self.deadline = _BODY, time.monotonic() + self.limits.body_timeout_s
         elif self.waiting:
-            cycle = self.cycle
-            if cycle is not None and cycle.more_body and not cycle.response_complete:
-                self.waiting, self.deadline = _BODY, time.monotonic() + self.limits.body_timeout_s
-            else:
-                self.waiting = 0
+            self.waiting = 0
 
     # -- parser callbacks -------------------------------------------------------------------
 
