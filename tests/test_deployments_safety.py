@@ -106,9 +106,10 @@ def test_two_kernels_deploying_one_new_name_at_once_leave_one_winner_and_nothing
     assert re.match(r"Service 'racer' is (being|already) deployed", losers[0]["message"]), losers[0]
     d = clean.get_deployment("racer")
     assert (d.state, d.config["pid"]) == ("running", winners[0]["pid"])
+    assert _servers(clean.home) == {int(winners[0]["pid"])}  # the loser started no server, on any port
     mm.undeploy("racer")
     _wait_dead(int(winners[0]["pid"]))
-    assert listeners(int(winners[0]["port"])) == []  # nothing left listening: the loser started no server
+    assert listeners(int(winners[0]["port"])) == [] and _servers(clean.home) == set()
 
 
 def test_undeploy_never_signals_a_process_that_reused_a_dead_servers_pid(clean: Registry, iris_lr: Any) -> None:
@@ -145,3 +146,42 @@ def test_a_deploy_refused_before_anything_started_leaves_the_previous_record_as_
         with pytest.raises(ConflictError, match="is in use by another service"):
             mm.deploy("again", port=taken.getsockname()[1])
     assert clean.get_deployment("again") == before
+
+
+SLOW_INIT = "import time\n\ndef init():\n    time.sleep(30)\n\ndef run(data):\n    return data\n"
+
+
+def test_a_deploy_interrupted_while_it_waits_leaves_nothing_running(clean: Registry, iris_lr: Any) -> None:
+    import threading
+
+    from mlops_magics.targets.process import free_port
+
+    mm.register(iris_lr, "slow")
+    mm.set_score_script("slow", SLOW_INIT)
+    port = free_port()
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))  # the user interrupts the kernel
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mm.deploy("slow", port=port)
+    finally:
+        timer.cancel()
+    deadline = time.monotonic() + 15
+    while _servers(clean.home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _servers(clean.home) == set(), "the interrupted deploy left its server running"
+    assert "slow" not in [d.name for d in clean.deployments()]  # and no record: it never served
+
+
+def _servers(home: Path) -> set[int]:
+    """The mlops-serve processes running now for deployments of the registry under ``home``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+                if b"mlops_backend.cli" in command and str(home).encode() in command:
+                    found.add(int(entry.name))
+            except OSError:
+                pass
+    return found

@@ -275,9 +275,16 @@ class DockerTarget:
             self._remove(container.id)
             self._failed(spec, config, keep_record)
             raise
-        container.update(restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
-        return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="running",
-                                               url=f"http://127.0.0.1:{port}", config=config)
+        except BaseException:  # the wait was interrupted (a kernel interrupt, the engine away): nothing stays running
+            self._remove(container.id)
+            raise
+        try:
+            container.update(restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
+            return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name,
+                                                   state="running", url=f"http://127.0.0.1:{port}", config=config)
+        except BaseException:  # unrecorded, it could never be undeployed: remove it
+            self._remove(container.id)
+            raise
 
     def _failed(self, spec: DeploySpec, config: dict[str, Any], keep_record: Deployment | None) -> None:
         if keep_record is None:  # a failed update leaves the running deployment's record alone

@@ -192,17 +192,19 @@ class LocalTarget:
                                        cwd=folder / "app", start_new_session=True)
         _STARTED[process.pid] = process
         deadline = time.monotonic() + START_TIMEOUT
-        while not ready.exists():
-            code = process.poll()
-            if code is not None or time.monotonic() > deadline:
-                if code is None:
-                    self.stop(process.pid)
-                reason = (f"exited with status {code}" if code is not None
-                          else f"was not ready after {START_TIMEOUT:.0f} s and was stopped")
-                log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), script, spec.script_line_offset)
-                raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: the server {reason}."
-                                  f"\nLog tail ({folder / 'server.log'}):\n{log}")
-            time.sleep(0.02)
+        try:
+            while not ready.exists():
+                code = process.poll()
+                if code is not None or time.monotonic() > deadline:
+                    reason = (f"exited with status {code}" if code is not None
+                              else f"was not ready after {START_TIMEOUT:.0f} s and was stopped")
+                    log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), script, spec.script_line_offset)
+                    raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: the server "
+                                      f"{reason}.\nLog tail ({folder / 'server.log'}):\n{log}")
+                time.sleep(0.02)
+        except BaseException:  # not ready, or the wait was interrupted (a kernel interrupt): nothing stays running
+            self.stop(process.pid)
+            raise
         return process
 
     def _interpreter(self, spec: DeploySpec, folder: Path) -> tuple[str, dict[str, str]]:
@@ -244,9 +246,13 @@ class LocalTarget:
                 self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
                                                 url=None, config=config)
             raise
-        return self.registry.record_deployment(
-            spec.service, spec.version.ref, target=self.name, state="running", url=f"http://127.0.0.1:{port}",
-            config={**config, "pid": process.pid, "pid_stamp": process_stamp(process.pid)})
+        try:
+            return self.registry.record_deployment(
+                spec.service, spec.version.ref, target=self.name, state="running", url=f"http://127.0.0.1:{port}",
+                config={**config, "pid": process.pid, "pid_stamp": process_stamp(process.pid)})
+        except BaseException:  # unrecorded, it could never be undeployed: stop it
+            self.stop(process.pid)
+            raise
 
     def stop(self, pid: int, stamp: str | None = None) -> None:
         """Stop the server process group ``pid``: SIGTERM, then SIGKILL after a grace period.
