@@ -428,6 +428,10 @@ def keys(name: str, *, regenerate: str | None = None, registry: Registry | None 
                             "--auth to require one.")
     if regenerate is None:
         return reg.keys.get(name)
+    if d.is_live and d.config.get("key_on_command_line"):
+        raise ConflictError(f"Service {name!r} was started by an older mlops-magics, which gave its server the key "
+                            f"itself: a regenerated key would not reach it. Run %reload {name} first (the new server "
+                            "reads the key file, with no downtime), then regenerate.")
     found = reg.keys.regenerate(name, regenerate)
     if d.is_live:
         time.sleep(KEY_PICKUP_SECONDS)

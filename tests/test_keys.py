@@ -16,7 +16,7 @@ from IPython.core.error import UsageError
 
 import mlops_magics as mm
 from mlops_magics import cli
-from mlops_magics.errors import NotFoundError
+from mlops_magics.errors import ConflictError, NotFoundError
 from mlops_magics.registry import Registry
 from mlops_magics.targets.process import process_tree
 
@@ -125,5 +125,8 @@ def test_keys_stored_in_the_database_by_an_older_version_move_to_private_files(h
     legacy, old = reg.get_deployment("legacy"), reg.get_deployment("old")
     assert "auth_key" not in legacy.config and "auth_key" not in old.config
     assert legacy.auth_key == "an-old-plain-text-key-0123456789" and old.auth_key is None
+    with pytest.raises(ConflictError, match=r"started by an older mlops-magics.*Run %reload legacy first"):
+        mm.keys("legacy", regenerate="secondary", registry=reg)  # its server reads no file: nothing would change
+    assert reg.keys.get("legacy").primary == "an-old-plain-text-key-0123456789"
     reg.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert b"plain-text-key" not in _stored_bytes(home) and b"deleted-services-key" not in _stored_bytes(home)

@@ -184,6 +184,7 @@ def _keys_out_of_the_database(db: sqlite_utils.Database) -> None:
         if state != "deleted":
             store.put(ServiceKeys(name, str(key), new_key()))
             config["key_file"] = str(store.path(name))
+            config["key_on_command_line"] = True  # its running server got the key itself: it reads no file
         db.execute("UPDATE deployments SET config = ? WHERE name = ?", [json.dumps(config), name])
 
 
