@@ -1,7 +1,10 @@
 """A closed-loop HTTP load generator, run as its own process by the profiler.
 
     python -m mlops_magics.profiling.loadgen --url http://127.0.0.1:PORT/score --body FILE \\
-        --concurrency 16 --duration 10 [--requests N] [--header "Authorization: Bearer KEY"]
+        --concurrency 16 --duration 10 [--requests N] [--header "X-Name: value"]
+
+A service key comes in the environment variable ``MLOPS_LOADGEN_KEY`` (sent as ``Authorization: Bearer KEY``),
+never on the command line.
 
 ``concurrency`` keep-alive connections each send the body, wait for the whole answer, and send again, for
 ``duration`` seconds. It prints one JSON object: requests, successes, statuses, errors, wall seconds,
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -74,6 +78,10 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, lat
         writer.close()
 
 
+#: The environment variable that carries a service key to the load generator.
+KEY_VARIABLE = "MLOPS_LOADGEN_KEY"
+
+
 async def run(url: str, body: bytes, concurrency: int, duration: float, headers: Sequence[str] = (),
               requests: int | None = None) -> dict[str, Any]:
     """Load ``url`` with ``concurrency`` connections for ``duration`` seconds (or until ``requests`` were sent);
@@ -112,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--header", action="append", default=[], help="An extra request header; repeatable.")
     parser.add_argument("--requests", type=int, help="Stop after sending this many requests in all.")
     args = parser.parse_args(argv)
+    key = os.environ.pop(KEY_VARIABLE, "")
+    if key:  # a key comes through the environment, never the command line (which `ps` shows)
+        args.header.append(f"Authorization: Bearer {key}")
     with open(args.body, "rb") as fh:
         body = fh.read()
     try:  # uvloop, when installed, lets one generator process drive more load

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_magics.errors import InvalidInputError, MlopsError
+from mlops_magics.profiling.loadgen import KEY_VARIABLE
 from mlops_magics.trust import require_trusted
 
 HEADROOM = 1.25
@@ -196,9 +197,8 @@ class ProfileReport:
 def _load(url: str, body: Path, concurrency: int, duration: float, key: str | None) -> dict[str, Any]:
     command = [sys.executable, "-m", "mlops_magics.profiling.loadgen", "--url", url, "--body", str(body),
                "--concurrency", str(concurrency), "--duration", str(duration)]
-    if key:
-        command += ["--header", f"Authorization: Bearer {key}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    env = {**os.environ, KEY_VARIABLE: key} if key else None  # the key never goes on a command line
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, env=env)
     if done.returncode != 0:
         raise MlopsError(f"The load generator failed: {done.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(done.stdout)
