@@ -185,3 +185,22 @@ def _servers(home: Path) -> set[int]:
             except OSError:
                 pass
     return found
+
+
+def test_port_locks_live_in_a_private_folder_that_no_other_user_can_plant(clean: Registry, iris_lr: Any,
+                                                                           tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mm.register(iris_lr, "locked")
+    planted = tmp_path / f"mlops-{os.getuid()}"
+    planted.symlink_to(tmp_path / "elsewhere")  # what another user could leave in a shared /tmp
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ConflictError, match=r"is not a folder of this user .* remove it"):
+        mm.deploy("locked")
+    planted.unlink()
+    planted.mkdir(mode=0o755)
+    os.chmod(planted, 0o755)
+    mm.deploy("locked")
+    assert planted.stat().st_mode & 0o777 == 0o700

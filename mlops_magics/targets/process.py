@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -136,10 +137,21 @@ def _port_in_use(port: int) -> bool:
 
 
 def _lock_dir() -> Path:
-    """A folder of port locks for this user, shared by every registry (SO_REUSEPORT only joins sockets of one user)."""
-    folder = Path(tempfile.gettempdir()) / f"mlops-{os.getuid()}" / "ports"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder
+    """A folder of port locks for this user, shared by every registry (SO_REUSEPORT only joins sockets of one user).
+
+    Raises:
+        ConflictError: the folder exists but is not this user's own private folder (another user made it).
+    """
+    folder = Path(tempfile.gettempdir()) / f"mlops-{os.getuid()}"
+    folder.mkdir(exist_ok=True, mode=0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ConflictError(f"{folder} is not a folder of this user (owner uid {info.st_uid}, "
+                            f"{stat.filemode(info.st_mode)}): remove it, and mlops-magics makes its own.")
+    if info.st_mode & 0o077:
+        os.chmod(folder, 0o700)  # ours, but open to others (made by an older version): close it
+    (folder / "ports").mkdir(exist_ok=True, mode=0o700)
+    return folder / "ports"
 
 
 @contextlib.contextmanager
@@ -159,7 +171,7 @@ def claim_port(port: int, service: str, *, owner: Iterable[int] = (), timeout: f
             deployment held the port's lock past ``timeout``.
     """
     lock = _lock_dir() / f"{port}.lock"
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
     try:
         deadline = time.monotonic() + timeout
         while True:
