@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -53,6 +54,10 @@ from mlops_magics.display import human_size
 from mlops_magics.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
 from mlops_magics.registry.records import ArtifactFile
 
+#: The sub-folder where a writer locks its lock file before moving it in, and how old an unlocked one left there
+#: must be before recovery removes it (a live writer keeps one there for microseconds).
+PENDING = ".pending"
+PENDING_GRACE_S = 600.0
 _CHUNK = 1 << 20
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
@@ -256,9 +261,12 @@ class ArtifactStore:
         token = uuid.uuid4().hex
         folder.mkdir(exist_ok=True)
         final = folder / f"{token}{suffix}"
-        # Lock under a private name first, so recovery never sees an unlocked live lock file.
-        private = folder / f"{token}.new"
-        fd = os.open(private, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        # Lock it in a folder recovery does not take locks from, then move it in: recovery never sees an unlocked
+        # live lock file (a file it could lock between this writer's open and flock would look dead to it).
+        pending = self.root / PENDING
+        pending.mkdir(exist_ok=True)
+        private = pending / f"{token}{suffix}"
+        fd = os.open(private, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(private, final)
@@ -530,10 +538,16 @@ class ArtifactStore:
                 or any(_owner_is_dead(j) for j in self._journal_files()))
 
     def _locks(self) -> list[Path]:
-        return [*self.staging_root.glob("*.lock"), *self.staging_root.glob("*.new")]
+        return list(self.staging_root.glob("*.lock"))
 
     def _journal_files(self) -> list[Path]:
-        return [*self.journals.glob("*.journal"), *self.journals.glob("*.new")]
+        return list(self.journals.glob("*.journal"))
+
+    def _stale_pending(self) -> list[Path]:
+        """Lock files a writer died with before moving them in (unlocked, and older than any live writer's)."""
+        old = time.time() - PENDING_GRACE_S
+        return [path for path in (self.root / PENDING).glob("*")
+                if _modified_before(path, old) and _owner_is_dead(path)]
 
     def live_manifest_digests(self) -> set[str]:
         """The digest of every version that has a manifest (tombstones excluded)."""
@@ -557,6 +571,9 @@ class ArtifactStore:
             A description of each item removed or restored.
         """
         actions: list[str] = []
+        for path in self._stale_pending():
+            path.unlink(missing_ok=True)
+            actions.append(f"removed the lock file {path.name} of a writer that died before it began")
         for lock in self._locks():
             if _owner_is_dead(lock):
                 _remove_tree(self.staging_root / lock.stem)
@@ -891,6 +908,13 @@ def _write_durably(path: Path, text: str, *, sync: bool = True) -> None:
         raise
     if sync:
         fsync_path(path.parent)
+
+
+def _modified_before(path: Path, moment: float) -> bool:
+    try:
+        return path.stat().st_mtime < moment
+    except FileNotFoundError:
+        return False
 
 
 def _owner_is_dead(lock: Path) -> bool:

@@ -84,6 +84,29 @@ def test_recovery_leaves_a_live_writers_staging_alone(tmp_path: Path) -> None:
         assert (staging.folder / "f").exists()
 
 
+def test_recovery_never_takes_a_lock_file_a_live_writer_has_created_but_not_locked_yet(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from mlops_magics.artifacts import PENDING, PENDING_GRACE_S
+
+    store = ArtifactStore(tmp_path)
+    with store.stage():  # makes the folder writers lock their files in
+        pass
+    # A writer between creating its lock file and locking it: recovery in another process must not see it as dead
+    # (it used to remove such a file, and the writer then failed: seen with 8 processes registering at once).
+    fresh = tmp_path / PENDING / "0123456789abcdef.lock"
+    fresh.touch()
+    store.recover(_NoDatabase())
+    assert fresh.exists()
+    with store.stage() as staging:  # and writers go on locking theirs beside it
+        assert staging.folder.exists()
+    stale = time.time() - PENDING_GRACE_S - 1
+    os.utime(fresh, (stale, stale))  # left by a writer that died before it began, long ago: cleaned
+    assert any("died before it began" in action for action in store.recover(_NoDatabase()))
+    assert not fresh.exists()
+
+
 def test_a_file_dropped_into_a_stored_artifact_is_refused_at_load_and_named(registry: Registry, iris_lr: Any) -> None:
     v = mm.register(iris_lr, "iris")
     folder = v.artifact_path
