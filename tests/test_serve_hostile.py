@@ -394,6 +394,8 @@ def test_a_request_whose_client_has_gone_before_its_turn_is_dropped_not_run(
     assert s.request("POST", "/score", "after").status == 200
     assert "left" not in _runs(tmp_path)
     assert 'route="score",status="499"} 1' in s.request("GET", "/metrics").body.decode()
+    logged = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.err"))
+    assert "returned without starting response" not in logged  # dropped quietly: no 500 attempted, no error logged
 
 
 def test_after_a_crowd_leaves_its_queued_requests_are_not_run(gated: Callable[..., Served], tmp_path: Path) -> None:

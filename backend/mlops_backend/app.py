@@ -281,6 +281,9 @@ class ScoringApp:
             headers.append((b"x-ms-run-function-failed", _FALSE))
         except ClientGone:  # nobody to answer: the request is dropped, not run, not recorded
             status, collector = CLIENT_GONE, None
+            connection = scope.get("mlops.connection")
+            if connection is not None:
+                connection.drop()
         except Exception:  # noqa: BLE001 - a server bug must still answer, and be logged
             self._log_exception("unexpected server error")
             status = 500

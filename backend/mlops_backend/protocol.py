@@ -203,6 +203,14 @@ class ServingProtocol(HttpToolsProtocol):
 
     # -- for the application ----------------------------------------------------------------
 
+    def drop(self) -> None:
+        """Close the connection of a request dropped unanswered (its client has gone): uvicorn then sends no 500
+        and logs no error for the answer that never started."""
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+        self.transport.close()
+
     def client_gone(self) -> bool:
         """True when the client has closed or reset its side (checked on the socket itself, now)."""
         if self.transport.is_closing():
