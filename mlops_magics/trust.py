@@ -56,26 +56,58 @@ _MAX_LISTED = 5
 
 
 def is_pickle_file(path: Path) -> bool:
-    """True if ``path`` is a pickle by its name or its first bytes (protocol 2-5, or a PyTorch zip archive).
+    """True if ``path`` is (or may hold) a pickle, by its name or its first bytes: protocol 2-5, protocol 0/1
+    opcodes that call code, a compressed file (joblib's ``compress=``), or a PyTorch zip archive.
 
-    Reads at most the first two bytes (and a zip's directory), never the whole file.
+    Reads at most the first 64 KiB (and a zip's directory), never the whole file; nothing is unpickled.
     """
     if any(suffix.lower() in PICKLE_SUFFIXES for suffix in path.suffixes):
         return True
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            head = fh.read(_SNIFF_BYTES)
     except OSError:
         return False
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return True
-    if head == b"PK\x03\x04":  # torch.save writes a zip with the pickle inside as <name>/data.pkl
+    if head.startswith(_COMPRESSED):  # joblib's compress= (zlib, gzip, bz2, xz, lz4): may hold a pickle
+        return True
+    if head[:1] in _PROTOCOL_0_STARTS and _calls_code(head):  # protocol 0/1: text-like, told by its opcodes
+        return True
+    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip with the pickle inside as <name>/data.pkl
         try:
             with zipfile.ZipFile(path) as archive:
                 return any(name.endswith(".pkl") for name in archive.namelist())
         except (zipfile.BadZipFile, OSError, ValueError):
             return False
     return False
+
+
+_SNIFF_BYTES = 65536
+#: What compressed files start with: zlib (3 levels), gzip, bz2, xz, lz4 frames, joblib's old "ZF" files.
+_COMPRESSED = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00",
+               b"\x04\x22\x4d\x18", b"ZF")
+_PROTOCOL_0_STARTS = {b"(", b"c", b"]", b"}", b")", b"I", b"S", b"V", b"N", b"F", b"L", b"i", b"o"}
+#: Opcodes that find a callable by name, and opcodes that call one: a pickle with both can run code.
+_FINDS = {"GLOBAL", "INST", "STACK_GLOBAL"}
+_CALLS = {"REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"}
+
+
+def _calls_code(head: bytes) -> bool:
+    """True if ``head`` parses as a pickle (to its STOP, or to the end of what was read) whose opcodes name a
+    callable and call it. Nothing is executed: :mod:`pickletools` only decodes."""
+    import pickletools
+
+    seen: set[str] = set()
+    position = 0
+    try:
+        for opcode, _, at in pickletools.genops(head):
+            seen.add(opcode.name)
+            position = at or 0
+    except Exception:  # noqa: BLE001 - not a pickle, unless the read cut a long one short
+        if len(head) < _SNIFF_BYTES or position < len(head) - 4096:
+            return False
+    return bool(seen & _FINDS and seen & _CALLS)
 
 
 def pickle_files(folder: Path) -> list[str]:

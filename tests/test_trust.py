@@ -409,6 +409,16 @@ def test_pickle_files_are_found_by_name_or_first_bytes(tmp_path: Path, marker: P
         archive.writestr("archive/data.pkl", b"\x80\x02.")
     with zipfile.ZipFile(tmp_path / "data.zip", "w") as archive:
         archive.writestr("table.csv", "a,b\n")
-    assert trust.pickle_files(tmp_path) == ["a.pkl", "b.PICKLE", "c.joblib", "d.pkl.gz", "e.pt", "f.pth", "g.ckpt",
-                                            "h.bin", "pytorch_model.bin"]
+    import joblib
+
+    # protocol 0 and 1 are text-like: told by opcodes that name a callable and call it
+    payload = _Payload(f"open({str(marker)!r}, 'w')")
+    (tmp_path / "p0.bin").write_bytes(pickle.dumps(payload, protocol=0))
+    (tmp_path / "p1.bin").write_bytes(pickle.dumps(payload, protocol=1))
+    (tmp_path / "data0.bin").write_bytes(pickle.dumps([1, 2, "three"], protocol=0))  # plain data: runs nothing
+    joblib.dump({"w": [1, 2]}, tmp_path / "compressed.bin", compress=3)  # zlib: it may hold anything
+    (tmp_path / "cats.txt").write_text("cat\ndog\nRabbit\n")
+    found = trust.pickle_files(tmp_path)
+    assert found == ["a.pkl", "b.PICKLE", "c.joblib", "compressed.bin", "d.pkl.gz", "e.pt",
+                                            "f.pth", "g.ckpt", "h.bin", "p0.bin", "p1.bin", "pytorch_model.bin"]
     assert not marker.exists()
