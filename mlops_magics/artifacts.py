@@ -728,10 +728,11 @@ def _plan_folder(root: str, real: str, shown_folder: str, relative: Path, ancest
             plan.append(_Planned(resolved, child, info.st_size, _allocated(resolved, info)))
         else:
             raise _special(shown, info)
-        if len(plan) > MAX_FILES:
+        if len(plan) + len(folders) > MAX_FILES:  # folders count: links to folders can multiply them unboundedly
             raise InvalidInputError(
-                f"{root} holds more than {MAX_FILES:,} files (links included): too many to register as one "
-                "model. Archive the folder (tar, zip) and register the archive."
+                f"{root} holds more than {MAX_FILES:,} files and folders (links followed): too many to register as "
+                "one model. Archive the folder (tar, zip) and register the archive, or remove links that repeat "
+                "folders."
             )
 
 

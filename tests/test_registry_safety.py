@@ -616,3 +616,19 @@ def test_a_corrupted_page_is_one_clear_error(registry: Registry, home: Path) -> 
         reg.find()
     with pytest.raises(RegistryDamagedError, match="mlops registry rebuild"):
         mm.register({"n": 9}, "m", registry=reg)
+
+
+def test_links_that_repeat_folders_are_bounded_even_with_no_file_in_them(home: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_magics import artifacts
+
+    monkeypatch.setattr(artifacts, "MAX_FILES", 1000)
+    source = tmp_path / "chain"
+    (source / "d0").mkdir(parents=True)
+    for level in range(1, 13):  # dN/{a,b} -> ../dN-1: 2**12 folders to walk, and not a single file
+        (source / f"d{level}").mkdir()
+        for name in ("a", "b"):
+            (source / f"d{level}" / name).symlink_to(f"../d{level - 1}")
+    with pytest.raises(mm.InvalidInputError, match=r"more than 1,000 files and folders \(links followed\)"):
+        mm.register(name="chain", path=source, registry=Registry(home))
+    assert list(Registry(home).find()) == []
