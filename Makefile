@@ -72,3 +72,4 @@ bench: setup
 	$(BIN)/python benchmarks/profiling.py
 	$(BIN)/python benchmarks/collection.py
 	$(BIN)/python benchmarks/sidebar.py
+	$(BIN)/python benchmarks/hostile.py
