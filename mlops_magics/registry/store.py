@@ -1118,17 +1118,21 @@ class Registry:
         check_name(name)
         parsed = parse_ref(model) if isinstance(model, str) else model
         with self.write() as db:
-            version = self._resolve(db, parsed, None)
-            now = _stamp(utcnow())
-            db.execute(
-                "INSERT INTO deployments (name, model_name, model_version, target, state, url, config, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "model_name = excluded.model_name, model_version = excluded.model_version, "
-                "target = excluded.target, state = excluded.state, url = excluded.url, "
-                "config = excluded.config, updated_at = excluded.updated_at",
-                [name, parsed.name, version, target, state, url, json.dumps(dict(config or {})), now, now],
-            )
-            return self._deployments(db, "name = ?", [name])[0]
+            return self._upsert_deployment(db, name, parsed, target, state, url, config or {})
+
+    def _upsert_deployment(self, db: sqlite_utils.Database, name: str, model: ModelRef, target: str, state: str,
+                           url: str | None, config: Mapping[str, Any]) -> Deployment:
+        version = self._resolve(db, model, None)
+        now = _stamp(utcnow())
+        db.execute(
+            "INSERT INTO deployments (name, model_name, model_version, target, state, url, config, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "model_name = excluded.model_name, model_version = excluded.model_version, "
+            "target = excluded.target, state = excluded.state, url = excluded.url, "
+            "config = excluded.config, updated_at = excluded.updated_at",
+            [name, model.name, version, target, state, url, json.dumps(dict(config)), now, now],
+        )
+        return self._deployments(db, "name = ?", [name])[0]
 
     def claim_deployment(self, name: str, model: str | ModelRef, *, target: str, claimant: str,
                          checked: Deployment | None) -> Deployment:
@@ -1156,17 +1160,7 @@ class Registry:
                     f"Service {name!r} {doing} ({current.model_name}:{current.model_version} on {current.target}, "
                     f"{current.state}) by another process. Use %update {name} --model REF once it is up, or pick "
                     "another --name.")
-            version = self._resolve(db, parsed, None)
-            now = _stamp(utcnow())
-            db.execute(
-                "INSERT INTO deployments (name, model_name, model_version, target, state, url, config, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, 'creating', NULL, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
-                "SET model_name = excluded.model_name, model_version = excluded.model_version, "
-                "target = excluded.target, state = excluded.state, url = NULL, config = excluded.config, "
-                "updated_at = excluded.updated_at",
-                [name, parsed.name, version, target, json.dumps({"claimant": claimant}), now, now],
-            )
-            return self._deployments(db, "name = ?", [name])[0]
+            return self._upsert_deployment(db, name, parsed, target, "creating", None, {"claimant": claimant})
 
     def release_claim(self, name: str, claimant: str, previous: Deployment | None) -> None:
         """Undo ``claimant``'s claim on ``name`` if no deployment was recorded over it (the deploy raised before
