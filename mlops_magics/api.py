@@ -18,18 +18,14 @@ from mlops_magics.registry import (
     ModelVersion,
     ModelVersionList,
     Registry,
-    default_registry,
     maintenance,
+    or_default,
     parse_ref,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
 from mlops_magics.trust import how_to_trust, require_trusted
 
 TagsArg = Mapping[str, str] | Iterable[str] | None
-
-
-def _registry(registry: Registry | None) -> Registry:
-    return registry if registry is not None else default_registry()
 
 
 def _tags(tags: TagsArg) -> dict[str, str]:
@@ -121,7 +117,7 @@ def register(
                                 "format (a .skops file registers as skops, a .onnx file as ONNX). Leave --format out "
                                 "with --path.")
     tag_map = _tags(tags)
-    reg = _registry(registry)
+    reg = or_default(registry)
     parent = None
     if derived_from:
         parent = reg.get(derived_from).ref
@@ -189,7 +185,7 @@ def list_models(
         latest: only the newest version of each model.
     """
     filters = dict(tags) if isinstance(tags, Mapping) else parse_tag_filters(tags)
-    return _registry(registry).find(name, filters, latest=latest)
+    return or_default(registry).find(name, filters, latest=latest)
 
 
 def get_model(ref: str, *, as_of: str | datetime | None = None, registry: Registry | None = None) -> ModelVersion:
@@ -201,7 +197,7 @@ def get_model(ref: str, *, as_of: str | datetime | None = None, registry: Regist
     Raises:
         NotFoundError: no such model, version or alias; the message lists what exists.
     """
-    return _registry(registry).get(ref, as_of=parse_moment(as_of) if as_of else None)
+    return or_default(registry).get(ref, as_of=parse_moment(as_of) if as_of else None)
 
 
 def load_model(ref: str, *, as_of: str | datetime | None = None, registry: Registry | None = None) -> Any:
@@ -215,7 +211,7 @@ def load_model(ref: str, *, as_of: str | datetime | None = None, registry: Regis
         UntrustedModelError: loading it could run code and it is not trusted; the message says how to trust it.
         IntegrityError: the artifact changed since registration; the message names the file.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref, as_of=parse_moment(as_of) if as_of else None)
     require_trusted(version, "load")
     folder = reg.verified_artifact(version)
@@ -243,7 +239,7 @@ def trust_model(ref: str, *, revoke: bool = False, registry: Registry | None = N
         InvalidInputError: the reference is not ``NAME:VERSION``.
         NotFoundError: no such version.
     """
-    return _registry(registry).set_trust(ref, not revoke)
+    return or_default(registry).set_trust(ref, not revoke)
 
 
 def set_alias(ref: str, alias: str, *, require_validation: bool = False,
@@ -257,12 +253,12 @@ def set_alias(ref: str, alias: str, *, require_validation: bool = False,
     Raises:
         ConflictError: the alias is gated and the version has not passed its validation.
     """
-    return _registry(registry).set_alias(ref, alias, require_validation=require_validation)
+    return or_default(registry).set_alias(ref, alias, require_validation=require_validation)
 
 
 def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> None:
     """Remove an alias from a model (recorded in its history)."""
-    _registry(registry).remove_alias(name, alias)
+    or_default(registry).remove_alias(name, alias)
 
 
 class AliasHistory(list[AliasEvent]):
@@ -291,14 +287,14 @@ class AliasHistory(list[AliasEvent]):
 
 def alias_history(name: str, alias: str | None = None, *, registry: Registry | None = None) -> AliasHistory:
     """Every move of a model's aliases (or of one alias), oldest first."""
-    return AliasHistory(_registry(registry).alias_history(name, alias))
+    return AliasHistory(or_default(registry).alias_history(name, alias))
 
 
 def tag_model(
     ref: str, tags: TagsArg = None, *, remove: Iterable[str] | None = None, registry: Registry | None = None
 ) -> ModelVersion:
     """Set and/or remove tags on one version (its artifact stays immutable)."""
-    return _registry(registry).set_tags(ref, _tags(tags), list(remove or []))
+    return or_default(registry).set_tags(ref, _tags(tags), list(remove or []))
 
 
 def delete_model(ref: str, *, registry: Registry | None = None) -> ModelVersion:
@@ -310,7 +306,7 @@ def delete_model(ref: str, *, registry: Registry | None = None) -> ModelVersion:
     Raises:
         ConflictError: a live deployment uses it; the message names the deployment.
     """
-    return _registry(registry).delete_version(ref)
+    return or_default(registry).delete_version(ref)
 
 
 def resolve_variable(namespace: Mapping[str, Any], var: str) -> Any:
@@ -365,7 +361,7 @@ def set_score_script(
         NotFoundError: no such model, version or asset.
     """
     score_script.check(source, line_offset=line_offset)
-    reg = _registry(registry)
+    reg = or_default(registry)
     name, version = _scope(reg, ref)
     bundle = list(assets)
     if not bundle:
@@ -381,14 +377,14 @@ def set_score_script(
 
 def generate_score_script(ref: str, *, registry: Registry | None = None) -> str:
     """A default entry script for the version's flavor and signature, ready to edit."""
-    version = _registry(registry).get(ref)
+    version = or_default(registry).get(ref)
     return score_script.default_script(version.name, version.version, version.flavor,
                                        version.flavor_options, version.signature)
 
 
 def entry_script(ref: str, *, registry: Registry | None = None) -> tuple[str, bool]:
     """The entry script a deployment of ``ref`` uses, and whether it is the generated default."""
-    reg = _registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     saved = reg.inference(version).script
     if saved is not None:
@@ -419,7 +415,7 @@ def set_environment(
     """
     if (text is None) == (not from_kernel):
         raise InvalidInputError("Give the environment (conda YAML or pip lines), or from_kernel=True; not both.")
-    reg = _registry(registry)
+    reg = or_default(registry)
     name, scope = _scope(reg, ref)
     version = reg.get(ref)
     if from_kernel:
@@ -465,7 +461,7 @@ def export_model(ref: str, output: str | Path, *, registry: Registry | None = No
         InvalidInputError: ``output`` exists and is not empty.
         IntegrityError: the artifact differs from what was registered (a file missing, changed or added).
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     target = Path(output).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlops_magics import display
-from mlops_magics.api import _registry
 from mlops_magics.errors import ConflictError, EngineError, InvalidInputError
 from mlops_magics.packaging.context import BuildContext
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, write_spec_context
-from mlops_magics.registry import Image, Registry
+from mlops_magics.registry import Image, Registry, or_default
 from mlops_magics.registry.refs import check_name, parse_ref
 from mlops_magics.services import _spec
 
@@ -41,7 +40,7 @@ def package(
         NotFoundError: no such model or version.
         MlopsError: the dependencies could not be downloaded.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     spec = _spec(reg, "package", ref, port=None, workers=1, auth=False)
     return write_spec_context(reg, spec, Path(output) if output else None, base=base, gpu=gpu,
                               extra_steps=extra_steps, wheels=wheels)
@@ -72,7 +71,7 @@ def build(
         BuildError: a step failed; the message names it and quotes its output (the full log is in the
             context folder's ``build.log``).
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     spec = _spec(reg, "package", ref, port=None, workers=1, auth=False)
     context = write_spec_context(reg, spec, base=base, gpu=gpu, extra_steps=extra_steps)
     return build_context(reg, spec, context, no_cache=no_cache, progress=progress)
@@ -99,7 +98,7 @@ def set_dockerfile_steps(name: str, steps: str, *, version: int = 0, registry: R
         if word not in allowed:
             raise InvalidInputError(f"Line {number} of the Dockerfile steps starts with {word!r}, which is not an "
                                     f"instruction that can go there; use one of {', '.join(sorted(allowed))}.")
-    _registry(registry).set_inference(check_name(name), version, dockerfile_steps=steps.strip() or None)
+    or_default(registry).set_inference(check_name(name), version, dockerfile_steps=steps.strip() or None)
 
 
 class ImageList(list[Image]):
@@ -131,7 +130,7 @@ def _select(reg: Registry, ref: str | None) -> list[Image]:
 
 def images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
     """The images built for a version (``NAME:VERSION``/``NAME@ALIAS``), a model (``NAME``) or all, newest first."""
-    return ImageList(_select(_registry(registry), ref))
+    return ImageList(_select(or_default(registry), ref))
 
 
 def remove_images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
@@ -148,7 +147,7 @@ def remove_images(ref: str | None = None, *, registry: Registry | None = None) -
 
     from mlops_magics.packaging import engine
 
-    reg = _registry(registry)
+    reg = or_default(registry)
     found = _select(reg, ref)
     in_use = {str(d.config.get("image")): d.name for d in reg.deployments() if d.is_live}
     for image in found:

@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from mlops_magics import api, flavors, images, lineage, services
 from mlops_magics.errors import MlopsError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Lineage, ModelVersion
+from mlops_magics.registry import Lineage, ModelVersion, or_default
 
 
 @contextmanager
@@ -155,7 +155,7 @@ class MlopsMagics(Magics):
     def _progress_for(self, service: str) -> BuildProgress | None:
         """A build progress display when ``service`` runs in a container (its image is rebuilt)."""
         try:
-            target = api._registry(None).get_deployment(service).target
+            target = or_default(None).get_deployment(service).target
         except MlopsError:
             return None  # the API call reports the missing service
         return BuildProgress() if target != "local" else None

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlops_magics.errors import ConversionError, InvalidInputError
+from mlops_magics.registry import or_default
 
 #: Rows in the batch measurement.
 BATCH_ROWS = 1000
@@ -429,7 +430,7 @@ def convert(
 
     if quantize not in (None, "int8"):
         raise InvalidInputError(f"--quantize {quantize!r} is not supported: use int8.")
-    reg = api._registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     if version.flavor == "onnx":
         raise InvalidInputError(f"{version.ref} is already an ONNX model.")

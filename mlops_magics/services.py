@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlops_magics import display
-from mlops_magics.api import _registry, entry_script
+from mlops_magics.api import entry_script
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Deployment, Registry
+from mlops_magics.registry import Deployment, Registry, or_default
 from mlops_magics.registry.refs import check_name, parse_ref
 from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
@@ -114,7 +114,7 @@ def deploy(
     if target == "local" and (cpu is not None or memory is not None):
         raise InvalidInputError("--cpu and --memory limit containers: deploy with --target docker to apply them "
                                 "(a local process runs without limits).")
-    reg = _registry(registry)
+    reg = or_default(registry)
     if require_validation:
         from mlops_magics.validation import require_validated
 
@@ -171,7 +171,7 @@ def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
 
 def deployments(*, registry: Registry | None = None) -> DeploymentList:
     """Every deployment, its state checked against reality now (process alive and answering)."""
-    reg = _registry(registry)
+    reg = or_default(registry)
     found = DeploymentList()
     for d in reg.deployments():
         if d.is_live:
@@ -193,7 +193,7 @@ def undeploy(name: str | None = None, *, all_services: bool = False,
     Raises:
         NotFoundError: no deployment has that name.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     if all_services:
         targets = [d for d in reg.deployments() if d.state != "deleted"]
     elif name:
@@ -208,7 +208,7 @@ def undeploy(name: str | None = None, *, all_services: bool = False,
 
 def logs(name: str, *, tail: int = 50, registry: Registry | None = None) -> str:
     """The last ``tail`` lines of a deployment's server log (tracebacks point at the script cell's lines)."""
-    reg = _registry(registry)
+    reg = or_default(registry)
     d = reg.get_deployment(name)
     return str(_target(reg, d).logs(d, tail))
 
@@ -222,7 +222,7 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
     """
     from mlops_magics.targets.local import map_script_lines
 
-    reg = _registry(registry)
+    reg = or_default(registry)
     d = reg.get_deployment(name)
     log, script = _target(reg, d).log_file(d)
     offset = log.stat().st_size if log.exists() else 0
@@ -249,7 +249,7 @@ def reload(name: str, *, progress: Callable[[BuildStep], None] | None = None,
     The running service keeps answering until the reloaded one is ready. A container deployment gets a new
     image: only the layers after the change are rebuilt.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     d = reg.get_deployment(name)
     return _replace(reg, d, f"{d.model_name}:{d.model_version}", progress)
 
@@ -257,7 +257,7 @@ def reload(name: str, *, progress: Callable[[BuildStep], None] | None = None,
 def update(name: str, model: str, *, progress: Callable[[BuildStep], None] | None = None,
            registry: Registry | None = None) -> Deployment:
     """Switch a deployment to another model version; the old one serves until the new one is ready."""
-    reg = _registry(registry)
+    reg = or_default(registry)
     return _replace(reg, reg.get_deployment(name), model, progress)
 
 
@@ -304,7 +304,7 @@ def try_score_script(ref: str, *, sample: Any = None, registry: Registry | None 
     from mlops_magics import signature
     from mlops_magics.targets.local import LocalTarget, free_port, map_script_lines, tail
 
-    reg = _registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     if sample is None:
         if version.input_example is None:
@@ -392,7 +392,7 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
     Raises:
         MlopsError: the service is not reachable or answered with an error (status and message quoted).
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     d = reg.get_deployment(name)
     if not d.url:
         raise ConflictError(f"Service {name!r} has no address ({d.state}).")
@@ -421,7 +421,7 @@ def keys(name: str, *, regenerate: str | None = None, registry: Registry | None 
         NotFoundError: no such deployment, or it requires no key.
         InvalidInputError: ``regenerate`` names no key.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     d = reg.get_deployment(name)
     if not d.auth_keys:
         raise NotFoundError(f"Service {name!r} requires no key: it was deployed without --auth. Deploy it with "

@@ -21,6 +21,7 @@ from html import escape
 from typing import Any
 
 from mlops_magics.errors import ConflictError, InvalidInputError
+from mlops_magics.registry import or_default
 
 #: Metrics where more is better, and where less is better (the direction a baseline comparison needs).
 HIGHER_IS_BETTER = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "r2")
@@ -216,7 +217,7 @@ def validate(
         raise InvalidInputError(f"--data has {len(data)} rows and --labels {len(labels)}: they must match.")
     parsed = [parse_check(text) for text in metrics]
     names = list(dict.fromkeys(name for name, _, _ in parsed))
-    reg = api._registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     found = compute(_Predictor(api.load_model(version.ref, registry=reg), version.flavor), data, labels, names,
                     functions or {})
@@ -255,10 +256,9 @@ def require_validated(ref: str, *, registry: Any = None) -> None:
     Raises:
         ConflictError: naming what failed and how to validate.
     """
-    from mlops_magics import api
     from mlops_magics.registry.store import validation_problem
 
-    reg = api._registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     problem = validation_problem(reg.reports(version).get("validation"))
     if problem:

@@ -8,8 +8,7 @@ import weakref
 from typing import Any
 
 from mlops_magics import services, trust
-from mlops_magics.api import _registry
-from mlops_magics.registry import Deployment, ModelVersion, Registry
+from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default
 
 
 def version_json(v: ModelVersion) -> dict[str, Any]:
@@ -50,7 +49,7 @@ def trust_json(v: ModelVersion) -> dict[str, Any]:
 
 def models_json(*, registry: Registry | None = None) -> list[dict[str, Any]]:
     """Every model with its versions (newest first) and where its aliases point."""
-    reg = _registry(registry)
+    reg = or_default(registry)
     models: dict[str, dict[str, Any]] = {}
     for v in reg.find():
         entry = models.setdefault(v.name, {"name": v.name, "versions": [], "aliases": {}})
@@ -72,7 +71,7 @@ def models_json_text(*, registry: Registry | None = None) -> str:
 
     What the sidebar polls: with 10,000 versions a listing costs about 0.2 s to make and nothing to reuse.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     stamp = reg.change_stamp()
     cached = _models_text.get(reg.db)
     if cached is not None and cached[0] == stamp:
@@ -88,7 +87,7 @@ def version_detail_json(ref: str, *, registry: Registry | None = None) -> dict[s
     Raises:
         NotFoundError: no such version.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     history = [{"alias": e.alias, "version": e.version, "at": e.at.isoformat(), "by": e.by}
                for e in reg.alias_history(version.name, None)]
@@ -141,6 +140,6 @@ def undeploy_json(name: str, *, registry: Registry | None = None) -> dict[str, A
     Raises:
         NotFoundError: no such deployment.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     services.undeploy(name, registry=reg)
     return deployment_json(reg.get_deployment(name))

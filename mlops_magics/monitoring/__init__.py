@@ -16,14 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_magics.api import _registry
 from mlops_magics.errors import InvalidInputError, NotFoundError
 from mlops_magics.monitoring import store
 from mlops_magics.monitoring.dashboard import MonitorReport, bucket_seconds
 from mlops_magics.monitoring.drift import FeatureDrift, feature_drift
 from mlops_magics.monitoring.store import CollectionStats
 from mlops_magics.monitoring.table import BASE_COLUMNS, flatten
-from mlops_magics.registry import Deployment, Registry
+from mlops_magics.registry import Deployment, Registry, or_default
 from mlops_magics.targets.base import data_dir
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -98,7 +97,7 @@ def collected(service: str, *, since: str | float | datetime | None = None, limi
     """
     import pandas as pd
 
-    reg = _registry(registry)
+    reg = or_default(registry)
     deployment, folder = _collection(reg, service)
     start = parse_since(since)
     if limit is not None and limit < 1:
@@ -137,7 +136,7 @@ def _csv_frame(folder: Path, designation: str, start: float | None, service: str
 
 def collection_stats(service: str, *, registry: Registry | None = None) -> CollectionStats:
     """How many records a deployment's workers received, wrote, left out, dropped, or lost in a crash."""
-    reg = _registry(registry)
+    reg = or_default(registry)
     deployment, folder = _collection(reg, service)
     return store.stats(service, folder, running=deployment.state == "running")
 
@@ -194,7 +193,7 @@ def label(service: str, data: Any, *, registry: Registry | None = None) -> Label
         NotFoundError: no such deployment, or it collects nothing.
         InvalidInputError: labels in a shape we cannot read, or none of the request ids was ever collected.
     """
-    reg = _registry(registry)
+    reg = or_default(registry)
     _, folder = _collection(reg, service)
     pairs = _label_pairs(data)
     seen = {str(r.get("request_id")) for r in store.records(folder)}
@@ -264,7 +263,7 @@ def monitor(service: str, *, baseline: str | None = None, data: Any = None,
     """
     import pandas as pd
 
-    reg = _registry(registry)
+    reg = or_default(registry)
     deployment, _ = _collection(reg, service)
     frame = collected(service, since=since, registry=reg)
     stats = frame.attrs["stats"]

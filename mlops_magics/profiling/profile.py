@@ -28,6 +28,7 @@ from typing import Any
 
 from mlops_magics.errors import InvalidInputError, MlopsError
 from mlops_magics.profiling.loadgen import KEY_VARIABLE
+from mlops_magics.registry import or_default
 from mlops_magics.trust import require_trusted
 
 HEADROOM = 1.25
@@ -277,7 +278,7 @@ def profile(
         NotFoundError: no such model.
         UntrustedModelError: serving the version could run code from its artifact and it is not trusted.
     """
-    from mlops_magics import api, services
+    from mlops_magics import services
     from mlops_magics.packaging import engine
 
     if isinstance(configs, str):
@@ -287,7 +288,7 @@ def profile(
         raise InvalidInputError(f"--concurrency {concurrency} is invalid: give levels of 1 or more, e.g. 1,4,16.")
     if duration <= 0:
         raise InvalidInputError(f"--duration {duration} is invalid: give seconds, e.g. 10.")
-    reg = api._registry(registry)
+    reg = or_default(registry)
     version = reg.get(ref)
     require_trusted(version)  # each configuration's deploy would refuse it too: say so once, not as a failed profile
     notes: list[str] = []

@@ -32,6 +32,7 @@ __all__ = [
     "Registry",
     "default_registry",
     "forget_registry",
+    "or_default",
     "parse_ref",
 ]
 
@@ -47,6 +48,11 @@ def default_registry() -> Registry:
         if registry is None:
             registry = _open[home] = Registry(home)
         return registry
+
+
+def or_default(registry: Registry | None) -> Registry:
+    """``registry`` itself, or the :func:`default_registry` when it is None (the ``registry=`` argument of the API)."""
+    return registry if registry is not None else default_registry()
 
 
 def forget_registry(home: Path) -> None:

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from mlops_magics import api, display, services, views
 from mlops_magics.errors import MlopsError
-from mlops_magics.registry import Deployment, ModelVersion, Registry
+from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default
 
 T = TypeVar("T")
 _OK, _ERROR, _BUSY = "#2e7d32", "#c62828", "#616161"
@@ -87,7 +87,7 @@ class ModelBrowser(_ListPanel):
 
     def __init__(self, *, registry: Registry | None = None, namespace: MutableMapping[str, Any] | None = None,
                  name: str = "", tags: str = "") -> None:
-        self.registry = api._registry(registry)
+        self.registry = or_default(registry)
         self.namespace = namespace if namespace is not None else {}
         self.status = StatusLine()
         self.name_filter = widgets.Text(value=name, description="Name", placeholder="glob, e.g. iris*")
@@ -208,7 +208,7 @@ class DeploymentBoard(_ListPanel):
     one: logs, reload (``%reload``), undeploy (``%undeploy``); its card links the swagger document."""
 
     def __init__(self, *, registry: Registry | None = None, poll: float | None = None, log_lines: int = 30) -> None:
-        self.registry = api._registry(registry)
+        self.registry = or_default(registry)
         self.log_lines = log_lines
         self.status = StatusLine()
         self.services = self.choices = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="420px"))
