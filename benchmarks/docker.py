@@ -114,7 +114,7 @@ def run(repeat: int, base: str, work: Path) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     import mlops_magics as mm
-    from mlops_magics import images, services
+    from mlops_magics import api
     from mlops_magics.packaging import engine
 
     client = engine.client()
@@ -128,10 +128,10 @@ def run(repeat: int, base: str, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"base": base, "base_size": int(client.images.get(base).attrs["Size"])}
 
     # Cold: the wheel cache is empty (a fresh MLOPS_HOME) and the engine has no layer of ours.
-    result["context_seconds_cold"], _ = _timed(lambda: images.package("iris"))
-    result["context_seconds_warm"], context = _timed(lambda: images.package("iris"))
+    result["context_seconds_cold"], _ = _timed(lambda: api.package("iris"))
+    result["context_seconds_warm"], context = _timed(lambda: api.package("iris"))
     result["context_mb"] = round(sum((context.folder / f).stat().st_size for f in context.files) / 1e6, 1)
-    result["cold_build"], image = _timed(lambda: images.build("iris", no_cache=True))
+    result["cold_build"], image = _timed(lambda: api.build("iris", no_cache=True))
     result["sizes"] = {"sklearn": image.size}
     result["layers_sklearn"] = _layers(client, image.tag, base)
 
@@ -140,11 +140,11 @@ def run(repeat: int, base: str, work: Path) -> dict[str, Any]:
     naive_dir = work / "naive"
     for i in range(repeat):
         mm.set_score_script("iris", SKLEARN_SCRIPT + f"\n# edit {i} {time.time_ns()}\n")  # never built before
-        seconds, _ = _timed(lambda: images.build("iris"))
+        seconds, _ = _timed(lambda: api.build("iris"))
         ours.append(seconds)
         if naive_dir.exists():
             shutil.rmtree(naive_dir)
-        shutil.copytree(images.package("iris").folder, naive_dir)
+        shutil.copytree(api.package("iris").folder, naive_dir)
         (naive_dir / "Dockerfile").write_text(NAIVE_DOCKERFILE.format(base=base, name="iris", version=1))
         if i == 0:  # the naive image's own first build, so that its next builds may use its cache
             naive_ids.append(engine.build(naive_dir, "mlops-bench/naive:latest")[0])
@@ -157,29 +157,29 @@ def run(repeat: int, base: str, work: Path) -> dict[str, Any]:
     # Deploy the built image to a container until healthy, then score.
     deploy_times = []
     for _ in range(repeat):
-        seconds, _ = _timed(lambda: services.deploy("iris", target="docker", cpu=1, memory="512m", build=False))
-        assert services.call("iris", X[:3]) == clf.predict(X[:3]).tolist()
+        seconds, _ = _timed(lambda: api.deploy("iris", target="docker", cpu=1, memory="512m", build=False))
+        assert api.call("iris", X[:3]) == clf.predict(X[:3]).tolist()
         deploy_times.append(seconds)
-        services.undeploy("iris")
+        api.undeploy("iris")
     result["deploy"] = deploy_times
 
     # Sizes: the server alone, and an ONNX-only model (onnxruntime, no scikit-learn).
     mm.register({"echo": True}, "echo")
     mm.set_score_script("echo", ECHO_SCRIPT)
-    echo = images.build("echo")
+    echo = api.build("echo")
     result["sizes"]["runtime only"] = echo.size
     result["layers_runtime"] = _layers(client, echo.tag, base)
     mm.register(_onnx_iris(clf), "iris-onnx", sample=X[:2].astype(np.float32))
     mm.set_score_script("iris-onnx", ONNX_SCRIPT)
     mm.set_environment("iris-onnx", "onnxruntime\nnumpy\n")
-    onnx_image = images.build("iris-onnx")
+    onnx_image = api.build("iris-onnx")
     result["sizes"]["onnx only"] = onnx_image.size
     result["layers_onnx"] = _layers(client, onnx_image.tag, base)
-    services.deploy("iris-onnx", target="docker", build=False)
-    assert services.call("iris-onnx", X[:3]) == clf.predict(X[:3]).tolist()
-    services.undeploy("iris-onnx")
+    api.deploy("iris-onnx", target="docker", build=False)
+    assert api.call("iris-onnx", X[:3]) == clf.predict(X[:3]).tolist()
+    api.undeploy("iris-onnx")
 
-    images.remove_images()
+    api.remove_images()
     for image_id in reversed(naive_ids):
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.remove(image_id, force=True)

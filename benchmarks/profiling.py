@@ -36,21 +36,21 @@ def run(runs: int) -> list[dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
     import mlops_magics as mm
-    from mlops_magics import images
-    from mlops_magics.profiling.profile import profile
+    from mlops_magics import api
+    from mlops_magics.api import profile
 
     os.environ.setdefault("MLOPS_BASE_IMAGE", "mlops-base:bookworm")
     X, y = load_iris(return_X_y=True)
     mm.register(LogisticRegression(max_iter=500).fit(X, y), "iris")
     mm.set_environment("iris", from_kernel=True)
-    images.build("iris")  # the profile measures serving, not the first build
+    api.build("iris")  # the profile measures serving, not the first build
     results = []
     for _ in range(runs):
         began = time.perf_counter()
         report = profile("iris", X[:1], configs=CONFIGS, concurrency=CONCURRENCY, duration=DURATION,
                          slo_p95_ms=SLO_P95_MS, target="docker")
         results.append({"seconds": time.perf_counter() - began, "report": report.as_dict()})
-    images.remove_images("iris")
+    api.remove_images("iris")
     return results
 
 

@@ -149,7 +149,7 @@ def browser_open_ms(port: int, token: str, rounds: int) -> dict[str, Any]:
 
 
 def run(versions: int, repeat: int) -> dict[str, Any]:
-    from mlops_magics import services
+    from mlops_magics import api
     from mlops_magics.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +157,7 @@ def run(versions: int, repeat: int) -> dict[str, Any]:
         fill_s = fill(home, versions)
         reg = Registry(home)
         for name in ("svc-a", "svc-b"):
-            services.deploy("iris@production", name=name, registry=reg)
+            api.deploy("iris@production", name=name, registry=reg)
         process, port, token = start_lab(home, Path(tmp) / "lab")
         try:
             client = Client(port, token)
@@ -184,7 +184,7 @@ def run(versions: int, repeat: int) -> dict[str, Any]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-            services.undeploy(all_services=True, registry=reg)
+            api.undeploy(all_services=True, registry=reg)
     poll = out["models_not_modified"]["median"] + out["deployments_2_live"]["median"]
     out["server_ms_per_poll"] = round(poll, 2)
     out["server_ms_per_poll_before"] = round(out["models_made_afresh"]["median"] + out["deployments_2_live"]["median"],

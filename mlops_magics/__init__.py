@@ -6,83 +6,94 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from mlops_magics.api import (
-    alias_history,
-    delete_model,
-    entry_script,
-    generate_score_script,
-    get_model,
-    list_models,
-    load_model,
-    register,
-    remove_alias,
-    set_alias,
-    set_environment,
-    set_score_script,
-    tag_model,
-    trust_model,
-)
-from mlops_magics.errors import (
-    BuildError,
-    ConflictError,
-    ConversionError,
-    DeployError,
-    EngineError,
-    IntegrityError,
-    InvalidInputError,
-    MlopsError,
-    NotFoundError,
-    RegistryLockedError,
-    SchemaVersionError,
-    SerializationError,
-    UntrustedModelError,
-)
-from mlops_magics.registry import ModelVersion, Registry, default_registry
-from mlops_magics.services import call, deploy, deployments, keys, logs, reload, undeploy, update
-
-
-def to_onnx(ref: str, **options: Any) -> Any:
-    """Convert a registered model to ONNX, check and time it, register it.
-
-    See :func:`mlops_magics.onnx_convert.convert` for the options.
-    """
-    from mlops_magics.onnx_convert import convert
-
-    return convert(ref, **options)
-
-def collected(service: str, **options: Any) -> Any:
-    """What a deployment collected (``--collect``), as a DataFrame.
-
-    See :func:`mlops_magics.monitoring.collected` for the options.
-    """
-    from mlops_magics import monitoring
-
-    return monitoring.collected(service, **options)
-
-
-def monitor(service: str, **options: Any) -> Any:
-    """The monitoring dashboard of a deployment: traffic, latency, errors, predictions, accuracy, drift.
-
-    See :func:`mlops_magics.monitoring.monitor` for the options.
-    """
-    from mlops_magics import monitoring
-
-    return monitoring.monitor(service, **options)
-
-
-def label(service: str, data: Any, **options: Any) -> Any:
-    """Attach ground-truth labels to a deployment's collected requests, by request id.
-
-    See :func:`mlops_magics.monitoring.label`.
-    """
-    from mlops_magics import monitoring
-
-    return monitoring.label(service, data, **options)
-
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Where each public name lives: imported on first use (PEP 562), so that ``import mlops_magics`` stays cheap.
+_LAZY = {
+    **dict.fromkeys(
+        ("BuildError", "ConflictError", "ConversionError", "DeployError", "EngineError", "IntegrityError",
+         "InvalidInputError", "MlopsError", "NotFoundError", "RegistryLockedError", "SchemaVersionError",
+         "SerializationError", "UntrustedModelError"), "mlops_magics.errors"),
+    **dict.fromkeys(("ModelVersion", "Registry", "default_registry"), "mlops_magics.registry"),
+    **dict.fromkeys(
+        ("alias_history", "build", "call", "collected", "delete_model", "deploy", "entry_script", "export_model",
+         "generate_score_script", "get_model", "keys", "label", "list_deployments", "list_images", "list_models",
+         "load_model", "logs", "monitor", "package", "profile", "register", "reload", "remove_alias", "set_alias",
+         "set_environment", "set_score_script", "tag_model", "to_onnx", "trust_model", "try_score_script",
+         "undeploy", "update", "validate"), "mlops_magics.api"),
+}
+
+if TYPE_CHECKING:
+    from mlops_magics.api import (
+        alias_history,
+        build,
+        call,
+        collected,
+        delete_model,
+        deploy,
+        entry_script,
+        export_model,
+        generate_score_script,
+        get_model,
+        keys,
+        label,
+        list_deployments,
+        list_images,
+        list_models,
+        load_model,
+        logs,
+        monitor,
+        package,
+        profile,
+        register,
+        reload,
+        remove_alias,
+        set_alias,
+        set_environment,
+        set_score_script,
+        tag_model,
+        to_onnx,
+        trust_model,
+        try_score_script,
+        undeploy,
+        update,
+        validate,
+    )
+    from mlops_magics.errors import (
+        BuildError,
+        ConflictError,
+        ConversionError,
+        DeployError,
+        EngineError,
+        IntegrityError,
+        InvalidInputError,
+        MlopsError,
+        NotFoundError,
+        RegistryLockedError,
+        SchemaVersionError,
+        SerializationError,
+        UntrustedModelError,
+    )
+    from mlops_magics.registry import ModelVersion, Registry, default_registry
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported from their modules on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlops_magics' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "BuildError",
@@ -102,22 +113,27 @@ __all__ = [
     "UntrustedModelError",
     "__version__",
     "alias_history",
+    "build",
     "call",
     "collected",
     "default_registry",
     "delete_model",
     "deploy",
-    "deployments",
     "entry_script",
+    "export_model",
     "generate_score_script",
     "get_model",
     "keys",
     "label",
+    "list_deployments",
+    "list_images",
     "list_models",
     "load_ipython_extension",
     "load_model",
     "logs",
     "monitor",
+    "package",
+    "profile",
     "register",
     "reload",
     "remove_alias",
@@ -127,8 +143,10 @@ __all__ = [
     "tag_model",
     "to_onnx",
     "trust_model",
+    "try_score_script",
     "undeploy",
     "update",
+    "validate",
 ]
 
 

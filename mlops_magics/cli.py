@@ -16,8 +16,8 @@ from typing import Any
 from mlops_magics import api, flavors, trust
 from mlops_magics.display import version_row
 from mlops_magics.errors import MlopsError
+from mlops_magics.payloads import version_json
 from mlops_magics.registry import ModelVersion, maintenance
-from mlops_magics.views import version_json
 
 
 def _show(result: Any, as_json: bool) -> None:
@@ -143,9 +143,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "export":
         return _export(args.ref, args.output)
     if args.command == "keys":
-        from mlops_magics import services
-
-        found = services.keys(args.service, regenerate=args.regenerate)
+        found = api.keys(args.service, regenerate=args.regenerate)
         return {"service": found.service, "primary": found.primary, "secondary": found.secondary}
 
     if args.command == "registry":
@@ -157,11 +155,9 @@ def run(args: argparse.Namespace) -> Any:
             return api.check_registry()
         return api.rebuild_registry()
     if args.command in ("collected", "monitor"):
-        from mlops_magics import monitoring
-
         if args.command == "monitor":
-            return repr(monitoring.monitor(args.service, baseline=args.baseline, since=args.since))
-        frame = monitoring.collected(args.service, since=args.since, limit=args.limit, designation=args.designation)
+            return repr(api.monitor(args.service, baseline=args.baseline, since=args.since))
+        frame = api.collected(args.service, since=args.since, limit=args.limit, designation=args.designation)
         print(frame.attrs["stats"], file=sys.stderr)
         text = frame.to_csv(index=False)
         if not args.output:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from mlops_magics import trust
 
 if TYPE_CHECKING:
-    from mlops_magics.onnx_convert import OnnxReport
     from mlops_magics.registry.records import Deployment, Image, ModelVersion
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:12px"
@@ -181,24 +180,6 @@ def figure_png(figure: Any) -> str:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def onnx_report_html(report: OnnxReport) -> str:
-    """The ONNX conversion report: outcome, parity, a speed table and chart, notes."""
-    p, s = report.parity, report.speed
-    colour = "#2e7d32" if p.passed else "#c62828"
-    outcome = (f"registered as <strong>{escape(report.registered)}</strong>" if report.registered
-               else "<strong>not registered</strong> (parity failed; --force registers anyway)")
-    chart = bar_chart_png("original vs ONNX", ["single row (us, median)", "single row (us, p99)"],
-                          {"original": [s.single_native_median_us, s.single_native_p99_us],
-                           "onnx": [s.single_onnx_median_us, s.single_onnx_p99_us]}, "microseconds", log=True)
-    image = f'<img src="data:image/png;base64,{chart}" alt="latency chart"/>' if chart else ""
-    worst = table([dict(w) for w in p.worst]) if p.worst else ""
-    notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
-    return (f"<div><p>ONNX conversion of <strong>{escape(report.source)}</strong> ({escape(report.converter)}, "
-            f"opset {report.opset}{', quantized ' + escape(report.quantized) if report.quantized else ''}): "
-            f"{outcome}</p><p style=\"color:{colour}\">{escape(report.parity_line())}</p>{worst}"
-            f"{table(report.table())}{image}{'<ul>' + notes + '</ul>' if notes else ''}</div>")
 
 
 def image_html(image: Image) -> str:

@@ -20,7 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from mlops_magics import api, flavors, images, lineage, services
+from mlops_magics import api, flavors, lineage
 from mlops_magics.errors import MlopsError
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.registry import Lineage, ModelVersion, or_default
@@ -303,10 +303,8 @@ class MlopsMagics(Magics):
         except ValueError:
             raise UsageError(f"--concurrency {args.concurrency!r}: give numbers separated by commas, e.g. 1,4,16."
                              ) from None
-        from mlops_magics.profiling.profile import profile
-
         with user_errors():
-            return profile(args.ref, data, configs=args.configs, concurrency=levels, duration=args.duration,
+            return api.profile(args.ref, data, configs=args.configs, concurrency=levels, duration=args.duration,
                            slo_p95_ms=args.slo_p95_ms, target=args.target, progress=StepProgress())
 
     @magic_arguments()
@@ -335,7 +333,7 @@ class MlopsMagics(Magics):
                 found = self._shell.user_ns.get(name)
                 if name not in builtin and callable(found):
                     functions[name] = found
-            return validation.validate(args.ref, data, labels, metrics=args.metric, functions=functions,
+            return api.validate(args.ref, data, labels, metrics=args.metric, functions=functions,
                                        baseline=args.baseline, max_regression=args.max_regression)
 
     @magic_arguments()
@@ -377,9 +375,9 @@ class MlopsMagics(Magics):
         with user_errors():
             if cell is not None:
                 saved = api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1)
-                return services.try_score_script(args.ref) if args.test else saved
+                return api.try_score_script(args.ref) if args.test else saved
             if args.test:
-                return services.try_score_script(args.ref)
+                return api.try_score_script(args.ref)
             if args.generate:
                 source = api.generate_score_script(args.ref)
                 self._shell.set_next_input(f"%%score_script {args.ref}\n{source}", replace=False)
@@ -418,7 +416,7 @@ class MlopsMagics(Magics):
         args = self._args(self.deploy, line)
         progress = BuildProgress() if args.target == "docker" and not args.no_build else None
         with user_errors():
-            deployed = services.deploy(args.ref, target=args.target, name=args.name, port=args.port,
+            deployed = api.deploy(args.ref, target=args.target, name=args.name, port=args.port,
                                        workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
                                        memory=args.memory, base_image=args.base_image, build=not args.no_build,
                                        require_validation=args.require_validation, collect=args.collect,
@@ -440,7 +438,7 @@ class MlopsMagics(Magics):
 
             return DeploymentBoard(poll=args.poll)
         with user_errors():
-            return services.deployments()
+            return api.list_deployments()
 
     @magic_arguments()
     @argument("service", nargs="?", help="The service to stop and remove.")
@@ -450,7 +448,7 @@ class MlopsMagics(Magics):
         """Stop and remove a deployment (idempotent)."""
         args = self._args(self.undeploy, line)
         with user_errors():
-            gone = services.undeploy(args.service, all_services=args.all)
+            gone = api.undeploy(args.service, all_services=args.all)
         print(f"Undeployed {', '.join(gone) or 'nothing'}.")
 
     @magic_arguments()
@@ -462,7 +460,7 @@ class MlopsMagics(Magics):
         """The service's primary and secondary keys, shown masked (``.primary`` / ``.secondary`` for the values)."""
         args = self._args(self.keys, line)
         with user_errors():
-            return services.keys(args.service, regenerate=args.regenerate)
+            return api.keys(args.service, regenerate=args.regenerate)
 
     @magic_arguments()
     @argument("service", help="The service whose log to show.")
@@ -475,10 +473,10 @@ class MlopsMagics(Magics):
         """Show the end of a deployment's server log (script lines mapped to the cell's); --follow for more."""
         args = self._args(self.logs, line)
         with user_errors():
-            print(services.logs(args.service, tail=args.tail))
+            print(api.logs(args.service, tail=args.tail))
             if args.follow:
                 try:
-                    for text in services.follow(args.service, timeout=args.timeout):
+                    for text in api.follow(args.service, timeout=args.timeout):
                         print(text, flush=True)
                 except KeyboardInterrupt:
                     print("(stopped following)")
@@ -490,7 +488,7 @@ class MlopsMagics(Magics):
         """Serve the edited entry script without re-registering; the old one serves until then."""
         args = self._args(self.reload, line)
         with user_errors():
-            return services.reload(args.service, progress=self._progress_for(args.service))
+            return api.reload(args.service, progress=self._progress_for(args.service))
 
     @magic_arguments()
     @argument("service", help="The service to update.")
@@ -500,7 +498,7 @@ class MlopsMagics(Magics):
         """Switch a service to another model version; the old one serves until the new one is ready."""
         args = self._args(self.update, line)
         with user_errors():
-            return services.update(args.service, args.model, progress=self._progress_for(args.service))
+            return api.update(args.service, args.model, progress=self._progress_for(args.service))
 
     @magic_arguments()
     @argument("service", help="The service whose records to show (deployed with --collect).")
@@ -511,10 +509,8 @@ class MlopsMagics(Magics):
     def collected(self, line: str) -> Any:
         """What a deployment recorded, as a DataFrame: one row per input row, features as columns."""
         args = self._args(self.collected, line)
-        from mlops_magics import monitoring
-
         with user_errors():
-            frame = monitoring.collected(args.service, since=args.since, limit=args.limit,
+            frame = api.collected(args.service, since=args.since, limit=args.limit,
                                          designation=args.designation)
         print(frame.attrs["stats"])
         return frame
@@ -532,11 +528,9 @@ class MlopsMagics(Magics):
     def monitor(self, line: str) -> Any:
         """Dashboard of a deployment: volume, latency, errors, predictions, accuracy, drift (PSI, KS)."""
         args = self._args(self.monitor, line)
-        from mlops_magics import monitoring
-
         data = self._eval(args.data, "--data") if args.data else None
         with user_errors():
-            report = monitoring.monitor(args.service, baseline=args.baseline, data=data, since=args.since)
+            report = api.monitor(args.service, baseline=args.baseline, data=data, since=args.since)
             if args.refresh is None:
                 return report
             refresh_display(report, args.refresh, args.duration)
@@ -550,11 +544,9 @@ class MlopsMagics(Magics):
     def label(self, line: str) -> Any:
         """Attach ground-truth labels to collected requests by request id; %monitor then shows accuracy."""
         args = self._args(self.label, line)
-        from mlops_magics import monitoring
-
         data = self._eval(args.data, "--data")
         with user_errors():
-            return monitoring.label(args.service, data)
+            return api.label(args.service, data)
 
     @magic_arguments()
     @argument("service", help="The service to call.")
@@ -571,7 +563,7 @@ class MlopsMagics(Magics):
         else:
             raise UsageError("Give the data: %call SERVICE EXPR, or %%call SERVICE with a JSON body in the cell.")
         with user_errors():
-            return services.call(args.service, data, request_id=args.request_id)
+            return api.call(args.service, data, request_id=args.request_id)
 
     @magic_arguments()
     @argument("ref", help="NAME (every version) or NAME:VERSION / NAME@ALIAS (one version).")
@@ -612,13 +604,13 @@ class MlopsMagics(Magics):
                 raise UsageError("--build writes its context under MLOPS_HOME with wheels: drop --output/--no-wheels.")
             return self._build(args.ref, base=args.base_image, gpu=args.gpu, extra_steps=extra)
         with user_errors():
-            return images.package(args.ref, args.output, base=args.base_image, gpu=args.gpu, extra_steps=extra,
+            return api.package(args.ref, args.output, base=args.base_image, gpu=args.gpu, extra_steps=extra,
                                   wheels=not args.no_wheels)
 
     def _build(self, ref: str, *, full_log: bool = False, **options: Any) -> Any:
         progress = BuildProgress(full_log)
         with user_errors():
-            image = images.build(ref, progress=progress, **options)
+            image = api.build(ref, progress=progress, **options)
         progress.finish()
         return image
 
@@ -633,10 +625,8 @@ class MlopsMagics(Magics):
         """Convert a model to ONNX, check it against the original, time both, register it as the next version."""
         args = self._args(self.onnx, line)
         data = self._eval(args.data, "--data") if args.data else None
-        from mlops_magics.onnx_convert import convert
-
         with user_errors():
-            return convert(args.ref, opset=args.opset, quantize=args.quantize, data=data, force=args.force)
+            return api.to_onnx(args.ref, opset=args.opset, quantize=args.quantize, data=data, force=args.force)
 
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
@@ -664,10 +654,10 @@ class MlopsMagics(Magics):
         args = self._args(self.images, line)
         with user_errors():
             if args.remove:
-                gone = images.remove_images(args.ref)
+                gone = api.remove_images(args.ref)
                 print(f"Removed {len(gone)} image(s){': ' if gone else '.'}{', '.join(i.tag for i in gone)}")
                 return None
-            return images.images(args.ref)
+            return api.list_images(args.ref)
 
     @magic_arguments()
     @argument("name", help="The model (every version) or NAME:VERSION (one version) whose images get the steps.")
@@ -679,6 +669,6 @@ class MlopsMagics(Magics):
         if version and not version.isdigit():
             raise UsageError(f"{args.name!r}: give NAME or NAME:VERSION (a number).")
         with user_errors():
-            images.set_dockerfile_steps(name, cell, version=int(version or 0))
+            api.set_dockerfile_steps(name, cell, version=int(version or 0))
         count = sum(1 for x in cell.splitlines() if x.strip() and not x.strip().startswith("#"))
         print(f"Stored {count} Dockerfile line(s) for {args.name}; %build or %deploy --target docker uses them.")

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from mlops_magics.errors import ConflictError, InvalidInputError
-from mlops_magics.registry import or_default
+from mlops_magics.errors import InvalidInputError
+from mlops_magics.onnx.convert import onnx_feed
 
 #: Metrics where more is better, and where less is better (the direction a baseline comparison needs).
 HIGHER_IS_BETTER = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "r2")
@@ -101,7 +101,7 @@ def _fingerprint(X: Any, y: Any) -> str:
     return digest.hexdigest()
 
 
-class _Predictor:
+class Predictor:
     """predict / predict_proba for any registered flavor (ONNX through onnxruntime)."""
 
     def __init__(self, model: Any, flavor: str) -> None:
@@ -113,8 +113,6 @@ class _Predictor:
             self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
     def _onnx(self, X: Any) -> list[Any]:
-        from mlops_magics.onnx_convert import onnx_feed
-
         return list(self.session.run(None, onnx_feed(self.session, X)))
 
     def predict(self, X: Any) -> Any:
@@ -138,7 +136,7 @@ class _Predictor:
         return self.model.predict_proba(X)
 
 
-def compute(predictor: _Predictor, X: Any, y: Any, names: Sequence[str],
+def compute(predictor: Predictor, X: Any, y: Any, names: Sequence[str],
             functions: Mapping[str, Callable[[Any, Any], float]]) -> dict[str, float]:
     """The named metrics of the predictor's output on (X, y)."""
     import numpy as np
@@ -182,53 +180,57 @@ def compute(predictor: _Predictor, X: Any, y: Any, names: Sequence[str],
     return found
 
 
-def validate(
-    ref: str,
-    data: Any,
-    labels: Any,
-    *,
-    metrics: Sequence[str],
-    functions: Mapping[str, Callable[[Any, Any], float]] | None = None,
-    baseline: str | None = None,
-    max_regression: float = 0.0,
-    registry: Any = None,
-) -> ValidationReport:
-    """Compute metrics of a version on (data, labels), check thresholds and a baseline, store the verdict.
-
-    Args:
-        ref: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
-        metrics: checks such as ``"accuracy>=0.9"``, or bare metric names (computed and shown).
-        functions: user metrics by name, each ``f(y_true, y_pred) -> float``.
-        baseline: a version to compare with (e.g. ``iris@production``); no metric with a known direction
-            may be worse by more than ``max_regression``.
+def check_arguments(data: Any, labels: Any, *, metrics: Sequence[str],
+                    max_regression: float) -> list[tuple[str, str | None, float | None]]:
+    """The checks parsed, once the request is known to make sense (before any model is loaded).
 
     Raises:
-        InvalidInputError: no checks, a malformed check, an unknown metric, data and labels of different
-            lengths, or a negative ``max_regression``.
-        NotFoundError: no such model or baseline.
+        InvalidInputError: no checks, a malformed check, data and labels of different lengths, or a negative
+            ``max_regression``.
     """
-    from mlops_magics import api
-
     if not metrics:
         raise InvalidInputError("Give at least one --metric, e.g. --metric 'accuracy>=0.9'.")
     if max_regression < 0:
         raise InvalidInputError(f"--max-regression {max_regression} is negative: give the allowed loss, e.g. 0.01.")
     if len(data) != len(labels):
         raise InvalidInputError(f"--data has {len(data)} rows and --labels {len(labels)}: they must match.")
-    parsed = [parse_check(text) for text in metrics]
+    return [parse_check(text) for text in metrics]
+
+
+def assess(
+    candidate: Predictor,
+    data: Any,
+    labels: Any,
+    *,
+    model: str,
+    metrics: Sequence[str],
+    functions: Mapping[str, Callable[[Any, Any], float]] | None = None,
+    baseline: tuple[str, Predictor] | None = None,
+    max_regression: float = 0.0,
+) -> ValidationReport:
+    """Compute the metrics of ``candidate`` on (data, labels), check thresholds and a baseline.
+
+    Args:
+        candidate: the model under validation; ``model`` is its reference, for the report.
+        metrics: checks such as ``"accuracy>=0.9"``, or bare metric names (computed and shown).
+        functions: user metrics by name, each ``f(y_true, y_pred) -> float``.
+        baseline: a reference and a model to compare with; no metric with a known direction may be worse
+            by more than ``max_regression``.
+
+    Raises:
+        InvalidInputError: no checks, a malformed check, an unknown metric, data and labels of different
+            lengths, or a negative ``max_regression``.
+    """
+    parsed = check_arguments(data, labels, metrics=metrics, max_regression=max_regression)
     names = list(dict.fromkeys(name for name, _, _ in parsed))
-    reg = or_default(registry)
-    version = reg.get(ref)
-    found = compute(_Predictor(api.load_model(version.ref, registry=reg), version.flavor), data, labels, names,
-                    functions or {})
+    found = compute(candidate, data, labels, names, functions or {})
     checks = [Check(text.replace(" ", "") if op else f"{name} (no threshold)", found[name],
                     True if op is None or limit is None else _OPS[op](found[name], limit))
               for text, (name, op, limit) in zip(metrics, parsed, strict=True)]
-    base_version, base_found = None, None
+    base_ref, base_found = None, None
     if baseline:
-        base_version = reg.get(baseline)
-        base_found = compute(_Predictor(api.load_model(base_version.ref, registry=reg), base_version.flavor), data,
-                             labels, names, functions or {})
+        base_ref = baseline[0]
+        base_found = compute(baseline[1], data, labels, names, functions or {})
         for name in names:
             if name in HIGHER_IS_BETTER:
                 ok = found[name] >= base_found[name] - max_regression
@@ -240,27 +242,8 @@ def validate(
                 limit_text = f"{base_found[name]:.4g} + {max_regression:g}"
             else:
                 continue
-            checks.append(Check(f"{name} {sign} {base_version.ref}'s {limit_text}", found[name], ok))
-    report = ValidationReport(
-        model=version.ref, rows=len(labels), data_sha256=_fingerprint(data, labels), metrics=found,
-        checks=tuple(checks), passed=all(c.passed for c in checks),
-        baseline=base_version.ref if base_version else None, baseline_metrics=base_found,
+            checks.append(Check(f"{name} {sign} {base_ref}'s {limit_text}", found[name], ok))
+    return ValidationReport(
+        model=model, rows=len(labels), data_sha256=_fingerprint(data, labels), metrics=found,
+        checks=tuple(checks), passed=all(c.passed for c in checks), baseline=base_ref, baseline_metrics=base_found,
         max_regression=max_regression, at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    reg.set_report(version, "validation", report.as_dict())
-    return report
-
-
-def require_validated(ref: str, *, registry: Any = None) -> None:
-    """Refuse a version whose last validation did not pass (or that has none).
-
-    Raises:
-        ConflictError: naming what failed and how to validate.
-    """
-    from mlops_magics.registry.store import validation_problem
-
-    reg = or_default(registry)
-    version = reg.get(ref)
-    problem = validation_problem(reg.reports(version).get("validation"))
-    if problem:
-        raise ConflictError(f"{version.ref} {problem}, and validation is required. Run %validate {version.ref} "
-                            "--data X --labels y --metric ... first.")

@@ -10,7 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlops_magics as mm
-from mlops_magics import api, services
+from mlops_magics import api
 from mlops_magics.authoring import environment
 from mlops_magics.errors import DeployError, InvalidInputError
 from mlops_magics.registry import Registry
@@ -84,7 +84,7 @@ def test_the_environment_magic_from_a_cell_and_from_the_kernel(ip: Any, iris_lr:
 def test_a_trial_run_scores_the_registered_example(registry: Registry, iris_lr: Any, iris: Any) -> None:
     X, _ = iris
     mm.register(iris_lr, "iris", sample=X[:3])
-    result = services.try_score_script("iris")
+    result = api.try_score_script("iris")
     assert result.ok and result.output == iris_lr.predict(X[:3]).tolist()
     assert not list((registry.home / "trials").iterdir())  # the trial folder is gone
     assert registry.deployments() == []  # and nothing was recorded
@@ -103,7 +103,7 @@ def test_a_trial_run_reports_failures_with_cell_lines(ip: Any, iris_lr: Any, iri
                           "def init():\n    raise RuntimeError('boom')\n\ndef run(data):\n    return 1\n")
     mm.register({"no": "sample"}, "bare")
     with pytest.raises(InvalidInputError, match="has no registered input example"):
-        services.try_score_script("bare")
+        api.try_score_script("bare")
 
 
 @pytest.mark.serve

@@ -16,7 +16,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlops_magics as mm
-from mlops_magics import services
+from mlops_magics import api
 from mlops_magics.errors import ConflictError, DeployError, MlopsError, NotFoundError
 from mlops_magics.registry import Registry
 from mlops_magics.targets.process import alive as _alive
@@ -55,13 +55,13 @@ def test_deploy_call_list_and_undeploy_with_the_generated_script(clean: Registry
     assert _alive(pid) and os.getsid(pid) != os.getsid(0)  # its own session: it outlives the kernel
     assert is_listening(pid, int(d.config["port"]))
     assert mm.call("iris", X[:5]) == iris_lr.predict(X[:5]).tolist()
-    assert [(x.name, x.state) for x in mm.deployments()] == [("iris", "running")]
+    assert [(x.name, x.state) for x in mm.list_deployments()] == [("iris", "running")]
     status, body = _post(d.url, b'{"data": [[1, 2]]}')  # type: ignore[arg-type]
     assert status == 400 and "expected rows of 4 numbers, got shape [1, 2]" in body["message"]
     assert mm.undeploy("iris") == ["iris"]
     assert not _alive(pid)
     assert mm.undeploy("iris") == ["iris"]  # idempotent
-    assert [(x.name, x.state) for x in mm.deployments()] == [("iris", "deleted")]
+    assert [(x.name, x.state) for x in mm.list_deployments()] == [("iris", "deleted")]
 
 
 def test_a_dataframe_model_is_called_with_a_dataframe(clean: Registry, iris: Any) -> None:
@@ -187,23 +187,23 @@ def test_the_deploy_magics_in_a_shell(clean: Registry, ip: Any, iris_lr: Any, ir
 def test_tabular_answers_become_dataframes() -> None:
     import pandas as pd
 
-    from mlops_magics.services import _tabular
+    from mlops_magics.targets.client import as_table
 
-    assert isinstance(_tabular([{"a": 1}, {"a": 2}]), pd.DataFrame)
-    assert _tabular([[0.1, 0.9], [0.8, 0.2]]).shape == (2, 2)
-    assert _tabular([0, 1, 2]) == [0, 1, 2] and _tabular([[1], [1, 2]]) == [[1], [1, 2]]
-    assert _tabular({"a": 1}) == {"a": 1}
+    assert isinstance(as_table([{"a": 1}, {"a": 2}]), pd.DataFrame)
+    assert as_table([[0.1, 0.9], [0.8, 0.2]]).shape == (2, 2)
+    assert as_table([0, 1, 2]) == [0, 1, 2] and as_table([[1], [1, 2]]) == [[1], [1, 2]]
+    assert as_table({"a": 1}) == {"a": 1}
 
 
 def test_payload_shapes() -> None:
     import pandas as pd
 
-    from mlops_magics.services import payload
+    from mlops_magics.targets.client import request_body
 
-    assert json.loads(payload(np.ones((2, 2)))) == {"data": [[1.0, 1.0], [1.0, 1.0]]}
-    assert json.loads(payload(pd.DataFrame({"a": [1]}))) == {"data": [{"a": 1}]}
-    assert json.loads(payload({"text": "x"})) == {"text": "x"}
-    assert payload("raw") == b"raw" and payload(b"\x00") == b"\x00"
+    assert json.loads(request_body(np.ones((2, 2)))) == {"data": [[1.0, 1.0], [1.0, 1.0]]}
+    assert json.loads(request_body(pd.DataFrame({"a": [1]}))) == {"data": [{"a": 1}]}
+    assert json.loads(request_body({"text": "x"})) == {"text": "x"}
+    assert request_body("raw") == b"raw" and request_body(b"\x00") == b"\x00"
 
 
 def test_following_the_log_yields_new_lines_as_they_come(clean: Registry, iris_lr: Any, ip: Any,
@@ -224,7 +224,7 @@ def test_following_the_log_yields_new_lines_as_they_come(clean: Registry, iris_l
 
     caller = threading.Timer(0.5, failing_call)
     caller.start()
-    lines = list(services.follow("noisy", timeout=3))
+    lines = list(api.follow("noisy", timeout=3))
     caller.join()
     assert answers and "answered 500" in answers[0]
     text = "\n".join(lines)

@@ -124,7 +124,7 @@ def test_undeploy_never_signals_a_process_that_reused_a_dead_servers_pid(clean: 
         for stamp in (d.config.get("pid_stamp"), None):  # a record with its start stamp, and an older one without
             config = {**d.config, "pid": stranger.pid, "pid_stamp": stamp}
             clean.record_deployment("gone", "gone:1", target="local", state="running", url=d.url, config=config)
-            assert [x.state for x in mm.deployments() if x.name == "gone"] == ["stopped"]
+            assert [x.state for x in mm.list_deployments() if x.name == "gone"] == ["stopped"]
             clean.record_deployment("gone", "gone:1", target="local", state="running", url=d.url, config=config)
             mm.undeploy("gone")
             assert stranger.poll() is None and alive(stranger.pid), "the stranger was signalled"

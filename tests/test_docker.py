@@ -18,7 +18,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlops_magics as mm
-from mlops_magics import images, services
+from mlops_magics import api
 from mlops_magics.errors import BuildError, DeployError, EngineError, InvalidInputError
 from mlops_magics.packaging import engine
 from mlops_magics.registry import Registry
@@ -87,7 +87,7 @@ def dreg(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterat
 @pytest.fixture
 def cleanup(dreg: Registry) -> Iterator[None]:
     yield
-    services.undeploy(all_services=True, registry=dreg)
+    api.undeploy(all_services=True, registry=dreg)
 
 
 def _labels(url: str, rows: Any) -> Any:
@@ -114,12 +114,12 @@ def test_no_engine_is_a_clear_error(registry: Registry, monkeypatch: pytest.Monk
     mm.register({"w": 1}, "table")
     with pytest.raises(EngineError, match=r"No Docker engine is reachable at unix:///nonexistent/docker.sock.*"
                                           r"--target local"):
-        services.deploy("table", target="docker")
+        api.deploy("table", target="docker")
     assert [d.state for d in registry.deployments()] == []  # nothing recorded: it never started
     # A deployment recorded while the engine is away keeps its state: nothing is known, nothing changes.
     registry.record_deployment("table", "table:1", target="docker", state="running", url="http://127.0.0.1:9",
                                config={"container": "0123456789ab", "port": 9})
-    assert [d.state for d in services.deployments()] == ["running"]
+    assert [d.state for d in api.list_deployments()] == ["running"]
 
 
 def test_limits_are_checked_before_anything_runs(registry: Registry) -> None:
@@ -133,26 +133,26 @@ def test_limits_are_checked_before_anything_runs(registry: Registry) -> None:
         parse_memory("1m")
     mm.register({"w": 1}, "table")
     with pytest.raises(InvalidInputError, match=r"this machine has \d+ cores"):
-        services.deploy("table", target="docker", cpu=1000)
+        api.deploy("table", target="docker", cpu=1000)
     with pytest.raises(InvalidInputError, match="--target docker"):
-        services.deploy("table", memory="512m")
+        api.deploy("table", memory="512m")
 
 
 def test_dockerfile_steps_are_stored_validated_and_used(registry: Registry, tmp_path: Path) -> None:
     mm.register({"w": 1}, "table")
-    images.set_dockerfile_steps("table", "# certificates\nRUN echo one && \\\n    echo two\nENV FOO=bar\n")
-    context = images.package("table", tmp_path / "a", wheels=False)
+    api.set_dockerfile_steps("table", "# certificates\nRUN echo one && \\\n    echo two\nENV FOO=bar\n")
+    context = api.package("table", tmp_path / "a", wheels=False)
     assert "RUN echo one && \\\n    echo two\nENV FOO=bar" in context.dockerfile
     lines = context.dockerfile.splitlines()
     assert lines.index("ENV FOO=bar") < next(i for i, x in enumerate(lines) if x.startswith("RUN pip install"))
-    assert "RUN echo override" in images.package("table", tmp_path / "b", wheels=False,
+    assert "RUN echo override" in api.package("table", tmp_path / "b", wheels=False,
                                                  extra_steps="RUN echo override").dockerfile
     with pytest.raises(InvalidInputError, match="cannot change the base image"):
-        images.set_dockerfile_steps("table", "FROM ubuntu\n")
+        api.set_dockerfile_steps("table", "FROM ubuntu\n")
     with pytest.raises(InvalidInputError, match="Line 2 .* 'APT-GET'"):
-        images.set_dockerfile_steps("table", "RUN true\napt-get install curl\n")
-    images.set_dockerfile_steps("table", "")
-    assert "RUN echo" not in images.package("table", tmp_path / "c", wheels=False).dockerfile
+        api.set_dockerfile_steps("table", "RUN true\napt-get install curl\n")
+    api.set_dockerfile_steps("table", "")
+    assert "RUN echo" not in api.package("table", tmp_path / "c", wheels=False).dockerfile
 
 
 # -- with an engine -----------------------------------------------------------------------------
@@ -161,23 +161,23 @@ def test_dockerfile_steps_are_stored_validated_and_used(registry: Registry, tmp_
 @pytest.mark.docker
 def test_build_tags_records_and_reuses_the_image(dreg: Registry, docker_client: Any) -> None:
     steps: list[engine.BuildStep] = []
-    image = images.build("iris", progress=steps.append, registry=dreg)
+    image = api.build("iris", progress=steps.append, registry=dreg)
     assert re.fullmatch(r"mlops/iris:1-[0-9a-f]{12}", image.tag)
     on_engine = docker_client.images.get(image.tag)
     assert on_engine.id == image.image_id and on_engine.attrs["Size"] == image.size
     assert on_engine.labels["mlops.model"] == "iris:1"
     assert steps and steps[-1].number == steps[-1].total and steps[-1].total >= 15
-    assert [i.tag for i in images.images("iris:1", registry=dreg)] == [image.tag]
-    assert image.base_image == BASE and "MB" in repr(images.images(registry=dreg))
+    assert [i.tag for i in api.list_images("iris:1", registry=dreg)] == [image.tag]
+    assert image.base_image == BASE and "MB" in repr(api.list_images(registry=dreg))
     again: list[engine.BuildStep] = []
-    assert images.build("iris", progress=again.append, registry=dreg).image_id == image.image_id
+    assert api.build("iris", progress=again.append, registry=dreg).image_id == image.image_id
     assert again == []  # same context digest: nothing was built
 
 
 @pytest.mark.docker
 def test_a_failing_step_is_named_with_its_output(dreg: Registry) -> None:
     with pytest.raises(BuildError) as caught:
-        images.build("iris", extra_steps="RUN echo 'compiling the widget' && exit 3", registry=dreg)
+        api.build("iris", extra_steps="RUN echo 'compiling the widget' && exit 3", registry=dreg)
     message = str(caught.value)
     assert re.search(r"failed at step 3/\d+ `RUN echo 'compiling the widget' && exit 3`", message)
     assert "compiling the widget" in message and "returned a non-zero code: 3" in message
@@ -188,7 +188,7 @@ def test_a_failing_step_is_named_with_its_output(dreg: Registry) -> None:
 def test_a_missing_base_image_says_how_to_get_one(dreg: Registry) -> None:
     with pytest.raises(BuildError, match=r"(?s)step 1/\d+ `FROM mlops-nonexistent:1`.*cannot be pulled from here.*"
                                          r"MLOPS_BASE_IMAGE"):
-        images.build("iris", base="mlops-nonexistent:1", registry=dreg)
+        api.build("iris", base="mlops-nonexistent:1", registry=dreg)
 
 
 @pytest.mark.docker
@@ -197,11 +197,11 @@ def test_deploy_runs_with_limits_scores_and_undeploys(dreg: Registry, docker_cli
     from sklearn.linear_model import LogisticRegression
 
     X, y = iris
-    d = services.deploy("iris", target="docker", cpu=0.5, memory="256m", name="iris-svc", registry=dreg)
+    d = api.deploy("iris", target="docker", cpu=0.5, memory="256m", name="iris-svc", registry=dreg)
     assert d.state == "running" and d.target == "docker" and d.url and d.url.startswith("http://127.0.0.1:")
     expected = LogisticRegression(max_iter=500).fit(X, y).predict(X[:5]).tolist()
     assert _labels(d.url, X[:5].tolist()) == {"labels": expected, "variant": "first"}
-    assert services.call("iris-svc", X[:5], registry=dreg)["labels"] == expected
+    assert api.call("iris-svc", X[:5], registry=dreg)["labels"] == expected
 
     container = docker_client.containers.get(d.config["container"])
     assert _cgroup(container, "memory.max", "memory/memory.limit_in_bytes") == str(256 * 1024**2)
@@ -211,15 +211,15 @@ def test_deploy_runs_with_limits_scores_and_undeploys(dreg: Registry, docker_cli
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
 
     log = Path(d.config["volume"]) / "logs" / "server.log"
-    assert "serving score.py" in log.read_text() and "serving score.py" in services.logs("iris-svc", registry=dreg)
+    assert "serving score.py" in log.read_text() and "serving score.py" in api.logs("iris-svc", registry=dreg)
     access = Path(d.config["volume"]) / "logs" / "access.log"
     deadline = time.monotonic() + 10  # the access log is flushed half a second after a request
     while access.read_text().count('"/score"') < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert access.read_text().count('"/score"') == 2
-    assert [x.state for x in services.deployments(registry=dreg)] == ["running"]
+    assert [x.state for x in api.list_deployments(registry=dreg)] == ["running"]
 
-    assert services.undeploy("iris-svc", registry=dreg) == ["iris-svc"]
+    assert api.undeploy("iris-svc", registry=dreg) == ["iris-svc"]
     import docker
 
     with pytest.raises(docker.errors.NotFound):
@@ -234,17 +234,17 @@ def test_auth_and_logs_surviving_a_container_restart(dreg: Registry, docker_clie
     import urllib.error
     import urllib.request
 
-    d = services.deploy("iris", target="docker", name="iris-restart", auth=True, registry=dreg)
+    d = api.deploy("iris", target="docker", name="iris-restart", auth=True, registry=dreg)
     with pytest.raises(urllib.error.HTTPError, match="401"):
         _labels(str(d.url), [[5.1, 3.5, 1.4, 0.2]])
     container = docker_client.containers.get(d.config["container"])
-    keys = services.keys("iris-restart", registry=dreg)
+    keys = api.keys("iris-restart", registry=dreg)
     inspected = json.dumps(container.attrs)  # what `docker inspect` shows anyone with access to the engine
     assert keys.primary not in inspected and keys.secondary not in inspected
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     assert mounts["/run/mlops-secrets"]["RW"] is False  # the keys' folder, read-only
-    rotated = services.keys("iris-restart", regenerate="secondary", registry=dreg)  # seen through the mount
-    assert services.call("iris-restart", [[5.1, 3.5, 1.4, 0.2]], registry=dreg)["labels"] == [0]
+    rotated = api.keys("iris-restart", regenerate="secondary", registry=dreg)  # seen through the mount
+    assert api.call("iris-restart", [[5.1, 3.5, 1.4, 0.2]], registry=dreg)["labels"] == [0]
     request = urllib.request.Request(f"{d.url}/score", json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
                                      {"Content-Type": "application/json",
                                       "Authorization": f"Bearer {rotated.secondary}"})
@@ -252,21 +252,21 @@ def test_auth_and_logs_surviving_a_container_restart(dreg: Registry, docker_clie
         assert json.loads(response.read())["labels"] == [0]
     container.restart(timeout=10)
     deadline = time.monotonic() + 60
-    while services.deployments(registry=dreg)[0].state != "running" and time.monotonic() < deadline:
+    while api.list_deployments(registry=dreg)[0].state != "running" and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert services.call("iris-restart", [[5.1, 3.5, 1.4, 0.2]], registry=dreg)["labels"] == [0]
-    assert services.logs("iris-restart", tail=200, registry=dreg).count("serving score.py") == 2
+    assert api.call("iris-restart", [[5.1, 3.5, 1.4, 0.2]], registry=dreg)["labels"] == [0]
+    assert api.logs("iris-restart", tail=200, registry=dreg).count("serving score.py") == 2
 
 
 @pytest.mark.docker
 def test_a_script_only_change_rebuilds_one_layer_and_reload_serves_it(dreg: Registry, docker_client: Any,
                                                                       cleanup: None) -> None:
-    d = services.deploy("iris", target="docker", name="iris-reload", registry=dreg)
+    d = api.deploy("iris", target="docker", name="iris-reload", registry=dreg)
     first_image = d.config["image"]
     mm.set_score_script("iris", SCRIPT.replace('"first"', '"second"'), registry=dreg)
     try:
         steps: list[engine.BuildStep] = []
-        reloaded = services.reload("iris-reload", progress=steps.append, registry=dreg)
+        reloaded = api.reload("iris-reload", progress=steps.append, registry=dreg)
         assert reloaded.config["image"] != first_image and reloaded.config["port"] == d.config["port"]
         assert reloaded.config["generation"] == 2
         answers = {_labels(str(reloaded.url), [[5.1, 3.5, 1.4, 0.2]])["variant"] for _ in range(30)}
@@ -299,7 +299,7 @@ def test_an_oom_kill_is_a_clear_error_and_nothing_is_left(dreg: Registry, docker
                                   "    ballast[::4096] = b'x' * len(ballast[::4096])\n\n"
                                   "def run(data):\n    return len(ballast)\n", registry=dreg)
     with pytest.raises(DeployError, match=r"killed for lack of memory \(--memory 64m\); deploy it with more --memory"):
-        services.deploy("hungry", target="docker", memory="64m", registry=dreg)
+        api.deploy("hungry", target="docker", memory="64m", registry=dreg)
     assert dreg.get_deployment("hungry").state == "failed"
     assert docker_client.containers.list(all=True, filters={"label": "mlops.service=hungry"}) == []
 
@@ -311,11 +311,11 @@ def test_port_taken_and_image_missing_are_clear_errors(dreg: Registry, docker_cl
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(DeployError, match=f"Port {port} is taken"):
-            services.deploy("iris", target="docker", port=port, registry=dreg)
+            api.deploy("iris", target="docker", port=port, registry=dreg)
     mm.register({"w": 2}, "unbuilt", registry=dreg)
     with pytest.raises(DeployError, match=r"Image mlops/unbuilt:1-\w+ .*not on this Docker engine: build it with "
                                           r"%build unbuilt:1"):
-        services.deploy("unbuilt", target="docker", build=False, registry=dreg)
+        api.deploy("unbuilt", target="docker", build=False, registry=dreg)
 
 
 @pytest.mark.docker
@@ -353,14 +353,13 @@ def test_the_magics_build_with_progress_and_deploy_with_limits(ip: Any, docker_c
 @pytest.mark.docker
 def test_a_container_collects_into_the_service_volume_and_flushes_when_stopped(dreg: Registry, docker_client: Any,
                                                                               cleanup: None) -> None:
-    from mlops_magics import monitoring
 
-    services.deploy("iris", target="docker", name="iris-collect", collect=True, registry=dreg)
+    api.deploy("iris", target="docker", name="iris-collect", collect=True, registry=dreg)
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
     for i in range(50):
-        services.call("iris-collect", rows, request_id=f"c-{i}", registry=dreg)
-    services.undeploy("iris-collect", registry=dreg)  # SIGTERM: the container writes what it queued, then exits
-    frame = monitoring.collected("iris-collect", registry=dreg)
+        api.call("iris-collect", rows, request_id=f"c-{i}", registry=dreg)
+    api.undeploy("iris-collect", registry=dreg)  # SIGTERM: the container writes what it queued, then exits
+    frame = api.collected("iris-collect", registry=dreg)
     assert frame["request_id"].nunique() == 50 and len(frame) == 100
     assert list(frame["prediction"][:2]) == [0, 2] and list(frame["x2"][:2]) == [1.4, 5.2]
     stats = frame.attrs["stats"]

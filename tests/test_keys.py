@@ -134,12 +134,12 @@ def test_keys_stored_in_the_database_by_an_older_version_move_to_private_files(h
 
 def test_the_profilers_load_generator_sends_the_key_it_gets_in_its_environment(clean: Registry, iris_lr: Any,
                                                                       tmp_path: Path) -> None:
-    from mlops_magics.profiling.profile import _load
+    from mlops_magics.profiling.profile import generate_load
 
     mm.register(iris_lr, "loaded")
     d = mm.deploy("loaded", auth=True)
     body = tmp_path / "body.json"
     body.write_text(json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}))
-    summary = _load(f"{d.url}/score", body, 1, 1.0, d.auth_key)
+    summary = generate_load(f"{d.url}/score", body, 1, 1.0, d.auth_key)
     assert summary["statuses"] and set(summary["statuses"]) == {"200"}  # authorised: the key reached it
-    assert set(_load(f"{d.url}/score", body, 1, 0.3, None)["statuses"]) == {"401"}
+    assert set(generate_load(f"{d.url}/score", body, 1, 0.3, None)["statuses"]) == {"401"}

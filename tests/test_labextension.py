@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import mlops_magics as mm
-from mlops_magics import services
+from mlops_magics import api
 from mlops_magics.registry import Registry
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -124,11 +124,11 @@ def deployed(registry: Registry, iris_lr: Any, iris_tree: Any, iris: Any) -> Ite
     mm.register(iris_lr, "iris", sample=iris[0][:3], registry=registry)
     mm.register(iris_tree, "iris", sample=iris[0][:3], alias="production", registry=registry)
     mm.register(iris_lr, "wine", registry=registry)
-    services.deploy("iris@production", name="iris-svc", registry=registry)
+    api.deploy("iris@production", name="iris-svc", registry=registry)
     try:
         yield registry
     finally:
-        services.undeploy(all_services=True, registry=registry)
+        api.undeploy(all_services=True, registry=registry)
 
 
 def _open_sidebar(browser: Any, lab: Lab) -> Any:

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 import mlops_magics as mm
-from mlops_magics import monitoring
+from mlops_magics import api
 from mlops_magics.errors import InvalidInputError, NotFoundError
+from mlops_magics.monitoring import collection
 from mlops_magics.monitoring.drift import feature_drift, ks_2samp, psi
 from mlops_magics.monitoring.table import input_rows, predictions
 from mlops_magics.registry import Registry
@@ -42,7 +43,7 @@ def collecting(registry: Registry, iris_frame: tuple[pd.DataFrame, pd.Series]) -
 def _wait_for(service: str, count: int, registry: Registry) -> pd.DataFrame:
     deadline = time.monotonic() + 10
     while True:
-        frame = monitoring.collected(service, registry=registry)
+        frame = api.collected(service, registry=registry)
         if frame["request_id"].nunique() >= count or time.monotonic() > deadline:
             return frame
         time.sleep(0.1)
@@ -63,10 +64,10 @@ def test_collected_rows_have_the_features_predictions_and_request_ids(
     assert str(frame["time"].dt.tz) == "UTC" and (frame["latency_ms"] > 0).all()
     stats = frame.attrs["stats"]
     assert (stats.written, stats.dropped, stats.lost) == (2, 0, 0)
-    assert len(monitoring.collected("iris", limit=1, registry=registry)) == 1
-    assert monitoring.collected("iris", since="1h", registry=registry)["request_id"].nunique() == 2
+    assert len(api.collected("iris", limit=1, registry=registry)) == 1
+    assert api.collected("iris", since="1h", registry=registry)["request_id"].nunique() == 2
     later = time.time() + 60
-    assert monitoring.collected("iris", since=later, registry=registry).empty
+    assert api.collected("iris", since=later, registry=registry).empty
 
 
 def test_drift_flags_a_shifted_feature_and_not_the_others(
@@ -78,7 +79,7 @@ def test_drift_flags_a_shifted_feature_and_not_the_others(
     for start in range(0, 300, 10):
         mm.call("iris", sample.iloc[start:start + 10], registry=registry)
     _wait_for("iris", 30, registry)
-    report = monitoring.monitor("iris", data=X, registry=registry)
+    report = api.monitor("iris", data=X, registry=registry)
     assert report.drifted == ["petal length (cm)"]
     by_name = {d.feature: d for d in report.drift}
     assert by_name["petal length (cm)"].psi > 0.2 and by_name["sepal width (cm)"].psi < 0.1
@@ -87,7 +88,7 @@ def test_drift_flags_a_shifted_feature_and_not_the_others(
     html = report._repr_html_()
     assert "data:image/png;base64," in html and "Drift in petal length (cm)" in html
     # Against the deployed version's 5-row input example the report warns that the baseline is small.
-    small = monitoring.monitor("iris", registry=registry)
+    small = api.monitor("iris", registry=registry)
     assert any("The baseline has 5 rows" in n for n in small.notes)
 
 
@@ -100,21 +101,21 @@ def test_labels_join_by_request_id_and_give_accuracy_over_time(
     truth = pd.DataFrame({"request_id": [f"req-{i}" for i in range(0, 150, 15)],
                           "label": [int(y.iloc[i]) for i in range(0, 150, 15)]})
     wrong = truth.assign(label=(truth["label"] + 1) % 3).iloc[:2]
-    attached = monitoring.label("iris", truth, registry=registry)
+    attached = api.label("iris", truth, registry=registry)
     assert (attached.attached, attached.matched) == (10, 10)
-    frame = monitoring.collected("iris", registry=registry)
+    frame = api.collected("iris", registry=registry)
     assert list(frame["label"]) == list(truth["label"])
     expected = float((frame["prediction"] == frame["label"]).mean())
-    report = monitoring.monitor("iris", registry=registry)
+    report = api.monitor("iris", registry=registry)
     assert report.quality == pytest.approx(expected) and report.labelled_rows == 10
-    monitoring.label("iris", wrong, registry=registry)  # a later label wins
-    assert monitoring.monitor("iris", registry=registry).quality == pytest.approx(expected - 0.2)
-    partly = monitoring.label("iris", {"req-0": 0, "never-sent": 1}, registry=registry)
+    api.label("iris", wrong, registry=registry)  # a later label wins
+    assert api.monitor("iris", registry=registry).quality == pytest.approx(expected - 0.2)
+    partly = api.label("iris", {"req-0": 0, "never-sent": 1}, registry=registry)
     assert partly.matched == 1 and "1 request ids are not among the records (yet)" in repr(partly)
     with pytest.raises(InvalidInputError, match="None of the 1 request ids is among the records of 'iris'"):
-        monitoring.label("iris", {"typo": 1}, registry=registry)
+        api.label("iris", {"typo": 1}, registry=registry)
     with pytest.raises(InvalidInputError, match="needs a 'request_id' column"):
-        monitoring.label("iris", pd.DataFrame({"id": ["req-0"], "label": [0]}), registry=registry)
+        api.label("iris", pd.DataFrame({"id": ["req-0"], "label": [0]}), registry=registry)
 
 
 def test_errors_are_counted_and_shown(collecting: Any, registry: Registry,
@@ -125,23 +126,23 @@ def test_errors_are_counted_and_shown(collecting: Any, registry: Registry,
     frame = _wait_for("iris", 2, registry)
     failed = frame[frame["request_id"] == "bad"].iloc[0]
     assert failed["status"] == 400 and "missing column(s)" in failed["error"]
-    report = monitoring.monitor("iris", registry=registry)
+    report = api.monitor("iris", registry=registry)
     assert report.errors == 1 and report.error_rate == 0.5
     assert int(report.series["errors"].sum()) == 1
 
 
 def test_mistakes_get_clear_messages(registry: Registry, iris_lr: Any, iris: Any) -> None:
     with pytest.raises(NotFoundError, match="No deployment named 'nope'"):
-        monitoring.collected("nope", registry=registry)
+        api.collected("nope", registry=registry)
     mm.register(iris_lr, "plain", sample=iris[0][:5])
     mm.deploy("plain", registry=registry)
     try:
         with pytest.raises(NotFoundError, match="deployed without --collect.*--collect"):
-            monitoring.monitor("plain", registry=registry)
+            api.monitor("plain", registry=registry)
     finally:
         mm.undeploy("plain", registry=registry)
     with pytest.raises(InvalidInputError, match="--since 'yesterday' is not a duration"):
-        monitoring.parse_since("yesterday")
+        collection.parse_since("yesterday")
     with pytest.raises(InvalidInputError, match="--sample-rate 1.5 is out of range"):
         mm.deploy("plain", sample_rate=1.5, registry=registry)
 
@@ -157,7 +158,7 @@ def test_collection_survives_reload_and_the_sample_rate_is_kept(registry: Regist
             mm.call("sampled", iris[0][:1], registry=registry)
     finally:
         mm.undeploy("sampled", registry=registry)
-    stats = monitoring.collection_stats("sampled", registry=registry)
+    stats = api.collection_stats("sampled", registry=registry)
     assert stats.written + stats.sampled_out == 200 and 50 < stats.written < 150
     assert stats.workers == 2, "both generations collected into the same store"
 

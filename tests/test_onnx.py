@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import mlops_magics as mm
-from mlops_magics import onnx_convert
 from mlops_magics.errors import ConversionError, InvalidInputError
+from mlops_magics.onnx import convert as onnx_convert
 from mlops_magics.registry import Registry
 
 pytest.importorskip("skl2onnx", reason="the onnx extra (pip install mlops-magics[onnx]) is not installed")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mlops_magics as mm
-from mlops_magics.images import package
+from mlops_magics.api import package
 from mlops_magics.packaging.context import GPU_BASE_IMAGE
 from mlops_magics.registry import Registry
 

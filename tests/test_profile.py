@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 import mlops_magics as mm
-from mlops_magics import images, services
+from mlops_magics import api
+from mlops_magics.api import profile
 from mlops_magics.errors import InvalidInputError
 from mlops_magics.profiling.loadgen import percentile
-from mlops_magics.profiling.profile import parse_configs, profile
+from mlops_magics.profiling.profile import parse_configs
 from mlops_magics.registry import Registry
 
 KEYS = ("requestedCpu", "requestedMemoryInGB", "maxUtilizedCpu", "maxUtilizedMemoryInGB", "averageLatencyInMs",
@@ -82,8 +83,8 @@ def test_a_docker_profile_applies_limits_reports_a_starved_configuration_and_set
     assert report.limits_applied and report.recommendedCpu == 1.0
     assert fed["maxUtilizedMemoryInGB"] < report.recommendedMemoryInGB <= 0.5
     try:
-        d = services.deploy("iris", target="docker", name="iris-defaults")
+        d = api.deploy("iris", target="docker", name="iris-defaults")
         assert d.config["cpu"] == 1.0 and d.config["memory"] == f"{math.ceil(report.recommendedMemoryInGB * 1024)}m"
     finally:
-        services.undeploy(all_services=True)
-        images.remove_images("iris")
+        api.undeploy(all_services=True)
+        api.remove_images("iris")

@@ -13,7 +13,7 @@ import pytest
 import tornado.httpclient
 
 import mlops_magics as mm
-from mlops_magics import services, views
+from mlops_magics import api, payloads
 from mlops_magics.registry import Registry
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -73,7 +73,7 @@ async def test_the_listing_answers_304_until_the_registry_changes(jp_fetch: Any,
     first = await jp_fetch("mlops", "api", "models")
     etag = first.headers["Etag"]
     assert (await poll(etag))[0] == 304
-    assert views.models_json_text() is views.models_json_text(), "not made again while nothing changed"
+    assert payloads.models_json_text() is payloads.models_json_text(), "not made again while nothing changed"
 
     mm.tag_model("wine:1", {"stage": "dev"}, registry=models)  # this process, this connection
     code, etag, body = await poll(etag)
@@ -87,7 +87,7 @@ async def test_the_listing_answers_304_until_the_registry_changes(jp_fetch: Any,
 
 
 async def test_deployments_logs_and_undeploy(jp_fetch: Any, models: Registry) -> None:
-    services.deploy("iris:1", name="svc", auth=True, registry=models)
+    api.deploy("iris:1", name="svc", auth=True, registry=models)
     try:
         (listed,) = await _get(jp_fetch, "deployments")
         assert listed["name"] == "svc" and listed["state"] == "running" and listed["model"] == "iris:1"
@@ -100,7 +100,7 @@ async def test_deployments_logs_and_undeploy(jp_fetch: Any, models: Registry) ->
         again = await jp_fetch("mlops", "api", "deployments", "svc", method="DELETE")  # idempotent
         assert json.loads(again.body)["state"] == "deleted"
     finally:
-        services.undeploy(all_services=True, registry=models)
+        api.undeploy(all_services=True, registry=models)
 
 
 async def test_errors_are_json_with_the_right_status(jp_fetch: Any, models: Registry) -> None:
@@ -132,13 +132,13 @@ def test_the_installed_environment_enables_the_extension() -> None:
 
 def test_report_summaries_read_the_reports_as_stored() -> None:
     """The one-line summaries (sidebar and model browser) read each kind of report as the code stores it."""
-    from mlops_magics.onnx_convert import OnnxReport, Parity, Speed
+    from mlops_magics.onnx.report import OnnxReport, Parity, Speed
 
     onnx = OnnxReport(source="iris:1", converter="skl2onnx", opset=17, quantized=None,
                       parity=Parity("classifier", 150, 1.0, 1e-7, None, True, {"atol": 1e-3}),
                       speed=Speed(100.0, 150.0, 25.0, 40.0, 1000, 2e5, 5e5)).as_dict()
-    assert views.report_summary("onnx", onnx) == ("from iris:1 (skl2onnx, opset 17): parity passed on 150 rows; "
+    assert payloads.report_summary("onnx", onnx) == ("from iris:1 (skl2onnx, opset 17): parity passed on 150 rows; "
                                                   "single row 4.0x, batch 2.5x the original")
     validation = {"passed": False, "at": "2026-11-22", "checks": [{"check": "accuracy>=0.9", "passed": False}]}
-    assert views.report_summary("validation", validation) == "FAILED (FAIL accuracy>=0.9) at 2026-11-22"
-    assert views.report_summary("other", {"a": 1}) == '{"a": 1}'
+    assert payloads.report_summary("validation", validation) == "FAILED (FAIL accuracy>=0.9) at 2026-11-22"
+    assert payloads.report_summary("other", {"a": 1}) == '{"a": 1}'

@@ -14,11 +14,11 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlops_magics as mm
-from mlops_magics import display, flavors, images, services, trust
+from mlops_magics import api, display, flavors, trust
 from mlops_magics.errors import InvalidInputError, SerializationError, UntrustedModelError
+from mlops_magics.payloads import version_json
 from mlops_magics.registry import Registry
 from mlops_magics.registry.store import current_user, utcnow
-from mlops_magics.views import version_json
 
 
 class _Payload:
@@ -136,17 +136,17 @@ def _refused_then_served(ip: Any, marker: Path, tmp_path: Path, evil: Path) -> N
     with pytest.raises(UsageError, match=r"Refusing to serve \(deploy, try, package or build\) evil:1: it is a pickle"):
         ip.run_line_magic("deploy", "evil:1")
     with pytest.raises(UntrustedModelError, match="Refusing to serve"):
-        services.try_score_script("evil:1", sample=[[1.0]])
+        api.try_score_script("evil:1", sample=[[1.0]])
     with pytest.raises(UntrustedModelError, match="Refusing to serve"):
-        images.package("evil:1", tmp_path / "context", wheels=False)
+        api.package("evil:1", tmp_path / "context", wheels=False)
     with pytest.raises(UntrustedModelError, match="Refusing to serve"):
         mm.deploy("evil:1", target="docker", name="evil-box")  # refused before any image is built
-    from mlops_magics.profiling.profile import profile
+    from mlops_magics.api import profile
 
     with pytest.raises(UntrustedModelError, match="Refusing to serve"):
         profile("evil:1", [[1.0]], target="local", duration=0.1, concurrency=[1])
     assert not marker.exists()
-    assert mm.deployments() == [] and not (tmp_path / "context").exists()
+    assert mm.list_deployments() == [] and not (tmp_path / "context").exists()
 
     mm.trust_model("evil:1")
     service = ip.run_line_magic("deploy", "evil:1 --name evil-svc")
@@ -185,7 +185,7 @@ def test_a_folder_holding_a_pickle_loads_as_a_path_but_serves_only_once_trusted(
     assert ip.run_line_magic("load_model", "bundle:1 --as bundle") == v.artifact_path / "outputs"
     with pytest.raises(UntrustedModelError, match=r"Refusing to serve .*bundle:1: it is a folder with pickle files "
                                                   r"\(outputs/sub/weights.dat\)"):
-        images.package("bundle:1", tmp_path / "context", wheels=False)
+        api.package("bundle:1", tmp_path / "context", wheels=False)
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "weights.bin").write_bytes(b"\x00" * 10)

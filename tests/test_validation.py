@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 import mlops_magics as mm
+from mlops_magics.api import validate
 from mlops_magics.errors import ConflictError, InvalidInputError
 from mlops_magics.registry import Registry
-from mlops_magics.validation import parse_check, validate
+from mlops_magics.validation import parse_check
 
 
 def test_checks_pass_and_the_verdict_is_stored(registry: Registry, iris: Any, iris_lr: Any) -> None:

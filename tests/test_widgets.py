@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import mlops_magics as mm
-from mlops_magics import services
+from mlops_magics import api
 from mlops_magics.registry import Registry
 from mlops_magics.widgets import DeploymentBoard, ModelBrowser
 
@@ -36,11 +36,9 @@ def test_filters_list_the_matching_versions(two_models: Registry) -> None:
 
 
 def test_selection_shows_signature_lineage_alias_history_and_reports(two_models: Registry, iris: Any) -> None:
-    from mlops_magics import validation
-
     mm.set_alias("iris:1", "production", registry=two_models)
     mm.set_alias("iris:2", "production", registry=two_models)
-    validation.validate("iris:2", iris[0], iris[1], metrics=["accuracy>=0.9"], registry=two_models)
+    api.validate("iris:2", iris[0], iris[1], metrics=["accuracy>=0.9"], registry=two_models)
     browser = ModelBrowser(registry=two_models, name="iris")
     browser.select("iris:2")
     html = browser.details.value
@@ -70,9 +68,7 @@ def test_actions_change_the_registry_through_the_api(two_models: Registry) -> No
 
 
 def test_errors_show_in_the_status_line(two_models: Registry, iris: Any) -> None:
-    from mlops_magics import validation
-
-    validation.validate("iris:1", iris[0], iris[1], metrics=["accuracy>=0.9"], registry=two_models)
+    api.validate("iris:1", iris[0], iris[1], metrics=["accuracy>=0.9"], registry=two_models)
     mm.set_alias("iris:1", "production", require_validation=True, registry=two_models)
     browser = ModelBrowser(registry=two_models, name="iris")
     browser.select("iris:2")
@@ -86,7 +82,7 @@ def test_errors_show_in_the_status_line(two_models: Registry, iris: Any) -> None
 
 
 def test_the_deployment_board_shows_logs_reloads_and_undeploys(two_models: Registry) -> None:
-    services.deploy("iris:1", name="svc", registry=two_models)
+    api.deploy("iris:1", name="svc", registry=two_models)
     try:
         board = DeploymentBoard(registry=two_models)
         assert board.selected == "svc" and "running" in board.details.value and "swagger.json" in board.details.value
@@ -102,24 +98,24 @@ def test_the_deployment_board_shows_logs_reloads_and_undeploys(two_models: Regis
         board.reload_button.click()  # a deleted service cannot be reloaded: said in the status line
         assert board.status.failed and "is not running" in board.status.text
     finally:
-        services.undeploy(all_services=True, registry=two_models)
+        api.undeploy(all_services=True, registry=two_models)
 
 
 def test_polling_refreshes_the_states(two_models: Registry) -> None:
     import time
 
-    services.deploy("iris:1", name="polled", registry=two_models)
+    api.deploy("iris:1", name="polled", registry=two_models)
     board = DeploymentBoard(registry=two_models, poll=0.2)
     try:
         assert "running" in board.services.options[0][0]
-        services.undeploy("polled", registry=two_models)
+        api.undeploy("polled", registry=two_models)
         deadline = time.monotonic() + 10
         while "deleted" not in board.services.options[0][0] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "deleted" in board.services.options[0][0]
     finally:
         board.stop_polling()
-        services.undeploy(all_services=True, registry=two_models)
+        api.undeploy(all_services=True, registry=two_models)
     with pytest.raises(ValueError, match="poll 0 is invalid"):
         board.start_polling(0)
 

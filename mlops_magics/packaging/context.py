@@ -30,9 +30,9 @@ from mlops_backend import RUNTIME_REQUIREMENTS
 
 from mlops_magics.authoring.environment import Environment
 from mlops_magics.errors import MlopsError
+from mlops_magics.packaging.layout import write_layout
+from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Registry
-from mlops_magics.targets.base import DeploySpec
-from mlops_magics.targets.local import write_layout
 
 #: The default base image: an official slim Python image (a setting: argument, MLOPS_BASE_IMAGE).
 DEFAULT_BASE_IMAGE = "python:3.11-slim"

@@ -12,8 +12,8 @@ from mlops_magics.errors import EngineError
 from mlops_magics.packaging import engine as docker_engine
 from mlops_magics.packaging.context import BuildContext, base_image, write_context
 from mlops_magics.packaging.engine import BuildStep
+from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Image, Registry
-from mlops_magics.targets.base import DeploySpec
 
 
 def spec_environment(spec: DeploySpec) -> environment.Environment:

@@ -28,8 +28,6 @@ from typing import Any
 
 from mlops_magics.errors import InvalidInputError, MlopsError
 from mlops_magics.profiling.loadgen import KEY_VARIABLE
-from mlops_magics.registry import or_default
-from mlops_magics.trust import require_trusted
 
 HEADROOM = 1.25
 _CONFIG_PART = re.compile(r"^\s*(cpu|memory)\s*=\s*([\w.]+)\s*$", re.IGNORECASE)
@@ -71,7 +69,7 @@ def parse_configs(text: str) -> list[dict[str, Any]]:
 # -- resource probes ------------------------------------------------------------------------------
 
 
-class _ProcessProbe:
+class ProcessProbe:
     """CPU seconds and peak resident memory of a local server's process tree (/proc)."""
 
     def __init__(self, pid: int) -> None:
@@ -105,7 +103,7 @@ class _ProcessProbe:
         return total
 
 
-class _ContainerProbe:
+class ContainerProbe:
     """CPU seconds and peak memory of a container, from its cgroup (v1 or v2) on this host."""
 
     def __init__(self, container_id: str) -> None:
@@ -195,7 +193,9 @@ class ProfileReport:
 # -- measuring -----------------------------------------------------------------------------------
 
 
-def _load(url: str, body: Path, concurrency: int, duration: float, key: str | None) -> dict[str, Any]:
+def generate_load(url: str, body: Path, concurrency: int, duration: float, key: str | None) -> dict[str, Any]:
+    """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration`` seconds (the load generator runs
+    in its own process); its summary: latency percentiles, queries per second, statuses."""
     command = [sys.executable, "-m", "mlops_magics.profiling.loadgen", "--url", url, "--body", str(body),
                "--concurrency", str(concurrency), "--duration", str(duration)]
     env = {**os.environ, KEY_VARIABLE: key} if key else None  # the key never goes on a command line
@@ -221,25 +221,27 @@ def _wrk_qps(url: str, body: Path, concurrency: int, duration: float) -> float |
     return float(found[1]) if found else None
 
 
-def _gb(size: int) -> float:
+def gigabytes(size: int) -> float:
+    """``size`` bytes in GiB."""
     return size / 1024**3
 
 
-def _measure_config(deployment: Any, probe: Any, body: Path, concurrency: Sequence[int], duration: float,
-                    step: Callable[[str], None]) -> dict[str, Any]:
+def measure_config(deployment: Any, probe: Any, body: Path, concurrency: Sequence[int], duration: float,
+                   step: Callable[[str], None]) -> dict[str, Any]:
+    """Load a running deployment at each concurrency in turn; its measures at the highest, Azure ML's keys."""
     runs = []
     max_cpu = 0.0
     for level in concurrency:
         step(f"concurrency {level}")
         cpu_before, began = probe.cpu_seconds(), time.perf_counter()
-        summary = _load(f"{deployment.url}/score", body, level, duration, deployment.auth_key)
+        summary = generate_load(f"{deployment.url}/score", body, level, duration, deployment.auth_key)
         wall = time.perf_counter() - began
         max_cpu = max(max_cpu, (probe.cpu_seconds() - cpu_before) / wall)
         runs.append({"concurrency": level, **summary})
     target = runs[-1]
     pct = target["percentiles_ms"]
     return {
-        "maxUtilizedCpu": max_cpu, "maxUtilizedMemoryInGB": _gb(probe.peak_memory()),
+        "maxUtilizedCpu": max_cpu, "maxUtilizedMemoryInGB": gigabytes(probe.peak_memory()),
         "averageLatencyInMs": target["average_ms"], "latencyPercentile50InMs": pct["50"],
         "latencyPercentile90InMs": pct["90"], "latencyPercentile95InMs": pct["95"],
         "latencyPercentile99InMs": pct["99"], "latencyPercentile999InMs": pct["99.9"],
@@ -249,109 +251,15 @@ def _measure_config(deployment: Any, probe: Any, body: Path, concurrency: Sequen
     }
 
 
-def profile(
-    ref: str,
-    data: Any,
-    *,
-    configs: str | Sequence[dict[str, Any]] = "cpu=0.5,memory=512m; cpu=1,memory=1g",
-    concurrency: Sequence[int] = (1, 4, 16),
-    duration: float = 10.0,
-    slo_p95_ms: float | None = None,
-    target: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-    registry: Any = None,
-) -> ProfileReport:
-    """Deploy a version under each resource configuration, load it, measure, recommend; store the report.
-
-    Args:
-        ref: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
-        data: one request's data (rows), sent as ``{"data": rows}`` by every request.
-        configs: resource configurations (``"cpu=0.5,memory=512m; cpu=1,memory=1g"`` or dicts).
-        concurrency: connections per load level; the highest is the target load.
-        duration: seconds of load per level.
-        slo_p95_ms: the p95 latency a configuration must keep at the target load (None: any).
-        target: ``docker`` or ``local`` (default: docker when an engine is reachable).
-        progress: called with (what, done, total) as configurations and levels complete.
-
-    Raises:
-        InvalidInputError: malformed configurations or concurrency levels.
-        NotFoundError: no such model.
-        UntrustedModelError: serving the version could run code from its artifact and it is not trusted.
-    """
-    from mlops_magics import services
-    from mlops_magics.packaging import engine
-
-    if isinstance(configs, str):
-        configs = parse_configs(configs)
-    levels = tuple(sorted(set(concurrency)))
-    if not levels or min(levels) < 1:
-        raise InvalidInputError(f"--concurrency {concurrency} is invalid: give levels of 1 or more, e.g. 1,4,16.")
-    if duration <= 0:
-        raise InvalidInputError(f"--duration {duration} is invalid: give seconds, e.g. 10.")
-    reg = or_default(registry)
-    version = reg.get(ref)
-    require_trusted(version)  # each configuration's deploy would refuse it too: say so once, not as a failed profile
-    notes: list[str] = []
-    if target is None:
-        available, why = engine.available()
-        target = "docker" if available else "local"
-        if not available:
-            notes.append(f"no Docker engine ({why.split('(')[0].strip()}): measured as one local process, without "
-                         "the CPU and memory limits")
-    limits = target == "docker"
-    plan = list(configs) if limits else [{"cpu": None, "memory": None}]
-    roomiest = max(range(len(plan)), key=lambda j: (plan[j]["cpu"] or 0, plan[j]["memory"] or ""))
-    total = len(plan) * len(levels)
-    done = [0]  # levels measured so far, for the progress callback
-    results: list[dict[str, Any]] = []
-    load_generator: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="mlops-profile-") as tmp:
-        body = Path(tmp) / "body.json"
-        body.write_bytes(services.payload(data))
-        for i, config in enumerate(plan):
-            service = f"profile-{version.name}-{i + 1}"
-            requested = {"requestedCpu": config["cpu"], "requestedMemoryInGB": (
-                _gb(_memory_bytes(config["memory"])) if config["memory"] else None)}
-
-            def step(what: str, c: dict[str, Any] = config) -> None:
-                if progress is not None:
-                    progress(f"cpu={c['cpu']}, memory={c['memory']}: {what}", done[0], total)
-
-            step("deploying")
-            try:
-                deployment = services.deploy(version.ref, target=target, name=service, cpu=config["cpu"],
-                                             memory=config["memory"], registry=reg)
-            except MlopsError as exc:
-                reason = str(exc).splitlines()[0]
-                results.append({**requested, **_failed(reason)})
-                done[0] += len(levels)
-                continue
-            try:
-                probe = (_ContainerProbe(str(deployment.config["container"])) if limits
-                         else _ProcessProbe(int(deployment.config["pid"])))
-                measured = _measure_config(deployment, probe, body, levels, duration, step)
-                done[0] += len(levels)
-                if i == roomiest and measured["successRate"] == 1.0:  # the server least likely to be the limit
-                    load_generator = _ceiling(deployment, body, levels[-1], min(duration, 5.0))
-                results.append({**requested, **measured})
-            except MlopsError as exc:
-                results.append({**requested, **_failed(str(exc).splitlines()[0])})
-            finally:
-                services.undeploy(service, registry=reg)
-    if progress is not None:
-        progress("done", total, total)
-    report = _recommend(version.ref, target, limits, levels, duration, slo_p95_ms, results, load_generator, notes)
-    reg.set_report(version, "profile", report.as_dict())
-    return report
-
-
-def _memory_bytes(text: str) -> int:
+def memory_bytes(text: str) -> int:
+    """Docker's memory syntax (``512m``, ``1g``) in bytes."""
     from mlops_magics.targets.docker import parse_memory
 
     return parse_memory(text)
 
 
-def _failed(reason: str) -> dict[str, Any]:
+def failed(reason: str) -> dict[str, Any]:
+    """The measures of a configuration that could not be deployed or measured, and why."""
     nan = float("nan")
     return {"maxUtilizedCpu": 0.0, "maxUtilizedMemoryInGB": 0.0, "averageLatencyInMs": nan,
             "latencyPercentile50InMs": nan, "latencyPercentile90InMs": nan, "latencyPercentile95InMs": nan,
@@ -359,17 +267,18 @@ def _failed(reason: str) -> dict[str, Any]:
             "successRate": 0.0, "totalQueries": 0, "runs": [], "error": reason}
 
 
-def _ceiling(deployment: Any, body: Path, concurrency: int, duration: float) -> dict[str, Any]:
+def ceiling(deployment: Any, body: Path, concurrency: int, duration: float) -> dict[str, Any]:
     """The load generator's throughput against wrk's on the same endpoint and load."""
-    ours = _load(f"{deployment.url}/score", body, concurrency, duration, deployment.auth_key)["qps"]
+    ours = generate_load(f"{deployment.url}/score", body, concurrency, duration, deployment.auth_key)["qps"]
     theirs = None if deployment.auth_key else _wrk_qps(f"{deployment.url}/score", body, concurrency, duration)
     return {"concurrency": concurrency, "loadgen_qps": ours, "wrk_qps": theirs,
             "ratio": ours / theirs if theirs else None}
 
 
-def _recommend(model: str, target: str, limits: bool, levels: tuple[int, ...], duration: float,
-               slo: float | None, results: list[dict[str, Any]], load_generator: dict[str, Any],
-               notes: list[str]) -> ProfileReport:
+def recommend(model: str, target: str, limits: bool, levels: tuple[int, ...], duration: float,
+              slo: float | None, results: list[dict[str, Any]], load_generator: dict[str, Any],
+              notes: list[str]) -> ProfileReport:
+    """The report: the smallest configuration that met the SLO at the highest load, with headroom."""
     def meets(c: dict[str, Any]) -> bool:
         p95 = c["latencyPercentile95InMs"]
         return c["successRate"] == 1.0 and not math.isnan(p95) and (slo is None or p95 <= slo)

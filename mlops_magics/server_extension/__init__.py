@@ -8,7 +8,7 @@ JupyterLab sidebar. Enabled on install (``jupyter_server_config.d/mlops_magics.j
     GET    {base}/mlops/api/deployments/NAME/logs?tail=N    the end of the server log
     DELETE {base}/mlops/api/deployments/NAME                undeploy (idempotent)
 
-Handlers are thin: they call :mod:`mlops_magics.views` and write JSON; every error becomes a JSON HTTP error
+Handlers are thin: they call :mod:`mlops_magics.payloads` and write JSON; every error becomes a JSON HTTP error
 in one place (:meth:`MlopsHandler.write_error`). Nothing here loads a model.
 """
 

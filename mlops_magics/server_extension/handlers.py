@@ -1,4 +1,4 @@
-"""Tornado handlers of the REST API (adapters: parse, call one function of :mod:`mlops_magics.views`, write)."""
+"""Tornado handlers of the REST API (adapters: parse, call one function of :mod:`mlops_magics.payloads`, write)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from mlops_magics import __version__, views
+from mlops_magics import __version__, payloads
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.registry import default_registry
 
@@ -48,25 +48,25 @@ class HealthHandler(MlopsHandler):
 class ModelsHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.answer(views.models_json_text, encoded=True)
+        self.answer(payloads.models_json_text, encoded=True)
 
 
 class VersionHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self, name: str, version: str) -> None:
-        self.answer(lambda: views.version_detail_json(f"{name}:{version}"))
+        self.answer(lambda: payloads.version_detail_json(f"{name}:{version}"))
 
 
 class DeploymentsHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.answer(views.deployments_json)
+        self.answer(payloads.deployments_json)
 
 
 class DeploymentHandler(MlopsHandler):
     @tornado.web.authenticated
     def delete(self, name: str) -> None:
-        self.answer(lambda: views.undeploy_json(name))
+        self.answer(lambda: payloads.undeploy_json(name))
 
 
 class LogsHandler(MlopsHandler):
@@ -76,7 +76,7 @@ class LogsHandler(MlopsHandler):
         if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
             raise tornado.web.HTTPError(400, reason="InvalidInputError",
                                         log_message=f"tail={raw!r} is invalid: give a number of lines, 1-10000.")
-        self.answer(lambda: views.logs_json(name, int(raw)))
+        self.answer(lambda: payloads.logs_json(name, int(raw)))
 
 
 def handlers(base_url: str) -> list[tuple[str, type[MlopsHandler]]]:

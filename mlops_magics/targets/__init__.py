@@ -11,10 +11,10 @@ import importlib.metadata
 
 from mlops_magics.errors import NotFoundError
 from mlops_magics.registry import Registry
-from mlops_magics.targets.base import DeploymentTarget, DeploySpec
+from mlops_magics.targets.base import DeploymentTarget
 from mlops_magics.targets.local import LocalTarget
 
-__all__ = ["BUILT_IN", "DeploySpec", "DeploymentTarget", "LocalTarget", "get_target"]
+__all__ = ["BUILT_IN", "DeploymentTarget", "LocalTarget", "get_target"]
 
 BUILT_IN: dict[str, str] = {"local": "mlops_magics.targets.local:LocalTarget",
                             "docker": "mlops_magics.targets.docker:DockerTarget"}

@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from mlops_magics.errors import ConflictError
-from mlops_magics.registry import Deployment, InferenceConfig, ModelVersion, Registry
+from mlops_magics.packaging.spec import DeploySpec
+from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.process import claim_port, free_port
-
-
-@dataclass(frozen=True)
-class DeploySpec:
-    """What to deploy and how."""
-
-    service: str
-    version: ModelVersion
-    script: str
-    #: Lines above the script in the notebook cell it came from (None: generated, not from a cell).
-    script_line_offset: int | None
-    inference: InferenceConfig
-    port: int | None = None
-    workers: int = 1
-    auth: bool = False
-    #: Run in a virtual environment built from the inference environment only (local target).
-    isolated: bool = False
-    #: CPU cores and memory (Docker syntax: 512m, 1g) a container may use; None: no limit.
-    cpu: float | None = None
-    memory: str | None = None
-    #: Image settings (container targets): base image (None: the configured default), build if missing.
-    base_image: str | None = None
-    build: bool = True
-    #: Record each scored request (input, output, latency, status) in the service's data folder, this share of them.
-    collect: bool = False
-    sample_rate: float = 1.0
-    #: Called with each build step while an image builds (container targets).
-    progress: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
 
 
 def data_dir(home: Path, service: str) -> Path:

@@ -24,8 +24,9 @@ from mlops_magics.errors import DeployError, EngineError, InvalidInputError
 from mlops_magics.packaging import engine as docker_engine
 from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.packaging.image import build_context, write_spec_context
+from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Image, Registry
-from mlops_magics.targets.base import DeploySpec, data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.base import data_dir, new_key_file, on_free_port, server_options
 from mlops_magics.targets.local import START_TIMEOUT, answers_ready, map_script_lines, tail
 from mlops_magics.targets.process import claim_port, wait_until_not_listening
 

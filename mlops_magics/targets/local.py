@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,8 +30,11 @@ from typing import Any
 import mlops_backend
 
 from mlops_magics.errors import DeployError, InvalidInputError
+from mlops_magics.packaging.layout import write_layout
+from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
-from mlops_magics.targets.base import DeploySpec, data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.base import data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.client import post_score
 from mlops_magics.targets.process import (
     alive,
     claim_port,
@@ -41,7 +45,7 @@ from mlops_magics.targets.process import (
 )
 
 __all__ = ["START_TIMEOUT", "LocalTarget", "answers_ready", "free_port", "is_listening", "map_script_lines", "tail",
-           "wait_until_not_listening", "write_layout"]
+           "wait_until_not_listening"]
 
 #: Seconds to wait for a new service to answer /ready.
 START_TIMEOUT = 120.0
@@ -78,44 +82,6 @@ def map_script_lines(text: str, script: Path | str, offset: int | None) -> str:
         return text
     pattern = re.compile(rf'File "{re.escape(str(script))}", line (\d+)')
     return pattern.sub(lambda m: f"score script cell, line {int(m.group(1)) + offset}", text)
-
-
-def write_layout(registry: Registry, spec: DeploySpec, folder: Path) -> Path:
-    """Lay a deployment out as Azure ML does; return the entry script's path.
-
-    ``app/`` (score.py and assets), ``environment/`` (requirements.txt, conda.yaml, when set) and
-    ``azureml-models/<name>/<version>/`` (the verified model files, hard-linked when possible).
-    """
-    app = folder / "app"
-    app.mkdir(parents=True)
-    script = app / "score.py"
-    script.write_text(spec.script)
-    if spec.inference.assets_sha256:
-        source = registry.artifacts.verify(spec.inference.assets_sha256, spec.inference.asset_files)
-        for item in sorted(source.iterdir()):
-            target = app / item.name
-            if item.is_dir():
-                shutil.copytree(item, target)
-            else:
-                shutil.copy2(item, target)
-    if spec.inference.environment:
-        from mlops_magics.authoring.environment import Environment
-
-        env = Environment.from_dict(spec.inference.environment)
-        (folder / "environment").mkdir()
-        (folder / "environment" / "requirements.txt").write_text(env.requirements_txt())
-        (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.version.name))
-    version = spec.version
-    models = folder / "azureml-models" / version.name / str(version.version)
-    artifact = registry.verified_artifact(version)
-    for f in version.files:
-        target = models / f.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(artifact / f.path, target)  # immutable, verified files: a link is a safe copy
-        except OSError:
-            shutil.copy2(artifact / f.path, target)
-    return script
 
 
 class LocalTarget:
@@ -309,3 +275,28 @@ class LocalTarget:
         folder = Path(deployment.config["folder"])
         return map_script_lines(tail(folder / "server.log", lines), folder / "app" / "score.py",
                                 deployment.config.get("script_line_offset"))
+
+    def trial(self, spec: DeploySpec, body: bytes) -> tuple[int, Any, str]:
+        """Start ``spec``'s server in a throw-away folder, POST ``body`` to /score once, stop it.
+
+        Nothing is recorded in the registry and nothing stays running.
+
+        Returns:
+            The status, the answer (JSON decoded) and the last lines of the server log, with the entry script's
+            lines mapped to the notebook cell's.
+
+        Raises:
+            DeployError: the server did not start (import or init() failed); the log tail is in the message.
+        """
+        trials = self.registry.home / "trials"
+        trials.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=trials) as tmp:
+            folder, port = Path(tmp), free_port()
+            process = self.launch(spec, folder, port, None)
+            try:
+                status, value = post_score(f"http://127.0.0.1:{port}", body, key=None, service=spec.version.ref)
+            finally:
+                self.stop(process.pid)
+            log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), folder / "app" / "score.py",
+                                   spec.script_line_offset)
+        return status, value, log

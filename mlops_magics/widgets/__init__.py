@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
-from mlops_magics import api, display, services, views
+from mlops_magics import api, display, payloads
 from mlops_magics.errors import MlopsError
 from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default
 
@@ -198,7 +198,7 @@ def version_details_html(registry: Registry, version: ModelVersion) -> str:
                  "by": e.by} for e in history]
         parts.append("<p><strong>Alias history</strong></p>" + display.table(rows))
     for kind, report in registry.reports(version).items():
-        summary = views.report_summary(kind, report)
+        summary = payloads.report_summary(kind, report)
         parts.append(f"<p><strong>{escape(kind)}</strong>: {escape(summary)}</p>")
     return "".join(parts)
 
@@ -237,7 +237,7 @@ class DeploymentBoard(_ListPanel):
 
     def refresh(self) -> None:
         """Check every deployment's state now and list them (deleted ones last)."""
-        found = self.status.run("Checking", lambda: services.deployments(registry=self.registry))
+        found = self.status.run("Checking", lambda: api.list_deployments(registry=self.registry))
         if found is None:
             return
         ordered = sorted(found, key=lambda d: (d.state == "deleted", d.name))
@@ -259,7 +259,7 @@ class DeploymentBoard(_ListPanel):
         name = self.selected
         if name is None:
             return
-        text = self.status.run(f"Reading {name}'s log", lambda: services.logs(name, tail=self.log_lines,
+        text = self.status.run(f"Reading {name}'s log", lambda: api.logs(name, tail=self.log_lines,
                                                                              registry=self.registry))
         if text is not None:
             self.log.value = f"<pre style='max-height:300px;overflow:auto'>{escape(text or '(empty log)')}</pre>"
@@ -267,11 +267,11 @@ class DeploymentBoard(_ListPanel):
 
     def reload(self) -> None:
         """Serve the selected service's current entry script; the old one answers until the new one is ready."""
-        self._act("Reloading", "Reloaded", services.reload)
+        self._act("Reloading", "Reloaded", api.reload)
 
     def undeploy(self) -> None:
         """Stop and remove the selected service."""
-        self._act("Undeploying", "Undeployed", services.undeploy)
+        self._act("Undeploying", "Undeployed", api.undeploy)
 
     def _act(self, doing: str, done: str, action: Callable[..., Any]) -> None:
         name = self.selected

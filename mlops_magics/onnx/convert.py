@@ -1,10 +1,11 @@
-"""ONNX: convert a registered model, check it against the original, measure both, register the result.
+"""ONNX: convert a model, check it against the original, measure both.
 
 Converters: scikit-learn estimators and pipelines (skl2onnx), LightGBM and XGBoost (onnxmltools), PyTorch
 modules (torch.onnx), each when its library is installed. The converted model is compared with the
 original on the registered input example (or given data) and timed beside it in this process: one row at
-a time (median and p99) and batches of 1,000 rows. It is registered as the next version of the same
-model (flavor ``onnx``, ``derived_from`` the original) only when it agrees within the tolerance.
+a time (median and p99) and batches of 1,000 rows. :func:`mlops_magics.api.to_onnx` registers it as the next
+version of the same model (flavor ``onnx``, ``derived_from`` the original) only when it agrees within the
+tolerance.
 
 Sessions use onnxruntime's default thread pool (every core). Measured here, a single intra-op thread made
 a 100-tree GradientBoosting batch of 1,000 rows 15% slower than scikit-learn, and every core made it 50%
@@ -17,12 +18,11 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from mlops_magics.errors import ConversionError, InvalidInputError
-from mlops_magics.registry import or_default
+from mlops_magics.onnx.report import OnnxReport, Parity, Speed
 
 #: Rows in the batch measurement.
 BATCH_ROWS = 1000
@@ -34,100 +34,6 @@ ATOL_SCALE = 1e-3
 QUANTIZED_MIN_AGREEMENT = 0.98
 QUANTIZED_PROBA_ATOL = 0.05
 QUANTIZED_RTOL = 0.05
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How closely the ONNX model reproduces the original on the check data."""
-
-    kind: str  # classifier, regressor or other
-    rows: int
-    label_agreement: float | None
-    max_abs_error: float | None
-    max_rel_error: float | None
-    passed: bool
-    tolerance: Mapping[str, float]
-    #: Up to five rows where the two differ most: index, native, onnx.
-    worst: tuple[Mapping[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class Speed:
-    """Side-by-side timings in this process (microseconds per single row; rows per second in batches)."""
-
-    single_native_median_us: float
-    single_native_p99_us: float
-    single_onnx_median_us: float
-    single_onnx_p99_us: float
-    batch_rows: int
-    batch_native_rows_per_s: float
-    batch_onnx_rows_per_s: float
-
-    @property
-    def single_speedup(self) -> float:
-        return self.single_native_median_us / self.single_onnx_median_us
-
-    @property
-    def batch_speedup(self) -> float:
-        return self.batch_onnx_rows_per_s / self.batch_native_rows_per_s
-
-
-@dataclass(frozen=True)
-class OnnxReport:
-    """What a conversion found: converter, parity, speed, and the version registered (if any)."""
-
-    source: str
-    converter: str
-    opset: int
-    quantized: str | None
-    parity: Parity
-    speed: Speed
-    registered: str | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def as_dict(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["speed"].update(single_speedup=self.speed.single_speedup, batch_speedup=self.speed.batch_speedup)
-        return body
-
-    def table(self) -> list[dict[str, Any]]:
-        """The speed rows: one per path and model."""
-        s = self.speed
-        return [
-            {"measure": "single row, median (us)", "original": round(s.single_native_median_us, 1),
-             "onnx": round(s.single_onnx_median_us, 1), "speedup": f"{s.single_speedup:.1f}x"},
-            {"measure": "single row, p99 (us)", "original": round(s.single_native_p99_us, 1),
-             "onnx": round(s.single_onnx_p99_us, 1),
-             "speedup": f"{s.single_native_p99_us / s.single_onnx_p99_us:.1f}x"},
-            {"measure": f"batch of {s.batch_rows} (rows/s)", "original": round(s.batch_native_rows_per_s),
-             "onnx": round(s.batch_onnx_rows_per_s), "speedup": f"{s.batch_speedup:.1f}x"},
-        ]
-
-    def parity_line(self) -> str:
-        p = self.parity
-        parts = [f"{p.rows} rows"]
-        if p.label_agreement is not None:
-            parts.append(f"labels agree {p.label_agreement:.1%}")
-        if p.max_abs_error is not None:
-            parts.append(f"max abs error {p.max_abs_error:.2e}")
-        if p.max_rel_error is not None:
-            parts.append(f"max rel error {p.max_rel_error:.2e}")
-        return f"parity {'PASSED' if p.passed else 'FAILED'}: " + ", ".join(parts)
-
-    def __repr__(self) -> str:
-        head = (f"ONNX conversion of {self.source} ({self.converter}, opset {self.opset}"
-                f"{', quantized ' + self.quantized if self.quantized else ''}): "
-                f"{'registered as ' + self.registered if self.registered else 'not registered'}")
-        rows = "\n".join(f"  {r['measure']:28} {r['original']:>12} {r['onnx']:>12} {r['speedup']:>8}"
-                         for r in self.table())
-        notes = "".join(f"\n  note: {n}" for n in self.notes)
-        return (f"{head}\n  {self.parity_line()}\n  {'':28} {'original':>12} {'onnx':>12} {'speedup':>8}\n"
-                f"{rows}{notes}")
-
-    def _repr_html_(self) -> str:
-        from mlops_magics import display
-
-        return display.onnx_report_html(self)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -395,51 +301,30 @@ def _quantize(proto: Any) -> Any:
         root.setLevel(level)
 
 
-# -- the API -----------------------------------------------------------------------------------
+# -- one conversion ----------------------------------------------------------------------------
 
 
-def convert(
-    ref: str,
-    *,
-    opset: int | None = None,
-    quantize: str | None = None,
-    data: Any = None,
-    force: bool = False,
-    budget: float = 1.0,
-    registry: Any = None,
-) -> OnnxReport:
-    """Convert a registered model to ONNX, check and time it beside the original, and register it.
+def convert_model(model: Any, data: Any, *, source: str, opset: int | None = None, quantize: str | None = None,
+                  budget: float = 1.0) -> tuple[Any, OnnxReport]:
+    """Convert an in-memory model to ONNX, check its parity on ``data`` and time it beside the original.
 
     Args:
-        ref: ``NAME`` (latest), ``NAME:VERSION`` or ``NAME@ALIAS``.
+        model: the original (scikit-learn, LightGBM, XGBoost or PyTorch).
+        data: the rows to check parity on and to time.
+        source: the original's reference, for the report.
         opset: the ONNX opset (default: the converter's newest supported).
         quantize: ``"int8"`` applies onnxruntime's dynamic quantization (weights of MatMul/Gemm).
-        data: the rows to check parity on and to time (default: the registered input example).
-        force: register even when parity fails the tolerance.
         budget: seconds spent timing each of the four measures.
 
     Returns:
-        The report; ``report.registered`` names the new version (None when parity failed).
+        The ONNX model (a ``ModelProto``) and the report (``registered`` is None: nothing is registered here).
 
     Raises:
-        NotFoundError: no such model.
-        InvalidInputError: no data given and no input example registered; an unknown ``quantize``.
+        InvalidInputError: an unknown ``quantize``.
         ConversionError: no converter for the model, or a step that cannot be converted (named).
     """
-    from mlops_magics import api, signature
-
     if quantize not in (None, "int8"):
         raise InvalidInputError(f"--quantize {quantize!r} is not supported: use int8.")
-    reg = or_default(registry)
-    version = reg.get(ref)
-    if version.flavor == "onnx":
-        raise InvalidInputError(f"{version.ref} is already an ONNX model.")
-    if data is None:
-        if version.input_example is None:
-            raise InvalidInputError(f"{version.ref} has no registered input example: pass --data EXPR (rows to check "
-                                    "and time on), or register it with --sample.")
-        data = signature.rebuild(dict(version.input_example))
-    model = api.load_model(version.ref, registry=reg)
     kind = _kind(model)
     proto, converter = _convert(model, data, opset)
     if quantize:
@@ -462,16 +347,5 @@ def convert(
     if speed.batch_speedup < 1:
         notes.append(f"for batches of {speed.batch_rows} rows the original is faster ({speed.batch_speedup:.2f}x): "
                      "keep the original for batch scoring, the ONNX version for online requests")
-    report = OnnxReport(source=version.ref, converter=converter, opset=opset_used, quantized=quantize,
-                        parity=parity, speed=speed, notes=tuple(notes))
-    if not parity.passed and not force:
-        return report
-    label = f"ONNX ({converter}, opset {opset_used}{', int8' if quantize else ''}) of {version.ref}"
-    new = api.register(proto, version.name, derived_from=version.ref, description=label,
-                       sample=signature.rebuild(dict(version.input_example)) if version.input_example else None,
-                       tags={"onnx.source": version.ref, **({"onnx.quantized": quantize} if quantize else {}),
-                             **({"onnx.parity": "forced"} if not parity.passed else {})}, registry=reg)
-    report = OnnxReport(source=version.ref, converter=converter, opset=opset_used, quantized=quantize,
-                        parity=parity, speed=speed, registered=new.ref, notes=tuple(notes))
-    reg.set_report(new, "onnx", report.as_dict())
-    return report
+    return proto, OnnxReport(source=source, converter=converter, opset=opset_used, quantized=quantize,
+                             parity=parity, speed=speed, notes=tuple(notes))

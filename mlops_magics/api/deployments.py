@@ -1,30 +1,26 @@
-"""Deploying, watching, calling and stopping services: the API behind %deploy and friends."""
+"""Deploying, watching, calling and stopping services: the API behind %deploy, %deployments, %undeploy, %logs,
+%reload, %update, %call and %keys."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
 import os
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from mlops_magics import display
-from mlops_magics.api import entry_script
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Deployment, Registry, or_default
-from mlops_magics.registry.refs import check_name, parse_ref
+from mlops_magics.packaging.spec import deploy_spec
+from mlops_magics.registry import Deployment, Registry, or_default, parse_ref
+from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
-from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
+from mlops_magics.registry.store import validation_problem
+from mlops_magics.targets import DeploymentTarget, get_target
+from mlops_magics.targets.client import as_table, post_score, request_body
+from mlops_magics.targets.local import map_script_lines
 from mlops_magics.targets.process import alive, process_stamp
-from mlops_magics.trust import require_trusted
 
 
 class DeploymentList(list[Deployment]):
@@ -38,17 +34,6 @@ class DeploymentList(list[Deployment]):
 
     def _repr_html_(self) -> str:
         return display.deployments_html(self)
-
-
-def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool,
-          isolated: bool = False, **container: Any) -> DeploySpec:
-    version = reg.get(ref)
-    require_trusted(version)
-    script, generated = entry_script(version.ref, registry=reg)
-    inference = reg.inference(version)
-    return DeploySpec(service=service, version=version, script=script,
-                      script_line_offset=None if generated else inference.script_line_offset,
-                      inference=inference, port=port, workers=workers, auth=auth, isolated=isolated, **container)
 
 
 def deploy(
@@ -116,9 +101,7 @@ def deploy(
                                 "(a local process runs without limits).")
     reg = or_default(registry)
     if require_validation:
-        from mlops_magics.validation import require_validated
-
-        require_validated(ref, registry=reg)
+        _require_validated(reg, ref)
     if target == "docker" and cpu is None and memory is None:
         cpu, memory = _profiled_limits(reg, ref)
     service = check_name(name or parse_ref(ref).name)
@@ -133,7 +116,7 @@ def deploy(
     options = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress,
                "collect": collect or sample_rate is not None,
                "sample_rate": 1.0 if sample_rate is None else sample_rate}
-    spec = _spec(reg, service, ref, port=port, workers=workers, auth=auth, isolated=isolated, **options)
+    spec = deploy_spec(reg, service, ref, port=port, workers=workers, auth=auth, isolated=isolated, **options)
     deployer = get_target(target, reg)
     # Exactly one of several kernels deploying this name gets past the claim; the others get a ConflictError.
     me = claimant()
@@ -142,6 +125,19 @@ def deploy(
         return deployer.deploy(spec)
     finally:
         reg.release_claim(service, me, existing)  # a no-op once the target recorded the deployment
+
+
+def _require_validated(registry: Registry, ref: str) -> None:
+    """Refuse a version whose last validation did not pass (or that has none).
+
+    Raises:
+        ConflictError: naming what failed and how to validate.
+    """
+    version = registry.get(ref)
+    problem = validation_problem(registry.reports(version).get("validation"))
+    if problem:
+        raise ConflictError(f"{version.ref} {problem}, and validation is required. Run %validate {version.ref} "
+                            "--data X --labels y --metric ... first.")
 
 
 def claimant() -> str:
@@ -169,7 +165,7 @@ def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
     return get_target(deployment.target, reg)
 
 
-def deployments(*, registry: Registry | None = None) -> DeploymentList:
+def list_deployments(*, registry: Registry | None = None) -> DeploymentList:
     """Every deployment, its state checked against reality now (process alive and answering)."""
     reg = or_default(registry)
     found = DeploymentList()
@@ -220,8 +216,6 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
     Ends when ``timeout`` seconds pass, or when the service is no longer running; the caller may stop
     earlier (in a notebook: interrupt the kernel).
     """
-    from mlops_magics.targets.local import map_script_lines
-
     reg = or_default(registry)
     d = reg.get_deployment(name)
     log, script = _target(reg, d).log_file(d)
@@ -268,119 +262,10 @@ def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildSt
                             f"--name {d.name}.")
     container = {key: d.config[key] for key in ("cpu", "memory", "base_image", "collect", "sample_rate")
                  if d.config.get(key) is not None}
-    spec = _spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
-                 auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")), progress=progress, **container)
+    spec = deploy_spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
+                       auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")), progress=progress,
+                       **container)
     return _target(reg, d).replace(d, spec)
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """What a trial run of an entry script answered."""
-
-    model: str
-    status: int
-    output: Any
-    log: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status < 400
-
-    def __repr__(self) -> str:
-        head = f"{self.model}: run(sample) answered {self.status}"
-        return f"{head}\n{self.output!r}" if self.ok else f"{head}: {self.output!r}\n{self.log}"
-
-
-def try_score_script(ref: str, *, sample: Any = None, registry: Registry | None = None) -> TrialResult:
-    """Run ``init()`` and ``run(sample)`` in a clean server process, the model laid out as deployed.
-
-    Args:
-        sample: the data to send (default: the registered input example).
-
-    Raises:
-        InvalidInputError: no sample given and none registered.
-        DeployError: the script could not start (import or init() failed); log tail mapped to cell lines.
-    """
-    from mlops_magics import signature
-    from mlops_magics.targets.local import LocalTarget, free_port, map_script_lines, tail
-
-    reg = or_default(registry)
-    version = reg.get(ref)
-    if sample is None:
-        if version.input_example is None:
-            raise InvalidInputError(f"{version.ref} has no registered input example: register it with --sample, "
-                                    "or pass a sample.")
-        sample = signature.rebuild(dict(version.input_example))
-    spec = _spec(reg, f"trial-{version.name}", version.ref, port=None, workers=1, auth=False)
-    local = LocalTarget(reg)
-    (reg.home / "trials").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=reg.home / "trials") as tmp:
-        folder, port = Path(tmp), free_port()
-        process = local.launch(spec, folder, port, None)
-        try:
-            status, value = _post(f"http://127.0.0.1:{port}", payload(sample), None, version.ref)
-        finally:
-            local.stop(process.pid)
-        log = map_script_lines(tail(folder / "server.log", 30), folder / "app" / "score.py", spec.script_line_offset)
-    return TrialResult(version.ref, status, _tabular(value) if status < 400 else value, log)
-
-
-def _post(url: str, body: bytes, key: str | None, name: str, timeout: float = 60,
-          request_id: str | None = None) -> tuple[int, Any]:
-    parts = urlsplit(url)
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if request_id:
-        headers["x-request-id"] = request_id
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
-    try:
-        conn.request("POST", "/score", body=body, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-    except OSError as exc:
-        raise MlopsError(f"Service {name!r} at {url} is not reachable ({exc}). Check %deployments.") from exc
-    finally:
-        conn.close()
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw.decode(errors="replace")
-    return response.status, value
-
-
-def payload(data: Any) -> bytes:
-    """The request body for ``data``: ``{"data": rows}`` for arrays, data frames and lists; a dict, str or
-    bytes is sent as it is (a dict as JSON)."""
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode()
-    if isinstance(data, dict):
-        return json.dumps(data, default=_plain).encode()
-    pd = sys.modules.get("pandas")
-    if pd is not None and isinstance(data, pd.DataFrame):
-        return json.dumps({"data": data.to_dict(orient="records")}, default=_plain).encode()
-    return json.dumps({"data": data}, default=_plain).encode()
-
-
-def _plain(value: Any) -> Any:
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return tolist()
-    raise TypeError(f"Cannot send a {type(value).__name__} as JSON.")
-
-
-def _tabular(value: Any) -> Any:
-    """A DataFrame when the answer is a table (records, or rows of equal length); otherwise as it is."""
-    pd = sys.modules.get("pandas")
-    if pd is None or not isinstance(value, list) or not value:
-        return value
-    if all(isinstance(v, dict) for v in value):
-        return pd.DataFrame(value)
-    if all(isinstance(v, list) for v in value) and len({len(v) for v in value}) == 1 and value[0]:
-        return pd.DataFrame(value)
-    return value
 
 
 def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = None,
@@ -396,11 +281,12 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
     d = reg.get_deployment(name)
     if not d.url:
         raise ConflictError(f"Service {name!r} has no address ({d.state}).")
-    status, value = _post(d.url, payload(data), d.auth_key, name, timeout, request_id)
+    status, value = post_score(d.url, request_body(data), key=d.auth_key, service=name, timeout=timeout,
+                               request_id=request_id)
     if status >= 400:
         message = value.get("message", value) if isinstance(value, dict) else value
         raise MlopsError(f"Service {name!r} answered {status}: {message}")
-    return _tabular(value)
+    return as_table(value)
 
 
 #: Seconds a running server takes at most to notice a rewritten key file (it checks the file once a second).
@@ -438,6 +324,3 @@ def keys(name: str, *, regenerate: str | None = None, registry: Registry | None 
     return found
 
 
-__all__: Sequence[str] = ["DeploymentList", "TrialResult", "call", "deploy", "deployments", "follow", "keys", "logs",
-                          "payload",
-                          "reload", "try_score_script", "undeploy", "update"]

@@ -9,18 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from mlops_magics import flavors, lineage, signature
-from mlops_magics.authoring import environment, score_script
 from mlops_magics.errors import InvalidInputError, NotFoundError, UntrustedModelError
 from mlops_magics.registry import (
     AliasEvent,
-    InferenceConfig,
     Lineage,
     ModelVersion,
     ModelVersionList,
     Registry,
     maintenance,
     or_default,
-    parse_ref,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
 from mlops_magics.trust import how_to_trust, require_trusted
@@ -331,122 +328,6 @@ def variable_name_for(name: str) -> str:
     return ident if ident.isidentifier() else f"model_{ident}"
 
 
-def _scope(reg: Registry, ref: str) -> tuple[str, int]:
-    """(name, version) a configuration reference names: NAME alone means every version (0)."""
-    parsed = parse_ref(ref)
-    if parsed.version is None and parsed.alias is None:
-        reg.get(parsed.name)  # the model must exist
-        return parsed.name, 0
-    return parsed.name, reg.get(parsed).version
-
-
-def set_score_script(
-    ref: str,
-    source: str,
-    *,
-    assets: Iterable[str | Path] = (),
-    line_offset: int = 0,
-    registry: Registry | None = None,
-) -> InferenceConfig:
-    """Check an entry script and save it as the model's (``NAME``) or one version's script.
-
-    Args:
-        ref: ``NAME`` (every version), ``NAME:VERSION`` or ``NAME@ALIAS`` (that version).
-        source: the script; it is checked, never run in this process.
-        assets: files or folders the script needs, copied beside it in deployments.
-        line_offset: lines above the script in its cell, so problems name cell lines.
-
-    Raises:
-        InvalidInputError: the script cannot be served; every problem is listed with its cell line.
-        NotFoundError: no such model, version or asset.
-    """
-    score_script.check(source, line_offset=line_offset)
-    reg = or_default(registry)
-    name, version = _scope(reg, ref)
-    bundle = list(assets)
-    if not bundle:
-        reg.set_inference(name, version, script=source, script_line_offset=line_offset)
-    else:
-        with reg.artifacts.stage() as staging:
-            for item in bundle:
-                flavors.save_path(Path(item).expanduser(), staging.folder, "files")
-            reg.set_inference(name, version, script=source, script_line_offset=line_offset,
-                              assets=staging.finish())
-    return reg.inference(reg.get(ref))
-
-
-def generate_score_script(ref: str, *, registry: Registry | None = None) -> str:
-    """A default entry script for the version's flavor and signature, ready to edit."""
-    version = or_default(registry).get(ref)
-    return score_script.default_script(version.name, version.version, version.flavor,
-                                       version.flavor_options, version.signature)
-
-
-def entry_script(ref: str, *, registry: Registry | None = None) -> tuple[str, bool]:
-    """The entry script a deployment of ``ref`` uses, and whether it is the generated default."""
-    reg = or_default(registry)
-    version = reg.get(ref)
-    saved = reg.inference(version).script
-    if saved is not None:
-        return saved, False
-    return generate_score_script(version.ref, registry=reg), True
-
-
-def set_environment(
-    ref: str,
-    text: str | None = None,
-    *,
-    from_kernel: bool = False,
-    line_offset: int = 0,
-    registry: Registry | None = None,
-) -> environment.Environment:
-    """Set the environment a model's deployments install: from conda YAML or pip lines, or from this kernel.
-
-    Args:
-        ref: ``NAME`` (every version) or ``NAME:VERSION`` / ``NAME@ALIAS`` (one version).
-        text: a conda environment YAML or pip requirement lines.
-        from_kernel: build it from what the entry script and the flavor import, pinned to this kernel.
-
-    Returns:
-        The environment, with warnings where a pin differs from what the model was trained with.
-
-    Raises:
-        InvalidInputError: malformed YAML or requirement (with its cell line), or neither/both sources given.
-    """
-    if (text is None) == (not from_kernel):
-        raise InvalidInputError("Give the environment (conda YAML or pip lines), or from_kernel=True; not both.")
-    reg = or_default(registry)
-    name, scope = _scope(reg, ref)
-    version = reg.get(ref)
-    if from_kernel:
-        env = environment.from_kernel(entry_script(version.ref, registry=reg)[0], flavor=version.flavor,
-                                      framework=version.framework,
-                                      serializer=version.flavor_options.get("serializer"))
-    else:
-        env = environment.parse(text or "", line_offset=line_offset)
-    warnings = (*env.warnings, *environment.kernel_mismatches(env, version.framework, version.framework_version))
-    reg.set_inference(name, scope, environment=env.as_dict())
-    return environment.Environment(env.python, env.pip, env.conda, env.channels, warnings)
-
-
-__all__ = [
-    "AliasHistory",
-    "alias_history",
-    "delete_model",
-    "entry_script",
-    "generate_score_script",
-    "get_model",
-    "list_models",
-    "load_model",
-    "parse_moment",
-    "register",
-    "remove_alias",
-    "resolve_variable",
-    "set_alias",
-    "set_environment",
-    "set_score_script",
-    "tag_model",
-]
 
 
 def export_model(ref: str, output: str | Path, *, registry: Registry | None = None) -> ModelVersion:

@@ -10,9 +10,9 @@ from mlops_magics.errors import ConflictError, EngineError, InvalidInputError
 from mlops_magics.packaging.context import BuildContext
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, write_spec_context
+from mlops_magics.packaging.spec import deploy_spec
 from mlops_magics.registry import Image, Registry, or_default
 from mlops_magics.registry.refs import check_name, parse_ref
-from mlops_magics.services import _spec
 
 
 def package(
@@ -41,7 +41,7 @@ def package(
         MlopsError: the dependencies could not be downloaded.
     """
     reg = or_default(registry)
-    spec = _spec(reg, "package", ref, port=None, workers=1, auth=False)
+    spec = deploy_spec(reg, "package", ref)
     return write_spec_context(reg, spec, Path(output) if output else None, base=base, gpu=gpu,
                               extra_steps=extra_steps, wheels=wheels)
 
@@ -72,7 +72,7 @@ def build(
             context folder's ``build.log``).
     """
     reg = or_default(registry)
-    spec = _spec(reg, "package", ref, port=None, workers=1, auth=False)
+    spec = deploy_spec(reg, "package", ref)
     context = write_spec_context(reg, spec, base=base, gpu=gpu, extra_steps=extra_steps)
     return build_context(reg, spec, context, no_cache=no_cache, progress=progress)
 
@@ -128,7 +128,7 @@ def _select(reg: Registry, ref: str | None) -> list[Image]:
     return reg.images(reg.get(ref))
 
 
-def images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
+def list_images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
     """The images built for a version (``NAME:VERSION``/``NAME@ALIAS``), a model (``NAME``) or all, newest first."""
     return ImageList(_select(or_default(registry), ref))
 

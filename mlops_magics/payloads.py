@@ -1,5 +1,6 @@
-"""JSON views of the registry and deployments: what the command line prints with --json and what the Jupyter
-server extension answers. Plain Python: no web framework here. Nothing here loads a model."""
+"""JSON payloads of the registry and deployments: what the command line prints with --json and what the Jupyter
+server extension answers (the adapters' shared JSON). Plain Python: no web framework here. Nothing here loads a
+model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import weakref
 from typing import Any
 
-from mlops_magics import services, trust
+from mlops_magics import api, trust
 from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default
 
 
@@ -122,7 +123,7 @@ def deployment_json(d: Deployment) -> dict[str, Any]:
 
 def deployments_json(*, registry: Registry | None = None) -> list[dict[str, Any]]:
     """Every deployment with its state checked now."""
-    return [deployment_json(d) for d in services.deployments(registry=registry)]
+    return [deployment_json(d) for d in api.list_deployments(registry=registry)]
 
 
 def logs_json(name: str, tail: int = 100, *, registry: Registry | None = None) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def logs_json(name: str, tail: int = 100, *, registry: Registry | None = None) -
     Raises:
         NotFoundError: no such deployment.
     """
-    return {"name": name, "tail": tail, "log": services.logs(name, tail=tail, registry=registry)}
+    return {"name": name, "tail": tail, "log": api.logs(name, tail=tail, registry=registry)}
 
 
 def undeploy_json(name: str, *, registry: Registry | None = None) -> dict[str, Any]:
@@ -141,5 +142,5 @@ def undeploy_json(name: str, *, registry: Registry | None = None) -> dict[str, A
         NotFoundError: no such deployment.
     """
     reg = or_default(registry)
-    services.undeploy(name, registry=reg)
+    api.undeploy(name, registry=reg)
     return deployment_json(reg.get_deployment(name))

@@ -1,0 +1,129 @@
+"""The plain-Python API: every magic and every ``mlops`` verb calls one function here.
+
+One module per family of magics:
+
+- :mod:`~mlops_magics.api.models`: register, list, get, load, trust, alias, tag, delete, export; registry upkeep
+- :mod:`~mlops_magics.api.authoring`: the entry script, its assets, the environment, a trial run
+- :mod:`~mlops_magics.api.images`: build contexts, images, Dockerfile steps
+- :mod:`~mlops_magics.api.deployments`: deploy, list, undeploy, logs, reload, update, call, keys
+- :mod:`~mlops_magics.api.quality`: validate, ONNX, profile (each stores its report with the version)
+- :mod:`~mlops_magics.api.monitoring`: what deployments collected, labels, the dashboard
+"""
+
+from __future__ import annotations
+
+from mlops_magics.api.authoring import (
+    TrialResult,
+    entry_script,
+    generate_score_script,
+    set_environment,
+    set_score_script,
+    try_score_script,
+)
+from mlops_magics.api.deployments import (
+    KEY_PICKUP_SECONDS,
+    DeploymentList,
+    call,
+    deploy,
+    follow,
+    keys,
+    list_deployments,
+    logs,
+    reload,
+    undeploy,
+    update,
+)
+from mlops_magics.api.images import (
+    ImageList,
+    build,
+    list_images,
+    package,
+    remove_images,
+    set_dockerfile_steps,
+)
+from mlops_magics.api.models import (
+    AliasHistory,
+    alias_history,
+    backup_registry,
+    check_registry,
+    delete_model,
+    export_model,
+    get_model,
+    list_models,
+    load_model,
+    parse_moment,
+    parse_tag_filters,
+    rebuild_registry,
+    register,
+    remove_alias,
+    resolve_variable,
+    restore_registry,
+    set_alias,
+    tag_model,
+    trust_model,
+    variable_name_for,
+)
+from mlops_magics.api.monitoring import (
+    collected,
+    collection_stats,
+    label,
+    monitor,
+)
+from mlops_magics.api.quality import (
+    profile,
+    to_onnx,
+    validate,
+)
+
+__all__ = [
+    "KEY_PICKUP_SECONDS",
+    "AliasHistory",
+    "DeploymentList",
+    "ImageList",
+    "TrialResult",
+    "alias_history",
+    "backup_registry",
+    "build",
+    "call",
+    "check_registry",
+    "collected",
+    "collection_stats",
+    "delete_model",
+    "deploy",
+    "entry_script",
+    "export_model",
+    "follow",
+    "generate_score_script",
+    "get_model",
+    "keys",
+    "label",
+    "list_deployments",
+    "list_images",
+    "list_models",
+    "load_model",
+    "logs",
+    "monitor",
+    "package",
+    "parse_moment",
+    "parse_tag_filters",
+    "profile",
+    "rebuild_registry",
+    "register",
+    "reload",
+    "remove_alias",
+    "remove_images",
+    "resolve_variable",
+    "restore_registry",
+    "set_alias",
+    "set_dockerfile_steps",
+    "set_environment",
+    "set_score_script",
+    "tag_model",
+    "to_onnx",
+    "trust_model",
+    "try_score_script",
+    "undeploy",
+    "update",
+    "validate",
+    "variable_name_for",
+]

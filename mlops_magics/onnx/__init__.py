@@ -1,0 +1,1 @@
+"""ONNX: conversion (convert.py) and its report (report.py)."""
