@@ -224,6 +224,19 @@ def test_ks_matches_scipy_and_psi_is_zero_for_the_same_distribution() -> None:
     assert colours.ks_statistic is None and colours.drifted
 
 
+def test_feature_drift_gives_scipys_ks_statistic_and_pvalue() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    baseline = pd.Series(rng.integers(0, 5, 300).astype(float))  # ties, and samples of different sizes
+    current = pd.Series(np.append(rng.integers(1, 6, 500).astype(float), np.nan))  # the NaN is dropped
+    drift = feature_drift("x", baseline, current)
+    expected = stats.ks_2samp(baseline, current.dropna(), method="asymp")
+    assert drift.current_rows == 500 and drift.drifted
+    assert drift.ks_statistic == pytest.approx(expected.statistic, rel=1e-12)
+    assert drift.ks_pvalue == pytest.approx(expected.pvalue, rel=1e-12)
+
+
 @pytest.mark.parametrize("body, rows", [
     ({"data": [[1, 2], [3, 4]]}, [{"a": 1, "b": 2}, {"a": 3, "b": 4}]),
     ({"data": [{"a": 1, "b": 2}]}, [{"a": 1, "b": 2}]),

@@ -108,3 +108,24 @@ export function bytes(size: number): string {
   }
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
+
+/** A small label (an alias, a tag). */
+export function chip(label: string, title?: string): HTMLSpanElement {
+  return el('span', { className: 'jp-mlops-chip', title: title ?? label }, label);
+}
+
+/** A deployment's state, coloured by the stylesheet (`jp-mlops-state-running`, ...). */
+export function stateBadge(state: string): HTMLSpanElement {
+  return el('span', { className: `jp-mlops-state jp-mlops-state-${state.replace(/[^a-z]/g, '')}` }, state);
+}
+
+/** Make a clickable row reachable with Tab and activated with Enter or Space. */
+export function focusable(node: HTMLElement): void {
+  node.tabIndex = 0;
+  node.addEventListener('keydown', event => {
+    if (event.key === 'Enter' || event.key === ' ') {
+      event.preventDefault();
+      node.click();
+    }
+  });
+}

@@ -2,7 +2,8 @@
 
 - PSI (population stability index) over ten bins cut at the baseline's deciles (categories, for text
   features): ``sum((cur - base) * ln(cur / base))``; below 0.1 stable, 0.1-0.2 moderate, 0.2 and more a shift.
-- KS: the largest gap between the two empirical distribution functions, and its asymptotic p-value.
+- KS: the largest gap between the two empirical distribution functions, and its asymptotic p-value
+  (``scipy.stats.ks_2samp``).
 
 A feature is flagged when PSI >= ``psi_threshold`` or when the KS p-value is below ``ks_alpha`` with a gap of
 at least ``ks_min_statistic`` (with many rows any tiny difference is "significant"; the gap keeps it relevant).
@@ -77,21 +78,26 @@ def _psi_terms(base_share: Any, cur_share: Any) -> float:
 
 
 def ks_2samp(baseline: Any, current: Any) -> tuple[float, float]:
-    """The two-sample Kolmogorov-Smirnov statistic and its asymptotic two-sided p-value."""
-    import numpy as np
+    """The two-sample Kolmogorov-Smirnov statistic and its asymptotic two-sided p-value (``scipy.stats.ks_2samp``).
 
-    a = np.sort(np.asarray(baseline, dtype=float))
-    b = np.sort(np.asarray(current, dtype=float))
-    points = np.concatenate([a, b])
-    gap = float(np.max(np.abs(np.searchsorted(a, points, side="right") / len(a)
-                              - np.searchsorted(b, points, side="right") / len(b))))
-    n = len(a) * len(b) / (len(a) + len(b))
-    root = math.sqrt(n)
-    lam = (root + 0.12 + 0.11 / root) * gap
-    if lam < 0.2:
-        return gap, 1.0
-    pvalue = 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
-    return gap, float(min(1.0, max(0.0, pvalue)))
+    The asymptotic method is asked for explicitly: scipy's default computes the exact p-value for samples of
+    up to 10,000 rows, which differs from the asymptotic one by several percent on a few hundred rows.
+
+    Args:
+        baseline: The reference sample (numbers).
+        current: The sample to compare with it (numbers).
+
+    Returns:
+        The largest gap between the two empirical distribution functions, and its p-value (NaN when either
+        sample holds a NaN, or when both hold a single row).
+
+    Raises:
+        ValueError: A sample is empty.
+    """
+    from scipy import stats
+
+    result = stats.ks_2samp(baseline, current, method="asymp")
+    return float(result.statistic), float(result.pvalue)
 
 
 def feature_drift(name: str, baseline: Any, current: Any, *, psi_threshold: float = PSI_THRESHOLD,
