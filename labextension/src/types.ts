@@ -1,4 +1,4 @@
-/** The JSON the server extension answers (mlops_magics/views.py). */
+/** The JSON the server extension answers (mlops_magics/payloads.py). */
 
 export interface IVersionSummary {
   version: number;
