@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from mlops_magics import api, flavors, lineage
 from mlops_magics.errors import MlopsError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Lineage, ModelVersion, or_default
+from mlops_magics.registry import Lineage, ModelVersion, parse_ref
 
 
 @contextmanager
@@ -152,14 +152,6 @@ class MlopsMagics(Magics):
         except Exception as exc:
             raise UsageError(f"Could not evaluate {option} {expr!r}: {type(exc).__name__}: {exc}") from exc
 
-    def _progress_for(self, service: str) -> BuildProgress | None:
-        """A build progress display when ``service`` runs in a container (its image is rebuilt)."""
-        try:
-            target = or_default(None).get_deployment(service).target
-        except MlopsError:
-            return None  # the API call reports the missing service
-        return BuildProgress() if target != "local" else None
-
     def _read(self, path: str, option: str) -> str:
         try:
             return Path(path).read_text()
@@ -254,7 +246,7 @@ class MlopsMagics(Magics):
         args = self._args(self.load_model, line)
         with user_errors():
             model = api.load_model(args.ref, as_of=args.as_of)
-            var = args.var or api.variable_name_for(args.ref.split(":")[0].split("@")[0])
+            var = args.var or api.variable_name_for(parse_ref(args.ref).name)
         if not var.isidentifier():
             raise UsageError(f"--as {var!r} is not a valid Python variable name.")
         self._shell.user_ns[var] = model
@@ -274,12 +266,13 @@ class MlopsMagics(Magics):
         args = self._args(self.alias, line)
         with user_errors():
             if args.history:
-                return api.alias_history(args.ref.split("@")[0].split(":")[0], args.alias)
+                return api.alias_history(parse_ref(args.ref).name, args.alias)
             if not args.alias:
                 raise UsageError("Name the alias: %alias NAME:VERSION ALIAS (or --history to list moves).")
             if args.remove:
-                api.remove_alias(args.ref.split(":")[0], args.alias)
-                print(f"Removed alias {args.alias!r} from {args.ref.split(':')[0]}.")
+                name = parse_ref(args.ref).name
+                api.remove_alias(name, args.alias)
+                print(f"Removed alias {args.alias!r} from {name}.")
                 return None
             return api.set_alias(args.ref, args.alias, require_validation=args.require_validation)
 
@@ -298,13 +291,9 @@ class MlopsMagics(Magics):
         """Deploy under each CPU/memory configuration, load it, measure; recommend the smallest that meets the SLO."""
         args = self._args(self.profile, line)
         data = self._eval(args.data, "--data")
-        try:
-            levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-        except ValueError:
-            raise UsageError(f"--concurrency {args.concurrency!r}: give numbers separated by commas, e.g. 1,4,16."
-                             ) from None
         with user_errors():
-            return api.profile(args.ref, data, configs=args.configs, concurrency=levels, duration=args.duration,
+            return api.profile(args.ref, data, configs=args.configs, concurrency=args.concurrency,
+                               duration=args.duration,
                            slo_p95_ms=args.slo_p95_ms, target=args.target, progress=StepProgress())
 
     @magic_arguments()
@@ -321,20 +310,11 @@ class MlopsMagics(Magics):
     def validate(self, line: str) -> Any:
         """Compute metrics on held-out data, check thresholds and a baseline; the verdict is stored."""
         args = self._args(self.validate, line)
-        from mlops_magics import validation
-
         data = self._eval(args.data, "--data")
         labels = self._eval(args.labels, "--labels")
-        builtin = {*validation.HIGHER_IS_BETTER, *validation.LOWER_IS_BETTER}
-        functions = {}
         with user_errors():
-            for check in args.metric:
-                name = validation.parse_check(check)[0]
-                found = self._shell.user_ns.get(name)
-                if name not in builtin and callable(found):
-                    functions[name] = found
-            return api.validate(args.ref, data, labels, metrics=args.metric, functions=functions,
-                                       baseline=args.baseline, max_regression=args.max_regression)
+            return api.validate(args.ref, data, labels, metrics=args.metric, baseline=args.baseline,
+                                max_regression=args.max_regression, namespace=self._shell.user_ns)
 
     @magic_arguments()
     @argument("ref", help="NAME:VERSION (or NAME@ALIAS) to tag.")
@@ -488,7 +468,7 @@ class MlopsMagics(Magics):
         """Serve the edited entry script without re-registering; the old one serves until then."""
         args = self._args(self.reload, line)
         with user_errors():
-            return api.reload(args.service, progress=self._progress_for(args.service))
+            return api.reload(args.service, progress=BuildProgress())
 
     @magic_arguments()
     @argument("service", help="The service to update.")
@@ -498,7 +478,7 @@ class MlopsMagics(Magics):
         """Switch a service to another model version; the old one serves until the new one is ready."""
         args = self._args(self.update, line)
         with user_errors():
-            return api.update(args.service, args.model, progress=self._progress_for(args.service))
+            return api.update(args.service, args.model, progress=BuildProgress())
 
     @magic_arguments()
     @argument("service", help="The service whose records to show (deployed with --collect).")
@@ -577,13 +557,8 @@ class MlopsMagics(Magics):
         if cell is None and not args.from_kernel:
             raise UsageError("Put conda YAML or pip lines in the cell (%%environment NAME), or use --from-kernel.")
         with user_errors():
-            env = api.set_environment(args.ref, cell, from_kernel=args.from_kernel and cell is None, line_offset=1)
-        if args.write:
-            folder = Path(args.write)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "requirements.txt").write_text(env.requirements_txt())
-            (folder / "conda.yaml").write_text(env.conda_yaml(args.ref.split(":")[0].split("@")[0]))
-        return env
+            return api.set_environment(args.ref, cell, from_kernel=args.from_kernel and cell is None, line_offset=1,
+                                       write_to=args.write)
 
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
@@ -665,10 +640,6 @@ class MlopsMagics(Magics):
     def dockerfile_steps(self, line: str, cell: str) -> None:
         """Dockerfile instructions (RUN apt-get ..., ENV ...) for the model's images, right after FROM."""
         args = self._args(self.dockerfile_steps, line)
-        name, _, version = args.name.partition(":")
-        if version and not version.isdigit():
-            raise UsageError(f"{args.name!r}: give NAME or NAME:VERSION (a number).")
         with user_errors():
-            api.set_dockerfile_steps(name, cell, version=int(version or 0))
-        count = sum(1 for x in cell.splitlines() if x.strip() and not x.strip().startswith("#"))
+            count = api.set_dockerfile_steps(args.name, cell)
         print(f"Stored {count} Dockerfile line(s) for {args.name}; %build or %deploy --target docker uses them.")

@@ -180,6 +180,18 @@ def compute(predictor: Predictor, X: Any, y: Any, names: Sequence[str],
     return found
 
 
+def named_functions(metrics: Sequence[str], namespace: Mapping[str, Any]) -> dict[str, Callable[[Any, Any], float]]:
+    """The callables of ``namespace`` (a notebook's variables) that ``metrics`` name and that are not built-in."""
+    builtin = {*HIGHER_IS_BETTER, *LOWER_IS_BETTER}
+    found = {}
+    for check in metrics:
+        name = parse_check(check)[0]
+        value = namespace.get(name)
+        if name not in builtin and callable(value):
+            found[name] = value
+    return found
+
+
 def check_arguments(data: Any, labels: Any, *, metrics: Sequence[str],
                     max_regression: float) -> list[tuple[str, str | None, float | None]]:
     """The checks parsed, once the request is known to make sense (before any model is loaded).

@@ -80,6 +80,7 @@ def set_environment(
     *,
     from_kernel: bool = False,
     line_offset: int = 0,
+    write_to: str | Path | None = None,
     registry: Registry | None = None,
 ) -> environment.Environment:
     """Set the environment a model's deployments install: from conda YAML or pip lines, or from this kernel.
@@ -88,6 +89,7 @@ def set_environment(
         ref: ``NAME`` (every version) or ``NAME:VERSION`` / ``NAME@ALIAS`` (one version).
         text: a conda environment YAML or pip requirement lines.
         from_kernel: build it from what the entry script and the flavor import, pinned to this kernel.
+        write_to: also write ``requirements.txt`` and ``conda.yaml`` into this folder (made if missing).
 
     Returns:
         The environment, with warnings where a pin differs from what the model was trained with.
@@ -108,7 +110,10 @@ def set_environment(
         env = environment.parse(text or "", line_offset=line_offset)
     warnings = (*env.warnings, *environment.kernel_mismatches(env, version.framework, version.framework_version))
     reg.set_inference(name, scope, environment=env.as_dict())
-    return environment.Environment(env.python, env.pip, env.conda, env.channels, warnings)
+    result = environment.Environment(env.python, env.pip, env.conda, env.channels, warnings)
+    if write_to is not None:
+        result.write(Path(write_to).expanduser(), name)
+    return result
 
 
 @dataclass(frozen=True)

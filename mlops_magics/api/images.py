@@ -12,7 +12,7 @@ from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, write_spec_context
 from mlops_magics.packaging.spec import deploy_spec
 from mlops_magics.registry import Image, Registry, or_default
-from mlops_magics.registry.refs import check_name, parse_ref
+from mlops_magics.registry.refs import parse_ref
 
 
 def package(
@@ -77,15 +77,28 @@ def build(
     return build_context(reg, spec, context, no_cache=no_cache, progress=progress)
 
 
-def set_dockerfile_steps(name: str, steps: str, *, version: int = 0, registry: Registry | None = None) -> None:
-    """Store Dockerfile instructions for a model's images (``version=0``: every version); '' removes them.
+def set_dockerfile_steps(ref: str, steps: str, *, version: int = 0, registry: Registry | None = None) -> int:
+    """Store Dockerfile instructions for a model's images (``NAME``: every version, ``NAME:VERSION``: one); ''
+    removes them.
 
     They run right after ``FROM`` (system packages, certificates...), before the Python dependencies.
 
+    Args:
+        ref: ``NAME`` or ``NAME:VERSION``.
+        version: the version, when ``ref`` is a bare name (0: every version).
+
+    Returns:
+        How many instructions were stored.
+
     Raises:
-        InvalidInputError: a line is not a Dockerfile instruction, or tries to change the base (``FROM``).
+        InvalidInputError: a line is not a Dockerfile instruction, or tries to change the base (``FROM``);
+            ``ref`` names an alias.
         NotFoundError: no such model.
     """
+    parsed = parse_ref(ref)
+    if parsed.alias is not None:
+        raise InvalidInputError(f"{ref!r}: give NAME or NAME:VERSION (the steps belong to versions, not to an alias).")
+    version = parsed.version or version
     allowed = {"RUN", "ENV", "COPY", "ADD", "ARG", "LABEL", "WORKDIR", "USER", "SHELL"}
     logical = steps.replace("\\\n", " ")  # continuation lines belong to their instruction
     for number, line in enumerate(logical.splitlines(), 1):
@@ -98,7 +111,8 @@ def set_dockerfile_steps(name: str, steps: str, *, version: int = 0, registry: R
         if word not in allowed:
             raise InvalidInputError(f"Line {number} of the Dockerfile steps starts with {word!r}, which is not an "
                                     f"instruction that can go there; use one of {', '.join(sorted(allowed))}.")
-    or_default(registry).set_inference(check_name(name), version, dockerfile_steps=steps.strip() or None)
+    or_default(registry).set_inference(parsed.name, version, dockerfile_steps=steps.strip() or None)
+    return sum(1 for line in logical.splitlines() if line.strip() and not line.strip().startswith("#"))
 
 
 class ImageList(list[Image]):

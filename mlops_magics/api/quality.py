@@ -31,6 +31,7 @@ def validate(
     functions: Mapping[str, Callable[[Any, Any], float]] | None = None,
     baseline: str | None = None,
     max_regression: float = 0.0,
+    namespace: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
 ) -> validation.ValidationReport:
     """Compute metrics of a version on (data, labels), check thresholds and a baseline, store the verdict.
@@ -44,6 +45,8 @@ def validate(
         functions: user metrics by name, each ``f(y_true, y_pred) -> float``.
         baseline: a version to compare with (e.g. ``iris@production``); no metric with a known direction
             may be worse by more than ``max_regression``.
+        namespace: where to find user metrics the checks name (a notebook's variables): each callable there
+            whose name a check uses and that is not a built-in metric.
 
     Raises:
         InvalidInputError: no checks, a malformed check, an unknown metric, data and labels of different
@@ -51,6 +54,8 @@ def validate(
         NotFoundError: no such model or baseline.
     """
     validation.check_arguments(data, labels, metrics=metrics, max_regression=max_regression)
+    if namespace is not None:
+        functions = {**validation.named_functions(metrics, namespace), **(functions or {})}
     reg = or_default(registry)
     version = reg.get(ref)
     candidate = validation.Predictor(load_model(version.ref, registry=reg), version.flavor)
@@ -129,7 +134,7 @@ def profile(
     data: Any,
     *,
     configs: str | Sequence[dict[str, Any]] = "cpu=0.5,memory=512m; cpu=1,memory=1g",
-    concurrency: Sequence[int] = (1, 4, 16),
+    concurrency: str | Sequence[int] = (1, 4, 16),
     duration: float = 10.0,
     slo_p95_ms: float | None = None,
     target: str | None = None,
@@ -142,7 +147,7 @@ def profile(
         ref: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
         data: one request's data (rows), sent as ``{"data": rows}`` by every request.
         configs: resource configurations (``"cpu=0.5,memory=512m; cpu=1,memory=1g"`` or dicts).
-        concurrency: connections per load level; the highest is the target load.
+        concurrency: connections per load level (or ``"1,4,16"``); the highest is the target load.
         duration: seconds of load per level.
         slo_p95_ms: the p95 latency a configuration must keep at the target load (None: any).
         target: ``docker`` or ``local`` (default: docker when an engine is reachable).
@@ -155,6 +160,8 @@ def profile(
     """
     if isinstance(configs, str):
         configs = profiling.parse_configs(configs)
+    if isinstance(concurrency, str):
+        concurrency = profiling.parse_levels(concurrency)
     levels = tuple(sorted(set(concurrency)))
     if not levels or min(levels) < 1:
         raise InvalidInputError(f"--concurrency {concurrency} is invalid: give levels of 1 or more, e.g. 1,4,16.")

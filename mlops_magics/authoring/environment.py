@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -39,6 +40,12 @@ class Environment:
     def requirements_txt(self) -> str:
         """pip's requirements file."""
         return "".join(f"{r}\n" for r in self.pip)
+
+    def write(self, folder: Path, name: str = "mlops-env") -> None:
+        """Write ``requirements.txt`` and ``conda.yaml`` (environment ``name``) into ``folder`` (made if missing)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "requirements.txt").write_text(self.requirements_txt())
+        (folder / "conda.yaml").write_text(self.conda_yaml(name))
 
     def conda_yaml(self, name: str = "mlops-env") -> str:
         """A conda environment file with the pip packages under ``pip:``."""

@@ -30,10 +30,7 @@ def write_layout(registry: Registry, spec: DeploySpec, folder: Path) -> Path:
             else:
                 shutil.copy2(item, target)
     if spec.inference.environment:
-        env = Environment.from_dict(spec.inference.environment)
-        (folder / "environment").mkdir()
-        (folder / "environment" / "requirements.txt").write_text(env.requirements_txt())
-        (folder / "environment" / "conda.yaml").write_text(env.conda_yaml(spec.version.name))
+        Environment.from_dict(spec.inference.environment).write(folder / "environment", spec.version.name)
     version = spec.version
     models = folder / "azureml-models" / version.name / str(version.version)
     artifact = registry.verified_artifact(version)

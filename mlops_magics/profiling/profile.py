@@ -33,6 +33,18 @@ HEADROOM = 1.25
 _CONFIG_PART = re.compile(r"^\s*(cpu|memory)\s*=\s*([\w.]+)\s*$", re.IGNORECASE)
 
 
+def parse_levels(text: str) -> list[int]:
+    """Concurrency levels from ``"1,4,16"``.
+
+    Raises:
+        InvalidInputError: not numbers separated by commas.
+    """
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--concurrency {text!r}: give numbers separated by commas, e.g. 1,4,16.") from None
+
+
 def parse_configs(text: str) -> list[dict[str, Any]]:
     """``"cpu=0.5,memory=512m; cpu=1,memory=1g"`` -> [{"cpu": 0.5, "memory": "512m"}, ...].
 
