@@ -156,10 +156,11 @@ def load_ipython_extension(ipython: Any) -> None:
     Our ``%alias`` (model aliases) shadows IPython's shell-command ``%alias``, which stays
     available as ``%shell_alias``.
     """
-    from mlops_magics.magics import MlopsMagics
+    from mlops_magics.magics import MAGICS
 
     if ipython.find_line_magic("shell_alias") is None:
         shell_alias = ipython.find_line_magic("alias")  # resolves IPython's lazily loaded magics
         if shell_alias is not None:
             ipython.register_magic_function(shell_alias, "line", "shell_alias")
-    ipython.register_magics(MlopsMagics)
+    for family in MAGICS:
+        ipython.register_magics(family)

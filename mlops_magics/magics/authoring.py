@@ -1,0 +1,60 @@
+"""Authoring a deployment from cells: %%score_script and %%environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from mlops_magics import api
+from mlops_magics.magics.base import MagicsBase, user_errors
+
+
+@magics_class
+class AuthoringMagics(MagicsBase):
+    """Authoring a deployment from cells."""
+
+    @magic_arguments()
+    @argument("ref", help="NAME (every version), NAME:VERSION or NAME@ALIAS (one version).")
+    @argument("--asset", action="append", default=[], metavar="PATH",
+              help="A file or folder the script needs, copied beside it in deployments; repeatable.")
+    @argument("--generate", action="store_true",
+              help="Write a default entry script for the model into the next cell, ready to edit.")
+    @argument("--test", action="store_true",
+              help="Also run init() and run(sample) in a clean process, the model laid out as deployed, "
+                   "with the registered input example.")
+    @line_cell_magic
+    def score_script(self, line: str, cell: str | None = None) -> Any:
+        """Save the cell as the model's entry script (checked, not run here), test, show or generate one."""
+        args = self.parse(self.score_script, line)
+        with user_errors():
+            if cell is not None:
+                saved = api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1)
+                return api.try_score_script(args.ref) if args.test else saved
+            if args.test:
+                return api.try_score_script(args.ref)
+            if args.generate:
+                source = api.generate_score_script(args.ref)
+                self.ipython.set_next_input(f"%%score_script {args.ref}\n{source}", replace=False)
+                return None
+            source, generated = api.entry_script(args.ref)
+        print(f"# {'generated default (no script saved yet)' if generated else 'saved'} entry script for {args.ref}")
+        print(source)
+        return None
+
+    @magic_arguments()
+    @argument("ref", help="NAME (every version) or NAME:VERSION / NAME@ALIAS (one version).")
+    @argument("--from-kernel", action="store_true",
+              help="Build it from what the entry script and the flavor import, pinned to this kernel's versions.")
+    @argument("--write", metavar="DIR", help="Also write conda.yaml and requirements.txt into DIR.")
+    @line_cell_magic
+    def environment(self, line: str, cell: str | None = None) -> Any:
+        """Set the environment deployments install: the cell (conda YAML or pip lines) or --from-kernel."""
+        args = self.parse(self.environment, line)
+        if cell is None and not args.from_kernel:
+            raise UsageError("Put conda YAML or pip lines in the cell (%%environment NAME), or use --from-kernel.")
+        with user_errors():
+            return api.set_environment(args.ref, cell, from_kernel=args.from_kernel and cell is None, line_offset=1,
+                                       write_to=args.write)

@@ -1,0 +1,148 @@
+"""Deployments: %deploy, %deployments, %undeploy, %keys, %logs, %reload, %update, %call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from mlops_magics import api
+from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.progress import BuildProgress
+
+
+@magics_class
+class DeploymentMagics(MagicsBase):
+    """Deployments."""
+
+    @magic_arguments()
+    @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    @argument("--target", default="local", help="Where to deploy (default: local).")
+    @argument("--name", "-n", help="Service name (default: the model name).")
+    @argument("--port", "-p", type=int, help="Port (default: a free one).")
+    @argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
+    @argument("--auth", action="store_true", help="Require a key: 'Authorization: Bearer KEY' (see .auth_key).")
+    @argument("--isolated", action="store_true",
+              help="Run in a virtual environment built from the model's environment only (cached), to prove "
+                   "the environment complete before building an image.")
+    @argument("--cpu", type=float, metavar="CORES", help="--target docker: CPU cores the container may use (0.5).")
+    @argument("--memory", metavar="SIZE", help="--target docker: memory the container may use (512m, 1g).")
+    @argument("--base-image", metavar="IMAGE",
+              help="--target docker: base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
+    @argument("--no-build", action="store_true",
+              help="--target docker: use the image built by %%build; fail instead of building.")
+    @argument("--require-validation", action="store_true",
+              help="Refuse a version whose last %%validate did not pass (or that was never validated).")
+    @argument("--collect", action="store_true",
+              help="Record every scored request (input, output, latency, status) off the request path; see "
+                   "%%collected and %%monitor. Entry scripts' ModelDataCollector writes too.")
+    @argument("--sample-rate", type=float, metavar="R",
+              help="Record this share of the requests, 0 < R <= 1 (implies --collect; default 1).")
+    @line_magic
+    def deploy(self, line: str) -> Any:
+        """Deploy a model version as a web service and wait until it is healthy."""
+        args = self.parse(self.deploy, line)
+        progress = BuildProgress() if args.target == "docker" and not args.no_build else None
+        with user_errors():
+            deployed = api.deploy(args.ref, target=args.target, name=args.name, port=args.port,
+                                       workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
+                                       memory=args.memory, base_image=args.base_image, build=not args.no_build,
+                                       require_validation=args.require_validation, collect=args.collect,
+                                       sample_rate=args.sample_rate, progress=progress)
+        if progress is not None:
+            progress.finish()
+        return deployed
+
+    @magic_arguments()
+    @argument("--widget", action="store_true",
+              help="A board instead of a table: live state, details, and logs / reload / undeploy buttons.")
+    @argument("--poll", type=float, metavar="SECONDS", help="With --widget: refresh the states every SECONDS.")
+    @line_magic
+    def deployments(self, line: str) -> Any:
+        """List deployments with their live state (checked now), or act on them with --widget."""
+        args = self.parse(self.deployments, line)
+        if args.widget:
+            from mlops_magics.widgets import DeploymentBoard
+
+            return DeploymentBoard(poll=args.poll)
+        with user_errors():
+            return api.list_deployments()
+
+    @magic_arguments()
+    @argument("service", nargs="?", help="The service to stop and remove.")
+    @argument("--all", action="store_true", help="Every deployment.")
+    @line_magic
+    def undeploy(self, line: str) -> None:
+        """Stop and remove a deployment (idempotent)."""
+        args = self.parse(self.undeploy, line)
+        with user_errors():
+            gone = api.undeploy(args.service, all_services=args.all)
+        print(f"Undeployed {', '.join(gone) or 'nothing'}.")
+
+    @magic_arguments()
+    @argument("service", help="The service (deployed with --auth) whose keys to show.")
+    @argument("--regenerate", choices=["primary", "secondary"],
+              help="Replace this key with a new one; the other stays valid (rotation without downtime).")
+    @line_magic
+    def keys(self, line: str) -> Any:
+        """The service's primary and secondary keys, shown masked (``.primary`` / ``.secondary`` for the values)."""
+        args = self.parse(self.keys, line)
+        with user_errors():
+            return api.keys(args.service, regenerate=args.regenerate)
+
+    @magic_arguments()
+    @argument("service", help="The service whose log to show.")
+    @argument("--tail", "-t", type=int, default=50, help="How many lines (default 50).")
+    @argument("--follow", "-f", action="store_true",
+              help="Then keep printing new lines until the service stops or the kernel is interrupted.")
+    @argument("--timeout", type=float, help="With --follow: stop after this many seconds.")
+    @line_magic
+    def logs(self, line: str) -> None:
+        """Show the end of a deployment's server log (script lines mapped to the cell's); --follow for more."""
+        args = self.parse(self.logs, line)
+        with user_errors():
+            print(api.logs(args.service, tail=args.tail))
+            if args.follow:
+                try:
+                    for text in api.follow(args.service, timeout=args.timeout):
+                        print(text, flush=True)
+                except KeyboardInterrupt:
+                    print("(stopped following)")
+
+    @magic_arguments()
+    @argument("service", help="The service to reload with the current entry script and assets.")
+    @line_magic
+    def reload(self, line: str) -> Any:
+        """Serve the edited entry script without re-registering; the old one serves until then."""
+        args = self.parse(self.reload, line)
+        with user_errors():
+            return api.reload(args.service, progress=BuildProgress())
+
+    @magic_arguments()
+    @argument("service", help="The service to update.")
+    @argument("--model", "-m", required=True, metavar="NAME:VERSION", help="The model version to serve instead.")
+    @line_magic
+    def update(self, line: str) -> Any:
+        """Switch a service to another model version; the old one serves until the new one is ready."""
+        args = self.parse(self.update, line)
+        with user_errors():
+            return api.update(args.service, args.model, progress=BuildProgress())
+
+    @magic_arguments()
+    @argument("service", help="The service to call.")
+    @argument("expr", nargs="*", help="Expression giving the data (line form); a cell body is sent as JSON.")
+    @argument("--request-id", help="Send this x-request-id (collected records carry it; %%label attaches to it).")
+    @line_cell_magic
+    def call(self, line: str, cell: str | None = None) -> Any:
+        """Send data to a service (an expression, or the cell as a JSON body) and return its answer."""
+        args = self.parse(self.call, line)
+        if cell is not None:
+            data: Any = cell.strip()
+        elif args.expr:
+            data = self.evaluate(" ".join(args.expr), "the data expression")
+        else:
+            raise UsageError("Give the data: %call SERVICE EXPR, or %%call SERVICE with a JSON body in the cell.")
+        with user_errors():
+            return api.call(args.service, data, request_id=args.request_id)
