@@ -57,6 +57,7 @@ quickstart: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	cd labextension && npm run lint --silent
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.

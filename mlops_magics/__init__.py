@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from mlops_magics.version import __version__
 
 #: Where each public name lives: imported on first use (PEP 562), so that ``import mlops_magics`` stays cheap.
 _LAZY = {

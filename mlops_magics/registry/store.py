@@ -502,7 +502,7 @@ class Registry:
     def _migrate(self, db: sqlite_utils.Database) -> None:
         found = self._schema_version(db)
         if found > SCHEMA_VERSION:
-            from mlops_magics import __version__
+            from mlops_magics.version import __version__
 
             raise SchemaVersionError(
                 f"The registry {self.db_path} has schema version {found}, written by a newer "

@@ -10,7 +10,8 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from mlops_magics import __version__, payloads
+from mlops_magics import payloads
+from mlops_magics.version import __version__
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.registry import default_registry
 
