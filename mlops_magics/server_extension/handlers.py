@@ -11,9 +11,9 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from mlops_magics import payloads
-from mlops_magics.version import __version__
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.registry import default_registry
+from mlops_magics.version import __version__
 
 #: HTTP status of each error of ours; any other MlopsError is a 500.
 STATUS = {NotFoundError: 404, InvalidInputError: 400, ConflictError: 409}
