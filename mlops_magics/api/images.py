@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlops_magics import display
-from mlops_magics.errors import ConflictError, EngineError, InvalidInputError
+from mlops_magics.errors import ConflictError, InvalidInputError
+from mlops_magics.packaging import engine
 from mlops_magics.packaging.context import BuildContext
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, write_spec_context
@@ -157,10 +158,6 @@ def remove_images(ref: str | None = None, *, registry: Registry | None = None) -
         ConflictError: a live deployment's container uses one (undeploy it first).
         EngineError: no Docker engine is reachable.
     """
-    import docker
-
-    from mlops_magics.packaging import engine
-
     reg = or_default(registry)
     found = _select(reg, ref)
     in_use = {str(d.config.get("image")): d.name for d in reg.deployments() if d.is_live}
@@ -168,13 +165,8 @@ def remove_images(ref: str | None = None, *, registry: Registry | None = None) -
         if image.tag in in_use:
             raise ConflictError(f"Image {image.tag} is used by the live deployment {in_use[image.tag]!r}: "
                                 f"%undeploy {in_use[image.tag]} first.")
-    client = engine.client()
+    engine.client()  # no engine: say so before anything is removed
     for image in found:
-        try:
-            client.images.remove(image.tag, force=False, noprune=False)
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise EngineError(f"Docker could not remove {image.tag}: {exc.explanation}") from None
+        engine.remove_image(image.tag)
         reg.forget_image(image.tag)
     return ImageList(found)

@@ -87,6 +87,22 @@ class _Transcript:
     step_start: int = 0
 
 
+def remove_image(tag: str) -> None:
+    """Remove the image ``tag`` from the engine; an image already gone is not an error.
+
+    Raises:
+        EngineError: no engine is reachable, or it refused (the image is in use, say); its reason is quoted.
+    """
+    import docker
+
+    try:
+        client().images.remove(tag, force=False, noprune=False)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise EngineError(f"Docker could not remove {tag}: {exc.explanation}") from None
+
+
 def build(
     folder: Path,
     tag: str,
