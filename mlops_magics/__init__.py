@@ -10,144 +10,56 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_magics.version import __version__
 
-#: Where each public name lives: imported on first use (PEP 562), so that ``import mlops_magics`` stays cheap.
-_LAZY = {
-    **dict.fromkeys(
-        ("BuildError", "ConflictError", "ConversionError", "DeployError", "EngineError", "IntegrityError",
-         "InvalidInputError", "MlopsError", "NotFoundError", "RegistryLockedError", "SchemaVersionError",
-         "SerializationError", "UntrustedModelError"), "mlops_magics.errors"),
-    **dict.fromkeys(("ModelVersion", "Registry", "default_registry"), "mlops_magics.registry"),
-    **dict.fromkeys(
-        ("alias_history", "build", "call", "collected", "delete_model", "deploy", "entry_script", "export_model",
-         "generate_score_script", "get_model", "keys", "label", "list_deployments", "list_images", "list_models",
-         "load_model", "logs", "monitor", "package", "profile", "register", "reload", "remove_alias", "set_alias",
-         "set_environment", "set_score_script", "tag_model", "to_onnx", "trust_model", "try_score_script",
-         "undeploy", "update", "validate"), "mlops_magics.api"),
-}
+#: The error types and the registry's entry points; every other public name is an API function
+#: (:mod:`mlops_magics.api`). Each is imported on first use (PEP 562): ``import mlops_magics`` stays cheap.
+_ERRORS = ("BuildError", "ConflictError", "ConversionError", "DeployError", "EngineError", "IntegrityError",
+           "InvalidInputError", "MlopsError", "NotFoundError", "RegistryLockedError", "SchemaVersionError",
+           "SerializationError", "UntrustedModelError")
+_REGISTRY = ("ModelVersion", "Registry", "default_registry")
 
-if TYPE_CHECKING:
-    from mlops_magics.api import (
-        alias_history,
-        build,
-        call,
-        collected,
-        delete_model,
-        deploy,
-        entry_script,
-        export_model,
-        generate_score_script,
-        get_model,
-        keys,
-        label,
-        list_deployments,
-        list_images,
-        list_models,
-        load_model,
-        logs,
-        monitor,
-        package,
-        profile,
-        register,
-        reload,
-        remove_alias,
-        set_alias,
-        set_environment,
-        set_score_script,
-        tag_model,
-        to_onnx,
-        trust_model,
-        try_score_script,
-        undeploy,
-        update,
-        validate,
-    )
-    from mlops_magics.errors import (
-        BuildError,
-        ConflictError,
-        ConversionError,
-        DeployError,
-        EngineError,
-        IntegrityError,
-        InvalidInputError,
-        MlopsError,
-        NotFoundError,
-        RegistryLockedError,
-        SchemaVersionError,
-        SerializationError,
-        UntrustedModelError,
-    )
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports the names
+    from mlops_magics.api import *  # noqa: F403
+    from mlops_magics.errors import *  # noqa: F403
     from mlops_magics.registry import ModelVersion, Registry, default_registry
 
 
 def __getattr__(name: str) -> Any:
     """The public names, imported from their modules on first use."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlops_magics' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    if name in _ERRORS:
+        home = "mlops_magics.errors"
+    elif name in _REGISTRY:
+        home = "mlops_magics.registry"
+    elif name in __all__:
+        home = "mlops_magics.api"
+    else:
+        raise AttributeError(f"module 'mlops_magics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *__all__})
 
 
-__all__ = [
-    "BuildError",
-    "ConflictError",
-    "ConversionError",
-    "DeployError",
-    "EngineError",
-    "IntegrityError",
-    "InvalidInputError",
-    "MlopsError",
-    "ModelVersion",
-    "NotFoundError",
-    "Registry",
-    "RegistryLockedError",
-    "SchemaVersionError",
-    "SerializationError",
-    "UntrustedModelError",
-    "__version__",
-    "alias_history",
-    "build",
-    "call",
-    "collected",
-    "default_registry",
-    "delete_model",
-    "deploy",
-    "entry_script",
-    "export_model",
-    "generate_score_script",
-    "get_model",
-    "keys",
-    "label",
-    "list_deployments",
-    "list_images",
-    "list_models",
-    "load_ipython_extension",
-    "load_model",
-    "logs",
-    "monitor",
-    "package",
-    "profile",
-    "register",
-    "reload",
-    "remove_alias",
-    "set_alias",
-    "set_environment",
-    "set_score_script",
-    "tag_model",
-    "to_onnx",
-    "trust_model",
-    "try_score_script",
-    "undeploy",
-    "update",
-    "validate",
-]
+__all__ = [  # noqa: RUF022  (grouped by family, not sorted)
+    "__version__", "load_ipython_extension",
+    # the registry and its errors
+    "ModelVersion", "Registry", "default_registry",
+    "BuildError", "ConflictError", "ConversionError", "DeployError", "EngineError", "IntegrityError",
+    "InvalidInputError", "MlopsError", "NotFoundError", "RegistryLockedError", "SchemaVersionError",
+    "SerializationError", "UntrustedModelError",
+    # the API, family by family (mlops_magics.api has them all)
+    "register", "list_models", "get_model", "load_model", "trust_model", "set_alias", "remove_alias", "alias_history",
+    "tag_model", "delete_model", "export_model",
+    "set_score_script", "generate_score_script", "entry_script", "set_environment", "try_score_script",
+    "package", "build", "list_images",
+    "deploy", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",
+    "validate", "to_onnx", "profile",
+    "collected", "label", "monitor",
+]  # fmt: skip
 
 
 def load_ipython_extension(ipython: Any) -> None:
