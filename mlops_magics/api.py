@@ -8,7 +8,7 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import flavors, lineage, signature
+from mlops_magics import flavors, signature
 from mlops_magics.authoring import environment, score_script
 from mlops_magics.errors import InvalidInputError, NotFoundError, UntrustedModelError
 from mlops_magics.registry import (
@@ -18,12 +18,13 @@ from mlops_magics.registry import (
     ModelVersion,
     ModelVersionList,
     Registry,
+    lineage,
     maintenance,
     or_default,
     parse_ref,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
-from mlops_magics.trust import how_to_trust, require_trusted
+from mlops_magics.registry.trust import how_to_trust, require_trusted
 
 TagsArg = Mapping[str, str] | Iterable[str] | None
 

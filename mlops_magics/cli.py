@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import api, flavors, trust
-from mlops_magics.display import version_row
+from mlops_magics import api, flavors
 from mlops_magics.errors import MlopsError
-from mlops_magics.registry import ModelVersion, maintenance
+from mlops_magics.registry import ModelVersion, maintenance, trust
+from mlops_magics.registry.cards import version_row
 from mlops_magics.views import version_json
 
 

@@ -20,10 +20,10 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from mlops_magics import api, flavors, images, lineage, services
+from mlops_magics import api, flavors, images, services
 from mlops_magics.errors import MlopsError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Lineage, ModelVersion, or_default
+from mlops_magics.registry import Lineage, ModelVersion, lineage, or_default
 
 
 @contextmanager

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlops_magics import display
 from mlops_magics.api import entry_script
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.engine import BuildStep
-from mlops_magics.registry import Deployment, Registry, or_default
+from mlops_magics.registry import Deployment, Registry, cards, or_default
 from mlops_magics.registry.refs import check_name, parse_ref
 from mlops_magics.registry.secrets import ServiceKeys
+from mlops_magics.registry.trust import require_trusted
 from mlops_magics.targets import DeploymentTarget, DeploySpec, get_target
 from mlops_magics.targets.process import alive, process_stamp
-from mlops_magics.trust import require_trusted
 
 
 class DeploymentList(list[Deployment]):
@@ -37,7 +36,7 @@ class DeploymentList(list[Deployment]):
                          for d in self)
 
     def _repr_html_(self) -> str:
-        return display.deployments_html(self)
+        return cards.deployments_html(self)
 
 
 def _spec(reg: Registry, service: str, ref: str, *, port: int | None, workers: int, auth: bool,

@@ -176,7 +176,7 @@ def test_a_writer_killed_between_its_commit_and_its_manifest_is_finished_on_the_
     child = _python(f"""
         import os, signal
         import mlops_magics as mm
-        from mlops_magics.artifacts import ArtifactStore
+        from mlops_magics.registry.artifacts import ArtifactStore
         def dying(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)  # after the commit, before the manifest changes
         setattr(ArtifactStore, {step!r}, dying)
@@ -627,7 +627,7 @@ def test_a_corrupted_page_is_one_clear_error(registry: Registry, home: Path) -> 
 
 def test_links_that_repeat_folders_are_bounded_even_with_no_file_in_them(home: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_magics import artifacts
+    from mlops_magics.registry import artifacts
 
     monkeypatch.setattr(artifacts, "MAX_FILES", 1000)
     source = tmp_path / "chain"

@@ -29,7 +29,7 @@ from typing import Any
 from mlops_magics.errors import InvalidInputError, MlopsError
 from mlops_magics.profiling.loadgen import KEY_VARIABLE
 from mlops_magics.registry import or_default
-from mlops_magics.trust import require_trusted
+from mlops_magics.registry.trust import require_trusted
 
 HEADROOM = 1.25
 _CONFIG_PART = re.compile(r"^\s*(cpu|memory)\s*=\s*([\w.]+)\s*$", re.IGNORECASE)

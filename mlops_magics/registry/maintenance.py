@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import quote
 
 from mlops_magics import config
-from mlops_magics.artifacts import ArtifactStore, fsync_path, manifest_digest, storage_error
 from mlops_magics.display import human_size
 from mlops_magics.errors import (
     ConflictError,
@@ -42,6 +41,7 @@ from mlops_magics.errors import (
     NotFoundError,
     RegistryDamagedError,
 )
+from mlops_magics.registry.artifacts import ArtifactStore, fsync_path, manifest_digest, storage_error
 from mlops_magics.registry.records import ArtifactFile
 from mlops_magics.registry.refs import MAX_VERSION, check_name
 from mlops_magics.registry.store import DB_FILE

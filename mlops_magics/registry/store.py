@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlops_magics import config
-from mlops_magics.artifacts import ArtifactStore, Journal, StagedArtifact, free_space, storage_error
 from mlops_magics.errors import (
     ConflictError,
     InvalidInputError,
@@ -28,6 +27,7 @@ from mlops_magics.errors import (
     SchemaVersionError,
     StorageError,
 )
+from mlops_magics.registry.artifacts import ArtifactStore, Journal, StagedArtifact, free_space, storage_error
 from mlops_magics.registry.migrations import MIGRATIONS, SCHEMA_VERSION
 from mlops_magics.registry.records import (
     AliasEvent,

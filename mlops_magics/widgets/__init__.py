@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from mlops_magics import api, display, services, views
 from mlops_magics.errors import MlopsError
-from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default
+from mlops_magics.registry import Deployment, ModelVersion, Registry, cards, or_default
 
 T = TypeVar("T")
 _OK, _ERROR, _BUSY = "#2e7d32", "#c62828", "#616161"
@@ -191,7 +191,7 @@ def _version_label(v: ModelVersion) -> str:
 
 def version_details_html(registry: Registry, version: ModelVersion) -> str:
     """One version in full: the card, its aliases' history, and its validation, profile and ONNX reports."""
-    parts = [display.model_version_html(version)]
+    parts = [cards.model_version_html(version)]
     history = registry.alias_history(version.name, None)
     if history:
         rows = [{"at": display.when(e.at), "alias": e.alias, "version": "removed" if e.version is None else e.version,
@@ -252,7 +252,7 @@ class DeploymentBoard(_ListPanel):
 
     def _show(self) -> None:
         deployment = self._deployments.get(self.selected or "")
-        self.details.value = display.deployment_html(deployment) if deployment else "<em>No deployments.</em>"
+        self.details.value = cards.deployment_html(deployment) if deployment else "<em>No deployments.</em>"
 
     def show_logs(self) -> None:
         """Show the last lines of the selected service's server log."""
