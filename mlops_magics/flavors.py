@@ -167,7 +167,7 @@ def _save_pickle(obj: Any, target: Path, *, prefer_joblib: bool) -> str:
         return "cloudpickle"
     except Exception as exc:
         target.unlink(missing_ok=True)
-        from mlops_magics.registry.artifacts import STORAGE_ERRNOS
+        from mlops_magics.registry.disk import STORAGE_ERRNOS
 
         if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
             raise  # the disk refused the write (full, read-only): not the object's fault; the store says so
@@ -498,7 +498,7 @@ def save_path(source: Path, folder: Path, flavor: str | None = None) -> SavedMod
         InvalidInputError: the flavor cannot register a path; a link leaves the folder or loops; a special file.
         StorageError: the copy would not fit on the disk.
     """
-    from mlops_magics.registry.artifacts import copy_in
+    from mlops_magics.registry.copying import copy_in
 
     if not source.exists():
         raise NotFoundError(f"No file or folder at {str(source)!r}. Check the path (relative to {Path.cwd()}).")

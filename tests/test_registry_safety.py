@@ -627,9 +627,9 @@ def test_a_corrupted_page_is_one_clear_error(registry: Registry, home: Path) -> 
 
 def test_links_that_repeat_folders_are_bounded_even_with_no_file_in_them(home: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_magics.registry import artifacts
+    from mlops_magics.registry import copying
 
-    monkeypatch.setattr(artifacts, "MAX_FILES", 1000)
+    monkeypatch.setattr(copying, "MAX_FILES", 1000)
     source = tmp_path / "chain"
     (source / "d0").mkdir(parents=True)
     for level in range(1, 13):  # dN/{a,b} -> ../dN-1: 2**12 folders to walk, and not a single file

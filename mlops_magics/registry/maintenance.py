@@ -41,7 +41,8 @@ from mlops_magics.errors import (
     NotFoundError,
     RegistryDamagedError,
 )
-from mlops_magics.registry.artifacts import ArtifactStore, fsync_path, manifest_digest, storage_error
+from mlops_magics.registry.artifacts import ArtifactStore, manifest_digest
+from mlops_magics.registry.disk import fsync_path, storage_error
 from mlops_magics.registry.records import ArtifactFile
 from mlops_magics.registry.refs import MAX_VERSION, check_name
 from mlops_magics.registry.store import DB_FILE

@@ -27,7 +27,9 @@ from mlops_magics.errors import (
     SchemaVersionError,
     StorageError,
 )
-from mlops_magics.registry.artifacts import ArtifactStore, Journal, StagedArtifact, free_space, storage_error
+from mlops_magics.registry.artifacts import ArtifactStore, StagedArtifact
+from mlops_magics.registry.disk import free_space, storage_error
+from mlops_magics.registry.journals import Journal
 from mlops_magics.registry.migrations import MIGRATIONS, SCHEMA_VERSION
 from mlops_magics.registry.records import (
     AliasEvent,
