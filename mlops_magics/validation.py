@@ -256,11 +256,9 @@ def require_validated(ref: str, *, registry: Any = None) -> None:
     Raises:
         ConflictError: naming what failed and how to validate.
     """
-    from mlops_magics.registry.store import validation_problem
-
     reg = or_default(registry)
     version = reg.get(ref)
-    problem = validation_problem(reg.reports(version).get("validation"))
+    problem = reg.validation_problem(version)
     if problem:
         raise ConflictError(f"{version.ref} {problem}, and validation is required. Run %validate {version.ref} "
                             "--data X --labels y --metric ... first.")

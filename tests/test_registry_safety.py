@@ -154,8 +154,10 @@ def test_a_registration_that_fails_before_commit_leaves_no_blob_manifest_or_numb
     def failing(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the disk went away")
 
+    from mlops_magics.registry import versions
+
     with monkeypatch.context() as patched:
-        patched.setattr(Registry, "_point_alias", failing)
+        patched.setattr(versions, "point_alias", failing)  # fails inside add_version's transaction
         with pytest.raises(RuntimeError, match="the disk went away"):
             mm.register({"v": 2}, "m", alias="staging")
     assert len(_blobs(home)) == 1 and _leftovers(home) == []

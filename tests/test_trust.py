@@ -17,7 +17,7 @@ import mlops_magics as mm
 from mlops_magics import flavors, images, services
 from mlops_magics.errors import InvalidInputError, SerializationError, UntrustedModelError
 from mlops_magics.registry import Registry, cards, trust
-from mlops_magics.registry.store import current_user, utcnow
+from mlops_magics.registry.db import current_user, utcnow
 from mlops_magics.views import version_json
 
 
