@@ -9,6 +9,7 @@ disk answer becomes one clear error (:mod:`.db_errors`).
 from __future__ import annotations
 
 import getpass
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_magics import config
-from mlops_magics.display import human_size
 from mlops_magics.errors import MlopsError, RegistryDamagedError, SchemaVersionError, StorageError
 from mlops_magics.registry.artifacts import ArtifactStore
 from mlops_magics.registry.db_errors import SQLITE_NOTADB, DatabaseErrors, quick_check, reraise, sqlite_code
@@ -204,28 +204,13 @@ class Database:
         wal_size = wal.stat().st_size if wal.exists() else 0
         if not wal_size and not self.artifacts.holds_anything():
             return  # a new registry
-        raise RegistryDamagedError(self._lost_message("is missing" if size is None else "is empty (0 bytes)",
-                                                      wal if wal_size else None))
+        raise RegistryDamagedError(self.errors.lost(
+            self.artifacts, "is missing" if size is None else "is empty (0 bytes)", wal if wal_size else None))
 
     def _refuse_foreign_database(self, db: sqlite_utils.Database) -> None:
         if _schema_version(db) == 0 and self.artifacts.holds_anything():
-            raise RegistryDamagedError(self._lost_message("holds no registry (no schema, no version)", None))
-
-    def _lost_message(self, state: str, wal: Path | None) -> str:
-        artifacts = len(self.artifacts.digests())
-        manifests = sum(1 for *_, deleted, _ in self.artifacts.manifest_files() if not deleted)
-        kept = f"{artifacts} artifact(s) in {self.artifacts.blobs} and the manifests of {manifests} version(s) remain"
-        if wal is not None:
-            kept += f", and its write-ahead log {wal} ({human_size(wal.stat().st_size)}) may still hold its pages"
-        source = "the write-ahead log if it is whole, else from the artifact store's manifests" if wal else (
-            "the artifact store's manifests")
-        return (
-            f"The registry database {self.db_path} {state}, but {kept}. Opening it would start an empty registry over "
-            "them and hand their version numbers out again, so it is refused; nothing was changed. Restore the "
-            f"database: from a backup (`mlops registry restore BACKUP`), or re-create it from {source} with `mlops "
-            f"registry rebuild`. Keep {self.home} as it is until then. To start a new, empty registry instead, move "
-            "that folder aside."
-        )
+            raise RegistryDamagedError(self.errors.lost(
+                self.artifacts, "holds no registry (no schema, no version)", None))
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -349,11 +334,9 @@ class Database:
     def _migrate(self, db: sqlite_utils.Database) -> None:
         found = _schema_version(db)
         if found > SCHEMA_VERSION:
-            from mlops_magics import __version__
-
             raise SchemaVersionError(
                 f"The registry {self.db_path} has schema version {found}, written by a newer "
-                f"mlops-magics; this one ({__version__}) knows schema versions up to {SCHEMA_VERSION}. "
+                f"mlops-magics; this one ({_installed_version()}) knows schema versions up to {SCHEMA_VERSION}. "
                 "Upgrade mlops-magics (pip install -U mlops-magics), or set MLOPS_HOME to another folder."
             )
         if found == SCHEMA_VERSION:
@@ -410,6 +393,14 @@ class Database:
                 self.artifacts.mark_manifests_complete()
         except StorageError as exc:
             log.info("registry %s: manifests not written (%s)", self.home, exc)
+
+
+def _installed_version() -> str:
+    """The version of mlops-magics installed (read from its metadata: the registry never imports the package)."""
+    try:
+        return importlib.metadata.version("mlops-magics")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _schema_version(db: sqlite_utils.Database) -> int:

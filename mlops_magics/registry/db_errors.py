@@ -15,6 +15,8 @@ from mlops_magics.registry.disk import free_space, storage_error
 if TYPE_CHECKING:
     import sqlite_utils
 
+    from mlops_magics.registry.artifacts import ArtifactStore
+
 # SQLite's primary result codes (https://sqlite.org/rescode.html).
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT = 5, 6, 8, 10, 11
 SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 13, 14, 26
@@ -100,6 +102,23 @@ class DatabaseErrors:
             "backup PATH`), or re-create it from the artifact store's manifests with `mlops registry rebuild` (it "
             f"keeps the old file aside). To start a new, empty registry instead, move {self.home} aside or point "
             "MLOPS_HOME at another folder."
+        )
+
+    def lost(self, store: ArtifactStore, state: str, wal: Path | None) -> str:
+        """Why a database in ``state`` beside a ``store`` that holds artifacts is not opened, and how to restore it."""
+        artifacts = len(store.digests())
+        manifests = sum(1 for *_, deleted, _ in store.manifest_files() if not deleted)
+        kept = f"{artifacts} artifact(s) in {store.blobs} and the manifests of {manifests} version(s) remain"
+        if wal is not None:
+            kept += f", and its write-ahead log {wal} ({human_size(wal.stat().st_size)}) may still hold its pages"
+        source = "the write-ahead log if it is whole, else from the artifact store's manifests" if wal else (
+            "the artifact store's manifests")
+        return (
+            f"The registry database {self.db_path} {state}, but {kept}. Opening it would start an empty registry over "
+            "them and hand their version numbers out again, so it is refused; nothing was changed. Restore the "
+            f"database: from a backup (`mlops registry restore BACKUP`), or re-create it from {source} with `mlops "
+            f"registry rebuild`. Keep {self.home} as it is until then. To start a new, empty registry instead, move "
+            "that folder aside."
         )
 
     def locked(self) -> RegistryLockedError:

@@ -12,19 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_magics.registry import aliases, operations, versions
+from mlops_magics.registry import aliases, operations, records, versions
 from mlops_magics.registry.artifacts import StagedArtifact
 from mlops_magics.registry.db import Database
 from mlops_magics.registry.operations import KEEP, Keep
-from mlops_magics.registry.records import (
-    AliasEvent,
-    Deployment,
-    Image,
-    InferenceConfig,
-    Lineage,
-    ModelVersion,
-    ModelVersionList,
-)
 from mlops_magics.registry.refs import ModelRef
 from mlops_magics.registry.secrets import KeyStore
 
@@ -53,7 +44,7 @@ class Registry(Database):
 
     # -- versions --------------------------------------------------------------------------------
 
-    def get(self, ref: str | ModelRef, *, as_of: datetime | None = None) -> ModelVersion:
+    def get(self, ref: str | ModelRef, *, as_of: datetime | None = None) -> records.ModelVersion:
         """Return the version a reference names.
 
         Args:
@@ -72,7 +63,7 @@ class Registry(Database):
         tags: Mapping[str, str | None] | None = None,
         *,
         latest: bool = False,
-    ) -> ModelVersionList:
+    ) -> records.ModelVersionList:
         """Return versions, sorted by name then version.
 
         Args:
@@ -95,12 +86,12 @@ class Registry(Database):
         description: str = "",
         signature: Mapping[str, Any] | None = None,
         input_example: Mapping[str, Any] | None = None,
-        lineage: Lineage | None = None,
+        lineage: records.Lineage | None = None,
         alias: str | None = None,
         origin: str = "unknown",
         origin_path: str | None = None,
         trusted: bool = False,
-    ) -> ModelVersion:
+    ) -> records.ModelVersion:
         """Record a staged artifact as the next version of ``name``, atomically.
 
         The version number is allocated inside the write transaction: concurrent writers never
@@ -123,7 +114,7 @@ class Registry(Database):
 
     def set_tags(
         self, ref: str | ModelRef, set_tags: Mapping[str, str] | None = None, remove: list[str] | None = None
-    ) -> ModelVersion:
+    ) -> records.ModelVersion:
         """Set and remove tags of one version, in one transaction.
 
         Raises:
@@ -131,7 +122,7 @@ class Registry(Database):
         """
         return versions.set_tags(self, ref, set_tags, remove)
 
-    def set_trust(self, ref: str | ModelRef, trusted: bool = True) -> ModelVersion:
+    def set_trust(self, ref: str | ModelRef, trusted: bool = True) -> records.ModelVersion:
         """Record that the current user trusts one version to be loaded (now), or withdraw that trust.
 
         Only the version's row changes; its artifact stays as it was registered. Idempotent: trusting a trusted
@@ -143,7 +134,7 @@ class Registry(Database):
         """
         return versions.set_trust(self, ref, trusted)
 
-    def delete_version(self, ref: str | ModelRef) -> ModelVersion:
+    def delete_version(self, ref: str | ModelRef) -> records.ModelVersion:
         """Delete one version: its row, tags and aliases (recorded), and its artifact if unshared.
 
         Returns:
@@ -157,7 +148,7 @@ class Registry(Database):
 
     # -- aliases ---------------------------------------------------------------------------------
 
-    def set_alias(self, ref: str | ModelRef, alias: str, *, require_validation: bool = False) -> ModelVersion:
+    def set_alias(self, ref: str | ModelRef, alias: str, *, require_validation: bool = False) -> records.ModelVersion:
         """Point ``alias`` at the version ``ref`` names (moving it if set); the move is recorded.
 
         Args:
@@ -178,7 +169,7 @@ class Registry(Database):
         """
         versions.remove_alias(self, name, alias)
 
-    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+    def alias_history(self, name: str, alias: str | None = None) -> list[records.AliasEvent]:
         """Every move of the model's aliases (or of one alias), oldest first."""
         return aliases.alias_history(self, name, alias)
 
@@ -209,7 +200,7 @@ class Registry(Database):
         operations.set_inference(self, name, version, script=script, script_line_offset=script_line_offset,
                                   environment=environment, assets=assets, dockerfile_steps=dockerfile_steps)
 
-    def inference(self, version: ModelVersion) -> InferenceConfig:
+    def inference(self, version: records.ModelVersion) -> records.InferenceConfig:
         """The inference configuration that applies to ``version``: its own fields over the model's."""
         return operations.inference(self, version)
 
@@ -224,7 +215,7 @@ class Registry(Database):
         state: str,
         url: str | None = None,
         config: Mapping[str, Any] | None = None,
-    ) -> Deployment:
+    ) -> records.Deployment:
         """Create or replace the record of a deployment of a model version.
 
         Raises:
@@ -233,7 +224,7 @@ class Registry(Database):
         return operations.record_deployment(self, name, model, target=target, state=state, url=url, config=config)
 
     def claim_deployment(self, name: str, model: str | ModelRef, *, target: str, claimant: str,
-                         checked: Deployment | None) -> Deployment:
+                         checked: records.Deployment | None) -> records.Deployment:
         """Record that ``claimant`` is deploying ``name`` (state ``creating``): of several racing, exactly one wins.
 
         Args:
@@ -247,12 +238,12 @@ class Registry(Database):
         """
         return operations.claim_deployment(self, name, model, target=target, claimant=claimant, checked=checked)
 
-    def release_claim(self, name: str, claimant: str, previous: Deployment | None) -> None:
+    def release_claim(self, name: str, claimant: str, previous: records.Deployment | None) -> None:
         """Undo ``claimant``'s claim on ``name`` if no deployment was recorded over it (the deploy raised before
         its target started anything): the record goes back to ``previous`` (None: no record)."""
         operations.release_claim(self, name, claimant, previous)
 
-    def set_deployment_state(self, name: str, state: str) -> Deployment:
+    def set_deployment_state(self, name: str, state: str) -> records.Deployment:
         """Change the recorded state of a deployment.
 
         Raises:
@@ -260,11 +251,11 @@ class Registry(Database):
         """
         return operations.set_deployment_state(self, name, state)
 
-    def deployments(self) -> list[Deployment]:
+    def deployments(self) -> list[records.Deployment]:
         """Every recorded deployment, by name."""
         return operations.deployments(self)
 
-    def get_deployment(self, name: str) -> Deployment:
+    def get_deployment(self, name: str) -> records.Deployment:
         """The deployment with this name.
 
         Raises:
@@ -274,7 +265,7 @@ class Registry(Database):
 
     # -- reports ---------------------------------------------------------------------------------
 
-    def set_report(self, version: ModelVersion, kind: str, body: Mapping[str, Any]) -> None:
+    def set_report(self, version: records.ModelVersion, kind: str, body: Mapping[str, Any]) -> None:
         """Store (or replace) the report of ``kind`` (``onnx``, ``validation``, ``profile``...) for a version.
 
         Raises:
@@ -282,11 +273,11 @@ class Registry(Database):
         """
         operations.set_report(self, version, kind, body)
 
-    def reports(self, version: ModelVersion) -> dict[str, Any]:
+    def reports(self, version: records.ModelVersion) -> dict[str, Any]:
         """The reports stored for a version, by kind."""
         return operations.reports(self, version)
 
-    def validation_problem(self, version: ModelVersion) -> str | None:
+    def validation_problem(self, version: records.ModelVersion) -> str | None:
         """Why ``version`` may not pass a validation gate (None: its stored validation report passed).
 
         The rule: :func:`mlops_magics.registry.operations.validation_problem`, applied to the version's stored
@@ -303,7 +294,7 @@ class Registry(Database):
     def record_image(
         self,
         tag: str,
-        version: ModelVersion,
+        version: records.ModelVersion,
         *,
         context_digest: str,
         image_id: str,
@@ -311,7 +302,7 @@ class Registry(Database):
         base_image: str,
         gpu: bool = False,
         build_seconds: float | None = None,
-    ) -> Image:
+    ) -> records.Image:
         """Record (or refresh) the image built under ``tag`` for ``version``.
 
         Raises:
@@ -324,13 +315,13 @@ class Registry(Database):
         """Drop the record of an image (after it was removed from the engine). Unknown tags are ignored."""
         operations.forget_image(self, tag)
 
-    def images(self, version: ModelVersion | None = None) -> list[Image]:
+    def images(self, version: records.ModelVersion | None = None) -> list[records.Image]:
         """The images recorded for ``version`` (or for every version), newest first."""
         return operations.images(self, version)
 
     # -- artifacts -------------------------------------------------------------------------------
 
-    def verified_artifact(self, version: ModelVersion) -> Path:
+    def verified_artifact(self, version: records.ModelVersion) -> Path:
         """Return the artifact folder of ``version`` after checking every file's sha256.
 
         Raises:
