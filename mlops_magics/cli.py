@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import api, flavors, trust
-from mlops_magics.display import version_row
+from mlops_magics import api, flavors
 from mlops_magics.errors import MlopsError
 from mlops_magics.payloads import version_json
-from mlops_magics.registry import ModelVersion, maintenance
+from mlops_magics.registry import ModelVersion, maintenance, trust
+from mlops_magics.registry.cards import version_row
 
 
 def _show(result: Any, as_json: bool) -> None:

@@ -8,8 +8,8 @@ import json
 import weakref
 from typing import Any
 
-from mlops_magics import api, trust
-from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default
+from mlops_magics import api
+from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default, trust
 
 
 def version_json(v: ModelVersion) -> dict[str, Any]:

@@ -10,9 +10,10 @@ import pytest
 
 import mlops_magics as mm
 from mlops_magics import api
-from mlops_magics.artifacts import ArtifactStore, file_sha256, manifest_digest
 from mlops_magics.errors import IntegrityError
 from mlops_magics.registry import ArtifactFile, Registry
+from mlops_magics.registry.artifacts import ArtifactStore, manifest_digest
+from mlops_magics.registry.disk import file_sha256
 
 
 class _NoDatabase:
@@ -88,7 +89,7 @@ def test_recovery_never_takes_a_lock_file_a_live_writer_has_created_but_not_lock
     import os
     import time
 
-    from mlops_magics.artifacts import PENDING, PENDING_GRACE_S
+    from mlops_magics.registry.disk import PENDING, PENDING_GRACE_S
 
     store = ArtifactStore(tmp_path)
     with store.stage():  # makes the folder writers lock their files in

@@ -13,6 +13,7 @@ from mlops_magics import api
 from mlops_magics.authoring import score_script
 from mlops_magics.errors import InvalidInputError, NotFoundError
 from mlops_magics.registry import Registry
+from mlops_magics.registry.db import referenced
 
 GOOD = "import json\n\ndef init():\n    pass\n\ndef run(data):\n    return json.loads(data)\n"
 
@@ -72,7 +73,7 @@ def test_assets_are_stored_with_the_script_and_survive_recovery(registry: Regist
     config = api.set_score_script("iris", GOOD, assets=[tmp_path / "labels.json"])
     assert [f.path for f in config.asset_files] == ["labels.json"]
     assert registry.artifacts.path(config.assets_sha256).joinpath("labels.json").exists()  # type: ignore[arg-type]
-    assert config.assets_sha256 in registry._referenced(registry.db)
+    assert config.assets_sha256 in referenced(registry.db)
 
 
 @pytest.mark.parametrize("flavor_model", ["array", "frame", "pickle"])

@@ -66,7 +66,7 @@ def test_user_errors_exit_2_with_the_message_on_stderr(home: Path, args: list[st
 def test_a_pickle_registered_from_the_command_line_is_untrusted_until_mlops_trust(
     registry: Registry, home: Path, tmp_path: Path, iris_lr: Any
 ) -> None:
-    from mlops_magics.registry.store import current_user
+    from mlops_magics.registry.db import current_user
     from tests.test_trust import evil_pickle
 
     marker = tmp_path / "marker"

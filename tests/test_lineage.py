@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 import mlops_magics as mm
-from mlops_magics import lineage
-from mlops_magics.registry import Registry
+from mlops_magics.registry import Registry, lineage
 
 
 def _git(repo: Path, *args: str) -> str:

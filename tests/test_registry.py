@@ -251,7 +251,7 @@ def test_each_thread_gets_its_own_connection(registry: Registry, iris_lr: Any) -
 
 
 def test_a_long_listing_shows_the_first_rows_and_says_how_to_see_the_rest(registry: Registry) -> None:
-    from mlops_magics.display import MAX_ROWS
+    from mlops_magics.registry.cards import MAX_ROWS
 
     for n in range(MAX_ROWS + 5):
         mm.register({"n": n}, "many")

@@ -154,8 +154,10 @@ def test_a_registration_that_fails_before_commit_leaves_no_blob_manifest_or_numb
     def failing(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the disk went away")
 
+    from mlops_magics.registry import versions
+
     with monkeypatch.context() as patched:
-        patched.setattr(Registry, "_point_alias", failing)
+        patched.setattr(versions, "point_alias", failing)  # fails inside add_version's transaction
         with pytest.raises(RuntimeError, match="the disk went away"):
             mm.register({"v": 2}, "m", alias="staging")
     assert len(_blobs(home)) == 1 and _leftovers(home) == []
@@ -176,7 +178,7 @@ def test_a_writer_killed_between_its_commit_and_its_manifest_is_finished_on_the_
     child = _python(f"""
         import os, signal
         import mlops_magics as mm
-        from mlops_magics.artifacts import ArtifactStore
+        from mlops_magics.registry.artifacts import ArtifactStore
         def dying(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)  # after the commit, before the manifest changes
         setattr(ArtifactStore, {step!r}, dying)
@@ -627,9 +629,9 @@ def test_a_corrupted_page_is_one_clear_error(registry: Registry, home: Path) -> 
 
 def test_links_that_repeat_folders_are_bounded_even_with_no_file_in_them(home: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_magics import artifacts
+    from mlops_magics.registry import copying
 
-    monkeypatch.setattr(artifacts, "MAX_FILES", 1000)
+    monkeypatch.setattr(copying, "MAX_FILES", 1000)
     source = tmp_path / "chain"
     (source / "d0").mkdir(parents=True)
     for level in range(1, 13):  # dN/{a,b} -> ../dN-1: 2**12 folders to walk, and not a single file

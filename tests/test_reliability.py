@@ -59,7 +59,7 @@ KILL_AT = {
     # while the artifact is being written, before any registry write
     "saving": ("mlops_magics.flavors", "save_object", "before"),
     # after the artifact moved into the store, inside the write transaction, before COMMIT
-    "published": ("mlops_magics.artifacts", "ArtifactStore.publish", "after"),
+    "published": ("mlops_magics.registry.artifacts", "ArtifactStore.publish", "after"),
     # after COMMIT, before the staging folder is cleaned up
     "committed": ("mlops_magics.registry.store", "Registry.add_version", "after"),
 }
@@ -100,7 +100,7 @@ def test_sigkill_during_a_delete_keeps_the_version_intact(home: Path) -> None:
     child = _python("""
         import os, signal
         import mlops_magics as mm
-        from mlops_magics.artifacts import ArtifactStore
+        from mlops_magics.registry.artifacts import ArtifactStore
         original = ArtifactStore.retire
         def dying(self, digest):
             original(self, digest)

@@ -14,11 +14,11 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlops_magics as mm
-from mlops_magics import api, display, flavors, trust
+from mlops_magics import api, flavors
 from mlops_magics.errors import InvalidInputError, SerializationError, UntrustedModelError
 from mlops_magics.payloads import version_json
-from mlops_magics.registry import Registry
-from mlops_magics.registry.store import current_user, utcnow
+from mlops_magics.registry import Registry, cards, trust
+from mlops_magics.registry.db import current_user, utcnow
 
 
 class _Payload:
@@ -56,7 +56,7 @@ def test_registering_listing_showing_and_exporting_an_evil_pickle_runs_nothing(
     assert [x.ref for x in ip.run_line_magic("models", "")] == ["evil:1"]
     shown = ip.run_line_magic("model", "evil:1")
     assert "UNTRUSTED" in repr(shown)
-    card = display.model_version_html(shown)
+    card = cards.model_version_html(shown)
     assert "NOT TRUSTED" in card and "color:#c62828" in card and "%trust evil:1" in card
     assert not marker.exists()
 

@@ -9,14 +9,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mlops_magics import display
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.spec import deploy_spec
-from mlops_magics.registry import Deployment, Registry, or_default, parse_ref
+from mlops_magics.registry import Deployment, Registry, cards, or_default, parse_ref
 from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
-from mlops_magics.registry.store import validation_problem
 from mlops_magics.targets import DeploymentTarget, get_target
 from mlops_magics.targets.client import as_table, post_score, request_body
 from mlops_magics.targets.local import map_script_lines
@@ -33,7 +31,7 @@ class DeploymentList(list[Deployment]):
                          for d in self)
 
     def _repr_html_(self) -> str:
-        return display.deployments_html(self)
+        return cards.deployments_html(self)
 
 
 def deploy(
@@ -134,7 +132,7 @@ def _require_validated(registry: Registry, ref: str) -> None:
         ConflictError: naming what failed and how to validate.
     """
     version = registry.get(ref)
-    problem = validation_problem(registry.reports(version).get("validation"))
+    problem = registry.validation_problem(version)
     if problem:
         raise ConflictError(f"{version.ref} {problem}, and validation is required. Run %validate {version.ref} "
                             "--data X --labels y --metric ... first.")

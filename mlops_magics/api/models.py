@@ -8,7 +8,7 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import flavors, lineage, signature
+from mlops_magics import flavors, signature
 from mlops_magics.errors import InvalidInputError, NotFoundError, UntrustedModelError
 from mlops_magics.registry import (
     AliasEvent,
@@ -16,11 +16,12 @@ from mlops_magics.registry import (
     ModelVersion,
     ModelVersionList,
     Registry,
+    lineage,
     maintenance,
     or_default,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
-from mlops_magics.trust import how_to_trust, require_trusted
+from mlops_magics.registry.trust import how_to_trust, require_trusted
 
 TagsArg = Mapping[str, str] | Iterable[str] | None
 
@@ -75,7 +76,7 @@ def register(
 
     An object from memory is trusted to be loaded (it is the caller's own); a file or folder is recorded as
     registered from its path and is untrusted unless ``trust`` says otherwise: loading or serving an untrusted
-    pickle is refused (see :mod:`mlops_magics.trust`).
+    pickle is refused (see :mod:`mlops_magics.registry.trust`).
 
     Args:
         model: the object to register (omit when ``path`` is given).

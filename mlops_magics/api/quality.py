@@ -18,8 +18,8 @@ from mlops_magics.onnx.report import OnnxReport
 from mlops_magics.packaging import engine
 from mlops_magics.profiling import profile as profiling
 from mlops_magics.registry import Registry, or_default
+from mlops_magics.registry.trust import require_trusted
 from mlops_magics.targets.client import request_body
-from mlops_magics.trust import require_trusted
 
 
 def validate(

@@ -4,7 +4,8 @@ Detection order: ONNX ``ModelProto``, PyTorch ``nn.Module`` (when torch is impor
 scikit-learn and anything sklearn-like with ``predict``, then any picklable object (cloudpickle),
 labelled as the fallback. Files and folders trained elsewhere register with :func:`save_file`.
 
-Loading a pickle runs code: the pickled flavors load only with ``trusted=True`` (see :mod:`mlops_magics.trust`).
+Loading a pickle runs code: the pickled flavors load only with ``trusted=True`` (see
+:mod:`mlops_magics.registry.trust`).
 A scikit-learn model saved with ``format="skops"`` loads without pickle, with an explicit list of trusted types.
 """
 

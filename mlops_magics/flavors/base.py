@@ -53,7 +53,7 @@ class Flavor(Protocol):
         """Read the model back from a verified artifact folder.
 
         Args:
-            trusted: the version is trusted (:mod:`mlops_magics.trust`); without it nothing that can run code
+            trusted: the version is trusted (:mod:`mlops_magics.registry.trust`); without it nothing that can run code
                 from the artifact is read.
 
         Raises:

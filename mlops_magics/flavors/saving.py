@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import trust
 from mlops_magics.errors import (
     InvalidInputError,
     NotFoundError,
@@ -13,6 +12,7 @@ from mlops_magics.errors import (
 from mlops_magics.flavors.base import FORMATS, Flavor, SavedModel, qualified
 from mlops_magics.flavors.kinds import FLAVORS, OnnxFlavor, PickleFlavor, SklearnFlavor
 from mlops_magics.flavors.serializers import skops_types
+from mlops_magics.registry import trust
 
 
 def get_flavor(name: str) -> Flavor:
@@ -66,8 +66,8 @@ def save_file(source: Path, folder: Path, flavor: str | None = None) -> SavedMod
     """Register a file or folder as it is (copied by :func:`save_path`), saying what loading it would read.
 
     A ``.skops`` file is a scikit-learn model in the skops format (its types outside skops' trusted defaults are
-    recorded); a folder records which of its files are pickles (:func:`mlops_magics.trust.pickle_files`), so that
-    a deployment of it can be refused until it is trusted.
+    recorded); a folder records which of its files are pickles (:func:`mlops_magics.registry.trust.pickle_files`),
+    so that a deployment of it can be refused until it is trusted.
 
     Raises:
         NotFoundError: ``source`` does not exist.
@@ -92,7 +92,7 @@ def save_path(source: Path, folder: Path, flavor: str | None = None) -> SavedMod
     """Copy a file or folder into ``folder``, keeping its name (as Azure ML lays models out).
 
     The flavor is taken from a single file's suffix (.onnx, .pt/.pth, .pkl/.pickle/.joblib) unless
-    given; anything else is 'files'. The copy is made safely (:func:`mlops_magics.artifacts.copy_in`):
+    given; anything else is 'files'. The copy is made safely (:func:`mlops_magics.registry.copying.copy_in`):
     links out of the folder, loops, pipes and devices are refused, sparse files stay sparse.
 
     Raises:
@@ -100,7 +100,7 @@ def save_path(source: Path, folder: Path, flavor: str | None = None) -> SavedMod
         InvalidInputError: the flavor cannot register a path; a link leaves the folder or loops; a special file.
         StorageError: the copy would not fit on the disk.
     """
-    from mlops_magics.artifacts import copy_in  # not at the top: artifacts -> registry -> artifacts would cycle
+    from mlops_magics.registry.copying import copy_in
 
     if not source.exists():
         raise NotFoundError(f"No file or folder at {str(source)!r}. Check the path (relative to {Path.cwd()}).")

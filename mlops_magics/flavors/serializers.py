@@ -83,7 +83,7 @@ def save_pickle(obj: Any, target: Path, *, prefer_joblib: bool) -> str:
         return "cloudpickle"
     except Exception as exc:
         target.unlink(missing_ok=True)
-        from mlops_magics.artifacts import STORAGE_ERRNOS
+        from mlops_magics.registry.disk import STORAGE_ERRNOS
 
         if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
             raise  # the disk refused the write (full, read-only): not the object's fault; the store says so

@@ -13,9 +13,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics
 
-from mlops_magics import lineage
 from mlops_magics.errors import MlopsError
-from mlops_magics.registry import Lineage
+from mlops_magics.registry import Lineage, lineage
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 from mlops_magics.authoring import score_script
 from mlops_magics.registry import InferenceConfig, ModelVersion, Registry
-from mlops_magics.trust import require_trusted
+from mlops_magics.registry.trust import require_trusted
 
 
 @dataclass(frozen=True)

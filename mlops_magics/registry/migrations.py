@@ -19,6 +19,12 @@ from mlops_magics.registry.secrets import KeyStore, ServiceKeys, new_key
 if TYPE_CHECKING:
     import sqlite_utils
 
+# The columns that name a version, and the key that deletes a row with its version, in the tables that hang off
+# ``versions``. The text of every statement below is what shipped: these only spell it once.
+_VERSION_KEY = """name TEXT NOT NULL,
+            version INTEGER NOT NULL,"""
+_GONE_WITH_ITS_VERSION = "FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE"
+
 
 def _initial(db: sqlite_utils.Database) -> None:
     statements = [
@@ -47,13 +53,12 @@ def _initial(db: sqlite_utils.Database) -> None:
             PRIMARY KEY (name, version)
         )""",
         "CREATE INDEX versions_sha256 ON versions(sha256)",
-        """CREATE TABLE tags (
-            name TEXT NOT NULL,
-            version INTEGER NOT NULL,
+        f"""CREATE TABLE tags (
+            {_VERSION_KEY}
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (name, version, key),
-            FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE
+            {_GONE_WITH_ITS_VERSION}
         )""",
         "CREATE INDEX tags_key_value ON tags(key, value)",
         """CREATE TABLE aliases (
@@ -127,14 +132,13 @@ def _images(db: sqlite_utils.Database) -> None:
 
 def _reports(db: sqlite_utils.Database) -> None:
     db.execute(
-        """CREATE TABLE reports (
-            name TEXT NOT NULL,
-            version INTEGER NOT NULL,
+        f"""CREATE TABLE reports (
+            {_VERSION_KEY}
             kind TEXT NOT NULL,
             body TEXT NOT NULL,
             created_at TEXT NOT NULL,
             PRIMARY KEY (name, version, kind),
-            FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE
+            {_GONE_WITH_ITS_VERSION}
         )"""
     )
 

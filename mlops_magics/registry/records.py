@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mlops_magics import display, trust
+from mlops_magics.registry import cards, trust
 from mlops_magics.registry.secrets import read_key_file
 
 
@@ -94,7 +94,7 @@ class ModelVersion:
     #: The registered file or folder, as it was on the registering machine (origin 'path').
     origin_path: str | None = None
     trusted_text: str | None = field(default=None, repr=False)
-    #: Who trusted it to be loaded (None: nobody; see :mod:`mlops_magics.trust`).
+    #: Who trusted it to be loaded (None: nobody; see :mod:`mlops_magics.registry.trust`).
     trusted_by: str | None = None
 
     @property
@@ -109,7 +109,7 @@ class ModelVersion:
 
     @property
     def trusted(self) -> bool:
-        """True if someone trusted it to be loaded; whether it needs that: :func:`mlops_magics.trust.load_risk`."""
+        """True if someone trusted it to be loaded (whether it needs that: :func:`.trust.load_risk`)."""
         return self.trusted_text is not None
 
     @property
@@ -162,7 +162,7 @@ class ModelVersion:
         )
 
     def _repr_html_(self) -> str:
-        return display.model_version_html(self)
+        return cards.model_version_html(self)
 
 
 class ModelVersionList(tuple[ModelVersion, ...]):
@@ -172,16 +172,16 @@ class ModelVersionList(tuple[ModelVersion, ...]):
         return super().__new__(cls, items)
 
     def __repr__(self) -> str:
-        return display.model_versions_text(self)
+        return cards.model_versions_text(self)
 
     def _repr_html_(self) -> str:
-        return display.model_versions_html(self)
+        return cards.model_versions_html(self)
 
     def to_dataframe(self) -> Any:
         """Return a pandas DataFrame with one row per version (needs pandas)."""
         import pandas as pd
 
-        return pd.DataFrame([display.version_row(v) for v in self])
+        return pd.DataFrame([cards.version_row(v) for v in self])
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ class Deployment:
         return read_key_file(path) if path else ()
 
     def _repr_html_(self) -> str:
-        return display.deployment_html(self)
+        return cards.deployment_html(self)
 
     def __repr__(self) -> str:
         url = f" {self.url}" if self.url else ""
@@ -273,7 +273,7 @@ class Image:
                 f", {self.size / 1e6:.0f} MB, base {self.base_image}{' GPU' if self.gpu else ''}{took})>")
 
     def _repr_html_(self) -> str:
-        return display.image_html(self)
+        return cards.image_html(self)
 
 
 @dataclass(frozen=True)

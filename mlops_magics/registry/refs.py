@@ -1,11 +1,19 @@
-"""Names and references: what a model name, an alias, a tag and ``NAME[:VERSION|@ALIAS]`` may be."""
+"""Names and references: what a model name, an alias, a tag and ``NAME[:VERSION|@ALIAS]`` may be, and which
+version a reference names in the database (:func:`resolve`)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mlops_magics.errors import InvalidInputError
+from mlops_magics.errors import InvalidInputError, NotFoundError
+from mlops_magics.registry.db import stamp
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 ALIAS_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
@@ -19,18 +27,21 @@ _ALIAS_RE = re.compile(ALIAS_PATTERN)
 _TAG_KEY_RE = re.compile(TAG_KEY_PATTERN)
 
 
+def _checked(value: str, pattern: re.Pattern[str], what: str, rule: str) -> str:
+    """``value`` if it matches ``pattern`` in full, else an error quoting it with the ``rule`` it breaks."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidInputError(f"Invalid {what} {value!r}: {rule}")
+    return value
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name.
 
     Raises:
         InvalidInputError: it is not; the message gives the allowed pattern.
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidInputError(
-            f"Invalid model name {name!r}: a name is 1-128 characters, letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit (e.g. 'iris-classifier')."
-        )
-    return name
+    return _checked(name, _NAME_RE, "model name", "a name is 1-128 characters, letters, digits, '.', '_' or '-', "
+                                                  "starting with a letter or digit (e.g. 'iris-classifier').")
 
 
 def check_alias(alias: str) -> str:
@@ -39,11 +50,8 @@ def check_alias(alias: str) -> str:
     Raises:
         InvalidInputError: it is not; the message gives the allowed pattern.
     """
-    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
-        raise InvalidInputError(
-            f"Invalid alias {alias!r}: an alias is 1-64 characters, letters, digits, '_' or '-', "
-            "starting with a letter (e.g. 'production', 'staging', 'champion-2')."
-        )
+    _checked(alias, _ALIAS_RE, "alias", "an alias is 1-64 characters, letters, digits, '_' or '-', starting with a "
+                                        "letter (e.g. 'production', 'staging', 'champion-2').")
     if alias == "latest":
         raise InvalidInputError(
             "'latest' is reserved: NAME:latest always means the newest version. Pick another alias."
@@ -57,11 +65,8 @@ def check_tag(key: str, value: str) -> tuple[str, str]:
     Raises:
         InvalidInputError: the key breaks the pattern or the value is too long.
     """
-    if not isinstance(key, str) or not _TAG_KEY_RE.fullmatch(key):
-        raise InvalidInputError(
-            f"Invalid tag key {key!r}: a key is 1-128 characters, letters, digits, '_', '.', ':', '/' "
-            "or '-' (e.g. 'team', 'data.version')."
-        )
+    _checked(key, _TAG_KEY_RE, "tag key", "a key is 1-128 characters, letters, digits, '_', '.', ':', '/' or '-' "
+                                          "(e.g. 'team', 'data.version').")
     if not isinstance(value, str) or len(value) > TAG_VALUE_MAX:
         raise InvalidInputError(
             f"Invalid value for tag {key!r}: a value is a string of at most {TAG_VALUE_MAX} characters."
@@ -151,3 +156,93 @@ def _quoted(value: object, limit: int = 40) -> str:
     """``repr(value)``, cut to ``limit`` characters (hostile input stays short in a message)."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit - 5]}...' ({len(str(value)):,} characters)"
+
+
+# -- which version a reference names ------------------------------------------------------------
+
+
+def no_model(db: sqlite_utils.Database, name: str) -> NotFoundError:
+    """The error for a model name the registry does not hold: close matches, and what it holds."""
+    names = [r[0] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    listed = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+    where = f"Registered: {listed}." if names else "The registry is empty."
+    return NotFoundError(f"No model named {name!r}.{hint} {where} Register it with %register VAR --name {name}.")
+
+
+def resolve(db: sqlite_utils.Database, ref: ModelRef, as_of: datetime | None = None) -> int:
+    """The version number ``ref`` names (at ``as_of`` for aliases and latest).
+
+    Raises:
+        NotFoundError: no such model, version or alias; the message lists what exists.
+    """
+    latest = db.execute("SELECT max(version) FROM versions WHERE name = ?", [ref.name]).fetchone()[0]
+    if latest is None:
+        raise no_model(db, ref.name)
+    if ref.version is not None:
+        if db.execute(
+            "SELECT 1 FROM versions WHERE name = ? AND version = ?", [ref.name, ref.version]
+        ).fetchone() is None:
+            versions = [r[0] for r in db.execute(
+                "SELECT version FROM versions WHERE name = ? ORDER BY version", [ref.name]
+            )]
+            raise NotFoundError(
+                f"Model {ref.name!r} has no version {ref.version}. "
+                f"Versions: {ranges(versions)} (latest {latest})."
+            )
+        return ref.version
+    if ref.alias is not None:
+        return resolve_alias(db, ref.name, ref.alias, as_of)
+    if as_of is None:
+        return int(latest)
+    then = db.execute(
+        "SELECT max(version) FROM versions WHERE name = ? AND created_at <= ?", [ref.name, stamp(as_of)]
+    ).fetchone()[0]
+    if then is None:
+        raise NotFoundError(f"Model {ref.name!r} had no version yet on {stamp(as_of)}.")
+    return int(then)
+
+
+def resolve_alias(db: sqlite_utils.Database, name: str, alias: str, as_of: datetime | None = None) -> int:
+    """The version ``name@alias`` points at (pointed at, at ``as_of``).
+
+    Raises:
+        NotFoundError: the model has no such alias (then); the message lists its aliases.
+    """
+    if as_of is None:
+        row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", [name, alias]).fetchone()
+    else:
+        row = db.execute(
+            "SELECT version FROM alias_history WHERE name = ? AND alias = ? AND at <= ? "
+            "ORDER BY at DESC, id DESC LIMIT 1",
+            [name, alias, stamp(as_of)],
+        ).fetchone()
+    if row is not None and row[0] is not None:
+        return int(row[0])
+    current = db.execute(
+        "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", [name]
+    ).fetchall()
+    known = ", ".join(f"{a} -> {v}" for a, v in current) or "none"
+    when = f" on {stamp(as_of)}" if as_of else ""
+    raise NotFoundError(
+        f"Model {name!r} has no alias {alias!r}{when}. Aliases: {known}. "
+        f"Set it with %alias {name}:VERSION {alias}."
+    )
+
+
+def ranges(numbers: list[int]) -> str:
+    """'1-3, 5, 7-9' for [1, 2, 3, 5, 7, 8, 9]."""
+    parts: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if start is None:
+            start = prev = n
+        elif n == prev + 1:  # type: ignore[operator]
+            prev = n
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = n
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ", ".join(parts)

@@ -9,8 +9,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from mlops_magics import api, display
-from mlops_magics.registry import Deployment, Registry, or_default
+from mlops_magics import api
+from mlops_magics.registry import Deployment, Registry, cards, or_default
 from mlops_magics.widgets.common import ListPanel, StatusLine, button
 
 
@@ -63,7 +63,7 @@ class DeploymentBoard(ListPanel):
 
     def _show(self) -> None:
         deployment = self._deployments.get(self.selected or "")
-        self.details.value = display.deployment_html(deployment) if deployment else "<em>No deployments.</em>"
+        self.details.value = cards.deployment_html(deployment) if deployment else "<em>No deployments.</em>"
 
     def show_logs(self) -> None:
         """Show the last lines of the selected service's server log."""

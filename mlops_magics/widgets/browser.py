@@ -9,7 +9,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from mlops_magics import api, display, payloads
-from mlops_magics.registry import ModelVersion, Registry, or_default
+from mlops_magics.registry import ModelVersion, Registry, cards, or_default
 from mlops_magics.widgets.common import ERROR, ListPanel, StatusLine, button
 
 
@@ -126,7 +126,7 @@ def _version_label(v: ModelVersion) -> str:
 
 def version_details_html(registry: Registry, version: ModelVersion) -> str:
     """One version in full: the card, its aliases' history, and its validation, profile and ONNX reports."""
-    parts = [display.model_version_html(version)]
+    parts = [cards.model_version_html(version)]
     history = registry.alias_history(version.name, None)
     if history:
         rows = [{"at": display.when(e.at), "alias": e.alias, "version": "removed" if e.version is None else e.version,
