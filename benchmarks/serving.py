@@ -206,10 +206,11 @@ def workers_served(port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     counts: dict[str, int] = {}
-    for line in text.splitlines():
-        found = re.match(r'mlops_requests_total\{worker="(\d+)",route="score",status="200"\} (\d+)', line)
-        if found:
-            counts[found.group(1)] = int(found.group(2))
+    for line in text.splitlines():  # label order and "3" or "3.0" differ between releases
+        found = re.match(r'mlops_requests_total\{(.*)\} ([\d.]+)$', line)
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1))) if found else {}
+        if found and labels.get("route") == "score" and labels.get("status") == "200":
+            counts[labels["worker"]] = int(float(found.group(2)))
     return counts
 
 
