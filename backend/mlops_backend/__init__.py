@@ -16,4 +16,4 @@ DEFAULT_PORT = 5001
 
 #: What the server itself needs installed, besides the model's own libraries (kept in step with the
 #: package's dependencies; isolated environments and images install exactly these).
-RUNTIME_REQUIREMENTS = ("uvicorn>=0.30", "httptools>=0.6", "orjson>=3.9", "werkzeug>=3.0", "prometheus_client>=0.17")
+RUNTIME_REQUIREMENTS = ("uvicorn>=0.30", "httptools>=0.6", "orjson>=3.9", "werkzeug>=3.0")

@@ -33,7 +33,7 @@ from mlops_backend.config import ServeConfig
 from mlops_backend.entry import EntryScript, InputMode, input_conversion_failure
 from mlops_backend.execution import Busy, ClientGone, Executor, Outcome
 from mlops_backend.keys import KeyFile
-from mlops_backend.metrics import CONTENT_TYPE, ROUTE_INDEX, WorkerMetrics, render
+from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
 from mlops_backend.swagger import Swagger, SwaggerError
 
 Scope = MutableMapping[str, Any]
@@ -49,7 +49,6 @@ RUN_FAILED_MESSAGE = "An unexpected error occurred in scoring script. Check the 
 _JSON = b"application/json"
 _HTML = b"text/html; charset=utf-8"  # what Azure ML's (Flask) server says for "Healthy" and OPTIONS
 _SERVER = f"mlops-serve/{__version__}".encode()
-_METRICS_TYPE = CONTENT_TYPE.encode()
 _FALSE = b"False"
 _TRUE = b"True"
 
@@ -499,8 +498,8 @@ class ScoringApp:
                 return 503, b'{"status": "draining"}'
             return 200, b'{"status": "ready"}'
         if path == "/metrics":
-            headers.append((b"content-type", _METRICS_TYPE))
-            return 200, render(self.metrics.folder)
+            headers.append((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
+            return 200, render(self.metrics.path.parent).encode()
         version = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("version")
         try:
             document = self.swagger.get(version)

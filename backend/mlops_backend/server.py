@@ -22,7 +22,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mlops_backend import metrics
 from mlops_backend.config import ServeConfig
 
 EXIT_STARTUP_FAILED = 3
@@ -102,6 +101,8 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
 
     from mlops_backend import entry
     from mlops_backend.app import ScoringApp
+    from mlops_backend.metrics import WorkerMetrics
+
     try:
         script = entry.load(config.entry_script)
     except entry.EntryScriptError as exc:
@@ -119,13 +120,13 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
     except OSError as exc:
         _say(_bind_error(config, exc))
         return EXIT_STARTUP_FAILED
-    worker_metrics = metrics.WorkerMetrics(metrics_dir, index)
-    app = ScoringApp(config, script, worker_metrics, collector)
+    metrics = WorkerMetrics(metrics_dir, index)
+    app = ScoringApp(config, script, metrics, collector)
     _allow_open_files(config.limits.max_connections)
     uv_config = uvicorn.Config(
         app, loop=config.loop, lifespan="off", access_log=False, server_header=False, ws="none",
         log_level="warning", timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=int(_GRACE_S),
-        **_http(config, worker_metrics),
+        **_http(config, metrics),
     )
     server = _make_server(uv_config, app, sock)
     host, port = sock.getsockname()[:2]
@@ -150,7 +151,7 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
     return 0
 
 
-def _http(config: ServeConfig, worker_metrics: Any) -> dict[str, Any]:
+def _http(config: ServeConfig, metrics: Any) -> dict[str, Any]:
     """uvicorn's protocol settings: ours on httptools; h11 with what it can bound when httptools is missing."""
     try:
         from mlops_backend.protocol import protocol_class
@@ -159,7 +160,7 @@ def _http(config: ServeConfig, worker_metrics: Any) -> dict[str, Any]:
              "(pip install httptools for every bound).")
         return {"http": "h11", "h11_max_incomplete_event_size": config.limits.max_header_bytes,
                 "limit_concurrency": config.limits.max_connections}
-    return {"http": protocol_class(config.limits, worker_metrics)}
+    return {"http": protocol_class(config.limits, metrics)}
 
 
 def _allow_open_files(connections: int) -> None:
@@ -307,7 +308,6 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             index, pipe = self.workers.pop(pid)
-            metrics.worker_died(pid, self.metrics_dir)
             was_ready = pid in self.ready or self._has_ready(pipe)
             os.close(pipe)
             self.ready.discard(pid)
@@ -352,7 +352,6 @@ class Supervisor:
 
 def serve(config: ServeConfig, metrics_dir: Path) -> int:
     """Serve until stopped; return the exit status (3: the script could not start)."""
-    metrics.use_folder(metrics_dir)  # before anything imports prometheus_client, the entry script included
     if config.worker_count == 1:
         return run_worker(config, metrics_dir)
     if config.port == 0:
