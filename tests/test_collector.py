@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from mlops_backend.collector import Collector, forward, read_stats, segments
+from mlops_backend.collection_store import forward, read_stats, segments
+from mlops_backend.collector import Collector
 
 from mlops_magics.monitoring import store
 from tests.serving import Served, free_port, metric, serving, start, stop, wait_healthy

@@ -77,6 +77,17 @@ class WorkerMetrics:
             values[_HIST_COUNT] += 1
 
 
+def worker_died(folder: Path, worker: int) -> None:
+    """A worker process died: nothing of it is in flight any more (its counts stay; its replacement adds to them)."""
+    path = folder / f"worker-{worker}.bin"
+    try:
+        with open(path, "r+b") as fh:
+            fh.seek(_IN_FLIGHT * 8)
+            fh.write(bytes(8))  # 0.0
+    except OSError:  # it died before it had any: nothing to forget
+        pass
+
+
 def _read(path: Path) -> list[float]:
     with open(path, "rb") as fh:
         data = fh.read(SLOTS * 8)
@@ -136,7 +147,7 @@ _COLLECTION = (
 
 def _collection(folder: Path) -> list[str]:
     """The data collection counters of this server's workers (each worker links its counters file here)."""
-    from mlops_backend.collector import read_stats
+    from mlops_backend.collection_store import read_stats
 
     stats = []
     for link in sorted(folder.glob("collect-*.bin")):
