@@ -15,7 +15,6 @@ Goal (issue 8): collection on loses <= 5% throughput.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record, unshadow
+from _common import RESULTS, command_line, describe, finish, record, unshadow
 from serving import SKLEARN, cpu_seconds, free_port, post, stop, tree, workers_served, wrk
 
 unshadow()
@@ -192,13 +191,10 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="One short round, nothing recorded.")
+    parser = command_line(__doc__, "One short round, nothing recorded.")
     parser.add_argument("--report-only", action="store_true", help="Write the report again from the recorded JSON.")
     args = parser.parse_args()
     if args.report_only:
-        from machine import RESULTS
-
         result = json.loads((RESULTS / "collection.json").read_text())
         record("collection", report(result), result)
         return 0
@@ -209,14 +205,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mlops-bench-collect-") as tmp:
         work = Path(tmp)
         _train(work)
-        result = {"machine": machine_info(), "rounds": rounds, "seconds": seconds,
-                  "throughput": throughput(work, rounds, seconds),
+        result = {"rounds": rounds, "seconds": seconds, "throughput": throughput(work, rounds, seconds),
                   "write_rate": write_rate(work, 20_000 if args.quick else 500_000)}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("collection", text, result)
-    return 0
+    return finish("collection", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ benchmarks/peers.py) and timed from process start to its first 200 from /score.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -24,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
-from machine import describe, machine_info, record
+from _common import command_line, describe, finish
 
 SCRIPT = (Path(__file__).resolve().parent.parent / "tests" / "entry_scripts" / "sklearn_model.py").read_text()
 GOALS = {"deploy": 2.0, "reload": 1.5}
@@ -122,9 +121,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, "Three repetitions; print only.")
     parser.add_argument("--repeat", type=int, default=7, help="Repetitions of each measure.")
-    parser.add_argument("--quick", action="store_true", help="Three repetitions; print only.")
     args = parser.parse_args()
     if args.quick:
         args.repeat = 3
@@ -133,12 +131,7 @@ def main() -> int:
         times = ours(args.repeat)
         (Path(tmp) / "azure").mkdir()
         times["azmlinfsrv"] = azure(args.repeat, Path(tmp) / "azure")
-    result = {"machine": machine_info(), "repeat": args.repeat, "times": times}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("deploy", text, result)
-    return 0
+    return finish("deploy", {"repeat": args.repeat, "times": times}, report, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the base image for a runtime-only model (the server alone), an sklearn model and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record, unshadow
+from _common import command_line, describe, finish, unshadow
 
 unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
 
@@ -223,20 +222,15 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, "One repetition; print only.")
     parser.add_argument("--repeat", type=int, default=3, help="Repetitions of the rebuild and deploy measures.")
-    parser.add_argument("--quick", action="store_true", help="One repetition; print only.")
     args = parser.parse_args()
     if args.quick:
         args.repeat = 1
     base = os.environ.get("MLOPS_BASE_IMAGE") or "mlops-base:bookworm"
     with tempfile.TemporaryDirectory(prefix="mlops-docker-bench-") as tmp:
-        result = {"machine": machine_info(), "repeat": args.repeat, "result": run(args.repeat, base, Path(tmp))}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("docker", text, result)
-    return 0
+        result = {"repeat": args.repeat, "result": run(args.repeat, base, Path(tmp))}
+    return finish("docker", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

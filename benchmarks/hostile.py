@@ -28,7 +28,6 @@ Scenarios (the issue's hostile clients; each bounded in count and time):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -38,7 +37,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -49,12 +47,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record, unshadow
+from _common import REPO, backend_at, checkout_ref, command_line, describe, finish, machine_info, unshadow
 from serving import free_port, tree, wrk
 
 unshadow()
 
-REPO = Path(__file__).resolve().parent.parent
+
 HOST = "127.0.0.1"
 
 #: Every entry script starts with this: it records which mlops_backend the server process imported.
@@ -474,24 +472,6 @@ def fast_path(sides: list[Side], work: Path, rounds: int, seconds: int) -> dict[
 
 # -- the run -----------------------------------------------------------------------------------------
 
-def _old_backend(ref: str, work: Path) -> Path:
-    """``backend/`` of commit ``ref``, taken out of git into ``work``."""
-    archive = work / "old.tar"
-    with open(archive, "wb") as out:
-        subprocess.run(["git", "-C", str(REPO), "archive", ref, "backend"], stdout=out, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(work / "old", filter="data")
-    return work / "old" / "backend"
-
-
-def _head() -> str:
-    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "backend"], capture_output=True,
-                           text=True).stdout.strip()
-    return sha + ("+changes" if dirty else "")
-
-
 def run_all(sides: list[Side], work: Path, quick: bool, only: set[str]) -> dict[str, Any]:
     scenarios: dict[str, dict[str, Any]] = {}
 
@@ -603,8 +583,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Shorter load and fewer rounds; nothing recorded.")
+    parser = command_line(__doc__, "Shorter load and fewer rounds; nothing recorded.")
     parser.add_argument("--old-ref", default="cca8bd8", help="The commit before the hardening (default cca8bd8).")
     parser.add_argument("--old-backend", type=Path, help="Use this backend/ folder for the old side instead.")
     parser.add_argument("--only", default="", help="Comma-separated scenarios (big_heads, unfinished_heads, "
@@ -617,8 +596,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mlops-bench-hostile-") as tmp:
         work = Path(tmp)
         try:
-            old_backend = args.old_backend or _old_backend(args.old_ref, work)
-            sides = [Side("old", args.old_ref, old_backend.resolve()), Side("new", _head(), REPO / "backend")]
+            old_backend = args.old_backend or backend_at(args.old_ref, work)
+            sides = [Side("old", args.old_ref, old_backend.resolve()), Side("new", checkout_ref(), REPO / "backend")]
             scenarios = run_all(sides, work, args.quick, only)
         finally:
             for sock in list(_SOCKETS):
@@ -633,11 +612,7 @@ def main() -> int:
     if only:
         print(json.dumps(result, indent=2))
         return 0
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("hostile", text, result)
-    return 0
+    return finish("hostile", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

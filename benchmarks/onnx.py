@@ -13,7 +13,6 @@ scripts) and loaded with wrk at 16 connections, alternately over several rounds:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record, unshadow
+from _common import command_line, describe, finish, unshadow
 from serving import wrk
 
 unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
@@ -126,19 +125,14 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Shorter timings and HTTP runs; print only.")
+    parser = command_line(__doc__, "Shorter timings and HTTP runs; print only.")
     args = parser.parse_args()
     budget, rounds, seconds = (0.3, 1, 3) if args.quick else (2.0, 3, 10)
     with tempfile.TemporaryDirectory(prefix="mlops-onnx-bench-") as tmp:
         os.environ["MLOPS_HOME"] = str(Path(tmp) / "home")
-        result = {"machine": machine_info(), "budget": budget, "rounds": rounds, "seconds": seconds,
-                  "convert": convert_all(budget), "http": over_http(rounds, seconds, Path(tmp))}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("onnx", text, result)
-    return 0
+        result = {"budget": budget, "rounds": rounds, "seconds": seconds, "convert": convert_all(budget),
+                  "http": over_http(rounds, seconds, Path(tmp))}
+    return finish("onnx", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

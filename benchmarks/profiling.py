@@ -11,7 +11,6 @@ Recommender about 45 minutes; neither can run here (no cloud), so only ours is t
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record, unshadow
+from _common import command_line, describe, finish, unshadow
 
 unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
 
@@ -84,17 +83,12 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="One run; print only.")
+    parser = command_line(__doc__, "One run; print only.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlops-profile-bench-") as tmp:
         os.environ["MLOPS_HOME"] = str(Path(tmp) / "home")
-        result = {"machine": machine_info(), "runs": run(1 if args.quick else 3)}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("profiling", text, result)
-    return 0
+        result = {"runs": run(1 if args.quick else 3)}
+    return finish("profiling", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ store never short-cuts a write. Times are wall-clock medians over repeated calls
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record
+from _common import command_line, describe, finish
 
 GOALS_MS = {"register_median": 15.0, "list_all": 100.0, "search_tag": 100.0}
 TEAMS = ["cv", "nlp", "ops", "rec", "ads"]
@@ -149,22 +148,16 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, "Small sizes; print only, write nothing.")
     parser.add_argument("--versions", type=int, default=10_000, help="Versions to list and search.")
     parser.add_argument("--registrations", type=int, default=200, help="Registrations to time.")
     parser.add_argument("--repeat", type=int, default=20, help="Repetitions of each listing query.")
-    parser.add_argument("--quick", action="store_true", help="Small sizes; print only, write nothing.")
     args = parser.parse_args()
     if args.quick:
         args.versions, args.registrations, args.repeat = 500, 20, 5
     os.environ.pop("MLOPS_HOME", None)
-    result = {"machine": machine_info(), "register": bench_register(args.registrations),
-              "listing": bench_listing(args.versions, args.repeat)}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("registry", text, result)
-    return 0
+    result = {"register": bench_register(args.registrations), "listing": bench_listing(args.versions, args.repeat)}
+    return finish("registry", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py               # full run (about 15 minutes), results in benchmarks/results/
     python benchmarks/serving.py --quick       # a short smoke run, nothing recorded
+    python benchmarks/serving.py --against REF --record NAME   # this checkout's mlops-serve beside REF's
 
 The peers are installed in their own virtual environments (benchmarks/peers.py). Every server
 serves the same models: an iris LogisticRegression and a 100-tree RandomForest (depth 10, 20
@@ -11,11 +12,17 @@ at concurrency 1 and 16, one row per request. Measured: requests/s, p50/p99 late
 the server's processes per request, RSS per worker, and cold start (process start to the first
 200 from /score). The machine's speed drifts between runs, so servers are measured alternately
 over several rounds and the medians compared as ratios.
+
+``--against REF`` compares mlops-serve with itself: the ``backend/`` of commit REF (taken out of git) and this
+checkout's, each run as ``python -m mlops_backend.cli`` with its own folder on PYTHONPATH (every entry script
+notes the ``mlops_backend`` it was served by, so a figure cannot come from the wrong code). For echo (1 and 2
+workers) and the iris LogisticRegression, both servers are up at once and measured back to back, the order
+alternating, at 1 and 16 connections; also their cold start, the time a worker spends importing and setting
+up its metrics, and the installed size of each side's runtime requirements (what every image carries).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -34,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
-from machine import describe, machine_info, record
+from _common import backend_at, checkout_ref, command_line, describe, finish
 
 CLOCK = os.sysconf("SC_CLK_TCK")
 
@@ -56,6 +63,12 @@ if len(sys.argv) > 2:
     mlflow.sklearn.save_model(joblib.load(out + "/lr/model.pkl"), out + "/mlflow-lr", **fmt)
     mlflow.sklearn.save_model(joblib.load(out + "/rf/model.pkl"), out + "/mlflow-rf", **fmt)
 '''
+TRAIN_LR = """import sys, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+X, y = load_iris(return_X_y=True)
+joblib.dump(LogisticRegression(max_iter=500).fit(X, y), sys.argv[1] + "/lr/model.pkl")
+"""
 ROWS = {"lr": [[5.1, 3.5, 1.4, 0.2]], "rf": [[0.1 * i for i in range(20)]]}
 
 
@@ -206,10 +219,11 @@ def workers_served(port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     counts: dict[str, int] = {}
-    for line in text.splitlines():
-        found = re.match(r'mlops_requests_total\{worker="(\d+)",route="score",status="200"\} (\d+)', line)
-        if found:
-            counts[found.group(1)] = int(found.group(2))
+    for line in text.splitlines():  # label order and "3" or "3.0" differ between releases
+        found = re.match(r'mlops_requests_total\{(.*)\} ([\d.]+)$', line)
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1))) if found else {}
+        if found and labels.get("route") == "score" and labels.get("status") == "200":
+            counts[labels["worker"]] = int(float(found.group(2)))
     return counts
 
 
@@ -333,18 +347,220 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- --against REF: mlops-serve of another commit beside this checkout's -----------------------------
+
+#: Each entry script of a side notes which mlops_backend served it, when the server imports it.
+NOTE = ("import os as _os, sys as _sys\n"
+        "with open(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), 'backend.txt'), 'w') as _fh:\n"
+        "    _fh.write(_sys.modules['mlops_backend'].__file__)\n")
+AGAINST = (("echo", 1), ("echo", 2), ("lr", 1))
+#: Run in a fresh interpreter of each side: the server's own imports, then what a worker does for its metrics.
+SETUP_COST = """import json, sys, tempfile, time
+from pathlib import Path
+began = time.perf_counter()
+import uvicorn, mlops_backend.server, mlops_backend.app, mlops_backend.protocol
+imported = time.perf_counter()
+from mlops_backend import metrics
+folder = Path(tempfile.mkdtemp())
+if hasattr(metrics, "use_folder"):
+    metrics.use_folder(folder)
+worker = metrics.WorkerMetrics(folder, 0)
+worker.started()
+worker.finished(0, 200, 0.001)
+metrics.render(folder)
+done = time.perf_counter()
+print(json.dumps({"server_imports_ms": (imported - began) * 1000, "metrics_setup_ms": (done - imported) * 1000,
+                  "modules": len(sys.modules)}))
+"""
+
+
+@dataclass
+class Side:
+    """One mlops-serve's code: a backend folder to put on PYTHONPATH."""
+
+    name: str  # base | this
+    ref: str
+    backend: Path
+    seen: set[str] = field(default_factory=set)  # mlops_backend.__file__ as its servers reported it
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.backend), "PYTHONUNBUFFERED": "1"}
+
+
+def side_server(side: Side, model: str, workers: int, work: Path) -> tuple[subprocess.Popen[bytes], int, float]:
+    """Start ``side``'s server for ``model``; return it, its port and its cold start (seconds to the first 200)."""
+    folder = work / side.name
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "echo.py").write_text(NOTE + ECHO)
+        (folder / "score.py").write_text(NOTE + SKLEARN)
+    (folder / "backend.txt").unlink(missing_ok=True)
+    port = free_port()
+    target = Target("mlops-serve", model, workers)
+    args = [sys.executable, "-m", "mlops_backend.cli", "--entry_script",
+            str(folder / ("echo.py" if model == "echo" else "score.py")), "--port", str(port), "--worker_count",
+            str(workers)] + ([] if model == "echo" else ["--model_dir", str(work / model)])
+    body, content_type = payload(target)
+    began = time.perf_counter()
+    with open(folder / f"{model}-w{workers}.log", "ab") as log:
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=side.env(), cwd=folder,
+                                   start_new_session=True)
+    while time.perf_counter() < began + 120:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {side.name} server exited with {process.returncode}; see {folder}")
+        try:
+            if post(port, "/score", body, content_type) == 200:
+                cold = time.perf_counter() - began
+                noted = (folder / "backend.txt").read_text()
+                if not Path(noted).resolve().is_relative_to(side.backend.resolve()):
+                    raise RuntimeError(f"the {side.name} server imported {noted}, not the code in {side.backend}")
+                side.seen.add(noted)
+                return process, port, cold
+        except OSError:
+            time.sleep(0.01)
+    stop(process)
+    raise RuntimeError(f"the {side.name} server did not answer within 120 s")
+
+
+def side_by_side(sides: list[Side], work: Path, rounds: int, seconds: int) -> dict[str, Any]:
+    """Every target with both sides up; each round measures them back to back, the order alternating."""
+    found: dict[str, Any] = {}
+    for model, workers in AGAINST:
+        key = f"{model}/w{workers}"
+        body, content_type = payload(Target("mlops-serve", model, workers))
+        runs: dict[str, list[dict[str, float]]] = {side.name: [] for side in sides}
+        servers = {}
+        try:
+            for side in sides:
+                servers[side.name] = side_server(side, model, workers, work)
+            for _, port, _ in servers.values():
+                wrk(port, "/score", body, content_type, 4, 1, work)  # warm-up
+            for r in range(rounds):
+                rows: dict[str, dict[str, float]] = {side.name: {} for side in sides}
+                for connections in (1, 16):
+                    for side in sides if (r + connections) % 2 == 0 else list(reversed(sides)):
+                        process, port, _ = servers[side.name]
+                        before = cpu_seconds(tree(process.pid))
+                        result = wrk(port, "/score", body, content_type, connections, seconds, work)
+                        used = cpu_seconds(tree(process.pid)) - before
+                        row = rows[side.name]
+                        row[f"c{connections}_rps"] = result["rps"]
+                        row[f"c{connections}_p99_ms"] = result["p99_ms"]
+                        row[f"c{connections}_cpu_ms_per_request"] = used / result["requests"] * 1000
+                        row[f"c{connections}_errors"] = result["non_2xx"] + result["socket_errors"]
+                for name, row in rows.items():
+                    runs[name].append(row)
+                print(f"  {key} round {r + 1}: " + ", ".join(
+                    f"{n} {row['c16_rps']:,.0f} req/s" for n, row in rows.items()), file=sys.stderr, flush=True)
+            rss = {name: round(statistics.mean(rss_mb(p) for p in tree(process.pid)
+                                               if workers == 1 or p != process.pid), 1)
+                   for name, (process, _, _) in servers.items()}
+        finally:
+            for process, _, _ in servers.values():
+                stop(process)
+        found[key] = {"runs": runs, "rss_mb_per_worker": rss, "cold_start_s": {
+            name: round(cold, 3) for name, (_, _, cold) in servers.items()}, "ratios": _ratios(runs)}
+    return found
+
+
+def _ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """this/base, per round then the median over rounds, of every figure."""
+    return {k: round(statistics.median(t[k] / b[k] for b, t in zip(runs["base"], runs["this"], strict=True)
+                                       if b[k]), 3) for k in runs["base"][0] if not k.endswith("_errors")}
+
+
+def start_and_setup(sides: list[Side], work: Path, repeat: int) -> dict[str, Any]:
+    """Cold starts of echo (one worker) and a worker's metrics set-up in a fresh interpreter, alternating."""
+    found: dict[str, dict[str, list[float]]] = {side.name: {"cold_start_s": [], "server_imports_ms": [],
+                                                            "metrics_setup_ms": []} for side in sides}
+    for r in range(repeat):
+        for side in sides if r % 2 == 0 else list(reversed(sides)):
+            process, _, cold = side_server(side, "echo", 1, work)
+            stop(process)
+            found[side.name]["cold_start_s"].append(cold)
+            out = subprocess.run([sys.executable, "-c", SETUP_COST], env=side.env(), capture_output=True, text=True,
+                                 check=True, cwd=work).stdout
+            for k, v in json.loads(out).items():
+                if k != "modules":
+                    found[side.name][k].append(v)
+    return {name: {k: round(statistics.median(v), 3) for k, v in figures.items()} for name, figures in found.items()}
+
+
+def footprint(side: Side) -> dict[str, Any]:
+    """The installed size (KiB, from each distribution's RECORD) of ``side``'s runtime requirements."""
+    from importlib import metadata
+
+    listed = subprocess.run([sys.executable, "-c", "import json, mlops_backend; "
+                             "print(json.dumps(mlops_backend.RUNTIME_REQUIREMENTS))"], env=side.env(),
+                            capture_output=True, text=True, check=True).stdout
+    sizes: dict[str, float] = {}
+    for requirement in json.loads(listed):
+        name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0]
+        files = metadata.distribution(name).files or []
+        sizes[name] = round(sum((f.size or 0) for f in files) / 1024, 1)
+    return {"requirements": sizes, "total_kib": round(sum(sizes.values()), 1)}
+
+
+def against(ref: str, record_as: str, rounds: int, seconds: int, quick: bool) -> int:
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-against-") as tmp:
+        work = Path(tmp)
+        (work / "lr").mkdir()
+        subprocess.run([sys.executable, "-c", TRAIN_LR, str(work)], check=True)
+        sides = [Side("base", ref, backend_at(ref, work).resolve()),
+                 Side("this", checkout_ref(), (Path(__file__).resolve().parent.parent / "backend").resolve())]
+        result: dict[str, Any] = {"rounds": rounds, "seconds": seconds,
+                                  "start": start_and_setup(sides, work, 2 if quick else 6),
+                                  "load": side_by_side(sides, work, rounds, seconds),
+                                  "footprint": {side.name: footprint(side) for side in sides}}
+        result["sides"] = {side.name: {"ref": side.ref, "backend_seen": sorted(side.seen)} for side in sides}
+    return finish(record_as, result, against_report, quick=quick)
+
+
+def against_report(result: dict[str, Any]) -> str:
+    base, this = result["sides"]["base"]["ref"], result["sides"]["this"]["ref"]
+    lines = [f"# mlops-serve side by side: {this} (this) against {base} (base)", "",
+             f"Machine: {describe(result['machine'])}",
+             f"Command: `python benchmarks/serving.py --against {base}` ({result['rounds']} rounds of "
+             f"{result['seconds']} s per wrk run, both servers up, measured back to back, the order alternating; "
+             "ratios this/base per round, then their median). Load generator: wrk on the same 2 cores.", "",
+             "| target | figure | base | this | this/base |", "|---|---|---|---|---|"]
+    for key, found in result["load"].items():
+        for figure in ("c1_rps", "c16_rps", "c1_p99_ms", "c16_p99_ms", "c16_cpu_ms_per_request"):
+            b, t = (statistics.median(r[figure] for r in found["runs"][n]) for n in ("base", "this"))
+            lines.append(f"| {key} | {figure} | {b:,.3f} | {t:,.3f} | {found['ratios'][figure]} |")
+        lines.append(f"| {key} | RSS MB per worker | {found['rss_mb_per_worker']['base']} | "
+                     f"{found['rss_mb_per_worker']['this']} | |")
+    start = result["start"]
+    for figure in ("cold_start_s", "server_imports_ms", "metrics_setup_ms"):
+        lines.append(f"| echo/w1 | {figure} (median) | {start['base'][figure]} | {start['this'][figure]} | "
+                     f"{round(start['this'][figure] / start['base'][figure], 3)} |")
+    fp = result["footprint"]
+    lines.append(f"| image | runtime requirements installed, KiB | {fp['base']['total_kib']} | "
+                 f"{fp['this']['total_kib']} | {round(fp['this']['total_kib'] / fp['base']['total_kib'], 3)} |")
+    lines += ["", f"Runtime requirements: base {json.dumps(fp['base']['requirements'])}; "
+                  f"this {json.dumps(fp['this']['requirements'])}.",
+              "Code: " + "; ".join(f"{k} = {', '.join(v['backend_seen'])}" for k, v in result["sides"].items())
+              + " (as each server process reported it).", "", "Every figure of the run is in the JSON file.", ""]
+    return "\n".join(lines)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, "One short round, nothing recorded.")
     parser.add_argument("--seconds", type=int, default=8, help="Duration of each wrk run.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds; medians are reported.")
     parser.add_argument("--no-mlflow", action="store_true", help="Leave MLflow out (it is a large install).")
-    parser.add_argument("--quick", action="store_true", help="One short round, nothing recorded.")
+    parser.add_argument("--against", metavar="REF",
+                        help="Compare this checkout's mlops-serve with commit REF's (no peers).")
+    parser.add_argument("--record", metavar="NAME", default="serving-against",
+                        help="With --against: results/NAME.md and .json (default serving-against).")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
     if args.quick:
         args.seconds, args.rounds = 2, 1
+    if args.against:
+        return against(args.against, args.record, args.rounds, args.seconds, args.quick)
     peers.ensure("azmlinfsrv")
     with_mlflow = not args.no_mlflow
     if with_mlflow:
@@ -364,13 +580,9 @@ def main() -> int:
             measured.setdefault("floor/rf", Measured()).runs.append({"seconds": round(script_floor(work, "rf"), 3)})
     floor = measured.pop("floor/rf")
     goals = summarise({**measured, "floor/rf": floor})
-    result = {"machine": machine_info(), "rounds": args.rounds, "seconds": args.seconds,
+    result = {"rounds": args.rounds, "seconds": args.seconds,
               "runs": {k: v.runs for k, v in measured.items()}, "script_floor_rf": floor.runs, "goals": goals}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("serving", text, result)
-    return 0
+    return finish("serving", result, report, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ No peer is named for this issue: the side-by-side is the listing made afresh aga
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, record
+from _common import command_line, describe, finish
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -227,20 +226,14 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line(__doc__, "Small sizes; print only, write nothing.")
     parser.add_argument("--versions", type=int, default=10_000, help="Versions in the registry.")
     parser.add_argument("--repeat", type=int, default=30, help="Requests per measure.")
-    parser.add_argument("--quick", action="store_true", help="Small sizes; print only, write nothing.")
     args = parser.parse_args()
     if args.quick:
         args.versions, args.repeat = 500, 5
     os.environ.pop("MLOPS_HOME", None)
-    result = {"machine": machine_info(), "sidebar": run(args.versions, args.repeat)}
-    text = report(result)
-    print(text)
-    if not args.quick:
-        record("sidebar", text, result)
-    return 0
+    return finish("sidebar", {"sidebar": run(args.versions, args.repeat)}, report, quick=args.quick)
 
 
 if __name__ == "__main__":

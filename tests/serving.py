@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample ``name`` of a Prometheus text exposition whose labels include ``labels``
+    (None: no such sample). Label order and number formatting (``3`` or ``3.0``) do not matter."""
+    found = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) == name:
+            have = dict(_LABEL.findall(match.group(2) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                found.append(float(match.group(3)))
+    assert len(found) <= 1, f"{len(found)} samples {name} with labels {labels}: {found}"
+    return found[0] if found else None
 
 
 @dataclass

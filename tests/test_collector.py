@@ -7,7 +7,6 @@ import contextlib
 import csv
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,10 +16,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from mlops_backend.collector import Collector, forward, read_stats, segments
+from mlops_backend.collection_store import forward, read_stats, segments
+from mlops_backend.collector import Collector
 
 from mlops_magics.monitoring import store
-from tests.serving import Served, free_port, serving, start, stop, wait_healthy
+from tests.serving import Served, free_port, metric, serving, start, stop, wait_healthy
 
 pytestmark = pytest.mark.serve
 
@@ -82,7 +82,7 @@ def test_a_crash_loses_at_most_the_unflushed_records_and_the_counters_say_how_ma
             served.post_json("/score", {"data": [[i]]})
         # A record is queued just after its answer is sent: wait until the last one is, then crash.
         deadline = time.monotonic() + 10
-        while ('mlops_collect_queued{worker="0"} 40' not in served.request("GET", "/metrics").body.decode()
+        while (metric(served.request("GET", "/metrics").body.decode(), "mlops_collect_queued", worker="0") != 40
                and time.monotonic() < deadline):
             time.sleep(0.01)
     finally:
@@ -197,11 +197,12 @@ def test_metrics_expose_the_collection_counters(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while True:
             text = served.request("GET", "/metrics").body.decode()
-            if 'mlops_collected_records_total{worker="0"} 7' in text or time.monotonic() > deadline:
+            if metric(text, "mlops_collected_records_total", worker="0") == 7 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-    assert 'mlops_collected_records_total{worker="0"} 7' in text
-    assert 'mlops_collect_dropped_total{worker="0"} 0' in text and 'mlops_collect_queued{worker="0"} 0' in text
+    assert metric(text, "mlops_collected_records_total", worker="0") == 7
+    assert metric(text, "mlops_collect_dropped_total", worker="0") == 0
+    assert metric(text, "mlops_collect_queued", worker="0") == 0
 
 
 # -- Azure's ModelDataCollector ----------------------------------------------------------------
@@ -305,8 +306,8 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def _metric(served: Served, name: str) -> float:
-    match = re.search(rf'^{name}{{worker="0"}} (\S+)$', served.request("GET", "/metrics").body.decode(), re.M)
-    return float(match.group(1)) if match else -1.0
+    value = metric(served.request("GET", "/metrics").body.decode(), name, worker="0")
+    return -1.0 if value is None else value
 
 
 def _send(collector: Collector, first: int, count: int) -> None:

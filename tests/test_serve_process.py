@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving import SCRIPTS, free_port, mlops_serve, serving, start, stop, wait_healthy
+from tests.serving import SCRIPTS, Served, free_port, metric, mlops_serve, serving, start, stop, wait_healthy
 
 pytestmark = pytest.mark.serve
 
@@ -274,12 +276,12 @@ def test_metrics_count_requests_failures_and_latency(tmp_path: Path) -> None:
             s.request("POST", "/score", "x")
         s.request("GET", "/nope")
         text = s.request("GET", "/metrics").body.decode()
-    assert 'mlops_requests_total{worker="0",route="score",status="500"} 3' in text
-    assert 'mlops_requests_total{worker="0",route="other",status="404"} 1' in text
-    assert 'mlops_run_failures_total{worker="0"} 3' in text
-    assert 'mlops_score_duration_seconds_count{worker="0"} 3' in text
-    assert 'mlops_score_duration_seconds_bucket{worker="0",le="+Inf"} 3' in text
-    assert 'mlops_requests_in_flight{worker="0"} 1' in text  # the /metrics request itself
+    assert metric(text, "mlops_requests_total", worker="0", route="score", status="500") == 3
+    assert metric(text, "mlops_requests_total", worker="0", route="other", status="404") == 1
+    assert metric(text, "mlops_run_failures_total", worker="0") == 3
+    assert metric(text, "mlops_score_duration_seconds_count", worker="0") == 3
+    assert metric(text, "mlops_score_duration_seconds_bucket", worker="0", le="+Inf") == 3
+    assert metric(text, "mlops_requests_in_flight", worker="0") == 1  # the /metrics request itself
 
 
 def test_each_request_writes_one_json_access_log_line(tmp_path: Path) -> None:
@@ -347,9 +349,56 @@ def test_two_workers_both_serve_and_a_killed_worker_is_replaced(tmp_path: Path) 
         assert stop(served) == 0
 
 
+def _workers(served: Served) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in found.split()]
+
+
+def _kill_and_await_replacement(served: Served, pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pids = _workers(served)
+        if len(pids) == 2 and pid not in pids:
+            break
+        time.sleep(0.1)
+    assert len(pids) == 2 and pid not in pids, served.log()
+    wait_healthy(served)
+
+
+def test_dead_workers_keep_their_counts_and_leave_nothing_in_flight(tmp_path: Path) -> None:
+    import threading
+
+    served = start("slow.py", "--worker_count", "2", logs=tmp_path)
+    try:
+        wait_healthy(served)
+        for _ in range(60):  # a new connection each time: both workers serve
+            assert served.request("POST", "/score", "fast").status == 200
+        before = served.request("GET", "/metrics").body.decode()
+        counts = {w: _score_count(before, w) for w in ("0", "1")}
+        assert all(c > 0 for c in counts.values()) and sum(counts.values()) == 60, counts
+        held = threading.Thread(target=_slow, args=(served,), daemon=True)
+        held.start()  # a request in flight (run() sleeps) when its worker is killed
+        time.sleep(0.5)
+        for pid in _workers(served):
+            _kill_and_await_replacement(served, pid)
+        held.join(5)  # its worker died: the connection is reset at once (unless it reached a new worker late)
+        for _ in range(5):  # whichever worker answers: the scrape itself is in flight, and nothing of the dead
+            after = served.request("GET", "/metrics").body.decode()
+            in_flight = [metric(after, "mlops_requests_in_flight", worker=w) or 0 for w in ("0", "1")]
+            assert sum(in_flight) == 1 + held.is_alive(), after
+            assert all(_score_count(after, w) >= counts[w] for w in ("0", "1")), after
+    finally:
+        stop(served)
+
+
+def _slow(served: Served) -> None:
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        served.request("POST", "/score", "slow", timeout=20)
+
+
 def _score_count(metrics: str, worker: str) -> int:
-    prefix = f'mlops_requests_total{{worker="{worker}",route="score",status="200"}} '
-    return next((int(float(line[len(prefix):])) for line in metrics.splitlines() if line.startswith(prefix)), 0)
+    return int(metric(metrics, "mlops_requests_total", worker=worker, route="score", status="200") or 0)
 
 
 def test_a_worker_that_fails_init_stops_the_whole_server(tmp_path: Path) -> None:

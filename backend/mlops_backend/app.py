@@ -10,16 +10,8 @@ liveness answers while ``run()`` works).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
-import inspect
-import io
-import json
-import os
-import sys
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -28,130 +20,24 @@ from urllib.parse import parse_qsl
 import orjson
 
 from mlops_backend import __version__
+from mlops_backend.access_log import AccessLog
 from mlops_backend.collector import Collector
 from mlops_backend.config import ServeConfig
-from mlops_backend.entry import EntryScript, InputMode, input_conversion_failure
-from mlops_backend.execution import Busy, ClientGone, Executor, Outcome
+from mlops_backend.entry import EntryScript
+from mlops_backend.execution import Busy, ClientGone, Executor
+from mlops_backend.inputs import HTTPError, Receive, RunArguments, Scope, parse_query, read_body
 from mlops_backend.keys import KeyFile
 from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
+from mlops_backend.outputs import JSON_TYPE, NOT_FAILED, Answers, log_exception
 from mlops_backend.swagger import Swagger, SwaggerError
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 HEADER_LIMIT = 100
-#: How deep a JSON body or query value may nest (orjson's own limit; deeper gets 400).
-MAX_JSON_DEPTH = 1024
 #: The status recorded (never sent) for a request dropped because its client had gone.
 CLIENT_GONE = 499
-RUN_FAILED_MESSAGE = "An unexpected error occurred in scoring script. Check the logs for more info."
-_JSON = b"application/json"
 _HTML = b"text/html; charset=utf-8"  # what Azure ML's (Flask) server says for "Healthy" and OPTIONS
 _SERVER = f"mlops-serve/{__version__}".encode()
-_FALSE = b"False"
-_TRUE = b"True"
-
-
-class HTTPError(Exception):
-    """Answer the request with this status and ``{"message": ...}``."""
-
-    def __init__(self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.extra = extra or []
-
-
-def _json_default(value: Any) -> Any:
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, pandas objects
-    if callable(tolist):
-        return tolist()
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
-def encode_json(value: Any) -> bytes:
-    """JSON-encode a run() result: orjson (numpy-aware), falling back to the standard library."""
-    try:
-        return orjson.dumps(value, default=_json_default,
-                            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return json.dumps(value, default=_json_default).encode()
-
-
-class JSONTooDeep(Exception):
-    """A JSON document nests deeper than it can be decoded (the message says how deep it may go)."""
-
-    def __init__(self, message: str = f"JSON nested deeper than {MAX_JSON_DEPTH} levels, the limit") -> None:
-        super().__init__(message)
-
-
-#: When Python's own decoder (query values; bodies with NaN or Infinity) runs out of stack, before orjson's limit.
-_TOO_DEEP_FOR_PYTHON = "JSON nested too deeply to decode (about 900 levels at most here)"
-
-
-def decode_json(body: bytes | str) -> Any:
-    """Decode JSON as Python's json module would (orjson first; stdlib for NaN, huge ints).
-
-    Raises:
-        JSONTooDeep: the document nests deeper than :data:`MAX_JSON_DEPTH` levels.
-        ValueError: it is not JSON.
-    """
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if str(exc).startswith("depth limit exceeded"):
-            raise JSONTooDeep from None
-    try:
-        return json.loads(body)
-    except RecursionError:  # stdlib's limit is the interpreter's stack, below orjson's
-        raise JSONTooDeep(_TOO_DEEP_FOR_PYTHON) from None
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except RecursionError:  # the URL limit allows a few thousand levels: more than the stack takes
-        raise HTTPError(400, f"A query parameter's value is {_TOO_DEEP_FOR_PYTHON}.") from None
-    except ValueError:
-        return text
-
-
-def parse_query(query: bytes) -> dict[str, Any]:
-    """Query parameters as Azure ML reads them: values JSON-decoded when they can be; repeats make lists."""
-    found: dict[str, list[Any]] = {}
-    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        found.setdefault(key, []).append(_parse_value(value))
-    return {k: v[0] if len(v) == 1 else v for k, v in found.items()}
-
-
-def _title(name: bytes) -> str:
-    return "-".join(part.capitalize() for part in name.decode("latin-1").split("-"))
-
-
-class AccessLog:
-    """JSON lines on stdout, buffered: written when 64 KiB pile up or half a second after the first."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.buffer += orjson.dumps(record)
-        self.buffer += b"\n"
-        if len(self.buffer) > 65536:
-            self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(0.5, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.buffer:
-            with contextlib.suppress(OSError):  # stdout closed: the log is lost, the service is not
-                os.write(1, self.buffer)
-            self.buffer.clear()
 
 
 class ScoringApp:
@@ -173,7 +59,8 @@ class ScoringApp:
         self.key_file = KeyFile(config.auth_key_file, config.auth_keys) if config.auth_key_file else None
         self._keys = [f"Bearer {k}".encode() for k in config.auth_keys]
         self._cors = set(config.cors_origins)
-        self._headers_for_run = script.wants_headers or script.mode is InputMode.RAW
+        self.arguments = RunArguments(config, script)
+        self.answers = Answers(config, script)
 
     def refresh_keys(self) -> None:
         """Take up a rewritten key file (called once a second from the server's tick, off the request path)."""
@@ -245,10 +132,10 @@ class ScoringApp:
                         self._check_auth(auth)
                     collector = self.collector  # from here on the request is recorded, whatever its answer
                     if method == "POST":
-                        payload = await self._read_body(receive, content_length)
+                        payload = await read_body(receive, content_length, self.config.max_body_bytes)
                     elif collector is not None:
                         payload = orjson.dumps(parse_query(scope["query_string"]))
-                    kwargs = self._arguments(scope, method, payload, content_type)
+                    kwargs = self.arguments.build(scope, method, payload, content_type)
                     executor = self.executor
                     try:
                         if executor.inline and not executor.admitted and not executor.queued:  # the fast path:
@@ -258,11 +145,11 @@ class ScoringApp:
                             outcome = await executor.submit(kwargs, request_id, scope)
                     except Busy as exc:
                         raise self._busy(exc) from None
-                    status, body, run_failed = self._answer(outcome, kwargs, headers)
+                    status, body, run_failed = self.answers.answer(outcome, kwargs, headers)
                 elif method == "OPTIONS":
                     status, body = 200, b""
                     headers.append((b"content-type", _HTML))
-                    headers.append((b"x-ms-run-function-failed", _FALSE))
+                    headers.append((b"x-ms-run-function-failed", NOT_FAILED))
                     if self._cors:
                         headers += [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
                                     (b"access-control-allow-headers", b"*")]
@@ -277,18 +164,18 @@ class ScoringApp:
             headers += error.extra
             if route == 0:  # every /score answer says how long run() took: here, it did not run
                 headers.append((b"x-ms-run-fn-exec-ms", b"0.000"))
-            headers.append((b"content-type", _JSON))
-            headers.append((b"x-ms-run-function-failed", _FALSE))
+            headers.append((b"content-type", JSON_TYPE))
+            headers.append((b"x-ms-run-function-failed", NOT_FAILED))
         except ClientGone:  # nobody to answer: the request is dropped, not run, not recorded
             status, collector = CLIENT_GONE, None
             connection = scope.get("mlops.connection")
             if connection is not None:
                 connection.drop()
         except Exception:  # noqa: BLE001 - a server bug must still answer, and be logged
-            self._log_exception("unexpected server error")
+            log_exception("unexpected server error")
             status = 500
             body = b'{"message": "An unexpected internal error occurred. Check the logs for more info."}'
-            headers.append((b"content-type", _JSON))
+            headers.append((b"content-type", JSON_TYPE))
         headers.append((b"content-length", str(len(body)).encode()))
         try:
             if status != CLIENT_GONE:
@@ -312,174 +199,11 @@ class ScoringApp:
         raise HTTPError(401, "Missing or invalid key: send the header 'Authorization: Bearer <key>'.",
                         [(b"www-authenticate", b"Bearer")])
 
-    async def _read_body(self, receive: Receive, content_length: int) -> bytes:
-        limit = self.config.max_body_bytes
-        if content_length > limit:
-            raise HTTPError(413, f"The request body ({content_length} bytes) is larger than the limit of "
-                                 f"{limit} bytes.")
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if message["type"] != "http.request":
-                raise ClientGone  # gone (or timed out) before its body was complete: never scored
-            if len(body) > limit:
-                raise HTTPError(413, f"The request body is larger than the limit of {limit} bytes.")
-            return body
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"The request body is larger than the limit of {limit} bytes.")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _arguments(self, scope: Scope, method: str, payload: bytes, content_type: bytes | None) -> dict[str, Any]:
-        """run()'s keyword arguments for this request, as its input mode wants them."""
-        script = self.script
-        mode = script.mode
-        if mode is InputMode.STRING:
-            if method == "POST":
-                try:
-                    kwargs: dict[str, Any] = {script.input_name: payload.decode("utf-8")}
-                except UnicodeDecodeError as exc:
-                    raise HTTPError(400, f"Input cannot be decoded as UTF-8: {exc}") from None
-            else:
-                kwargs = {script.input_name: json.dumps(parse_query(scope["query_string"]))}
-        elif mode is InputMode.SCHEMA:
-            kwargs = self._schema_arguments(scope, method, payload, content_type)
-        else:
-            kwargs = {script.input_name: self._raw_request(scope, payload)}
-        if script.wants_headers:
-            kwargs["request_headers"] = {_title(k): v.decode("latin-1") for k, v in scope["headers"]}
-        return kwargs
-
     def _busy(self, exc: Busy) -> HTTPError:
         return HTTPError(503, f"Server busy: this worker is scoring its limit of {exc.places} request"
                               f"{'s' if exc.places > 1 else ''} (--max-concurrent-requests) and this one waited "
                               f"{exc.waited_s * 1000:.0f} ms (--max-request-wait-ms {self.config.max_request_wait_ms}) "
                               "without its turn. Retry later.", [(b"retry-after", b"1")])
-
-    def _answer(self, outcome: Outcome, kwargs: dict[str, Any],
-                headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
-        """The status, body and run-failed flag for what run() gave."""
-        result, error, timed_out, seconds = outcome
-        headers.append((b"x-ms-run-fn-exec-ms", f"{seconds * 1000:.3f}".encode()))
-        if timed_out:
-            self._log_failure(f"run() exceeded the scoring timeout of {self.config.scoring_timeout_ms} ms", error)
-            return self._run_failed(f"Scoring timeout after {self.config.scoring_timeout_ms} ms", headers)
-        if error is not None:
-            return self._failed(error, kwargs, headers)
-        if hasattr(result, "get_data") and hasattr(result, "status_code") and hasattr(result, "headers"):
-            return self._response_object(result, headers)
-        try:
-            body = encode_json(result)
-        except (TypeError, ValueError) as exc:
-            self._log_exception("run() returned a value that is not JSON serializable")
-            return self._run_failed(f"run() returned a value that cannot be encoded as JSON: {exc}", headers)
-        headers.append((b"content-type", _JSON))
-        headers.append((b"x-ms-run-function-failed", _FALSE))
-        return 200, body, False
-
-    def _failed(self, error: BaseException, kwargs: dict[str, Any],
-                headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
-        if self.script.mode is InputMode.SCHEMA:
-            invalid = input_conversion_failure(self.script, error, kwargs)
-            if invalid is not None:  # the decorators could not convert the input: the client's error
-                body = orjson.dumps({"message": invalid})
-                headers.append((b"content-type", _JSON))
-                headers.append((b"x-ms-run-function-failed", _FALSE))
-                return 400, body, False
-        self._log_failure("run() raised", error)
-        message = RUN_FAILED_MESSAGE
-        if self.config.verbose_errors:
-            message += f" {type(error).__name__}: {error}"
-        return self._run_failed(message, headers)
-
-    def _run_failed(self, message: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
-        headers.append((b"content-type", _JSON))
-        headers.append((b"x-ms-run-function-failed", _TRUE))
-        return 500, orjson.dumps({"message": message}), True
-
-    def _response_object(self, result: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
-        status = int(result.status_code)
-        failed = status >= 500
-        seen_failed = False
-        for name, value in result.headers.items():
-            lower = name.lower()
-            if lower == "content-length":
-                continue
-            if lower == "x-ms-run-function-failed":
-                seen_failed = True
-                value = "True" if failed else value
-            headers.append((lower.encode("latin-1"), str(value).encode("latin-1")))
-        if not seen_failed:
-            headers.append((b"x-ms-run-function-failed", _TRUE if failed else _FALSE))
-        return status, result.get_data(), failed
-
-    def _schema_arguments(self, scope: Scope, method: str, payload: bytes,
-                          content_type: bytes | None) -> dict[str, Any]:
-        if method == "GET":
-            values = parse_query(scope["query_string"])
-        else:
-            mime = (content_type or b"").split(b";", 1)[0].strip().lower()
-            if not (mime == b"application/json" or (mime.startswith(b"application/") and mime.endswith(b"+json"))):
-                raise HTTPError(415, "Expects Content-Type to be application/json")
-            try:
-                values = decode_json(payload)
-            except JSONTooDeep as exc:
-                raise HTTPError(400, f"POST body could not be decoded: {exc}.") from None
-            except ValueError as exc:
-                if payload:
-                    raise HTTPError(400, f"POST body could not be decoded as JSON: {exc}") from None
-                raise HTTPError(400, "POST body is empty. Expecting a JSON dictionary.") from None
-            if not isinstance(values, dict):
-                raise HTTPError(400, "POST body should be a JSON dictionary.")
-        kwargs: dict[str, Any] = {}
-        for name, default in self.script.parameters:
-            value = values.get(name, default)  # defaults are passed explicitly: the decorators expect every name
-            if value is _EMPTY:
-                raise HTTPError(400, f"A value is not provided for the {name!r} parameter.")
-            kwargs[name] = value
-        return kwargs
-
-    def _raw_request(self, scope: Scope, payload: bytes) -> Any:
-        from azureml.contrib.services.aml_request import AMLRequest
-
-        server = scope.get("server") or ("127.0.0.1", self.config.port)
-        client = scope.get("client") or ("", 0)
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": scope["method"],
-            "SCRIPT_NAME": "",
-            "PATH_INFO": scope["path"],
-            "QUERY_STRING": scope["query_string"].decode("latin-1"),
-            "SERVER_NAME": str(server[0]),
-            "SERVER_PORT": str(server[1]),
-            "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
-            "REMOTE_ADDR": str(client[0]),
-            "REMOTE_PORT": str(client[1]),
-            "CONTENT_LENGTH": str(len(payload)),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scope.get("scheme", "http"),
-            "wsgi.input": io.BytesIO(payload),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": self.config.worker_count > 1,
-            "wsgi.run_once": False,
-        }
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1").upper().replace("-", "_")
-            text = value.decode("latin-1")
-            if key == "CONTENT_TYPE":
-                environ["CONTENT_TYPE"] = text
-            elif key != "CONTENT_LENGTH":
-                http_key = f"HTTP_{key}"
-                environ[http_key] = f"{environ[http_key]},{text}" if http_key in environ else text
-        return AMLRequest(environ)
 
     # -- the other routes -------------------------------------------------------------------
 
@@ -493,7 +217,7 @@ class ScoringApp:
             headers.append((b"content-type", _HTML))
             return 200, b"Healthy"
         if path == "/ready":
-            headers.append((b"content-type", _JSON))
+            headers.append((b"content-type", JSON_TYPE))
             if self.draining:
                 return 503, b'{"status": "draining"}'
             return 200, b'{"status": "ready"}'
@@ -505,18 +229,8 @@ class ScoringApp:
             document = self.swagger.get(version)
         except SwaggerError as exc:
             raise HTTPError(404, str(exc)) from None
-        headers.append((b"content-type", _JSON))
-        headers.append((b"x-ms-run-function-failed", _FALSE))
+        headers.append((b"content-type", JSON_TYPE))
+        headers.append((b"x-ms-run-function-failed", NOT_FAILED))
         return 200, document
 
-    def _log_exception(self, what: str) -> None:
-        print(f"mlops-serve: {what}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-
-    def _log_failure(self, what: str, error: BaseException | None) -> None:
-        detail = "".join(traceback.format_exception(error)) if error is not None else (
-            "(still running on the scoring thread: interrupted at its next Python instruction)\n")
-        print(f"mlops-serve: {what}:\n{detail}", file=sys.stderr, flush=True)
-
-
 _ROUTE_NAMES = {"/": "health", "/ready": "ready", "/metrics": "metrics", "/swagger.json": "swagger"}
-_EMPTY = inspect.Parameter.empty

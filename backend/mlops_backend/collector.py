@@ -22,46 +22,44 @@ once when the store starts refusing and once when it takes records again (with h
 meanwhile). The ``ModelDataCollector`` CSV files get the same treatment, a ``collect()`` call's rows being the
 unit kept whole (a quoted CSV field may hold a line break), with their own counters (``csv_*``, in rows).
 
-Layout of a collection folder (``--collect-dir``, env ``MLOPS_COLLECT_DIR``)::
-
-    records/<start>-<token>.jsonl.part  the segment a worker writes now: one JSON object a line
-    records/<start>-<token>.jsonl       closed segments, immutable: an edge agent forwards and removes these
-    stats/<token>.bin                   a worker's counters (see STATS)
-    modeldata/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv
-                                        what entry scripts gave ``azureml.monitoring.ModelDataCollector``
-
-A record: ``{"time": epoch seconds, "request_id", "status", "latency_ms", "input", "output"}``; input and
-output are the JSON bodies (a string when a body is not JSON, ``{"truncated": true, "bytes": n}`` above the
-size limit, null when there was none).
+The folder's layout and what reads it back: :mod:`mlops_backend.collection_store`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import mmap
 import os
 import random
 import secrets
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-#: The counters of a worker, in this order, as float64 in ``stats/<token>.bin`` (the ``csv_*`` ones count
-#: ModelDataCollector rows; files written before they existed read them as 0).
-STATS = ("received", "sampled_out", "written", "spilled", "dropped", "closed", "started", "heartbeat",
-         "flush_interval", "csv_received", "csv_written", "csv_dropped")
-(_RECEIVED, _SAMPLED_OUT, _WRITTEN, _SPILLED, _DROPPED, _CLOSED, _STARTED, _HEARTBEAT, _FLUSH,
- _CSV_RECEIVED, _CSV_WRITTEN, _CSV_DROPPED) = range(len(STATS))
-#: Counters every stats file has (the first release's).
-_FIRST_STATS = 9
+from mlops_backend.collection_store import (
+    CLOSED,
+    CSV_DROPPED,
+    CSV_RECEIVED,
+    CSV_WRITTEN,
+    DROPPED,
+    FLUSH,
+    HEARTBEAT,
+    RECEIVED,
+    SAMPLED_OUT,
+    SPILLED,
+    STARTED,
+    WRITTEN,
+    append_csv,
+    counters,
+    reason,
+    record_value,
+    say,
+    whole_prefix,
+    write_all,
+)
+
 DEFAULT_FLUSH_S = 0.5
 DEFAULT_QUEUE_LIMIT = 20_000
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
@@ -80,53 +78,6 @@ _current: Collector | None = None
 def current() -> Collector | None:
     """The collector of this worker process (None: collection is off)."""
     return _current
-
-
-def _value(raw: bytes, limit: int) -> Any:
-    """A body as it goes into a record: JSON as it came (checked, then copied), else a string, else its size."""
-    if not raw:
-        return None
-    if len(raw) > limit:
-        return {"truncated": True, "bytes": len(raw)}
-    try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", errors="replace")
-    # Valid JSON has line breaks only as whitespace (inside strings they are escaped): one record, one line.
-    return orjson.Fragment(raw.replace(b"\n", b" ").replace(b"\r", b" "))
-
-
-def _say(message: str) -> None:
-    print(f"mlops-serve[{os.getpid()}]: data collection: {message}", file=sys.stderr, flush=True)
-
-
-def _write(fd: int, data: bytes) -> tuple[int, OSError | None]:
-    """Write ``data`` at the end of ``fd``; return the bytes written and the error that stopped it (None: all)."""
-    view = memoryview(data)
-    done = 0
-    try:
-        while done < len(data):
-            count = os.write(fd, view[done:])
-            if count == 0:  # no progress and no error: treat it as the full disk it is
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            done += count
-    except OSError as exc:
-        return done, exc
-    return done, None
-
-
-def _whole(chunks: Sequence[bytes], done: int) -> tuple[int, int]:
-    """How many of ``chunks``, written one after the other, the first ``done`` bytes hold whole, and their size."""
-    size = 0
-    for count, chunk in enumerate(chunks):
-        if size + len(chunk) > done:
-            return count, size
-        size += len(chunk)
-    return len(chunks), size
-
-
-def _reason(exc: OSError) -> str:
-    return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
 
 
 class Collector:
@@ -186,9 +137,9 @@ class Collector:
         (folder / "records").mkdir(parents=True, exist_ok=True)
         (folder / "stats").mkdir(exist_ok=True)
         self.stats_path = folder / "stats" / f"{self.token}.bin"
-        self.stats = _counters(self.stats_path)
-        self.stats[_STARTED] = self.stats[_HEARTBEAT] = time.time()
-        self.stats[_FLUSH] = flush_interval
+        self.stats = counters(self.stats_path)
+        self.stats[STARTED] = self.stats[HEARTBEAT] = time.time()
+        self.stats[FLUSH] = flush_interval
         # The queue's bytes: in (added by the request path) below a ceiling (bytes taken out, by the writer, plus
         # the bound). One writer each: no lock on the request path.
         self._bytes_in = 0
@@ -215,15 +166,15 @@ class Collector:
     def record(self, request_id: bytes, status: int, seconds: float, payload: bytes, body: bytes) -> None:
         """Queue the record of one scored request. Never raises, never blocks unless the queue is full."""
         stats = self.stats
-        stats[_RECEIVED] += 1
+        stats[RECEIVED] += 1
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
-            stats[_SAMPLED_OUT] += 1
+            stats[SAMPLED_OUT] += 1
             return
         try:
             line = self._line(request_id, status, seconds, payload, body)
         except Exception:  # noqa: BLE001 - a record that cannot be encoded must not fail the request
             with self._lock:  # the writer counts drops too
-                stats[_DROPPED] += 1
+                stats[DROPPED] += 1
             return
         queue = self.queue
         if len(queue) >= self.queue_limit or self._bytes_in >= self._bytes_ceiling:
@@ -242,9 +193,9 @@ class Collector:
         """
         size = len(header) + len(rows)
         with self._csv_lock:
-            self.stats[_CSV_RECEIVED] += count
+            self.stats[CSV_RECEIVED] += count
             if self._csv_bytes + size > self.queue_bytes:
-                self.stats[_CSV_DROPPED] += count
+                self.stats[CSV_DROPPED] += count
                 return
             self._csv_bytes += size
             self.csv_queue.append((path, header, rows, count))
@@ -255,15 +206,15 @@ class Collector:
         limit = self.max_body_bytes
         return orjson.dumps({"time": time.time(), "request_id": request_id.decode("latin-1"), "status": status,
                              "latency_ms": int(seconds * 1e6) / 1000,  # round() would cost more than the rest
-                             "input": _value(payload, limit), "output": _value(body, limit)}) + b"\n"
+                             "input": record_value(payload, limit), "output": record_value(body, limit)}) + b"\n"
 
     def _overflow(self, line: bytes) -> None:
         """The queue is full: the request writes its own record, unless the store refuses (then it is dropped)."""
         with self._lock:
             if self.refusing is None and self._append([line])[0]:
-                self.stats[_SPILLED] += 1
+                self.stats[SPILLED] += 1
             else:
-                self.stats[_DROPPED] += 1
+                self.stats[DROPPED] += 1
 
     def _append(self, lines: list[bytes]) -> tuple[int, int]:
         """Append whole records to the segment (the lock is held); return how many are on disk, and their bytes.
@@ -274,16 +225,16 @@ class Collector:
         if (self._fd < 0 and not self._reopen()) or (self._cut is not None and not self._truncate()):
             return 0, 0
         data = lines[0] if len(lines) == 1 else b"".join(lines)
-        done, error = _write(self._fd, data)
+        done, error = write_all(self._fd, data)
         if error is None:
             kept, size = len(lines), done
         else:
-            kept, size = _whole(lines, done)
+            kept, size = whole_prefix(lines, done)
             if size < done:  # a torn line: cut it off (if that fails too, before the next write)
                 self._cut = self._size + size
                 self._truncate()
         self._size += size
-        self.stats[_WRITTEN] += kept
+        self.stats[WRITTEN] += kept
         if error is not None:
             self._refused(error)
         elif self.refusing is not None:
@@ -306,17 +257,17 @@ class Collector:
 
     def _refused(self, exc: OSError) -> None:
         if self.refusing is None:
-            self._dropped_at_refusal = self.stats[_DROPPED]
+            self._dropped_at_refusal = self.stats[DROPPED]
             target = self._segment or self.folder / "records"
-            _say(f"cannot write {target}: {_reason(exc)}. Records wait in memory (up to {self.queue_limit:,} "
+            say(f"cannot write {target}: {reason(exc)}. Records wait in memory (up to {self.queue_limit:,} "
                  f"records or {self.queue_bytes / 2**20:.0f} MiB; beyond that new ones are dropped, counted) and "
                  f"the write is retried every {self.flush_interval:g} s. Free space in {self.folder} to resume.")
         self.refusing = exc
 
     def _resumed(self) -> None:
         self.refusing = None
-        dropped = int(self.stats[_DROPPED] - self._dropped_at_refusal)
-        _say(f"writing records again to {self.folder}; {dropped:,} dropped while the store refused.")
+        dropped = int(self.stats[DROPPED] - self._dropped_at_refusal)
+        say(f"writing records again to {self.folder}; {dropped:,} dropped while the store refused.")
 
     def _drain(self) -> None:
         queue = self.queue
@@ -331,7 +282,7 @@ class Collector:
                 break
         while self.csv_queue and self._write_csv():
             pass
-        self.stats[_HEARTBEAT] = time.time()
+        self.stats[HEARTBEAT] = time.time()
 
     def _write_csv(self) -> bool:
         """Append the queued CSV chunks, file by file; what the store refuses waits for the next try.
@@ -349,57 +300,27 @@ class Collector:
         waiting: list[tuple[Path, bytes, bytes, int]] = []
         error: OSError | None = None
         for path, items in grouped.items():
-            kept, failure = self._append_csv(path, items)
+            kept, failure = append_csv(path, items)
             waiting += items[kept:]
             error = error or failure
             size = sum(len(header) + len(rows) for _, header, rows, _ in items[:kept])
             with self._csv_lock:
                 self._csv_bytes -= size
-            self.stats[_CSV_WRITTEN] += sum(count for *_, count in items[:kept])
+            self.stats[CSV_WRITTEN] += sum(count for *_, count in items[:kept])
         if waiting:
             queue.extendleft(reversed(waiting))
         if error is not None:
             if self.csv_refusing is None:
-                self._csv_dropped_at_refusal = self.stats[_CSV_DROPPED]
-                _say(f"cannot write ModelDataCollector rows: {_reason(error)}. They wait in memory (up to "
+                self._csv_dropped_at_refusal = self.stats[CSV_DROPPED]
+                say(f"cannot write ModelDataCollector rows: {reason(error)}. They wait in memory (up to "
                      f"{self.queue_bytes / 2**20:.0f} MiB; beyond that new ones are dropped, counted) and the write "
                      f"is retried every {self.flush_interval:g} s. Free space in {self.folder} to resume.")
             self.csv_refusing = error
         elif self.csv_refusing is not None:
             self.csv_refusing = None
-            dropped = int(self.stats[_CSV_DROPPED] - self._csv_dropped_at_refusal)
-            _say(f"writing ModelDataCollector rows again; {dropped:,} dropped while the store refused.")
+            dropped = int(self.stats[CSV_DROPPED] - self._csv_dropped_at_refusal)
+            say(f"writing ModelDataCollector rows again; {dropped:,} dropped while the store refused.")
         return error is None
-
-    def _append_csv(self, path: Path, items: list[tuple[Path, bytes, bytes, int]]) -> tuple[int, OSError | None]:
-        """Append chunks of rows to one CSV file, whole or not at all each; return how many, and the refusal."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            return 0, exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # workers share the file: the header goes in exactly once
-            start = os.fstat(fd).st_size
-            chunks = [rows for _, _, rows, _ in items]
-            header = items[0][1] if start == 0 else b""
-            if header:
-                chunks.insert(0, header)
-            done, error = _write(fd, b"".join(chunks))
-            if error is None:
-                return len(items), None
-            whole, size = _whole(chunks, done)
-            if size < done:  # a torn row: cut it off (the lock is held: no other worker wrote after it)
-                try:
-                    os.ftruncate(fd, start + size)
-                except OSError as exc:
-                    _say(f"cannot cut the partial row off {path} after a failed write: {_reason(exc)}; its last "
-                         "row is incomplete.")
-            return max(0, whole - (1 if header else 0)), error
-        except OSError as exc:
-            return 0, exc
-        finally:
-            os.close(fd)
 
     def _writer(self) -> None:
         while not self._closing:
@@ -441,7 +362,7 @@ class Collector:
             else:
                 self._segment.unlink(missing_ok=True)
         except OSError as exc:
-            _say(f"cannot close the segment {self._segment}: {_reason(exc)}; it stays as it is (whole records).")
+            say(f"cannot close the segment {self._segment}: {reason(exc)}; it stays as it is (whole records).")
         self._segment = None
 
     def close(self) -> None:
@@ -458,32 +379,21 @@ class Collector:
         with self._lock:
             if self.queue:
                 left = len(self.queue)
-                self.stats[_DROPPED] += left
+                self.stats[DROPPED] += left
                 self._bytes_ceiling += sum(map(len, self.queue))
                 self.queue.clear()
-                why = f": {_reason(self.refusing)}" if self.refusing is not None else ""
-                _say(f"{left:,} records could not be written at the stop{why}; dropped, counted.")
+                why = f": {reason(self.refusing)}" if self.refusing is not None else ""
+                say(f"{left:,} records could not be written at the stop{why}; dropped, counted.")
             self._close_segment()
         with self._csv_lock:
             if self.csv_queue:
                 left = sum(count for *_, count in self.csv_queue)
-                self.stats[_CSV_DROPPED] += left
+                self.stats[CSV_DROPPED] += left
                 self.csv_queue.clear()
                 self._csv_bytes = 0
-                why = f": {_reason(self.csv_refusing)}" if self.csv_refusing is not None else ""
-                _say(f"{left:,} ModelDataCollector rows could not be written at the stop{why}; dropped, counted.")
-        self.stats[_CLOSED] = 1.0
-
-
-def _counters(path: Path) -> Any:
-    """A float64 array of len(STATS) counters backed by ``path`` (written through, survives a crash)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, bytes(8 * len(STATS)))  # real blocks, not a hole: a full disk cannot fault the mapping
-        mapped = mmap.mmap(fd, 8 * len(STATS))
-    finally:
-        os.close(fd)
-    return memoryview(mapped).cast("d")
+                why = f": {reason(self.csv_refusing)}" if self.csv_refusing is not None else ""
+                say(f"{left:,} ModelDataCollector rows could not be written at the stop{why}; dropped, counted.")
+        self.stats[CLOSED] = 1.0
 
 
 def start(folder: Path, *, worker: int, sample_rate: float, flush_interval: float = DEFAULT_FLUSH_S,
@@ -498,32 +408,3 @@ def start(folder: Path, *, worker: int, sample_rate: float, flush_interval: floa
     return collector
 
 
-def read_stats(path: Path) -> dict[str, float]:
-    """One worker's counters, by name (those a file from an older release lacks read as 0)."""
-    data = path.read_bytes()[: 8 * len(STATS)]
-    if len(data) < 8 * _FIRST_STATS:
-        return dict.fromkeys(STATS, 0.0)
-    values = memoryview(data[: len(data) // 8 * 8]).cast("d").tolist()
-    return dict(zip(STATS, values + [0.0] * (len(STATS) - len(values)), strict=True))
-
-
-def segments(folder: Path, *, closed_only: bool = False) -> Iterator[Path]:
-    """The record segments of a collection folder, oldest first (closed ones only: what may be forwarded)."""
-    records = folder / "records"
-    if not records.is_dir():
-        return
-    for path in sorted(records.iterdir()):
-        if path.suffix == ".jsonl" or (not closed_only and path.name.endswith(".jsonl.part")):
-            yield path
-
-
-def forward(folder: Path, send: Callable[[Path], bool]) -> int:
-    """Offer each closed segment to ``send``, oldest first; remove those it accepts. Stops at the first refusal
-    (offline: try again later). Returns how many were forwarded."""
-    done = 0
-    for path in segments(folder, closed_only=True):
-        if not send(path):
-            break
-        path.unlink(missing_ok=True)
-        done += 1
-    return done

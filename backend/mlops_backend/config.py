@@ -52,6 +52,40 @@ class ConnectionLimits:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """A :class:`ConnectionLimits` setting: its flag (``--max-url-bytes`` sets ``max_url_bytes``), environment
+    variable, help and valid range (``least`` or more; ``least``-``most`` seconds when there is a most)."""
+
+    flag: str
+    variable: str
+    metavar: str
+    text: str
+    least: float
+    most: float | None = None
+
+    @property
+    def field(self) -> str:
+        """The :class:`ConnectionLimits` field it sets."""
+        return self.flag[2:].replace("-", "_")
+
+
+#: Every :class:`ConnectionLimits` setting, in the order ``--help`` lists them.
+BOUNDS = (
+    Bound("--max-header-bytes", "MLOPS_MAX_HEADER_BYTES", "BYTES", "Largest request line + headers; larger gets 431",
+          256),
+    Bound("--max-header-count", "MLOPS_MAX_HEADER_COUNT", "N", "Most headers in a request; more gets 431", 4),
+    Bound("--max-url-bytes", "MLOPS_MAX_URL_BYTES", "BYTES", "Longest URL (path and query); longer gets 414", 16),
+    Bound("--header-timeout-s", "MLOPS_HEADER_TIMEOUT_S", "S",
+          "Seconds a client has to send a request's headers, from the connection's start or the request's first "
+          "byte; then 408 and the connection is closed", 0.1, 86400),
+    Bound("--body-timeout-s", "MLOPS_BODY_TIMEOUT_S", "S", "Seconds a request body may stall (no bytes); then 408",
+          0.1, 86400),
+    Bound("--max-connections", "MLOPS_MAX_CONNECTIONS", "N",
+          "Open connections per worker; a new one past it gets 503 (liveness and readiness probes excepted)", 1),
+)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """Everything a scoring server process needs to know."""
 
@@ -131,29 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
                            f"default {DEFAULT_MAX_WAIT_MS}). A request whose client has gone meanwhile is dropped.")
     ours.add_argument("--max-body-bytes", type=int,
                       help="Largest request body accepted; larger gets 413 (env MLOPS_MAX_BODY_BYTES).")
-    limits = ConnectionLimits()
-    ours.add_argument("--max-header-bytes", type=int, metavar="BYTES",
-                      help="Largest request line + headers; larger gets 431 (env MLOPS_MAX_HEADER_BYTES; "
-                           f"default {limits.max_header_bytes}).")
-    ours.add_argument("--max-header-count", type=int, metavar="N",
-                      help="Most headers in a request; more gets 431 (env MLOPS_MAX_HEADER_COUNT; "
-                           f"default {limits.max_header_count}).")
-    ours.add_argument("--max-url-bytes", type=int, metavar="BYTES",
-                      help="Longest URL (path and query); longer gets 414 (env MLOPS_MAX_URL_BYTES; "
-                           f"default {limits.max_url_bytes}).")
-    ours.add_argument("--header-timeout-s", type=float, metavar="S",
-                      help="Seconds a client has to send a request's headers, from the connection's start or the "
-                           "request's first byte; then 408 and the connection is closed (env MLOPS_HEADER_TIMEOUT_S; "
-                           f"default {limits.header_timeout_s:g}).")
-    ours.add_argument("--body-timeout-s", type=float, metavar="S",
-                      help="Seconds a request body may stall (no bytes); then 408 (env MLOPS_BODY_TIMEOUT_S; "
-                           f"default {limits.body_timeout_s:g}).")
+    defaults = ConnectionLimits()
+    for bound in BOUNDS:
+        default = getattr(defaults, bound.field)
+        ours.add_argument(bound.flag, type=type(default), metavar=bound.metavar,
+                          help=f"{bound.text} (env {bound.variable}; default {default:g}).")
     ours.add_argument("--keep-alive-s", type=int, metavar="S",
                       help="Seconds an idle keep-alive connection is kept open (env MLOPS_KEEP_ALIVE_S; "
                            f"default {DEFAULT_KEEP_ALIVE_S}).")
-    ours.add_argument("--max-connections", type=int, metavar="N",
-                      help="Open connections per worker; a new one past it gets 503 (liveness and readiness "
-                           f"probes excepted) (env MLOPS_MAX_CONNECTIONS; default {limits.max_connections}).")
     ours.add_argument("--no-access-log", action="store_true", help="Do not write a JSON access log line per request.")
     ours.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                       help="Event loop of each worker. uvloop spends ~15%% less CPU per request but serves "
@@ -278,14 +297,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return default if value is None else value
 
     base = ConnectionLimits()
-    limits = ConnectionLimits(
-        max_header_bytes=number(args.max_header_bytes, "MLOPS_MAX_HEADER_BYTES", base.max_header_bytes),
-        max_header_count=number(args.max_header_count, "MLOPS_MAX_HEADER_COUNT", base.max_header_count),
-        max_url_bytes=number(args.max_url_bytes, "MLOPS_MAX_URL_BYTES", base.max_url_bytes),
-        header_timeout_s=number(args.header_timeout_s, "MLOPS_HEADER_TIMEOUT_S", base.header_timeout_s),
-        body_timeout_s=number(args.body_timeout_s, "MLOPS_BODY_TIMEOUT_S", base.body_timeout_s),
-        max_connections=number(args.max_connections, "MLOPS_MAX_CONNECTIONS", base.max_connections),
-    )
+    limits = ConnectionLimits(**{b.field: number(getattr(args, b.field), b.variable, getattr(base, b.field))
+                                 for b in BOUNDS})
 
     config = ServeConfig(
         entry_script=script_path,
@@ -342,16 +355,14 @@ def _validate(config: ServeConfig) -> None:
     for key in config.auth_keys:
         if len(key) < 8 or any(c.isspace() for c in key):
             raise ConfigError("An auth key must be at least 8 characters without spaces.")
-    limits = config.limits
-    for name, value, floor in (("--max-header-bytes", limits.max_header_bytes, 256),
-                               ("--max-header-count", limits.max_header_count, 4),
-                               ("--max-url-bytes", limits.max_url_bytes, 16),
-                               ("--max-connections", limits.max_connections, 1),
-                               ("--max-concurrent-requests", config.max_concurrent_requests, 1),
-                               ("--max-request-wait-ms", config.max_request_wait_ms, 0),
-                               ("--keep-alive-s", config.keep_alive_s, 1)):
-        if value < floor:
-            raise ConfigError(f"{name} {value} is too small: use {floor} or more.")
-    for name, seconds in (("--header-timeout-s", limits.header_timeout_s), ("--body-timeout-s", limits.body_timeout_s)):
-        if not 0.1 <= seconds <= 86400:
-            raise ConfigError(f"{name} {seconds:g} is out of range: use 0.1-86400 seconds.")
+    for bound in BOUNDS:
+        value = getattr(config.limits, bound.field)
+        if bound.most is not None and not bound.least <= value <= bound.most:
+            raise ConfigError(f"{bound.flag} {value:g} is out of range: use {bound.least:g}-{bound.most:g} seconds.")
+        if value < bound.least:
+            raise ConfigError(f"{bound.flag} {value} is too small: use {bound.least:g} or more.")
+    for name, number, floor in (("--max-concurrent-requests", config.max_concurrent_requests, 1),
+                                ("--max-request-wait-ms", config.max_request_wait_ms, 0),
+                                ("--keep-alive-s", config.keep_alive_s, 1)):
+        if number < floor:
+            raise ConfigError(f"{name} {number} is too small: use {floor} or more.")

@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 #: A call under this many seconds (wall time) may run on the event loop...
@@ -141,28 +142,30 @@ class _ScoringThread:
                     break
 
 
+@dataclass(eq=False)
 class Executor:
     """Calls a worker's run(): admission, queueing, and the choice between the loop and the thread."""
 
-    def __init__(self, run: Callable[..., Any], *, max_concurrent: int = 1, max_wait_s: float = 0.5,
-                 timeout_s: float = 3600.0, before_run: Callable[[Any], None] | None = None) -> None:
-        self.run = run
-        self.max_concurrent = max_concurrent
-        self.max_wait_s = max_wait_s
-        self.timeout_s = timeout_s
-        self.before_run = before_run
-        #: run() may be called on the loop (see the module's docstring).
-        self.inline = True
-        self.fast_streak = 0
-        #: Requests holding a place (being scored or next in line), and requests waiting for one.
-        self.admitted = 0
-        self.queued = 0
-        #: perf_counter() at which an inline run() began; 0.0 when none runs (read by the liveness guard).
-        self.inline_since = 0.0
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._ready: deque[_Job] = deque()
-        self._thread: _ScoringThread | None = None
-        self._thread_busy = False
+    run: Callable[..., Any]
+    _: KW_ONLY
+    max_concurrent: int = 1
+    max_wait_s: float = 0.5
+    timeout_s: float = 3600.0
+    before_run: Callable[[Any], None] | None = None
+    #: run() may be called on the loop (see the module's docstring).
+    inline: bool = field(default=True, init=False)
+    fast_streak: int = field(default=0, init=False)
+    #: Requests holding a place (being scored or next in line), and requests waiting for one.
+    admitted: int = field(default=0, init=False)
+    queued: int = field(default=0, init=False)
+    #: perf_counter() at which an inline run() began; 0.0 when none runs (read by the liveness guard).
+    inline_since: float = field(default=0.0, init=False)
+    _waiting: deque[asyncio.Future[None]] = field(default_factory=deque, init=False)
+    _ready: deque[_Job] = field(default_factory=deque, init=False)
+    _thread: _ScoringThread | None = field(default=None, init=False)
+    _thread_busy: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
         signal.signal(signal.SIGALRM, self._alarm)
 
     # -- the fast path ----------------------------------------------------------------------

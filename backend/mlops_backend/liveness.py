@@ -38,12 +38,10 @@ class LivenessGuard:
     """The guard of one worker (see the module's docstring)."""
 
     def __init__(self, sock: socket.socket, app: Any, loop: asyncio.AbstractEventLoop,
-                 adopt: Callable[[socket.socket, bytes, float], None], max_head_bytes: int) -> None:
-        self.sock = sock
-        self.app = app
-        self.loop = loop
-        self.adopt = adopt
-        self.max_head_bytes = max_head_bytes
+                 adopt: Callable[[socket.socket, bytes, float], None]) -> None:
+        self.sock, self.app, self.loop, self.adopt = sock, app, loop, adopt
+        #: A head longer than this without its end is handed back to the loop (which refuses it: 431).
+        self.max_head_bytes: int = app.config.limits.max_header_bytes
         #: Probes this guard answered (for the log and the tests' curiosity).
         self.answered = 0
         self._stop = threading.Event()

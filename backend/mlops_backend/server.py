@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mlops_backend import metrics
 from mlops_backend.config import ServeConfig
 
 EXIT_STARTUP_FAILED = 3
@@ -215,8 +216,7 @@ def _make_server(config: Any, app: Any, sock: socket.socket) -> Any:
                 app.refresh_keys()
             if self.guard is None and protocol is not None and isinstance(config.http_protocol_class, type) and (
                     issubclass(config.http_protocol_class, protocol.ServingProtocol)):
-                self.guard = LivenessGuard(sock, app, asyncio.get_running_loop(), self.adopt,
-                                           app.config.limits.max_header_bytes)
+                self.guard = LivenessGuard(sock, app, asyncio.get_running_loop(), self.adopt)
                 self.guard.start()
             return bool(await super().on_tick(counter))
 
@@ -308,6 +308,7 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             index, pipe = self.workers.pop(pid)
+            metrics.worker_died(self.metrics_dir, index)
             was_ready = pid in self.ready or self._has_ready(pipe)
             os.close(pipe)
             self.ready.discard(pid)

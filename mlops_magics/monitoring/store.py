@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from mlops_backend.collector import read_stats, segments
+from mlops_backend.collection_store import read_stats, segments
 
 
 def records(folder: Path, *, since: float | None = None) -> Iterator[dict[str, Any]]:
