@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mlops_magics as mm
-from mlops_magics.errors import ConversionError, InvalidInputError
+from mlops_magics.errors import ConversionError, InvalidInputError, StorageError
 from mlops_magics.onnx import convert as onnx_convert
 from mlops_magics.registry import Registry
 
@@ -105,6 +105,25 @@ def test_parity_failure_registers_nothing_unless_forced(registry: Registry, iris
     assert "parity FAILED" in repr(report) and "not registered" in repr(report)
     forced = mm.to_onnx("iris", data=X, force=True, budget=0.05)
     assert forced.registered == "iris:2" and registry.get("iris:2").tags["onnx.parity"] == "forced"
+
+
+def test_the_onnx_version_and_its_report_are_stored_together_or_not_at_all(
+        registry: Registry, iris: Any, iris_lr: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "iris", sample=X[:5])
+    kept = set(registry.artifacts.digests())
+
+    def full_disk(self: Registry, version: Any, kind: str, body: Any) -> None:
+        raise StorageError(f"No space left to store the {kind} report of {version.ref}.")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Registry, "set_report", full_disk)
+        with pytest.raises(StorageError, match="onnx report of iris:2"):
+            mm.to_onnx("iris", data=X, budget=0.05)
+    assert [v.ref for v in registry.find(name="iris")] == ["iris:1"], "a version without its report was left"
+    assert set(registry.artifacts.digests()) == kept, "the ONNX artifact outlived its rolled-back version"
+    assert mm.to_onnx("iris", data=X, budget=0.05).registered == "iris:2"  # the number was not used up
+    assert registry.reports(registry.get("iris:2"))["onnx"]["registered"] == "iris:2"
 
 
 def test_unsupported_models_and_steps_are_named(registry: Registry, iris: Any) -> None:

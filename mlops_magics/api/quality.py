@@ -121,11 +121,13 @@ def to_onnx(
     sample = signature.rebuild(dict(version.input_example)) if version.input_example else None
     tags = {"onnx.source": version.ref, **({"onnx.quantized": quantize} if quantize else {}),
             **({"onnx.parity": "forced"} if not report.parity.passed else {})}
-    new = register(proto, version.name, derived_from=version.ref, description=label, sample=sample, tags=tags,
-                   registry=reg)
-    report = OnnxReport(source=report.source, converter=report.converter, opset=report.opset, quantized=quantize,
-                        parity=report.parity, speed=report.speed, registered=new.ref, notes=report.notes)
-    reg.set_report(new, "onnx", report.as_dict())
+    with reg.write():  # the new version and its report: both or neither
+        new = register(proto, version.name, derived_from=version.ref, description=label, sample=sample, tags=tags,
+                       registry=reg)
+        report = OnnxReport(source=report.source, converter=report.converter, opset=report.opset,
+                            quantized=quantize, parity=report.parity, speed=report.speed, registered=new.ref,
+                            notes=report.notes)
+        reg.set_report(new, "onnx", report.as_dict())
     return report
 
 
