@@ -372,21 +372,34 @@ def test_dead_workers_keep_their_counts_and_leave_nothing_in_flight(tmp_path: Pa
     served = start("slow.py", "--worker_count", "2", logs=tmp_path)
     try:
         wait_healthy(served)
-        for _ in range(60):  # a new connection each time: both workers serve
-            assert served.request("POST", "/score", "fast").status == 200
-        before = served.request("GET", "/metrics").body.decode()
-        counts = {w: _score_count(before, w) for w in ("0", "1")}
-        assert all(c > 0 for c in counts.values()) and sum(counts.values()) == 60, counts
+        sent = 0
+        while sent < 600:  # a new connection each time: the kernel spreads them over both workers' sockets
+            for _ in range(20):
+                assert served.request("POST", "/score", "fast").status == 200
+            sent += 20
+            before = served.request("GET", "/metrics").body.decode()
+            counts = {w: _score_count(before, w) for w in ("0", "1")}
+            if all(c > 0 for c in counts.values()):
+                break
+        assert all(c > 0 for c in counts.values()) and sum(counts.values()) == sent, counts
         held = threading.Thread(target=_slow, args=(served,), daemon=True)
         held.start()  # a request in flight (run() sleeps) when its worker is killed
         time.sleep(0.5)
         for pid in _workers(served):
             _kill_and_await_replacement(served, pid)
         held.join(5)  # its worker died: the connection is reset at once (unless it reached a new worker late)
-        for _ in range(5):  # whichever worker answers: the scrape itself is in flight, and nothing of the dead
+
+        def in_flight() -> tuple[int, str]:
             after = served.request("GET", "/metrics").body.decode()
-            in_flight = [metric(after, "mlops_requests_in_flight", worker=w) or 0 for w in ("0", "1")]
-            assert sum(in_flight) == 1 + held.is_alive(), after
+            return sum(metric(after, "mlops_requests_in_flight", worker=w) or 0 for w in ("0", "1")), after
+
+        # A held request that reached a new worker late is counted once that worker reads it: wait for that.
+        deadline = time.monotonic() + 5
+        while in_flight()[0] != 1 + held.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(5):  # whichever worker answers: the scrape itself is in flight, and nothing of the dead
+            count, after = in_flight()
+            assert count == 1 + held.is_alive(), after
             assert all(_score_count(after, w) >= counts[w] for w in ("0", "1")), after
     finally:
         stop(served)
