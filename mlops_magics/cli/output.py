@@ -84,7 +84,7 @@ def to_json(value: Any) -> Any:
         if isinstance(value, pd.DataFrame) and not isinstance(value.index, pd.RangeIndex):
             value = value.reset_index()
         return json.loads(value.to_json(orient="records" if isinstance(value, pd.DataFrame) else "index",
-                                        date_format="iso"))
+                                        date_format="iso", date_unit="us"))
     if callable(getattr(value, "as_dict", None)):
         return to_json(value.as_dict())
     if callable(getattr(value, "tolist", None)):  # NumPy arrays and scalars
@@ -128,7 +128,7 @@ def show(result: Any, as_json: bool) -> None:
         result = result.data if as_json else result.text
     if as_json:
         print(json.dumps(to_json(result), indent=2))
-    elif result is not None and result != "":
+    elif result is not None and not (isinstance(result, str) and not result):
         print(as_text(result))
 
 
