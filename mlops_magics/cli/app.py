@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 success, 1 a failed check (the result says ok/passed false), 2 a user error (an
         :class:`~mlops_magics.errors.MlopsError`, its message on standard error), 130 interrupted.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or bad usage (2, argparse's message on stderr): returned, not raised
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         result = run(args)
         show(result, getattr(args, "json", False))

@@ -7,15 +7,13 @@ import argparse
 from typing import Any
 
 from mlops_magics import api, flavors
-from mlops_magics.cli.inputs import ACCEPTED, read_data
 from mlops_magics.cli.output import Status, Verbs
 from mlops_magics.errors import InvalidInputError
 from mlops_magics.registry import parse_ref
 
 
 def _register(args: argparse.Namespace) -> Any:
-    sample = read_data(args.sample, "--sample") if args.sample else None
-    return api.register(name=args.name, path=args.path, tags=args.tag, description=args.description, sample=sample,
+    return api.register(name=args.name, path=args.path, tags=args.tag, description=args.description,
                         alias=args.alias, flavor=args.flavor, derived_from=args.derived_from, trust=args.trust)
 
 
@@ -84,8 +82,6 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("--name", "-n", required=True, help="Model name.")
     p.add_argument("--tag", "-t", action="append", default=[], metavar="KEY=VALUE", help="Tag; repeatable.")
     p.add_argument("--description", "-d", default="", help="Free-text description.")
-    p.add_argument("--sample", "-s", metavar="FILE",
-                   help=f"Model input, recorded as signature and input example: {ACCEPTED}.")
     p.add_argument("--alias", "-a", help="Point this alias at the new version.")
     p.add_argument("--flavor", choices=sorted(flavors.FLAVORS), help="Flavor (default: from the file suffix).")
     p.add_argument("--derived-from", metavar="NAME:VERSION", help="Record that this version was made from another.")
