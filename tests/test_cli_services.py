@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +58,13 @@ def test_deploy_call_keys_logs_reload_update_and_undeploy(clean: Registry, iris:
     assert mlops(capsys, "logs", "iris", "--json").json["log"] == api.logs("iris")
     followed = mlops(capsys, "logs", "iris", "--tail", "1", "--follow", "--timeout", "0.3")
     assert followed.code == 0 and followed.out.rstrip("\n") == api.logs("iris", tail=1)
+
+    following = subprocess.Popen([sys.executable, "-m", "mlops_magics.cli", "logs", "iris", "--tail", "1", "--follow"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert following.stdout is not None and following.stdout.readline().strip() == api.logs("iris", tail=1)
+    following.send_signal(signal.SIGINT)  # Ctrl-C: how one stops following
+    out, err = following.communicate(timeout=10)
+    assert (following.returncode, out, err) == (0, "", "")
 
     assert mlops(capsys, "reload", "iris", "--json").json["model"] == "iris:1"
     updated = mlops(capsys, "update", "iris", "--model", "iris:2")

@@ -19,8 +19,10 @@ EPILOG = """\
 Every magic has a verb of the same name ('-' for '_'): %score_script is 'mlops score-script'. Except:
   %delete_model -> mlops delete
   %load_model   -> mlops export (a terminal has no variable to bind: copy the verified files out)
-Data options (--data, --labels, call's DATA) read .json, .csv (header row) or .npy files, or '-' for JSON on
-standard input; cell magics take their cell from --file. --json prints results as JSON.
+A terminal has files, not notebook variables: 'mlops register' takes a PATH; data options (--data, --labels,
+call's DATA) read .json, .csv (header row) or .npy files, or '-' for JSON on standard input; cell magics take
+their cell from --file. No --widget (models, deployments) or --refresh (monitor: use watch -n 5 mlops monitor S).
+--json prints any result as JSON (before or after the verb).
 
 Exit status: 0 success; 1 a check the verb is about failed (validate, onnx parity, score-script --test,
 registry check); 2 a user error (the message on standard error); 130 interrupted (logs --follow: 0).

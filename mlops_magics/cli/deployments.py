@@ -33,8 +33,8 @@ def _logs(args: argparse.Namespace) -> Any:
         return Status(text, {"name": args.service, "tail": args.tail, "log": text})
     if getattr(args, "json", False):
         raise InvalidInputError("--follow prints the log's lines as they come: drop --json.")
-    print(api.logs(args.service, tail=args.tail), flush=True)
     try:
+        print(api.logs(args.service, tail=args.tail), flush=True)
         for line in api.follow(args.service, timeout=args.timeout):
             print(line, flush=True)
     except KeyboardInterrupt:  # Ctrl-C is how one stops following: a normal end, exit 0
