@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import mlops_magics as mm
+from mlops_magics import payloads
 from mlops_magics.registry import Registry
 
 
@@ -158,3 +159,48 @@ def test_registry_rebuild_brings_back_a_lost_database(registry: Registry, home: 
     assert "from its manifests: 1 version(s) of 1 model(s)" in rebuilt.stdout
     shown = json.loads(mlops(home, "--json", "model", "m:1").stdout)
     assert shown["tags"] == {"team": "cv"}
+
+
+def test_every_magic_of_the_extension_has_a_verb(ip: Any) -> None:
+    from mlops_magics import cli
+
+    ours = [magics for magics in ip.magics_manager.registry.values()
+            if type(magics).__module__.startswith("mlops_magics")]
+    names = {name for magics in ours for kind in ("line", "cell") for name in magics.magics[kind]}
+    assert {"deploy", "dockerfile_steps", "load_model", "score_script"} <= names  # found them
+    verbs = set(cli.verb_names())
+    missing = sorted(name for name in names if cli.verb_for(name) not in verbs)
+    assert not missing, f"magics without a mlops verb: {missing} (add one, or map it in cli.RENAMED)"
+    assert (cli.verb_for("load_model"), cli.verb_for("delete_model"), cli.verb_for("score_script")) == (
+        "export", "delete", "score-script")
+    help_text = cli.build_parser().format_help()
+    assert all(f"%{magic}" in help_text and verb in help_text for magic, verb in cli.RENAMED.items())
+
+
+def test_python_m_runs_the_same_command_line(home: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "mlops_magics.cli", "--json", "models"], capture_output=True,
+                          text=True, env={**os.environ, "MLOPS_HOME": str(home)})
+    assert (done.returncode, json.loads(done.stdout)) == (0, [])
+
+
+def test_alias_history_and_removal_derived_from_and_json_statuses(
+        registry: Registry, tmp_path: Path, iris_lr: Any, iris: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import joblib
+
+    from tests.cli_run import mlops
+
+    joblib.dump(iris_lr, tmp_path / "model.pkl")
+    v = mlops(capsys, "register", str(tmp_path / "model.pkl"), "--name", "iris", "--trust", "--json").json
+    assert v == payloads.version_json(registry.get("iris:1"))
+    derived = mlops(capsys, "register", str(tmp_path / "model.pkl"), "--name", "iris", "--derived-from", "iris:1",
+                    "--json").json
+    assert derived["lineage"] == registry.get("iris:2").lineage.as_dict() and derived["lineage"]["derived_from"]
+    assert mlops(capsys, "alias", "iris:1", "staging").code == 0
+    removed = mlops(capsys, "alias", "iris", "staging", "--remove")
+    assert removed.out == "Removed alias 'staging' from iris.\n" and registry.get("iris:1").aliases == ()
+    history = mlops(capsys, "alias", "iris", "--history", "--json").json
+    assert [(e["alias"], e["version"]) for e in history] == [("staging", 1), ("staging", None)]
+    assert mlops(capsys, "alias", "iris:1").code == 2
+    assert mlops(capsys, "tag", "iris:1").code == 2
+    assert mlops(capsys, "delete", "iris:1", "--json").json["version"] == 1
+    assert [m.ref for m in mm.list_models()] == ["iris:2"]

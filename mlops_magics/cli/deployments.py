@@ -1,0 +1,118 @@
+"""Verbs of services: deploy, deployments, undeploy, logs, reload, update, call, keys."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mlops_magics import api
+from mlops_magics.cli.inputs import ACCEPTED, read_body
+from mlops_magics.cli.output import BuildLines, Status, Verbs
+from mlops_magics.errors import InvalidInputError
+
+
+def _deploy(args: argparse.Namespace) -> Any:
+    return api.deploy(args.ref, target=args.target, name=args.name, port=args.port, workers=args.workers,
+                      auth=args.auth, isolated=args.isolated, cpu=args.cpu, memory=args.memory,
+                      base_image=args.base_image, build=not args.no_build, require_validation=args.require_validation,
+                      collect=args.collect, sample_rate=args.sample_rate, progress=BuildLines())
+
+
+def _deployments(args: argparse.Namespace) -> Any:
+    return api.list_deployments()
+
+
+def _undeploy(args: argparse.Namespace) -> Any:
+    gone = api.undeploy(args.service, all_services=args.all)
+    return Status(f"Undeployed {', '.join(gone) or 'nothing'}.", gone)
+
+
+def _logs(args: argparse.Namespace) -> Any:
+    if not args.follow:
+        text = api.logs(args.service, tail=args.tail)
+        return Status(text, {"name": args.service, "tail": args.tail, "log": text})
+    if getattr(args, "json", False):
+        raise InvalidInputError("--follow prints the log's lines as they come: drop --json.")
+    try:
+        print(api.logs(args.service, tail=args.tail), flush=True)
+        for line in api.follow(args.service, timeout=args.timeout):
+            print(line, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C is how one stops following: a normal end, exit 0
+        pass
+    return None
+
+
+def _reload(args: argparse.Namespace) -> Any:
+    return api.reload(args.service, progress=BuildLines())
+
+
+def _update(args: argparse.Namespace) -> Any:
+    return api.update(args.service, args.model, progress=BuildLines())
+
+
+def _call(args: argparse.Namespace) -> Any:
+    return api.call(args.service, read_body(args.data), request_id=args.request_id)
+
+
+def _keys(args: argparse.Namespace) -> Any:
+    found = api.keys(args.service, regenerate=args.regenerate)
+    return {"service": found.service, "primary": found.primary, "secondary": found.secondary}
+
+
+def add_verbs(verbs: Verbs) -> None:
+    """Add this family's verbs."""
+    p = verbs.add("deploy", _deploy, "Deploy a model version as a web service and wait until it is healthy (an "
+                                     "image build prints its steps on standard error).")
+    p.add_argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
+    p.add_argument("--target", default="local", help="Where to deploy: local (default) or docker.")
+    p.add_argument("--name", "-n", help="Service name (default: the model name).")
+    p.add_argument("--port", "-p", type=int, help="Port (default: a free one).")
+    p.add_argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
+    p.add_argument("--auth", action="store_true", help="Require a key: 'Authorization: Bearer KEY' (mlops keys).")
+    p.add_argument("--isolated", action="store_true",
+                   help="Run in a virtual environment built from the model's environment only (cached), to prove "
+                        "the environment complete before building an image.")
+    p.add_argument("--cpu", type=float, metavar="CORES", help="--target docker: CPU cores the container may use.")
+    p.add_argument("--memory", metavar="SIZE", help="--target docker: memory the container may use (512m, 1g).")
+    p.add_argument("--base-image", metavar="IMAGE",
+                   help="--target docker: base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
+    p.add_argument("--no-build", action="store_true",
+                   help="--target docker: use the image built by mlops build; fail instead of building.")
+    p.add_argument("--require-validation", action="store_true",
+                   help="Refuse a version whose last validation did not pass (or that was never validated).")
+    p.add_argument("--collect", action="store_true",
+                   help="Record every scored request off the request path; see mlops collected and mlops monitor.")
+    p.add_argument("--sample-rate", type=float, metavar="R",
+                   help="Record this share of the requests, 0 < R <= 1 (implies --collect; default 1).")
+
+    verbs.add("deployments", _deployments, "List deployments with their live state (checked now).")
+
+    p = verbs.add("undeploy", _undeploy, "Stop and remove a deployment (idempotent).")
+    p.add_argument("service", nargs="?", help="The service to stop and remove.")
+    p.add_argument("--all", action="store_true", help="Every deployment.")
+
+    p = verbs.add("logs", _logs, "Show the end of a deployment's server log; --follow for more (Ctrl-C stops, exit "
+                                 "0).")
+    p.add_argument("service", help="The service whose log to show.")
+    p.add_argument("--tail", "-t", type=int, default=50, help="How many lines (default 50).")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="Then keep printing new lines until the service stops, --timeout passes or Ctrl-C.")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="With --follow: stop after this many seconds.")
+
+    p = verbs.add("reload", _reload, "Serve the edited entry script and assets without re-registering.")
+    p.add_argument("service", help="The service to reload.")
+
+    p = verbs.add("update", _update, "Switch a service to another model version; the old one serves until then.")
+    p.add_argument("service", help="The service to update.")
+    p.add_argument("--model", "-m", required=True, metavar="NAME:VERSION", help="The model version to serve instead.")
+
+    p = verbs.add("call", _call, "Send data to a service and print its answer.")
+    p.add_argument("service", help="The service to call.")
+    p.add_argument("data", metavar="DATA", help=f"What to send: {ACCEPTED}; or inline JSON, e.g. '[[5.1, 3.5, 1.4, "
+                                                "0.2]]'. Rows (a list) go as {\"data\": rows}, an object as it is.")
+    p.add_argument("--request-id", help="Send this x-request-id (collected records carry it; mlops label uses it).")
+
+    p = verbs.add("keys", _keys, "A service's primary and secondary keys (deployed with --auth).")
+    p.add_argument("service", help="The service.")
+    p.add_argument("--regenerate", choices=["primary", "secondary"],
+                   help="Replace this key with a new one; the other stays valid.")
