@@ -113,6 +113,16 @@ def test_alias_moves_are_recorded_and_answer_which_version_on_a_date(registry: R
     assert mm.get_model("iris@production", as_of=after_first).version == 1
 
 
+def test_alias_calls_take_any_reference_to_the_model(registry: Registry, iris_lr: Any) -> None:
+    for _ in range(2):
+        mm.register(iris_lr, "iris")
+    mm.set_alias("iris:2", "production")
+    assert [e.version for e in mm.alias_history("iris@production")] == [2]  # the model of a reference
+    assert mm.alias_history("iris:1", "production") == mm.alias_history("iris", "production")
+    assert mm.remove_alias("iris:2", "production") == "iris"
+    assert mm.alias_history("iris", "production")[-1].version is None
+
+
 def test_alias_history_of_an_unknown_model_is_an_error_not_an_empty_list(registry: Registry, iris_lr: Any) -> None:
     mm.register(iris_lr, "iris")
     assert mm.alias_history("iris") == []

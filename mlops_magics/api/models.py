@@ -19,6 +19,7 @@ from mlops_magics.registry import (
     lineage,
     maintenance,
     or_default,
+    parse_ref,
 )
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
 from mlops_magics.registry.trust import how_to_trust, require_trusted
@@ -254,9 +255,15 @@ def set_alias(ref: str, alias: str, *, require_validation: bool = False,
     return or_default(registry).set_alias(ref, alias, require_validation=require_validation)
 
 
-def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> None:
-    """Remove an alias from a model (recorded in its history)."""
-    or_default(registry).remove_alias(name, alias)
+def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> str:
+    """Remove an alias from a model (recorded in its history); return the model's name.
+
+    Args:
+        name: the model: ``NAME``, or any reference to one of its versions (``NAME:VERSION``, ``NAME@ALIAS``).
+    """
+    model = parse_ref(name).name
+    or_default(registry).remove_alias(model, alias)
+    return model
 
 
 class AliasHistory(list[AliasEvent]):
@@ -284,8 +291,12 @@ class AliasHistory(list[AliasEvent]):
 
 
 def alias_history(name: str, alias: str | None = None, *, registry: Registry | None = None) -> AliasHistory:
-    """Every move of a model's aliases (or of one alias), oldest first."""
-    return AliasHistory(or_default(registry).alias_history(name, alias))
+    """Every move of a model's aliases (or of one alias), oldest first.
+
+    Args:
+        name: the model: ``NAME``, or any reference to one of its versions (``NAME:VERSION``, ``NAME@ALIAS``).
+    """
+    return AliasHistory(or_default(registry).alias_history(parse_ref(name).name, alias))
 
 
 def tag_model(

@@ -9,7 +9,6 @@ from typing import Any
 from mlops_magics import api, flavors
 from mlops_magics.cli.output import Status, Verbs
 from mlops_magics.errors import InvalidInputError
-from mlops_magics.registry import parse_ref
 
 
 def _register(args: argparse.Namespace) -> Any:
@@ -31,12 +30,11 @@ def _model(args: argparse.Namespace) -> Any:
 
 def _alias(args: argparse.Namespace) -> Any:
     if args.history:
-        return api.alias_history(parse_ref(args.ref).name, args.alias)
+        return api.alias_history(args.ref, args.alias)
     if not args.alias:
         raise InvalidInputError("Name the alias: mlops alias NAME:VERSION ALIAS (or --history to list moves).")
     if args.remove:
-        name = parse_ref(args.ref).name
-        api.remove_alias(name, args.alias)
+        name = api.remove_alias(args.ref, args.alias)
         return Status(f"Removed alias {args.alias!r} from {name}.", {"name": name, "alias": args.alias})
     return api.set_alias(args.ref, args.alias, require_validation=args.require_validation)
 

@@ -115,13 +115,11 @@ class ModelMagics(MagicsBase):
         args = self.parse(self.alias, line)
         with user_errors():
             if args.history:
-                return api.alias_history(parse_ref(args.ref).name, args.alias)
+                return api.alias_history(args.ref, args.alias)
             if not args.alias:
                 raise UsageError("Name the alias: %alias NAME:VERSION ALIAS (or --history to list moves).")
             if args.remove:
-                name = parse_ref(args.ref).name
-                api.remove_alias(name, args.alias)
-                print(f"Removed alias {args.alias!r} from {name}.")
+                print(f"Removed alias {args.alias!r} from {api.remove_alias(args.ref, args.alias)}.")
                 return None
             return api.set_alias(args.ref, args.alias, require_validation=args.require_validation)
 
