@@ -77,7 +77,7 @@ def summarize(frame: Any, reference: Any, *, service: str, model: str, baseline:
         start=frame["time"].min(), end=frame["time"].max(), requests=len(per_request), rows=len(frame),
         errors=int((per_request["status"] >= 400).sum()), latency_ms=_percentiles(per_request["latency_ms"]),
         bucket_s=width, series=series, predictions=predictions, prediction_kind=kind, labelled_rows=labelled,
-        quality=quality, drift=tuple(drift), baseline=baseline, stats=stats, notes=tuple(notes), _again=again)
+        quality=quality, drift=tuple(drift), baseline=baseline, stats=stats, notes=tuple(notes), recompute=again)
 
 
 

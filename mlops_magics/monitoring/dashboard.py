@@ -46,7 +46,8 @@ class MonitorReport:
     baseline: str
     stats: CollectionStats
     notes: tuple[str, ...] = ()
-    _again: Callable[[], MonitorReport] | None = field(default=None, repr=False, compare=False)
+    #: Computes the same dashboard afresh (what :meth:`refresh` calls).
+    recompute: Callable[[], MonitorReport] | None = field(default=None, repr=False, compare=False)
 
     @property
     def error_rate(self) -> float:
@@ -59,9 +60,9 @@ class MonitorReport:
 
     def refresh(self) -> MonitorReport:
         """The same dashboard over the data collected up to now."""
-        if self._again is None:
+        if self.recompute is None:
             raise RuntimeError("This report cannot be refreshed.")
-        return self._again()
+        return self.recompute()
 
     def summary(self) -> str:
         quality = ""
