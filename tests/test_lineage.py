@@ -76,4 +76,29 @@ def test_a_script_registering_a_model_is_recorded(home: Path, tmp_path: Path) ->
 def test_the_magics_record_no_kernel_launcher_as_the_script(ip: Any, iris_lr: Any) -> None:
     ip.user_ns["clf"] = iris_lr
     v = ip.run_line_magic("register", "clf")
-    assert v.lineage.script is None and v.lineage.cell_execution_count == ip.execution_count
+    assert v.lineage.script is None
+    assert v.lineage.cell_execution_count is None  # called from code, not from a cell: no cell to name
+
+
+def test_lineage_names_the_cell_that_ran_register(ip: Any, iris_lr: Any) -> None:
+    import hashlib
+
+    ip.user_ns["clf"] = iris_lr
+    ip.run_cell("x = 1", store_history=True)
+    source = "v = %register clf --name iris\nv"
+    result = ip.run_cell(source, store_history=True, cell_id="cell-abc")
+    result.raise_error()
+    v = ip.user_ns["v"]
+    # the number shown as In[n] beside the cell (IPython counts the next cell up front while this one runs)
+    assert v.lineage.cell_execution_count == result.execution_count == ip.execution_count - 1
+    assert ip.history_manager.input_hist_raw[result.execution_count] == source
+    assert v.lineage.cell_source_sha256 == hashlib.sha256(source.encode()).hexdigest()  # the cell as written
+    assert v.lineage.cell_id == "cell-abc"
+    again = ip.run_cell("w = %register clf --name iris", store_history=True)
+    assert ip.user_ns["w"].lineage.cell_execution_count == again.execution_count == result.execution_count + 1
+
+
+def test_a_cell_run_without_history_has_no_number(ip: Any, iris_lr: Any) -> None:
+    ip.user_ns["clf"] = iris_lr
+    ip.run_cell("v = %register clf --name iris", store_history=False).raise_error()
+    assert ip.user_ns["v"].lineage.cell_execution_count is None  # no In[n] names it

@@ -59,13 +59,20 @@ class MagicsBase(Magics):
             raise UsageError(f"Cannot read {option} {path!r}: {exc.strerror}.") from exc
 
     def provenance(self) -> Lineage:
-        """Where the current cell runs: the notebook, its execution count and source (a version's lineage)."""
+        """Where the current cell runs: the notebook, the cell's ``In[n]`` number, id and source (a version's lineage).
+
+        The cell is the one IPython is running, as its ``ExecutionResult`` says: the shell's own
+        ``execution_count`` is already the next cell's number while a cell runs (IPython 9 counts the cell up
+        front; 8 did at its end). Outside a cell (a magic called from code), no cell is recorded.
+        """
         ns = self.ipython.user_ns
         notebook = ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or ns.get("__vsc_ipynb_file__")
-        history = ns.get("_ih") or []
+        running = getattr(self.ipython.displayhook, "exec_result", None)  # set while a cell runs
+        info = getattr(running, "info", None)
+        stored = info is not None and info.store_history and not info.silent
         return lineage.capture(
             notebook=str(notebook) if notebook else None,
-            cell_execution_count=self.ipython.execution_count,
-            cell_source=history[-1] if history else None,
+            cell_execution_count=running.execution_count if stored and running is not None else None,
+            cell_id=getattr(info, "cell_id", None) if info is not None else None,
+            cell_source=info.raw_cell if info is not None else None,
         )
-

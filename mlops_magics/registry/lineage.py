@@ -65,6 +65,7 @@ def capture(
     notebook: str | None = None,
     script: str | None = None,
     cell_execution_count: int | None = None,
+    cell_id: str | None = None,
     cell_source: str | None = None,
     derived_from: str | None = None,
 ) -> Lineage:
@@ -74,6 +75,7 @@ def capture(
         notebook: path of the notebook, when the caller knows it (the magics do).
         script: path of the script registering the model (see :func:`running_script`).
         cell_execution_count: the ``In[n]`` number of the registering cell.
+        cell_id: the notebook's id of that cell (stable across kernel restarts, unlike its number).
         cell_source: the registering cell's source; only its sha256 is kept.
         derived_from: ``NAME:VERSION`` of the version this one was made from.
     """
@@ -82,6 +84,7 @@ def capture(
         notebook=notebook,
         script=script,
         cell_execution_count=cell_execution_count,
+        cell_id=cell_id,
         cell_source_sha256=hashlib.sha256(cell_source.encode()).hexdigest() if cell_source is not None else None,
         python_version=platform.python_version(),
         git_commit=git_commit(anchor),

@@ -36,6 +36,8 @@ class Lineage:
     notebook: str | None = None
     script: str | None = None
     cell_execution_count: int | None = None
+    #: The notebook's id of the registering cell (JupyterLab and VS Code send it; stable across restarts).
+    cell_id: str | None = None
     cell_source_sha256: str | None = None
     python_version: str | None = None
     git_commit: str | None = None
