@@ -53,7 +53,7 @@ __all__ = [  # noqa: RUF022  (grouped by family, not sorted)
     "SerializationError", "UntrustedModelError",
     # the API, family by family (mlops_magics.api has them all)
     "register", "list_models", "get_model", "load_model", "trust_model", "set_alias", "remove_alias", "alias_history",
-    "tag_model", "delete_model", "export_model",
+    "tag_model", "delete_model", "export_model", "compare_models",
     "set_score_script", "generate_score_script", "entry_script", "set_environment", "try_score_script",
     "package", "build", "list_images",
     "deploy", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",

@@ -30,6 +30,10 @@ def version_json(v: ModelVersion) -> dict[str, Any]:
         "created_by": v.created_by,
         "signature": None if v.signature is None else dict(v.signature),
         "lineage": v.lineage.as_dict(),
+        "metrics": dict(v.metrics),
+        "measured_metrics": [{"key": m.key, "value": m.value, "source": m.source,
+                              "measured_at": m.measured_at.isoformat(), "detail": dict(m.detail)}
+                             for m in v.measured_metrics],
         "trust": trust_json(v),
     }
 
@@ -55,7 +59,8 @@ def models_json(*, registry: Registry | None = None) -> list[dict[str, Any]]:
     for v in reg.find():
         entry = models.setdefault(v.name, {"name": v.name, "versions": [], "aliases": {}})
         entry["versions"].append({"version": v.version, "aliases": list(v.aliases), "tags": dict(v.tags),
-                                  "flavor": v.flavor, "created_at": v.created_at.isoformat()})
+                                  "flavor": v.flavor, "created_at": v.created_at.isoformat(),
+                                  "metrics": v.metric_columns()})
         entry["aliases"].update({alias: v.version for alias in v.aliases})
     for entry in models.values():
         entry["versions"].sort(key=lambda item: -item["version"])

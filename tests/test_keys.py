@@ -118,7 +118,9 @@ def test_keys_stored_in_the_database_by_an_older_version_move_to_private_files(h
     reg.record_deployment("old", "legacy:1", target="local", state="deleted", url=None,
                           config={**config, "auth_key": "a-deleted-services-key-0123456789"})
     conn = sqlite3.connect(home / "registry.db")
-    conn.execute("DELETE FROM _migrations WHERE id = 7")  # as an older mlops-magics left it
+    conn.execute("DELETE FROM _migrations WHERE id >= 7")  # as an older mlops-magics left it (schema 6)
+    conn.execute("DROP TABLE measured_metrics")
+    conn.execute("ALTER TABLE versions DROP COLUMN metrics")
     conn.commit()
     conn.close()
     reg = Registry(home)

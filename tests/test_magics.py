@@ -13,7 +13,7 @@ from mlops_magics.magics import MAGICS as FAMILIES
 
 MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model", "score_script", "environment",
           "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package", "build", "images",
-          "onnx", "validate", "profile", "collected", "monitor", "label", "trust"]
+          "onnx", "validate", "profile", "collected", "monitor", "label", "trust", "compare"]
 CELL_ONLY = ["dockerfile_steps"]
 
 
@@ -45,7 +45,7 @@ def test_register_a_notebook_variable_with_tags_sample_and_alias(ip: Any, iris_l
     assert (v.ref, dict(v.tags), v.description, v.aliases) == ("iris:1", {"team": "cv", "data": "v1"},
                                                                 "first model", ("staging",))
     assert v.input_example is not None and len(v.input_example["data"]) == 5
-    assert v.lineage.cell_execution_count == ip.execution_count
+    assert v.lineage.cell_execution_count is None  # not run from a cell (test_lineage: the cell that ran it)
 
 
 def test_register_defaults_the_name_to_the_variable_and_records_the_cell(ip: Any, iris_lr: Any) -> None:
@@ -56,7 +56,8 @@ def test_register_defaults_the_name_to_the_variable_and_records_the_cell(ip: Any
     assert v.ref == "wine_model:1"
     import hashlib
 
-    assert v.lineage.cell_source_sha256 == hashlib.sha256(ip.user_ns["_ih"][-1].encode()).hexdigest()
+    assert v.lineage.cell_source_sha256 == hashlib.sha256(b"v = %register wine_model").hexdigest()  # as written
+    assert v.lineage.cell_execution_count == result.execution_count
 
 
 def test_models_model_alias_tag_and_load_model(ip: Any, iris_lr: Any, iris_tree: Any) -> None:
@@ -98,6 +99,11 @@ def test_delete_model_prints_a_status_line(ip: Any, iris_lr: Any, capsys: pytest
     ("lock", "cannot be pickled"),
     ("--path /nonexistent/model.pkl --name x", "No file or folder at '/nonexistent/model.pkl'"),
     ("clf --nope", "unrecognized arguments: --nope"),
+    ("clf --metric accuracy", r"--metric 'accuracy' is not KEY=NUMBER: write e.g. --metric accuracy=0.97"),
+    ("clf --metric accuracy=high", r"--metric 'accuracy=high': 'high' is not a number. Write KEY=NUMBER"),
+    ("clf --metric accuracy=nan", r"Metric 'accuracy' is nan: give a finite number"),
+    ("clf --metric '9lives=1'", r"Invalid metric name '9lives'"),
+    ("clf -m accuracy=0.9 -m accuracy=0.8", r"Metric 'accuracy' is given twice \(0.9 and 0.8\)"),
 ])
 def test_register_mistakes_are_plain_usage_errors(ip: Any, iris_lr: Any, line: str, message: str) -> None:
     import threading
@@ -116,12 +122,39 @@ def test_register_mistakes_are_plain_usage_errors(ip: Any, iris_lr: Any, line: s
     ("alias", "iris:1", "Name the alias"),
     ("tag", "iris:1", "Nothing to do"),
     ("delete_model", "iris", "Say which version to delete"),
+    ("compare", "iris:1", r"Compare at least two versions, e.g. %compare iris:1 iris:2 \(got 1: iris:1\)"),
+    ("compare", "iris:1 irsi:2", "No model named 'irsi'. Did you mean 'iris'"),
+    ("compare", "iris:1 iris:7", "no version 7. Versions: 1"),
+    ("compare", "iris iris:1", "'iris:1' and an earlier reference both name iris:1"),
 ])
 def test_lookup_mistakes_list_what_exists(ip: Any, iris_lr: Any, magic: str, line: str, message: str) -> None:
     ip.user_ns["clf"] = iris_lr
     ip.run_line_magic("register", "clf --name iris")
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic(magic, line)
+
+
+def test_register_metrics_show_as_columns_of_models_and_compare_puts_versions_side_by_side(
+    ip: Any, iris_lr: Any, iris_tree: Any, iris: Any
+) -> None:
+    ip.user_ns.update(clf=iris_lr, tree=iris_tree, X=iris[0], y=iris[1])
+    v = ip.run_line_magic("register", "clf --name iris --metric accuracy=0.97 -m f1=0.96 --sample X[:5]")
+    assert dict(v.metrics) == {"accuracy": 0.97, "f1": 0.96}
+    ip.run_line_magic("register", "tree --name iris --metric accuracy=0.95")
+    ip.run_line_magic("validate", "iris:2 --data X --labels y --metric accuracy>=0.9")
+    listing = ip.run_line_magic("models", "")
+    text = repr(listing).splitlines()
+    assert text[0].split()[-4:] == ["accuracy", "accuracy", "(validation)", "f1"], text[0]
+    assert "0.97" in text[1] and "0.96" in text[1] and "0.95" in text[2]
+    assert "<th" in listing._repr_html_() and "accuracy (validation)" in listing._repr_html_()
+    frame = listing.to_dataframe()
+    assert frame["accuracy"].tolist() == [0.97, 0.95] and frame["f1"].iloc[0] == 0.96
+    assert np.isnan(frame["f1"].iloc[1]) and frame["accuracy (validation)"].iloc[1] > 0.9
+    comparison = ip.run_line_magic("compare", "iris:1 iris:2")
+    assert comparison.refs == ("iris:1", "iris:2")
+    assert comparison.row("accuracy", "metrics (registered)").values == (0.97, 0.95)
+    assert comparison.row("verdict").values == (None, "passed")
+    assert "iris:1" in repr(comparison) and "metrics (measured by validation)" in comparison._repr_html_()
 
 
 def test_a_usage_error_in_a_cell_shows_a_message_not_a_traceback(

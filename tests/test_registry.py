@@ -279,7 +279,8 @@ def test_an_older_registry_is_migrated_in_place_keeping_its_versions(home: Path,
     conn.execute("DROP TABLE images")
     conn.execute("DROP TABLE reports")
     conn.execute("DROP TABLE alias_gates")
-    for column in ("origin", "origin_path", "trusted_at", "trusted_by"):
+    conn.execute("DROP TABLE measured_metrics")
+    for column in ("origin", "origin_path", "trusted_at", "trusted_by", "metrics"):
         conn.execute(f"ALTER TABLE versions DROP COLUMN {column}")
     conn.execute("DELETE FROM _migrations WHERE id > 1")
     conn.commit()

@@ -356,7 +356,8 @@ def test_migration_6_trusts_what_was_saved_from_memory_and_not_what_came_from_a_
     mm.register(iris_lr, "iris", registry=Registry(home))
     mm.register(name="evil", path=evil, registry=Registry(home))
     conn = sqlite3.connect(home / "registry.db")  # roll the file back to schema version 5
-    for column in ("origin", "origin_path", "trusted_at", "trusted_by"):
+    conn.execute("DROP TABLE measured_metrics")
+    for column in ("origin", "origin_path", "trusted_at", "trusted_by", "metrics"):
         conn.execute(f"ALTER TABLE versions DROP COLUMN {column}")
     conn.execute("DELETE FROM _migrations WHERE id > 5")
     conn.commit()

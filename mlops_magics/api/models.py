@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,14 @@ from mlops_magics.registry import (
     ModelVersion,
     ModelVersionList,
     Registry,
+    comparison,
     lineage,
     maintenance,
     or_default,
     parse_ref,
 )
+from mlops_magics.registry.comparison import Comparison
+from mlops_magics.registry.metrics import metrics_argument
 from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
 from mlops_magics.registry.trust import how_to_trust, require_trusted
 
@@ -71,6 +74,7 @@ def register(
     provenance: Lineage | None = None,
     trust: bool = False,
     format: str | None = None,
+    metrics: Mapping[str, float] | Iterable[str] | None = None,
     registry: Registry | None = None,
 ) -> ModelVersion:
     """Register an in-memory model, or a file or folder, as the next version of ``name``.
@@ -95,13 +99,15 @@ def register(
         trust: with ``path``: record that you trust the file to be loaded (you know where it comes from).
         format: how to save an object: ``pickle`` (default) or ``skops`` (scikit-learn models, loaded without
             pickle: see :data:`mlops_magics.flavors.FORMATS`). A file keeps its own format (``.skops``, ``.onnx``).
+        metrics: what you measured, ``{"accuracy": 0.97}`` or ``["accuracy=0.97", ...]``: part of the version,
+            never changed (``%validate`` adds what it measures beside them, with its source).
         registry: default: the registry under ``$MLOPS_HOME``.
 
     Returns:
         The new, immutable version.
 
     Raises:
-        InvalidInputError: bad name, tag, alias, flavor, format or sample; neither or both of model/path.
+        InvalidInputError: bad name, tag, metric, alias, flavor, format or sample; neither or both of model/path.
         SerializationError: the object cannot be pickled; the message names the failing attribute.
         NotFoundError: ``path`` or ``derived_from`` does not exist.
         RegistryLockedError: another process held the write lock too long.
@@ -116,6 +122,7 @@ def register(
                                 "format (a .skops file registers as skops, a .onnx file as ONNX). Leave --format out "
                                 "with --path.")
     tag_map = _tags(tags)
+    metric_map = metrics_argument(metrics)  # checked before anything is saved
     reg = or_default(registry)
     parent = None
     if derived_from:
@@ -154,6 +161,7 @@ def register(
             origin=origin,
             origin_path=origin_path,
             trusted=trusted,
+            metrics=metric_map,
         )
 
 
@@ -340,6 +348,46 @@ def variable_name_for(name: str) -> str:
     return ident if ident.isidentifier() else f"model_{ident}"
 
 
+
+
+#: Versions one comparison puts side by side.
+MAX_COMPARED = 12
+
+
+def compare_models(refs: Sequence[str], *, registry: Registry | None = None) -> Comparison:
+    """Put model versions side by side: metrics, signature differences, validation and profile results, size,
+    latency (profile p95, ONNX speed-up where stored), flavor, created.
+
+    Args:
+        refs: two or more of ``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``; the first is the one the others are
+            compared with (their signatures are diffed against its).
+
+    Returns:
+        A :class:`~mlops_magics.registry.comparison.Comparison` (shows itself as a table; ``to_dataframe()``).
+
+    Raises:
+        InvalidInputError: fewer than two references, more than :data:`MAX_COMPARED`, or two naming one version.
+        NotFoundError: a reference names no version; the message says which and lists what exists.
+    """
+    if isinstance(refs, str):
+        refs = refs.split()
+    if len(refs) < 2:
+        raise InvalidInputError(f"Compare at least two versions, e.g. %compare iris:1 iris:2 (got {len(refs)}: "
+                                f"{' '.join(refs) or 'none'}).")
+    if len(refs) > MAX_COMPARED:
+        raise InvalidInputError(f"{len(refs)} versions given: compare at most {MAX_COMPARED} at once.")
+    reg = or_default(registry)
+    versions: list[ModelVersion] = []
+    with reg.read():  # one snapshot: every version and its reports as they were at one moment
+        for ref in refs:
+            version = reg.get(ref)
+            twin = next((v for v in versions if v.ref == version.ref), None)
+            if twin is not None:
+                raise InvalidInputError(f"{ref!r} and an earlier reference both name {version.ref}: compare "
+                                        "different versions.")
+            versions.append(version)
+        reports = [reg.reports(v) for v in versions]
+    return comparison.compare(versions, reports)
 
 
 def export_model(ref: str, output: str | Path, *, registry: Registry | None = None) -> ModelVersion:

@@ -36,6 +36,9 @@ def validate(
 ) -> validation.ValidationReport:
     """Compute metrics of a version on (data, labels), check thresholds and a baseline, store the verdict.
 
+    The verdict is stored as the version's ``validation`` report, and the metrics it measured as the version's
+    measured metrics (source ``validation``, replacing those of its previous validation), in one transaction.
+
     Gated aliases (``set_alias(..., require_validation=True)``) and ``deploy(..., require_validation=True)``
     then accept the version only if this passed.
 
@@ -66,7 +69,10 @@ def validate(
                    validation.Predictor(load_model(base_version.ref, registry=reg), base_version.flavor))
     report = validation.assess(candidate, data, labels, model=version.ref, metrics=metrics, functions=functions,
                                baseline=against, max_regression=max_regression)
-    reg.set_report(version, "validation", report.as_dict())
+    with reg.write():  # the report and the metrics it measured: both or neither
+        reg.set_report(version, "validation", report.as_dict())
+        reg.record_measured_metrics(version, report.metrics, source="validation",
+                                    detail={"rows": report.rows, "data_sha256": report.data_sha256})
     return report
 
 

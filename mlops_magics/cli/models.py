@@ -1,4 +1,4 @@
-"""Verbs of the registry: register, trust, models, model, alias, tag, delete, export, and the registry's upkeep
+"""Verbs of the registry: register, trust, models, model, compare, alias, tag, delete, export, and the registry's upkeep
 (``mlops registry backup|restore|check|rebuild``)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from mlops_magics.errors import InvalidInputError
 
 def _register(args: argparse.Namespace) -> Any:
     return api.register(name=args.name, path=args.path, tags=args.tag, description=args.description,
-                        alias=args.alias, flavor=args.flavor, derived_from=args.derived_from, trust=args.trust)
+                        alias=args.alias, flavor=args.flavor, derived_from=args.derived_from, trust=args.trust,
+                        metrics=args.metric)
 
 
 def _trust(args: argparse.Namespace) -> Any:
@@ -26,6 +27,10 @@ def _models(args: argparse.Namespace) -> Any:
 
 def _model(args: argparse.Namespace) -> Any:
     return api.get_model(args.ref, as_of=args.as_of)
+
+
+def _compare(args: argparse.Namespace) -> Any:
+    return api.compare_models(args.refs)
 
 
 def _alias(args: argparse.Namespace) -> Any:
@@ -79,6 +84,8 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("path", help="File or folder to register.")
     p.add_argument("--name", "-n", required=True, help="Model name.")
     p.add_argument("--tag", "-t", action="append", default=[], metavar="KEY=VALUE", help="Tag; repeatable.")
+    p.add_argument("--metric", "-m", action="append", default=[], metavar="KEY=NUMBER",
+                   help="A metric you measured, e.g. accuracy=0.97; repeatable (part of the version).")
     p.add_argument("--description", "-d", default="", help="Free-text description.")
     p.add_argument("--alias", "-a", help="Point this alias at the new version.")
     p.add_argument("--flavor", choices=sorted(flavors.FLAVORS), help="Flavor (default: from the file suffix).")
@@ -98,6 +105,11 @@ def add_verbs(verbs: Verbs) -> None:
     p = verbs.add("model", _model, "Show one version.")
     p.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS.")
     p.add_argument("--as-of", metavar="DATE", help="Resolve aliases/latest as on this date.")
+
+    p = verbs.add("compare", _compare, "Compare versions side by side: metrics, signature diff, validation and "
+                                       "profile results, size, latency.")
+    p.add_argument("refs", nargs="+", metavar="REF", help="Two or more: NAME, NAME:VERSION or NAME@ALIAS (the others "
+                                                          "are compared with the first).")
 
     p = verbs.add("alias", _alias, "Point an alias at a version, remove it, or show the alias history.")
     p.add_argument("ref", help="NAME:VERSION (NAME with --remove or --history).")

@@ -1,4 +1,4 @@
-"""The registry's magics: %register, %trust, %models, %model, %load_model, %alias, %tag, %delete_model."""
+"""The registry's magics: %register, %trust, %models, %model, %compare, %load_model, %alias, %tag, %delete_model."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ class ModelMagics(MagicsBase):
     @argument("--name", "-n", help="Model name (default: the variable's name). Letters, digits, '.', '_', '-'.")
     @argument("--path", "-p", help="Register this file or folder instead of a variable (needs --name).")
     @argument("--tag", "-t", action="append", default=[], metavar="KEY=VALUE", help="Tag the version; repeatable.")
+    @argument("--metric", "-m", action="append", default=[], metavar="KEY=NUMBER",
+              help="A metric you measured, e.g. accuracy=0.97; repeatable. Part of the version (never changed); "
+                   "%%validate adds what it measures beside it.")
     @argument("--description", "-d", default="", help="Free-text description (quote it).")
     @argument("--sample", "-s", metavar="EXPR",
               help="Expression giving model input, e.g. X_test[:5]: records signature and input example.")
@@ -43,7 +46,7 @@ class ModelMagics(MagicsBase):
             return api.register(
                 model, args.name or args.var, path=args.path, tags=args.tag, description=args.description,
                 sample=sample, alias=args.alias, flavor=args.flavor, derived_from=args.derived_from,
-                provenance=self.provenance(), trust=args.trust, format=args.format,
+                provenance=self.provenance(), trust=args.trust, format=args.format, metrics=args.metric,
             )
 
     @magic_arguments()
@@ -84,6 +87,25 @@ class ModelMagics(MagicsBase):
         args = self.parse(self.model, line)
         with user_errors():
             return api.get_model(args.ref, as_of=args.as_of)
+
+    @magic_arguments()
+    @argument("refs", nargs="+", metavar="REF",
+              help="Two or more versions: NAME (latest), NAME:VERSION or NAME@ALIAS; the others are compared with the "
+                   "first.")
+    @line_magic
+    def compare(self, line: str) -> Any:
+        """Compare versions side by side: metrics, signature diff, validation and profile results, size, latency.
+
+        Examples::
+
+            %compare iris:1 iris:2
+            %compare iris@production iris:3 iris:4
+            frame = %compare iris:1 iris:2
+            frame.to_dataframe()
+        """
+        args = self.parse(self.compare, line)
+        with user_errors():
+            return api.compare_models(args.refs)
 
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")

@@ -13,6 +13,7 @@ from mlops_magics.registry.records import (
     Image,
     InferenceConfig,
     Lineage,
+    MeasuredMetric,
     ModelVersion,
     ModelVersionList,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Image",
     "InferenceConfig",
     "Lineage",
+    "MeasuredMetric",
     "ModelRef",
     "ModelVersion",
     "ModelVersionList",

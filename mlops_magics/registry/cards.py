@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,31 @@ def version_row(v: ModelVersion) -> dict[str, Any]:
     }
 
 
+#: Metric columns a listing shows inline (those most versions have first); ``to_dataframe()`` has every one.
+MAX_METRIC_COLUMNS = 8
+
+
+def version_rows(versions: Sequence[ModelVersion], *, every_metric: bool = False) -> list[dict[str, Any]]:
+    """The rows of a listing: :func:`version_row` of each version plus a column per metric (registered ones by
+    name, measured ones by name and source), blank where a version has none; values as numbers with
+    ``every_metric``, else shown to 4 significant digits, at most :data:`MAX_METRIC_COLUMNS` of them."""
+    found = [v.metric_columns() for v in versions]
+    counts = Counter(key for metrics in found for key in metrics)
+    keys = sorted(counts, key=lambda key: (-counts[key], key))
+    keys = keys if every_metric else keys[:MAX_METRIC_COLUMNS]
+    rows = []
+    for v, metrics in zip(versions, found, strict=True):
+        row = version_row(v)
+        description = row.pop("description")
+        for key in keys:
+            value = metrics.get(key)
+            column = key if key not in row else f"{key} (registered)"
+            row[column] = value if every_metric else "" if value is None else f"{value:.4g}"
+        row["description"] = description
+        rows.append(row)
+    return rows
+
+
 def _more(total: int) -> str:
     return (f"... {total - MAX_ROWS} more not shown (first {MAX_ROWS} of {total}). Filter with --name/--tag "
             "or --latest, or use .to_dataframe().")
@@ -41,7 +67,7 @@ def model_versions_html(versions: Sequence[ModelVersion]) -> str:
     """An HTML table of versions, with a count; at most ``MAX_ROWS`` rows."""
     count = f"<p>{len(versions)} model version{'s' if len(versions) != 1 else ''}</p>"
     more = f"<p><em>{escape(_more(len(versions)))}</em></p>" if len(versions) > MAX_ROWS else ""
-    return count + table([version_row(v) for v in versions[:MAX_ROWS]]) + more
+    return count + table(version_rows(versions[:MAX_ROWS])) + more
 
 
 def model_versions_text(versions: Sequence[ModelVersion]) -> str:
@@ -50,7 +76,7 @@ def model_versions_text(versions: Sequence[ModelVersion]) -> str:
         return "No model versions."
     if len(versions) > MAX_ROWS:
         return model_versions_text(versions[:MAX_ROWS]) + "\n" + _more(len(versions))
-    rows = [version_row(v) for v in versions]
+    rows = version_rows(versions)
     columns = [c for c in rows[0] if c != "description"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]

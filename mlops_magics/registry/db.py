@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "registry.db"
 #: Columns of ``versions`` that hold JSON text (decoded in manifests).
-JSON_COLUMNS = ("files", "tags", "signature", "input_example", "lineage", "flavor_options")
+JSON_COLUMNS = ("files", "tags", "signature", "input_example", "lineage", "flavor_options", "metrics")
 
 
 def utcnow() -> datetime:

@@ -192,6 +192,24 @@ def _keys_out_of_the_database(db: sqlite_utils.Database) -> None:
         db.execute("UPDATE deployments SET config = ? WHERE name = ?", [json.dumps(config), name])
 
 
+def _metrics(db: sqlite_utils.Database) -> None:
+    # Metrics given at registration are part of the version: a column of its row (so in its manifest too), never
+    # changed. Metrics measured later (by a validation) hang off it, the last measurement per source and key.
+    db.execute("ALTER TABLE versions ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}'")
+    db.execute(
+        f"""CREATE TABLE measured_metrics (
+            {_VERSION_KEY}
+            source TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value REAL NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{{}}',
+            measured_at TEXT NOT NULL,
+            PRIMARY KEY (name, version, source, key),
+            {_GONE_WITH_ITS_VERSION}
+        )"""
+    )
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
@@ -202,6 +220,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (5, "aliases that only point at versions that passed their validation", _alias_gates),
     (6, "where each version came from (an object or a path) and who trusted it to be loaded, when", _trust),
     (7, "deployment keys out of the database, into 0600 files under secrets/", _keys_out_of_the_database),
+    (8, "metrics: given at registration (part of the version) and measured later (with their source)", _metrics),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -58,6 +58,30 @@ def _decode_mapping(text: str | None) -> Mapping[str, Any] | None:
     return None if text is None else frozen_mapping(json.loads(text))
 
 
+@dataclass(frozen=True)
+class MeasuredMetric:
+    """A metric measured on a version after its registration: by what, when, on what."""
+
+    key: str
+    value: float
+    #: What measured it ('validation').
+    source: str
+    measured_at: datetime
+    #: On what it was measured (rows, data digest...).
+    detail: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+
+@lru_cache(maxsize=16384)
+def _decode_measured(text: str) -> tuple[MeasuredMetric, ...]:
+    return tuple(MeasuredMetric(key, float(value), source, datetime.fromisoformat(at), frozen_mapping(detail or {}))
+                 for source, key, value, at, detail in json.loads(text))
+
+
+@lru_cache(maxsize=16384)
+def _decode_metrics(text: str) -> Mapping[str, float]:
+    return frozen_mapping({k: float(v) for k, v in json.loads(text).items()})
+
+
 @lru_cache(maxsize=16384)
 def _decode_lineage(text: str) -> Lineage:
     return Lineage(**json.loads(text))
@@ -98,6 +122,8 @@ class ModelVersion:
     trusted_text: str | None = field(default=None, repr=False)
     #: Who trusted it to be loaded (None: nobody; see :mod:`mlops_magics.registry.trust`).
     trusted_by: str | None = None
+    metrics_json: str = field(default="{}", repr=False)
+    measured_json: str = field(default="[]", repr=False)
 
     @property
     def created_at(self) -> datetime:
@@ -133,6 +159,21 @@ class ModelVersion:
     def input_example(self) -> Mapping[str, Any] | None:
         """The first rows of the sample, if one was given (see ``signature.rebuild``)."""
         return _decode_mapping(self.example_json)
+
+    @property
+    def metrics(self) -> Mapping[str, float]:
+        """The metrics given at registration: part of the version, never changed (read-only)."""
+        return _decode_metrics(self.metrics_json)
+
+    @property
+    def measured_metrics(self) -> tuple[MeasuredMetric, ...]:
+        """The metrics measured on it since (by ``%validate``), each with its source; by source, then name."""
+        return _decode_measured(self.measured_json)
+
+    def metric_columns(self) -> dict[str, float]:
+        """Every metric as a listing shows it: registered ones by name (``accuracy``), measured ones by name and
+        source (``accuracy (validation)``)."""
+        return {**self.metrics, **{f"{m.key} ({m.source})": m.value for m in self.measured_metrics}}
 
     @property
     def lineage(self) -> Lineage:
@@ -180,10 +221,10 @@ class ModelVersionList(tuple[ModelVersion, ...]):
         return cards.model_versions_html(self)
 
     def to_dataframe(self) -> Any:
-        """Return a pandas DataFrame with one row per version (needs pandas)."""
+        """Return a pandas DataFrame with one row per version and a numeric column per metric (needs pandas)."""
         import pandas as pd
 
-        return pd.DataFrame([cards.version_row(v) for v in self])
+        return pd.DataFrame(cards.version_rows(self, every_metric=True))
 
 
 @dataclass(frozen=True)

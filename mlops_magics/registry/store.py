@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_magics.registry import aliases, operations, records, versions
+from mlops_magics.registry import aliases, metrics, operations, records, versions
 from mlops_magics.registry.artifacts import StagedArtifact
 from mlops_magics.registry.db import Database
 from mlops_magics.registry.operations import KEEP, Keep
@@ -91,6 +91,7 @@ class Registry(Database):
         origin: str = "unknown",
         origin_path: str | None = None,
         trusted: bool = False,
+        metrics: Mapping[str, float] | None = None,
     ) -> records.ModelVersion:
         """Record a staged artifact as the next version of ``name``, atomically.
 
@@ -101,16 +102,17 @@ class Registry(Database):
             origin: 'object' (saved from memory), 'path' (a file or folder registered as it was) or 'unknown'.
             origin_path: the registered file or folder (origin 'path').
             trusted: record that the registrant trusts it to be loaded (now, by the current user).
+            metrics: metric name -> value, part of the version from now on (see :mod:`.metrics`).
 
         Raises:
-            InvalidInputError: invalid name, tag or alias.
+            InvalidInputError: invalid name, tag, alias or metric.
             RegistryLockedError: the write lock could not be had in time.
         """
         return versions.add_version(
             self, name, staged, flavor=flavor, flavor_options=flavor_options, framework=framework,
             framework_version=framework_version, tags=tags, description=description, signature=signature,
             input_example=input_example, lineage=lineage, alias=alias, origin=origin, origin_path=origin_path,
-            trusted=trusted)
+            trusted=trusted, metrics=metrics)
 
     def set_tags(
         self, ref: str | ModelRef, set_tags: Mapping[str, str] | None = None, remove: list[str] | None = None
@@ -272,6 +274,22 @@ class Registry(Database):
             NotFoundError: the version does not exist (any more).
         """
         operations.set_report(self, version, kind, body)
+
+    def record_measured_metrics(self, version: records.ModelVersion, measured: Mapping[str, Any], *, source: str,
+                                detail: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Record the metrics ``source`` measured on ``version``, replacing what it measured before, atomically.
+
+        The metrics given at registration are never changed; these are kept beside them with their source, when
+        and ``detail`` (on what: rows, data digest). Non-finite values are left out.
+
+        Returns:
+            The metrics recorded.
+
+        Raises:
+            InvalidInputError: an invalid source or metric name.
+            NotFoundError: the version does not exist (any more).
+        """
+        return metrics.record_measured(self, version, measured, source=source, detail=detail)
 
     def reports(self, version: records.ModelVersion) -> dict[str, Any]:
         """The reports stored for a version, by kind."""

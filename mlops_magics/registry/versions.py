@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_magics.registry import metrics as metrics_module
 from mlops_magics.registry.aliases import check_gate, point_alias
 from mlops_magics.registry.artifacts import StagedArtifact
 from mlops_magics.registry.db import Database, current_user, manifest_body, referenced, stamp, utcnow
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 # In the order of ModelVersion's fields.
 _VERSION_COLUMNS = (
     "name, version, flavor, framework, framework_version, sha256, size, description, created_by, created_at, "
-    "files, tags, signature, input_example, lineage, flavor_options, origin, origin_path, trusted_at, trusted_by"
+    "files, tags, signature, input_example, lineage, flavor_options, origin, origin_path, trusted_at, trusted_by, "
+    f"metrics, {metrics_module.MEASURED_JSON}"
 )
 _VERSION_SELECT = f"SELECT {_VERSION_COLUMNS} FROM versions v"
 _TAGS_JSON = (
@@ -43,10 +45,11 @@ def to_version(database: Database, row: tuple[Any, ...], aliases: tuple[str, ...
     """The :class:`ModelVersion` of a row selected with the ``versions`` columns in its fields' order."""
     (name, version, flavor, framework, framework_version, sha256, size, description, created_by,
      created_text, files, tags, signature, example, lineage, options, origin, origin_path, trusted_text,
-     trusted_by) = row
+     trusted_by, registered, measured) = row
     return ModelVersion(name, version, flavor, framework, framework_version, sha256, size, description,
                         created_by, created_text, files, tags, signature, example, lineage, options,
-                        aliases, database.artifacts.blobs, origin, origin_path, trusted_text, trusted_by)
+                        aliases, database.artifacts.blobs, origin, origin_path, trusted_text, trusted_by,
+                        registered, measured)
 
 
 def aliases_by_version(db: sqlite_utils.Database, name: str | None = None) -> dict[tuple[str, int], tuple[str, ...]]:
@@ -128,11 +131,13 @@ def add_version(
     origin: str,
     origin_path: str | None,
     trusted: bool,
+    metrics: Mapping[str, float] | None = None,
 ) -> ModelVersion:
     """Record a staged artifact as the next version of ``name``, atomically (see :meth:`Registry.add_version`)."""
     check_name(name)
     for key, value in (tags or {}).items():
         check_tag(key, value)
+    registered = metrics_module.metrics_argument(metrics)
     if alias is not None:
         check_alias(alias)
     user = current_user()
@@ -176,6 +181,7 @@ def add_version(
                 "origin_path": origin_path,
                 "trusted_at": now if trusted else None,
                 "trusted_by": user if trusted else None,
+                "metrics": metrics_module.encode(registered),
             }
         )
         if tags:
@@ -284,6 +290,7 @@ def delete_version(database: Database, ref: str | ModelRef) -> ModelVersion:
         db.execute("DELETE FROM versions WHERE name = ? AND version = ?", [parsed.name, version])
         db.execute("DELETE FROM inference_configs WHERE name = ? AND version = ?", [parsed.name, version])
         db.execute("DELETE FROM reports WHERE name = ? AND version = ?", [parsed.name, version])
+        db.execute("DELETE FROM measured_metrics WHERE name = ? AND version = ?", [parsed.name, version])
         shared = gone.sha256 in referenced(db)
         transaction = database.transaction()
         transaction.journal().record(("tombstone", parsed.name, str(version)))
