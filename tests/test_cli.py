@@ -57,6 +57,9 @@ def test_register_a_file_list_alias_tag_export_and_delete(registry: Registry, ho
     (["register", ".", "--name", "bad name"], "Invalid model name 'bad name'"),
     (["model", "x:zero"], "Invalid version 'zero'"),
     (["model", "x:99999999999999999999999"], "a version is a whole number from 1 to 9223372036854775807"),
+    (["register", ".", "--name", "x", "--metric", "accuracy=high"],
+     "--metric 'accuracy=high': 'high' is not a number. Write KEY=NUMBER, e.g. --metric accuracy=0.97."),
+    (["compare", "x:1"], "Compare at least two versions"),
 ])
 def test_user_errors_exit_2_with_the_message_on_stderr(home: Path, args: list[str], message: str) -> None:
     done = mlops(home, *args)
@@ -159,6 +162,26 @@ def test_registry_rebuild_brings_back_a_lost_database(registry: Registry, home: 
     assert "from its manifests: 1 version(s) of 1 model(s)" in rebuilt.stdout
     shown = json.loads(mlops(home, "--json", "model", "m:1").stdout)
     assert shown["tags"] == {"team": "cv"}
+
+
+def test_register_metrics_list_them_and_compare_versions(registry: Registry, home: Path, tmp_path: Path,
+                                                         iris_lr: Any) -> None:
+    import joblib
+
+    joblib.dump(iris_lr, tmp_path / "model.pkl")
+    for accuracy in ("0.97", "0.95"):
+        done = mlops(home, "register", str(tmp_path / "model.pkl"), "--name", "iris",
+                     "--metric", f"accuracy={accuracy}", "-m", "f1=0.9")
+        assert done.returncode == 0, done.stderr
+    listed = json.loads(mlops(home, "--json", "models").stdout)
+    assert [m["metrics"] for m in listed] == [{"accuracy": 0.97, "f1": 0.9}, {"accuracy": 0.95, "f1": 0.9}]
+    assert mlops(home, "models").stdout.splitlines()[0].split()[-2:] == ["accuracy", "f1"]
+    text = mlops(home, "compare", "iris:1", "iris:2")
+    assert text.returncode == 0, text.stderr
+    assert "metrics (registered):" in text.stdout and text.stdout.splitlines()[0].split() == ["iris:1", "iris:2"]
+    shown = json.loads(mlops(home, "--json", "compare", "iris:1", "iris:2").stdout)
+    assert {"section": "metrics (registered)", "what": "accuracy", "values": {"iris:1": 0.97, "iris:2": 0.95}} in (
+        shown["rows"])
 
 
 def test_every_magic_of_the_extension_has_a_verb(ip: Any) -> None:

@@ -60,6 +60,18 @@ async def test_models_versions_and_aliases(jp_fetch: Any, models: Registry) -> N
     assert (await _get(jp_fetch, "health"))["registry"] == str(models.home)
 
 
+async def test_versions_carry_their_registered_and_measured_metrics(jp_fetch: Any, models: Registry,
+                                                                   iris_lr: Any) -> None:
+    v = mm.register(iris_lr, "wine", metrics={"accuracy": 0.97}, registry=models)
+    models.record_measured_metrics(v, {"accuracy": 0.9}, source="validation", detail={"rows": 20})
+    wine = (await _get(jp_fetch, "models"))[1]
+    assert [item["metrics"] for item in wine["versions"]] == [{"accuracy": 0.97, "accuracy (validation)": 0.9}, {}]
+    detail = await _get(jp_fetch, "models", "wine", "versions", "2")
+    assert detail["metrics"] == {"accuracy": 0.97}
+    assert [(m["key"], m["value"], m["source"], m["detail"]) for m in detail["measured_metrics"]] == [
+        ("accuracy", 0.9, "validation", {"rows": 20})]
+
+
 async def test_the_listing_answers_304_until_the_registry_changes(jp_fetch: Any, models: Registry) -> None:
     """The sidebar polls the listing: unchanged, it is neither made again nor sent again (ETag -> 304); a
     change by this process or by another one is seen at the next poll."""

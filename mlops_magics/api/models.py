@@ -355,8 +355,11 @@ MAX_COMPARED = 12
 
 
 def compare_models(refs: Sequence[str], *, registry: Registry | None = None) -> Comparison:
-    """Put model versions side by side: metrics, signature differences, validation and profile results, size,
-    latency (profile p95, ONNX speed-up where stored), flavor, created.
+    """Put model versions side by side: metrics, signature, validation, profile, ONNX speed, size, created.
+
+    As MLflow compares runs: registered and measured metrics, the difference of each signature from the first's
+    (columns added, removed, retyped), the stored validation and profile results, latency (profile p95, ONNX
+    speed-up where stored), size, flavor and when each was registered.
 
     Args:
         refs: two or more of ``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``; the first is the one the others are
