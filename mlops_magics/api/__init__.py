@@ -2,12 +2,13 @@
 
 One module per family of magics:
 
-- :mod:`~mlops_magics.api.models`: register, list, get, load, trust, alias, tag, delete, export; registry upkeep
+- :mod:`~mlops_magics.api.models`: register, list, get, load, trust, alias, tag, delete, compare
 - :mod:`~mlops_magics.api.authoring`: the entry script, its assets, the environment, a trial run
 - :mod:`~mlops_magics.api.images`: build contexts, images, Dockerfile steps
 - :mod:`~mlops_magics.api.deployments`: deploy, list, undeploy, logs, reload, update, call, keys
 - :mod:`~mlops_magics.api.quality`: validate, ONNX, profile (each stores its report with the version)
 - :mod:`~mlops_magics.api.monitoring`: what deployments collected, labels, the dashboard
+- :mod:`~mlops_magics.api.upkeep`: copying a version out; registry backup, restore, check, rebuild
 """
 
 from __future__ import annotations
@@ -44,21 +45,16 @@ from mlops_magics.api.images import (
 from mlops_magics.api.models import (
     AliasHistory,
     alias_history,
-    backup_registry,
-    check_registry,
     compare_models,
     delete_model,
-    export_model,
     get_model,
     list_models,
     load_model,
     parse_moment,
     parse_tag_filters,
-    rebuild_registry,
     register,
     remove_alias,
     resolve_variable,
-    restore_registry,
     set_alias,
     tag_model,
     trust_model,
@@ -74,6 +70,13 @@ from mlops_magics.api.quality import (
     profile,
     to_onnx,
     validate,
+)
+from mlops_magics.api.upkeep import (
+    backup_registry,
+    check_registry,
+    export_model,
+    rebuild_registry,
+    restore_registry,
 )
 
 __all__ = [
