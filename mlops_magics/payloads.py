@@ -5,11 +5,80 @@ model."""
 from __future__ import annotations
 
 import json
+import os
 import weakref
+from pathlib import Path
 from typing import Any
 
 from mlops_magics import api
-from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default, trust
+from mlops_magics.registry import (
+    Deployment,
+    ModelVersion,
+    Registry,
+    default_registry,
+    index,
+    or_default,
+    registry_at,
+    trust,
+)
+
+
+def registry_label(home: Path) -> str:
+    """A registry folder, short: ``~``-relative, and past 40 characters ``…/`` and its last two parts."""
+    text = str(home)
+    user = os.path.expanduser("~")
+    if user not in ("", "/") and (text == user or text.startswith(user + os.sep)):
+        text = "~" + text[len(user):]
+    if len(text) > 40 and len(home.parts) > 3:
+        text = "…/" + "/".join(home.parts[-2:])
+    return text
+
+
+def registries_json(*, default: Path | None = None) -> dict[str, Any]:
+    """The registries in use (per-user index) and the caller's default: what the sidebar offers and follows.
+
+    Args:
+        default: the caller's default registry folder; default ``$MLOPS_HOME``.
+
+    Returns:
+        ``{"default": {"home", "label"}, "registries": [{"home", "label", "default", "kernels", "processes",
+        "used_at"}] (the most recently switched to first), "kernels": {kernel id: home}}``.
+    """
+    home = default if default is not None else or_default(None).home
+    listed: dict[Path, dict[str, Any]] = {}
+    kernels: dict[str, str] = {}
+    for use in index.in_use():
+        entry = listed.setdefault(use.home, {"home": str(use.home), "label": registry_label(use.home),
+                                             "default": use.home == home, "kernels": [], "processes": 0,
+                                             "used_at": use.used_at.isoformat()})
+        entry["processes"] += 1
+        if use.kernel is not None and use.latest:
+            entry["kernels"].append(use.kernel)
+            kernels[use.kernel] = str(use.home)
+    if home not in listed:
+        listed[home] = {"home": str(home), "label": registry_label(home), "default": True, "kernels": [],
+                        "processes": 0, "used_at": None}
+    for entry in listed.values():
+        entry["kernels"].sort()
+    return {"default": {"home": str(home), "label": registry_label(home)}, "registries": list(listed.values()),
+            "kernels": kernels}
+
+
+def registry_for(raw: str | None) -> Registry:
+    """The registry a caller (a REST route's ``registry=``) named: the default one when none is named.
+
+    Args:
+        raw: the registry folder, absolute; None or empty: the default registry (``$MLOPS_HOME``).
+
+    Raises:
+        InvalidInputError: not an absolute path.
+        NotFoundError: the folder is not a registry (the message lists the registries in use).
+    """
+    default = default_registry()
+    if not raw:
+        return default
+    home = index.resolve(raw, default=default.home)
+    return default if home == default.home else registry_at(home)
 
 
 def version_json(v: ModelVersion) -> dict[str, Any]:
