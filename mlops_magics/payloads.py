@@ -23,15 +23,41 @@ from mlops_magics.registry import (
 )
 
 
-def registry_label(home: Path) -> str:
-    """A registry folder, short: ``~``-relative, and past 40 characters ``…/`` and its last two parts."""
+def registry_label(home: Path, parts: int = 0) -> str:
+    """A registry folder, short: ``~``-relative; past 32 characters ``…/`` and its last two parts, or its last.
+
+    Args:
+        home: the folder.
+        parts: keep at least this many of its last parts (to tell it from another folder's label).
+    """
     text = str(home)
     user = os.path.expanduser("~")
     if user not in ("", "/") and (text == user or text.startswith(user + os.sep)):
         text = "~" + text[len(user):]
-    if len(text) > 40 and len(home.parts) > 3:
-        text = "…/" + "/".join(home.parts[-2:])
+    for keep in (2, 1):
+        if len(text) <= 32 or len(home.parts) <= keep + 1 or keep < parts:
+            break
+        text = "…/" + "/".join(home.parts[-keep:])
+    if parts > 2 and len(home.parts) > parts + 1:
+        text = min(text, "…/" + "/".join(home.parts[-parts:]), key=len)
     return text
+
+
+def registry_labels(homes: list[Path]) -> dict[Path, str]:
+    """:func:`registry_label` of each folder, with more of its path where two labels would be the same."""
+    parts = dict.fromkeys(homes, 0)
+    labels = {home: registry_label(home) for home in homes}
+    for _ in range(max((len(h.parts) for h in homes), default=0)):
+        seen: dict[str, list[Path]] = {}
+        for home, label in labels.items():
+            seen.setdefault(label, []).append(home)
+        clashes = [home for same in seen.values() if len(same) > 1 for home in same]
+        if not clashes:
+            break
+        for home in clashes:
+            parts[home] = max(parts[home], 1) + 1
+            labels[home] = registry_label(home, parts[home])
+    return labels
 
 
 def registries_json(*, default: Path | None = None) -> dict[str, Any]:
@@ -48,19 +74,19 @@ def registries_json(*, default: Path | None = None) -> dict[str, Any]:
     listed: dict[Path, dict[str, Any]] = {}
     kernels: dict[str, str] = {}
     for use in index.in_use():
-        entry = listed.setdefault(use.home, {"home": str(use.home), "label": registry_label(use.home),
-                                             "default": use.home == home, "kernels": [], "processes": 0,
-                                             "used_at": use.used_at.isoformat()})
+        entry = listed.setdefault(use.home, {"home": str(use.home), "default": use.home == home, "kernels": [],
+                                             "processes": 0, "used_at": use.used_at.isoformat()})
         entry["processes"] += 1
         if use.kernel is not None and use.latest:
             entry["kernels"].append(use.kernel)
             kernels[use.kernel] = str(use.home)
     if home not in listed:
-        listed[home] = {"home": str(home), "label": registry_label(home), "default": True, "kernels": [],
-                        "processes": 0, "used_at": None}
-    for entry in listed.values():
+        listed[home] = {"home": str(home), "default": True, "kernels": [], "processes": 0, "used_at": None}
+    labels = registry_labels(list(listed))
+    for folder, entry in listed.items():
+        entry["label"] = labels[folder]
         entry["kernels"].sort()
-    return {"default": {"home": str(home), "label": registry_label(home)}, "registries": list(listed.values()),
+    return {"default": {"home": str(home), "label": labels[home]}, "registries": list(listed.values()),
             "kernels": kernels}
 
 
