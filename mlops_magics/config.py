@@ -9,6 +9,8 @@ from mlops_magics.errors import InvalidInputError
 
 #: Default registry location when ``MLOPS_HOME`` is not set.
 DEFAULT_HOME = Path("~/.mlops")
+#: Where processes record the registries they use, when ``MLOPS_REGISTRY_INDEX`` is not set (one index per user).
+DEFAULT_REGISTRY_INDEX = Path("~/.cache/mlops-magics/registries-in-use")
 #: Seconds a writer waits for another process's write lock before giving up.
 DEFAULT_LOCK_TIMEOUT = 30.0
 
@@ -16,6 +18,17 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 def mlops_home() -> Path:
     """Return the registry folder: ``$MLOPS_HOME`` or ``~/.mlops``, absolute and user-expanded."""
     raw = os.environ.get("MLOPS_HOME") or str(DEFAULT_HOME)
+    return Path(raw).expanduser().resolve()
+
+
+def registry_index() -> Path:
+    """Return the folder of the per-user index of registries in use: ``$MLOPS_REGISTRY_INDEX`` or
+    ``~/.cache/mlops-magics/registries-in-use``, absolute and user-expanded.
+
+    It does not follow ``MLOPS_HOME`` on purpose: a kernel that points ``MLOPS_HOME`` at its own registry still
+    records it where the Jupyter server looks.
+    """
+    raw = os.environ.get("MLOPS_REGISTRY_INDEX") or str(DEFAULT_REGISTRY_INDEX)
     return Path(raw).expanduser().resolve()
 
 

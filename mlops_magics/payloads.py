@@ -5,11 +5,106 @@ model."""
 from __future__ import annotations
 
 import json
+import os
 import weakref
+from pathlib import Path
 from typing import Any
 
 from mlops_magics import api
-from mlops_magics.registry import Deployment, ModelVersion, Registry, or_default, trust
+from mlops_magics.registry import (
+    Deployment,
+    ModelVersion,
+    Registry,
+    default_registry,
+    index,
+    or_default,
+    registry_at,
+    trust,
+)
+
+
+def registry_label(home: Path, parts: int = 0) -> str:
+    """A registry folder, short: ``~``-relative; past 32 characters ``…/`` and its last two parts, or its last.
+
+    Args:
+        home: the folder.
+        parts: keep at least this many of its last parts (to tell it from another folder's label).
+    """
+    text = str(home)
+    user = os.path.expanduser("~")
+    if user not in ("", "/") and (text == user or text.startswith(user + os.sep)):
+        text = "~" + text[len(user):]
+    for keep in (2, 1):
+        if len(text) <= 32 or len(home.parts) <= keep + 1 or keep < parts:
+            break
+        text = "…/" + "/".join(home.parts[-keep:])
+    if parts > 2 and len(home.parts) > parts + 1:
+        text = min(text, "…/" + "/".join(home.parts[-parts:]), key=len)
+    return text
+
+
+def registry_labels(homes: list[Path]) -> dict[Path, str]:
+    """:func:`registry_label` of each folder, with more of its path where two labels would be the same."""
+    parts = dict.fromkeys(homes, 0)
+    labels = {home: registry_label(home) for home in homes}
+    for _ in range(max((len(h.parts) for h in homes), default=0)):
+        seen: dict[str, list[Path]] = {}
+        for home, label in labels.items():
+            seen.setdefault(label, []).append(home)
+        clashes = [home for same in seen.values() if len(same) > 1 for home in same]
+        if not clashes:
+            break
+        for home in clashes:
+            parts[home] = max(parts[home], 1) + 1
+            labels[home] = registry_label(home, parts[home])
+    return labels
+
+
+def registries_json(*, default: Path | None = None) -> dict[str, Any]:
+    """The registries in use (per-user index) and the caller's default: what the sidebar offers and follows.
+
+    Args:
+        default: the caller's default registry folder; default ``$MLOPS_HOME``.
+
+    Returns:
+        ``{"default": {"home", "label"}, "registries": [{"home", "label", "default", "kernels", "processes",
+        "used_at"}] (the most recently switched to first), "kernels": {kernel id: home}}``.
+    """
+    home = default if default is not None else or_default(None).home
+    listed: dict[Path, dict[str, Any]] = {}
+    kernels: dict[str, str] = {}
+    for use in index.in_use():
+        entry = listed.setdefault(use.home, {"home": str(use.home), "default": use.home == home, "kernels": [],
+                                             "processes": 0, "used_at": use.used_at.isoformat()})
+        entry["processes"] += 1
+        if use.kernel is not None and use.latest:
+            entry["kernels"].append(use.kernel)
+            kernels[use.kernel] = str(use.home)
+    if home not in listed:
+        listed[home] = {"home": str(home), "default": True, "kernels": [], "processes": 0, "used_at": None}
+    labels = registry_labels(list(listed))
+    for folder, entry in listed.items():
+        entry["label"] = labels[folder]
+        entry["kernels"].sort()
+    return {"default": {"home": str(home), "label": labels[home]}, "registries": list(listed.values()),
+            "kernels": kernels}
+
+
+def registry_for(raw: str | None) -> Registry:
+    """The registry a caller (a REST route's ``registry=``) named: the default one when none is named.
+
+    Args:
+        raw: the registry folder, absolute; None or empty: the default registry (``$MLOPS_HOME``).
+
+    Raises:
+        InvalidInputError: not an absolute path.
+        NotFoundError: the folder is not a registry (the message lists the registries in use).
+    """
+    default = default_registry()
+    if not raw:
+        return default
+    home = index.resolve(raw, default=default.home)
+    return default if home == default.home else registry_at(home)
 
 
 def version_json(v: ModelVersion) -> dict[str, Any]:

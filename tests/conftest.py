@@ -12,6 +12,21 @@ from mlops_magics import registry as registry_module
 from mlops_magics.registry import Registry
 
 
+@pytest.fixture(scope="session", autouse=True)
+def registry_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own index of registries in use (never the user's ``~/.cache``), inherited by subprocesses."""
+    import os
+
+    folder = tmp_path_factory.mktemp("registries-in-use")
+    before = os.environ.get("MLOPS_REGISTRY_INDEX")
+    os.environ["MLOPS_REGISTRY_INDEX"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("MLOPS_REGISTRY_INDEX", None)
+    else:
+        os.environ["MLOPS_REGISTRY_INDEX"] = before
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ``$MLOPS_HOME``: the default registry of this test, on a real SQLite file."""

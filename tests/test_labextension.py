@@ -235,3 +235,120 @@ def test_the_built_extension_is_the_one_installed() -> None:
     listing = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True,
                              text=True, check=True)
     assert "mlops-magics v0.1.0" in listing.stdout + listing.stderr
+
+
+def _notebook(path: Path, *cells: str) -> None:
+    """A notebook file of code cells, on the python3 kernel."""
+    path.write_text(json.dumps({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [{"cell_type": "code", "id": f"c{n}", "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": source} for n, source in enumerate(cells)],
+    }))
+
+
+def _open_notebook(page: Any, lab: Lab, folder: Path, name: str, code: str) -> None:
+    """Open ``name`` in JupyterLab (the workspace keeps what was open) and run ``code`` in the kernel JupyterLab
+    started for it, as a cell would (through its connection file: clicking Run raced the kernel's start here)."""
+    from jupyter_client import BlockingKernelClient
+
+    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+    page.locator(".jp-NotebookPanel:visible .jp-Cell").first.wait_for()
+    page.locator(PANEL).wait_for(state="attached")
+    if not page.locator(PANEL).is_visible():
+        page.locator(TAB).click()
+    page.locator('.jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for()
+    deadline, connection = time.monotonic() + 60, None
+    while connection is None and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{lab.url}/api/sessions?token={lab.token}", timeout=10) as answer:
+            sessions = json.loads(answer.read())
+        kernel = next((s["kernel"]["id"] for s in sessions if s["path"] == name and s.get("kernel")), None)
+        found = folder / "runtime" / f"kernel-{kernel}.json"
+        connection = found if kernel is not None and found.exists() else None
+        time.sleep(0.2)
+    assert connection is not None, f"no kernel for {name}"
+    client = BlockingKernelClient(connection_file=str(connection))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(code, timeout=60, output_hook=lambda _: None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+
+
+def _registry_line(page: Any, home: Path, source: str) -> Any:
+    line = page.locator(f'{PANEL} .jp-mlops-registry[data-registry="{home}"][data-source="{source}"]')
+    try:
+        line.wait_for()
+    except Exception:
+        _screenshot(page, "registry-failed")  # what the sidebar showed instead
+        raise
+    return line
+
+
+def test_sidebar_follows_the_registry_of_the_notebooks_kernel(playwright_browser: Any, registry: Registry,
+                                                              tmp_path: Path) -> None:
+    """Each notebook's kernel points MLOPS_HOME at its own folder (as the tutorials do) and registers a model:
+    the sidebar shows that registry and names it; switching notebooks switches the list; the selector offers
+    the registries in use; with no notebook it shows the server's default, saying so."""
+    mm.register({"w": 0}, "served-default", registry=registry)
+    folder = tmp_path / "lab"
+    root = folder / "root"
+    root.mkdir(parents=True)
+    homes = {name: (root / name / "mlops-home").resolve() for name in ("a", "b")}
+    cells = {name: f"import os\nos.environ['MLOPS_HOME'] = {str(homes[name])!r}\n"
+                   f"import mlops_magics as mm\nmm.register({{'w': 1}}, {model!r})"
+             for name, model in (("a", "alpha"), ("b", "beta"))}
+    for name, cell in cells.items():
+        _notebook(root / f"{name}.ipynb", cell)
+    process, lab = _start_lab(folder, registry.home)
+    try:
+        page = _open_sidebar(playwright_browser, lab)
+        panel = page.locator(PANEL)
+        line = _registry_line(page, registry.home, "default")
+        assert "server's default (no notebook open)" in line.inner_text()
+        panel.locator('[data-model="served-default"]').wait_for()
+        # the Refresh button is whole inside the sidebar at its default width
+        box, refresh = panel.bounding_box(), panel.locator(".jp-mlops-refresh").bounding_box()
+        assert box is not None and refresh is not None
+        assert box["x"] <= refresh["x"] and refresh["x"] + refresh["width"] <= box["x"] + box["width"], (box, refresh)
+        _screenshot(page, "registry-default")
+
+        _open_notebook(page, lab, folder, "a.ipynb", cells["a"])
+        line = _registry_line(page, homes["a"], "kernel")
+        assert "used by the kernel of a.ipynb" in line.inner_text()
+        assert "mlops-home" in line.locator(".jp-mlops-registry-path").inner_text()
+        panel.locator('[data-model="alpha"]').wait_for()
+        assert panel.locator('[data-model="served-default"]').count() == 0, "not the server's registry"
+        _screenshot(page, "registry-notebook-a")
+
+        _open_notebook(page, lab, folder, "b.ipynb", cells["b"])
+        line = _registry_line(page, homes["b"], "kernel")
+        panel.locator('[data-model="beta"]').wait_for()
+        assert panel.locator('[data-model="alpha"]').count() == 0
+        assert "used by the kernel of b.ipynb" in line.inner_text()
+        panel.locator(".jp-mlops-status").get_by_text("Now showing").wait_for()
+        _screenshot(page, "registry-notebook-b")
+
+        # back to a's tab: the sidebar follows without a reload
+        page.locator("#jp-main-dock-panel .lm-TabBar-tab").filter(has_text="a.ipynb").click()
+        _registry_line(page, homes["a"], "kernel")
+        panel.locator('[data-model="alpha"]').wait_for()
+        assert "Now showing" in panel.locator(".jp-mlops-status").inner_text()
+
+        # the selector offers every registry in use; choosing one shows it, labelled as chosen
+        select = panel.locator(".jp-mlops-registry-select")
+        offered = select.locator("option").evaluate_all("options => options.map(o => o.value)")
+        assert {str(homes["a"]), str(homes["b"]), str(registry.home)} <= set(offered)
+        select.select_option(str(homes["b"]))
+        line = _registry_line(page, homes["b"], "chosen")
+        panel.locator('[data-model="beta"]').wait_for()
+        assert "a.ipynb's kernel uses" in line.inner_text()
+        _screenshot(page, "registry-chosen")
+        select.select_option("")
+        _registry_line(page, homes["a"], "kernel")
+        page.close()
+    finally:
+        _stop(process)

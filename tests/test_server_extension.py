@@ -154,3 +154,86 @@ def test_report_summaries_read_the_reports_as_stored() -> None:
     validation = {"passed": False, "at": "2026-11-22", "checks": [{"check": "accuracy>=0.9", "passed": False}]}
     assert payloads.report_summary("validation", validation) == "FAILED (FAIL accuracy>=0.9) at 2026-11-22"
     assert payloads.report_summary("other", {"a": 1}) == '{"a": 1}'
+
+
+async def _run_in_kernel(jp_serverapp: Any, code: str) -> str:
+    """Start a real kernel in the server's kernel manager (as JupyterLab does), run ``code``; its kernel id."""
+    manager = jp_serverapp.kernel_manager
+    kernel_id = await manager.start_kernel(kernel_name="python3")
+    client = manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        reply = await client.execute_interactive(code, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+    return str(kernel_id)
+
+
+async def test_a_kernels_registry_is_listed_and_every_route_reads_it(jp_fetch: Any, jp_serverapp: Any,
+                                                                     models: Registry, tmp_path: Any) -> None:
+    """A notebook's kernel points MLOPS_HOME at its own folder and registers a model: the server says which
+    registry that kernel uses, and every route reads that registry when asked to (the default stays the
+    default)."""
+    own = tmp_path / "notebook-07" / "mlops-home"
+    code = (f"import os; os.environ['MLOPS_HOME'] = {str(own)!r}\n"
+            "import mlops_magics as mm; mm.register({'w': 1}, 'alpha'); mm.register({'w': 2}, 'alpha')")
+    kernel = await _run_in_kernel(jp_serverapp, code)
+    try:
+        listed = await _get(jp_fetch, "registries")
+        assert listed["default"]["home"] == str(models.home)
+        assert listed["kernels"][kernel] == str(own)
+        (entry,) = [r for r in listed["registries"] if r["home"] == str(own)]
+        assert entry["kernels"] == [kernel] and entry["default"] is False and entry["label"].endswith("mlops-home")
+        assert any(r["home"] == str(models.home) and r["default"] for r in listed["registries"])
+
+        found = await _get(jp_fetch, "models", registry=str(own))
+        assert [(m["name"], [v["version"] for v in m["versions"]]) for m in found] == [("alpha", [2, 1])]
+        assert [m["name"] for m in await _get(jp_fetch, "models")] == ["iris", "wine"], "the default is unchanged"
+        assert (await _get(jp_fetch, "models", "alpha", "versions", "2", registry=str(own)))["version"] == 2
+        assert await _get(jp_fetch, "deployments", registry=str(own)) == []
+        assert (await _get(jp_fetch, "health", registry=str(own)))["registry"] == str(own)
+        code, body = await _error(jp_fetch, "models", "alpha", "versions", "2")
+        assert code == 404 and "alpha" in body["message"], "not in the default registry"
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel, now=True)
+
+
+async def test_a_registry_that_is_not_one_is_refused_saying_why(jp_fetch: Any, models: Registry,
+                                                                tmp_path: Any) -> None:
+    plain = tmp_path / "not-a-registry"
+    plain.mkdir()
+    for route in (("models",), ("deployments",), ("models", "iris", "versions", "1"), ("health",)):
+        code, body = await _error(jp_fetch, *route, registry=str(plain))
+        assert code == 404 and body["reason"] == "NotFoundError", route
+        assert f"registry='{plain}' is not a registry" in body["message"]
+        assert str(models.home) in body["message"], "it lists the registries in use"
+    assert list(plain.iterdir()) == [], "nothing was created there"
+    code, body = await _error(jp_fetch, "models", registry=str(tmp_path / "missing"))
+    assert code == 404 and not (tmp_path / "missing").exists()
+    code, body = await _error(jp_fetch, "models", registry="relative/home")
+    assert code == 400 and "'relative/home' is not an absolute path" in body["message"]
+    code, body = await _error(jp_fetch, "deployments", "svc", method="DELETE", registry=str(plain))
+    assert code == 404 and "is not a registry" in body["message"]
+
+
+async def test_each_registry_answers_304_on_its_own(jp_fetch: Any, models: Registry, tmp_path: Any) -> None:
+    """The sidebar polls the registry it shows: each registry's listing has its own ETag; a change in one
+    is seen there and does not disturb the other's 304."""
+    other = Registry(tmp_path / "other")
+    mm.register({"w": 1}, "beta", registry=other)
+
+    async def poll(etag: str, **params: Any) -> int:
+        try:
+            answer = await jp_fetch("mlops", "api", "models", headers={"If-None-Match": etag}, params=params)
+        except tornado.httpclient.HTTPClientError as exc:
+            return int(exc.code)
+        return int(answer.code)
+
+    first = (await jp_fetch("mlops", "api", "models")).headers["Etag"]
+    second = (await jp_fetch("mlops", "api", "models", params={"registry": str(other.home)})).headers["Etag"]
+    assert first != second
+    assert await poll(first) == 304 and await poll(second, registry=str(other.home)) == 304
+    mm.register({"w": 2}, "beta", registry=other)
+    assert await poll(second, registry=str(other.home)) == 200 and await poll(first) == 304

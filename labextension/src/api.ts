@@ -28,6 +28,19 @@ export class ExtensionMissingError extends ApiError {
   }
 }
 
+/**
+ * An endpoint of the API for one registry: `path` with `registry=HOME` (and `params`) as its query. Every
+ * route reads the registry it is given (none: the server's default).
+ */
+export function endpoint(path: string, registry: string | null, params: Record<string, string> = {}): string {
+  const query = new URLSearchParams(params);
+  if (registry !== null) {
+    query.set('registry', registry);
+  }
+  const text = query.toString();
+  return text.length > 0 ? `${path}?${text}` : path;
+}
+
 /** The last answer to each GET, by URL, with its ETag: a 304 (nothing changed) reuses it. */
 const answers = new Map<string, { etag: string; body: unknown }>();
 

@@ -1,7 +1,7 @@
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { requestAPI } from './api';
+import { endpoint, requestAPI } from './api';
 import { bytes, Child, chip, el, fields, replace, stateBadge, when } from './dom';
 import { Selection } from './state';
 import { IDeployment, ILogTail, IVersionDetail } from './types';
@@ -19,6 +19,7 @@ export class DetailsView {
 
   constructor(options: DetailsView.IOptions) {
     this._settings = options.serverSettings;
+    this._registry = options.registry;
     this._say = options.say;
     this._refresh = options.refresh;
     this._body = el('div', { className: 'jp-mlops-details-body' });
@@ -123,7 +124,9 @@ export class DetailsView {
     this._say(`Reading the log of ${name}…`);
     try {
       const tail = await requestAPI<ILogTail>(
-        `deployments/${encodeURIComponent(name)}/logs?tail=${LOG_LINES}`,
+        endpoint(`deployments/${encodeURIComponent(name)}/logs`, this._registry(), {
+          tail: String(LOG_LINES)
+        }),
         {},
         this._settings
       );
@@ -151,7 +154,7 @@ export class DetailsView {
     this._say(`Undeploying ${d.name}…`);
     try {
       await requestAPI<IDeployment>(
-        `deployments/${encodeURIComponent(d.name)}`,
+        endpoint(`deployments/${encodeURIComponent(d.name)}`, this._registry()),
         { method: 'DELETE' },
         this._settings
       );
@@ -168,7 +171,7 @@ export class DetailsView {
     let detail: IVersionDetail;
     try {
       detail = await requestAPI<IVersionDetail>(
-        `models/${encodeURIComponent(name)}/versions/${version}`,
+        endpoint(`models/${encodeURIComponent(name)}/versions/${version}`, this._registry()),
         {},
         this._settings
       );
@@ -188,6 +191,7 @@ export class DetailsView {
   }
 
   private readonly _settings: ServerConnection.ISettings;
+  private readonly _registry: () => string | null;
   private readonly _say: (message: string, failed?: boolean) => void;
   private readonly _refresh: () => Promise<void>;
   private readonly _body: HTMLDivElement;
@@ -199,6 +203,8 @@ export class DetailsView {
 export namespace DetailsView {
   export interface IOptions {
     serverSettings: ServerConnection.ISettings;
+    /** The registry shown (its folder); null: the server's default. */
+    registry: () => string | null;
     /** Show a one-line status (`failed`: as an error). */
     say: (message: string, failed?: boolean) => void;
     /** Read the listings again now (after an undeploy). */

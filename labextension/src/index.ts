@@ -1,4 +1,4 @@
-import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
 
@@ -22,9 +22,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'mlops-magics:sidebar',
   description: 'The MLOps sidebar: the mlops-magics registry and deployments.',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette],
-  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null) => {
-    const panel = new MlopsPanel({ icon: mlopsIcon, serverSettings: app.serviceManager.serverSettings });
+  optional: [ILayoutRestorer, ICommandPalette, ILabShell],
+  activate: (
+    app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null,
+    shell: ILabShell | null
+  ) => {
+    const panel = new MlopsPanel({
+      icon: mlopsIcon,
+      serverSettings: app.serviceManager.serverSettings,
+      shell
+    });
     app.shell.add(panel, 'left', { rank: 850 });
     restorer?.add(panel, panel.id);
     app.commands.addCommand(COMMAND, {

@@ -1,28 +1,34 @@
+import { ILabShell } from '@jupyterlab/application';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { IPoll, Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, ExtensionMissingError, requestAPI } from './api';
+import { ApiError, endpoint, ExtensionMissingError, requestAPI } from './api';
 import { DeploymentsSection } from './deployments';
 import { DetailsView } from './details';
 import { append, el, replace } from './dom';
 import { ModelsSection } from './models';
+import { chooseRegistry, IShownRegistry, KernelFollower, RegistryBar } from './registry';
 import { Selection } from './state';
-import { IDeployment, IModelSummary } from './types';
+import { IDeployment, IModelSummary, IRegistries } from './types';
 
 /** Polling: every 5 s while all is well; after a failure 3x longer each time, up to a minute. */
 const POLL_INTERVAL = 5000;
 const POLL_MAX = 60000;
 
 /**
- * The "MLOps" sidebar: the registry's models (versions, aliases) and the deployments with their live
+ * The "MLOps" sidebar: a registry's models (versions, aliases) and the deployments with their live
  * state, details of the selected one, and actions (logs, undeploy). Everything goes through the server
  * extension's REST API (`requestAPI`); the panel polls it while shown, backing off after failures.
  *
- * The panel holds the header, the notices, the polling and the one selection; the sections
- * (`ModelsSection`, `DeploymentsSection`, `DetailsView`) render what they are given.
+ * Which registry: the one the active notebook's kernel uses (the server's index of registries in use says
+ * which), another one in use chosen in the selector, or the server's default, always named and said why
+ * (`RegistryBar`). When the followed kernel's registry changes, the panel switches and says so.
+ *
+ * The panel holds the header, the notices, the polling, the registry shown and the one selection; the
+ * sections (`ModelsSection`, `DeploymentsSection`, `DetailsView`) render what they are given.
  */
 export class MlopsPanel extends Widget {
   constructor(options: MlopsPanel.IOptions = {}) {
@@ -36,6 +42,8 @@ export class MlopsPanel extends Widget {
       this.title.label = 'MLOps';
     }
     this._settings = options.serverSettings ?? ServerConnection.makeSettings();
+    this._bar = new RegistryBar(home => this._choose(home));
+    this._kernel = new KernelFollower(options.shell ?? null, () => this._kernelChanged());
 
     const refresh = el(
       'button',
@@ -55,6 +63,7 @@ export class MlopsPanel extends Widget {
     this._deployments = new DeploymentsSection(host);
     this._details = new DetailsView({
       serverSettings: this._settings,
+      registry: () => this._shown?.home ?? null,
       say: (message, failed) => this._say(message, failed),
       refresh: () => this._poll.refresh()
     });
@@ -68,6 +77,7 @@ export class MlopsPanel extends Widget {
         this._updated,
         refresh
       ),
+      this._bar.node,
       this._notice,
       this._status,
       this._models.node,
@@ -85,19 +95,42 @@ export class MlopsPanel extends Widget {
     this._poll.ticked.connect(this._onTick, this);
   }
 
-  /** Read the models and deployments once and show them. Rejects (after showing why) when that fails. */
+  /**
+   * Read the registries in use, then the models and deployments of the one to show, and show them. Rejects
+   * (after showing why) when that fails. An answer for a registry no longer shown is dropped.
+   */
   async refresh(): Promise<void> {
+    const generation = ++this._generation;
     try {
+      const registries = await requestAPI<IRegistries>('registries', {}, this._settings);
+      if (generation !== this._generation) {
+        return;
+      }
+      const kernel = this._kernel.active;
+      const shown = chooseRegistry(registries, kernel, this._chosen);
+      this._show(shown);
+      this._bar.render(registries, shown, kernel);
       const [models, deployments] = await Promise.all([
-        requestAPI<IModelSummary[]>('models', {}, this._settings),
-        requestAPI<IDeployment[]>('deployments', {}, this._settings)
+        requestAPI<IModelSummary[]>(endpoint('models', shown.home), {}, this._settings),
+        requestAPI<IDeployment[]>(endpoint('deployments', shown.home), {}, this._settings)
       ]);
+      if (generation !== this._generation) {
+        return;
+      }
       this._notice.hidden = true;
       this._setModels(models);
       this._setDeployments(deployments);
       this._updated.textContent = `updated ${clock()}`;
       this._updated.classList.remove('jp-mlops-stale');
     } catch (error) {
+      if (generation !== this._generation) {
+        return;
+      }
+      if (this._chosen !== null && error instanceof ApiError && error.reason === 'NotFoundError') {
+        // the registry chosen is gone (its folder was removed): follow the notebook again, saying so
+        this._say(`The registry chosen is no longer there: ${error.message}`, true);
+        this._chosen = null;
+      }
       this._showProblem(error);
       throw error;
     }
@@ -162,6 +195,34 @@ export class MlopsPanel extends Widget {
     this._status.classList.toggle('jp-mlops-error', failed);
   }
 
+  // -- the registry shown ---------------------------------------------------------------------
+
+  /** The followed notebook, its session or its kernel changed: read again now (when shown). */
+  private _kernelChanged(): void {
+    if (this._poll !== undefined && this.isVisible) {
+      void this._poll.refresh();
+    }
+  }
+
+  /** Show another registry from now on (null: the followed kernel's), read at once. */
+  private _choose(home: string | null): void {
+    this._chosen = home;
+    void this._poll.refresh();
+  }
+
+  /** Make `shown` the registry shown; when it is another one, start afresh and say why it changed. */
+  private _show(shown: IShownRegistry): void {
+    const before = this._shown;
+    this._shown = shown;
+    if (before === null || before.home === shown.home) {
+      return;
+    }
+    this._select(null);
+    this._setModels(null);
+    this._setDeployments(null);
+    this._say(`Now showing ${shown.label}: ${shown.why}.`);
+  }
+
   // -- the listings and the one selection -----------------------------------------------------
 
   /** Show the models listed; a selected version that is gone is unselected. */
@@ -202,6 +263,13 @@ export class MlopsPanel extends Widget {
   }
 
   private readonly _settings: ServerConnection.ISettings;
+  private readonly _bar: RegistryBar;
+  private readonly _kernel: KernelFollower;
+  /** The registry chosen in the selector; null: follow the notebook's kernel. */
+  private _chosen: string | null = null;
+  private _shown: IShownRegistry | null = null;
+  /** Counts the refreshes: an answer for an earlier one is dropped. */
+  private _generation = 0;
   private readonly _poll: Poll<void, unknown, string>;
   private readonly _updated: HTMLSpanElement;
   private readonly _status: HTMLDivElement;
@@ -216,6 +284,8 @@ export namespace MlopsPanel {
   export interface IOptions {
     icon?: LabIcon;
     serverSettings?: ServerConnection.ISettings;
+    /** JupyterLab's shell: the panel follows the kernel of its current notebook. */
+    shell?: ILabShell | null;
     /** Milliseconds between polls while all is well (default 5000). */
     interval?: number;
   }

@@ -70,3 +70,30 @@ export interface IHealth {
   version: string;
   registry: string;
 }
+
+/** A registry folder as the sidebar shows it. */
+export interface IRegistryName {
+  /** The folder, absolute. */
+  home: string;
+  /** The folder, short (`~/...`, `…/a/b`). */
+  label: string;
+}
+
+export interface IRegistryInUse extends IRegistryName {
+  /** Whether it is the Jupyter server's default registry (its MLOPS_HOME). */
+  default: boolean;
+  /** The Jupyter kernels that use it now. */
+  kernels: string[];
+  /** How many live processes used it. */
+  processes: number;
+  /** When a process last switched to it (null: none did; listed as the default). */
+  used_at: string | null;
+}
+
+export interface IRegistries {
+  default: IRegistryName;
+  /** The most recently switched to first. */
+  registries: IRegistryInUse[];
+  /** Kernel id -> the registry it uses now. */
+  kernels: Record<string, string>;
+}

@@ -1,7 +1,12 @@
 """The Jupyter server extension: a small authenticated REST API over the registry and deployments, for the
 JupyterLab sidebar. Enabled on install (``jupyter_server_config.d/mlops_magics.json``).
 
+Every route reads the registry ``?registry=FOLDER`` names (the server's default when none is named): the
+server's default, a registry in use (a kernel recorded it) or an existing registry folder; any other path is
+refused (400 not absolute, 404 not a registry), so that no URL creates or reads a folder that is not a registry.
+
     GET    {base}/mlops/api/health                          {"version", "registry"}
+    GET    {base}/mlops/api/registries                      registries in use, the default, kernel id -> registry
     GET    {base}/mlops/api/models                          models, their versions and aliases
     GET    {base}/mlops/api/models/NAME/versions/VERSION    one version: fields, alias history, reports
     GET    {base}/mlops/api/deployments                     deployments, state checked now

@@ -12,7 +12,7 @@ from jupyter_server.utils import url_path_join
 
 from mlops_magics import payloads
 from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
-from mlops_magics.registry import default_registry
+from mlops_magics.registry import Registry
 from mlops_magics.version import __version__
 
 #: HTTP status of each error of ours; any other MlopsError is a 500.
@@ -22,11 +22,15 @@ STATUS = {NotFoundError: 404, InvalidInputError: 400, ConflictError: 409}
 class MlopsHandler(APIHandler):
     """Base: runs a view, and turns our errors into JSON HTTP errors ``{"message", "reason"}``."""
 
-    def answer(self, view: Callable[[], Any], *, encoded: bool = False) -> None:
-        """Write what ``view`` returns as JSON (``encoded``: it is JSON text already). A GET answers 304 when
-        the client's If-None-Match holds the body's ETag (tornado computes it)."""
+    def answer(self, view: Callable[[Registry], Any], *, encoded: bool = False) -> None:
+        """Write what ``view`` returns for the request's registry as JSON (``encoded``: it is JSON text already).
+
+        The registry is the one ``?registry=FOLDER`` names (checked: the server's default, one in use or an
+        existing registry; else 400/404 saying why), or the server's default. A GET answers 304 when the
+        client's If-None-Match holds the body's ETag (tornado computes it).
+        """
         try:
-            result = view()
+            result = view(payloads.registry_for(self.get_argument("registry", "")))
         except MlopsError as exc:
             status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
             raise tornado.web.HTTPError(status, reason=type(exc).__name__, log_message=str(exc)) from exc
@@ -43,31 +47,37 @@ class MlopsHandler(APIHandler):
 class HealthHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.answer(lambda: {"version": __version__, "registry": str(default_registry().home)})
+        self.answer(lambda reg: {"version": __version__, "registry": str(reg.home)})
+
+
+class RegistriesHandler(MlopsHandler):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        self.answer(lambda reg: payloads.registries_json())
 
 
 class ModelsHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.answer(payloads.models_json_text, encoded=True)
+        self.answer(lambda reg: payloads.models_json_text(registry=reg), encoded=True)
 
 
 class VersionHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self, name: str, version: str) -> None:
-        self.answer(lambda: payloads.version_detail_json(f"{name}:{version}"))
+        self.answer(lambda reg: payloads.version_detail_json(f"{name}:{version}", registry=reg))
 
 
 class DeploymentsHandler(MlopsHandler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.answer(payloads.deployments_json)
+        self.answer(lambda reg: payloads.deployments_json(registry=reg))
 
 
 class DeploymentHandler(MlopsHandler):
     @tornado.web.authenticated
     def delete(self, name: str) -> None:
-        self.answer(lambda: payloads.undeploy_json(name))
+        self.answer(lambda reg: payloads.undeploy_json(name, registry=reg))
 
 
 class LogsHandler(MlopsHandler):
@@ -77,7 +87,7 @@ class LogsHandler(MlopsHandler):
         if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
             raise tornado.web.HTTPError(400, reason="InvalidInputError",
                                         log_message=f"tail={raw!r} is invalid: give a number of lines, 1-10000.")
-        self.answer(lambda: payloads.logs_json(name, int(raw)))
+        self.answer(lambda reg: payloads.logs_json(name, int(raw), registry=reg))
 
 
 def handlers(base_url: str) -> list[tuple[str, type[MlopsHandler]]]:
@@ -88,6 +98,7 @@ def handlers(base_url: str) -> list[tuple[str, type[MlopsHandler]]]:
     name = r"([A-Za-z0-9][A-Za-z0-9._-]*)"
     return [
         (route("health"), HealthHandler),
+        (route("registries"), RegistriesHandler),
         (route("models"), ModelsHandler),
         (route(rf"models/{name}/versions/(\d+)"), VersionHandler),
         (route("deployments"), DeploymentsHandler),
