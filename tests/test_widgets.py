@@ -130,3 +130,12 @@ def test_the_magics_give_the_widgets(ip: Any, two_models: Registry) -> None:
     board = ip.run_line_magic("deployments", "--widget")
     assert isinstance(board, DeploymentBoard) and board.status.text == "0 running, 0 in all"
     assert "application/vnd.jupyter.widget-view+json" in board._repr_mimebundle_()
+
+
+def test_the_browsers_rows_wrap_in_a_narrow_notebook_instead_of_cutting_off_refresh(two_models: Registry) -> None:
+    import ipywidgets as widgets
+
+    browser = ModelBrowser(registry=two_models)
+    rows = [child for child in browser.widget.children if isinstance(child, widgets.HBox)]
+    assert len(rows) == 3 and all(row.layout.flex_flow == "row wrap" for row in rows)
+    assert browser.refresh_button in rows[0].children

@@ -45,10 +45,12 @@ class ModelBrowser(ListPanel):
         self.load_button.on_click(lambda _: self.load())
         self.alias_button.on_click(lambda _: self.move_alias())
         self.delete_button.on_click(lambda _: self.delete())
-        actions = widgets.HBox([self.variable, self.load_button, self.alias, self.alias_button, self.delete_button])
+        wrap = widgets.Layout(flex_flow="row wrap")  # a narrow notebook wraps the row instead of cutting off its end
+        actions = widgets.HBox([self.variable, self.load_button, self.alias, self.alias_button, self.delete_button],
+                               layout=wrap)
         self.widget = widgets.VBox([
-            widgets.HBox([self.name_filter, self.tag_filter, self.latest, self.refresh_button]),
-            widgets.HBox([self.versions, self.details]), actions, self.status.widget,
+            widgets.HBox([self.name_filter, self.tag_filter, self.latest, self.refresh_button], layout=wrap),
+            widgets.HBox([self.versions, self.details], layout=wrap), actions, self.status.widget,
         ])
         self.refresh()
 
