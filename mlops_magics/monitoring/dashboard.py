@@ -141,7 +141,7 @@ class MonitorReport:
             locator = mdates.AutoDateLocator(maxticks=6)  # type: ignore[no-untyped-call]
             axis.xaxis.set_major_locator(locator)
             # whole clock times, never a bare "55" (seconds) as a concise formatter gives over short windows
-            axis.xaxis.set_major_formatter(mdates.DateFormatter(self.time_format()))
+            axis.xaxis.set_major_formatter(mdates.DateFormatter(self.time_format()))  # type: ignore[no-untyped-call]
             axis.tick_params(axis="x", labelsize=7)
             axis.set_xlabel("UTC", fontsize=7)
         fig.tight_layout()
