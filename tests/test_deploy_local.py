@@ -310,3 +310,15 @@ def test_deleted_deployments_are_listed_with_all_only(clean: Registry, ip: Any, 
     assert listed == [] and repr(listed) == ("No live deployments. 1 deleted deployment not shown: %deployments "
                                              "--all shows them.")
     assert [d.state for d in ip.run_line_magic("deployments", "--all")] == ["deleted"]
+
+
+def test_an_import_failure_names_the_cell_line_and_keeps_only_the_scripts_frames(clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "imports")
+    mm.set_score_script("imports", "import json\nfrom json import no_such_name\n\ndef init():\n    pass\n\n"
+                                   "def run(data):\n    return 1\n", line_offset=1)
+    with pytest.raises(DeployError) as caught:
+        mm.deploy("imports")
+    message = str(caught.value)
+    assert ("failed: the server exited with status 3: its entry script failed at import (cell line 3: ImportError: "
+            "cannot import name 'no_such_name'") in message
+    assert "  score script cell, line 3, in <module>\n" in message and "EntryScriptError" not in message

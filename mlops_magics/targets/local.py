@@ -100,7 +100,8 @@ def script_traceback(log: str) -> tuple[str, str, str]:
     """
     phase = "init" if re.search(r"init\(\) of \S+ failed", log) else (
         "import" if "Importing the entry script" in log else "")
-    start = log.rfind("Traceback (most recent call last):")
+    said = list(re.finditer(r"mlops-serve\[\d+\]: (init\(\) of|Importing the entry script)", log))
+    start = log.find("Traceback (most recent call last):", said[-1].end() if said else 0)
     if start < 0:
         return phase, "", ""
     block = log[start:].split("\nThe above exception was the direct cause")[0]
