@@ -222,8 +222,8 @@ def deployment_json(d: Deployment) -> dict[str, Any]:
 
 
 def deployments_json(*, registry: Registry | None = None) -> list[dict[str, Any]]:
-    """Every deployment with its state checked now."""
-    return [deployment_json(d) for d in api.list_deployments(registry=registry)]
+    """Every deployment with its state checked now (deleted ones too: the sidebar shows them as such)."""
+    return [deployment_json(d) for d in api.list_deployments(include_deleted=True, registry=registry)]
 
 
 def logs_json(name: str, tail: int = 100, *, registry: Registry | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from mlops_magics.errors import InvalidInputError
 from mlops_magics.packaging.engine import BuildStep
+from mlops_magics.targets.base import Status
 
 
 def refresh_display(report: Any, every: float, duration: float | None) -> None:
@@ -41,7 +42,9 @@ class BuildProgress:
         self.shown_at = 0.0
         self.handle: Any = None
 
-    def __call__(self, step: BuildStep) -> None:
+    def __call__(self, step: BuildStep | Status) -> None:
+        if isinstance(step, Status):  # a deployment's own steps: LiveStatus shows them
+            return
         new_step = self.last is None or step.number != self.last.number
         if self.full_log:
             print(f"Step {step.number}/{step.total} : {step.instruction}" if new_step else step.line, flush=True)
@@ -101,3 +104,66 @@ class StepProgress:
     def _repr_html_(self) -> str:
         return (f'<div><progress value="{self.done}" max="{max(self.total, 1)}" style="width:240px"></progress> '
                 f"{self.done}/{self.total} {escape(self.what)}</div>")
+
+
+class LiveStatus:
+    """One line in the notebook, updated in place while a slow step works, that ends in its result.
+
+    Gets the API's progress events: :class:`~mlops_magics.targets.base.Status` (``what``, ``elapsed``) and image
+    build steps (shown as :class:`BuildProgress` does). Nothing is shown until the first event; :meth:`done`
+    and :meth:`failed` turn the line into the result.
+    """
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.text = f"{subject}: starting"
+        self.build = BuildProgress()
+        self.building = False
+        self.started = time.monotonic()
+        self.handle: Any = None
+
+    def __call__(self, event: BuildStep | Status) -> None:
+        if isinstance(event, BuildStep):
+            self.building = True
+            self.build.last = event
+            self.text = f"{self.subject}: building the image, {self.build!r}"
+        else:
+            self.building = False
+            self.text = f"{self.subject}: {event.what} ... {event.elapsed:.0f} s"
+        self._show()
+
+    def _show(self) -> None:
+        if self.handle is None:
+            from IPython.display import display
+
+            self.handle = display(self, display_id=True)
+        else:
+            self.handle.update(self)
+
+    def done(self, result: str) -> None:
+        """End the line in the result (``result`` is what is true now, e.g. 'serving at URL')."""
+        self.building = False
+        self.text = f"{self.subject}: {result} (in {time.monotonic() - self.started:.1f} s)"
+        self._show()
+
+    def failed(self) -> None:
+        """End the line saying that the step failed (the error itself is shown below it)."""
+        if self.handle is not None:
+            self.building = False
+            self.text = f"{self.subject}: failed after {time.monotonic() - self.started:.1f} s (see below)"
+            self._show()
+
+    def __enter__(self) -> LiveStatus:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.failed()
+
+    def __repr__(self) -> str:
+        return f"[mlops] {self.text}"
+
+    def _repr_html_(self) -> str:
+        if self.building:
+            return f'<div class="mlops-status">{escape(self.subject)}: {self.build._repr_html_()}</div>'
+        return f'<div class="mlops-status">{escape(self.text)}</div>'

@@ -109,7 +109,24 @@ def test_the_cell_magic_saves_checks_and_generates(ip: Any, iris_lr: Any, iris: 
     assert config.script == GOOD and "7 lines" in repr(config)
     with pytest.raises(UsageError, match=r"cell line 2: import 'nope_pkg' cannot be resolved"):
         ip.run_cell_magic("score_script", "iris", "import nope_pkg\n" + GOOD)
+    capsys.readouterr()
     ip.run_line_magic("score_script", "iris --generate")
     assert ip.rl_next_input.startswith("%%score_script iris\n") and "def run(raw_data):" in ip.rl_next_input
+    said = capsys.readouterr().out  # what was generated, and that the saved script stays until the cell runs
+    assert said.startswith("Generated a default entry script for iris:1 into the next cell; run that cell to save")
+    assert "It is not saved: iris:1 still uses its saved script (7 lines, saved from a %%score_script cell)" in said
     ip.run_line_magic("score_script", "iris")
-    assert "# saved entry script for iris" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert shown.startswith("# entry script for iris:1: saved from a %%score_script cell\n"
+                            "# no live deployment serves it\n" + GOOD)
+
+
+def test_generate_without_a_saved_script_says_the_default_serves(ip: Any, iris_lr: Any,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name fresh")
+    capsys.readouterr()
+    ip.run_line_magic("score_script", "fresh --generate")
+    assert "Deployments use this same default until a script is saved." in capsys.readouterr().out
+    ip.run_line_magic("score_script", "fresh")
+    assert capsys.readouterr().out.startswith("# entry script for fresh:1: the generated default (no script saved")

@@ -36,7 +36,9 @@ def test_deploy_call_keys_logs_reload_update_and_undeploy(clean: Registry, iris:
     X, _ = iris
     mm.register(iris_lr, "iris", sample=X[:3])
     mm.register(iris_tree, "iris", sample=X[:3])
-    deployed = mlops(capsys, "deploy", "iris:1", "--auth", "--json").json
+    run = mlops(capsys, "deploy", "iris:1", "--auth", "--json")
+    assert "deploying iris:1: starting mlops-serve on port" in run.err  # the slow steps say what they do
+    deployed = run.json
     assert deployed == payloads.deployment_json(clean.get_deployment("iris"))
     assert (deployed["model"], deployed["state"], deployed["auth"]) == ("iris:1", "running", True)
     assert mlops(capsys, "deployments", "--json").json == payloads.deployments_json()
@@ -75,7 +77,9 @@ def test_deploy_call_keys_logs_reload_update_and_undeploy(clean: Registry, iris:
     assert mlops(capsys, "undeploy", "iris").out == "Undeployed iris.\n"
     assert mlops(capsys, "undeploy", "iris", "--json").json == ["iris"]  # idempotent
     assert mlops(capsys, "undeploy", "--all", "--json").json == []
-    assert [(d["name"], d["state"]) for d in mlops(capsys, "deployments", "--json").json] == [("iris", "deleted")]
+    assert mlops(capsys, "deployments", "--json").json == []  # deleted: listed with --all only
+    assert [(d["name"], d["state"]) for d in mlops(capsys, "deployments", "--all", "--json").json] == [
+        ("iris", "deleted")]
     missing = mlops(capsys, "logs", "nope")
     assert missing.code == 2 and "nope" in missing.err
 

@@ -61,7 +61,8 @@ def test_deploy_call_list_and_undeploy_with_the_generated_script(clean: Registry
     assert mm.undeploy("iris") == ["iris"]
     assert not _alive(pid)
     assert mm.undeploy("iris") == ["iris"]  # idempotent
-    assert [(x.name, x.state) for x in mm.list_deployments()] == [("iris", "deleted")]
+    assert mm.list_deployments() == [] and mm.list_deployments().hidden == 1  # deleted: left out by default
+    assert [(x.name, x.state) for x in mm.list_deployments(include_deleted=True)] == [("iris", "deleted")]
 
 
 def test_a_dataframe_model_is_called_with_a_dataframe(clean: Registry, iris: Any) -> None:
@@ -231,3 +232,93 @@ def test_following_the_log_yields_new_lines_as_they_come(clean: Registry, iris_l
     assert "ValueError: boom-1" in text and "score script cell, line 6, in run" in text
     ip.run_line_magic("logs", "noisy --tail 2 --follow --timeout 0.3")
     assert "ValueError" in capsys.readouterr().out
+
+
+OLD_BUG = "def init():\n    pass\n\ndef run(data):\n    raise ValueError('old bug')\n"
+INIT_BUG = "def init():\n    x = 1\n    raise RuntimeError('new init bug')\n\ndef run(data):\n    return 1\n"
+
+
+def test_a_failed_reload_says_what_still_serves_and_calls_say_which_script_answers(clean: Registry, ip: Any,
+                                                                                    iris_lr: Any) -> None:
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name iris")
+    ip.run_cell_magic("score_script", "iris", OLD_BUG)
+    ip.run_line_magic("deploy", "iris")
+    ip.run_cell_magic("score_script", "iris", INIT_BUG)
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("reload", "iris")
+    message = str(caught.value)
+    assert message.startswith("Reload of 'iris' failed: the new script failed at init (cell line 4: RuntimeError: "
+                              "new init bug); 'iris' still serves iris:1 with the script of ")
+    assert ("The script's traceback:\nTraceback (most recent call last):\n  score script cell, line 4, in init\n"
+            in message)
+    assert "mlops_backend" not in message and "Contents of the model folder" not in message  # the script's frames only
+    with pytest.raises(UsageError) as answered:  # the old script answers, and the error says so
+        ip.run_line_magic("call", "iris [[1, 2, 3, 4]]")
+    assert "ValueError: old bug" in str(answered.value)
+    assert "This answer comes from the script of" in str(answered.value) and "failed to start" in str(answered.value)
+    ip.run_cell_magic("score_script", "iris", ECHO)
+    ip.run_line_magic("reload", "iris")
+    assert ip.run_line_magic("call", "iris [1]") == {"echo": {"data": [1]}, "v": 1}
+    assert "failed_replace" not in clean.get_deployment("iris").config
+
+
+def test_slow_steps_show_a_live_line_that_ends_in_the_result(clean: Registry, ip: Any, iris_lr: Any,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from mlops_magics.targets.base import Status
+
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name live")
+    capsys.readouterr()
+    d = ip.run_line_magic("deploy", "live")
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("[mlops] deploying live: starting mlops-serve on port") for line in lines)
+    assert lines[-1].startswith(f"[mlops] deploying live: live serves live:1 at {d.url} (local) (in ")
+    ip.run_line_magic("reload", "live")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"[mlops] reloading live: reloaded: live serves live:1 with the current script at "
+                                f"{d.url}; the previous server stopped (in ")
+    events: list[Any] = []
+    mm.reload("live", progress=events.append)
+    said = [e.what for e in events if isinstance(e, Status)]
+    assert said[0] == "checking live" and "stopping the previous server" in said[-1]
+    assert any(w.startswith("starting mlops-serve") for w in said)
+    elapsed = [e.elapsed for e in events]
+    assert elapsed == sorted(elapsed)  # one clock for the whole operation
+
+
+def test_the_score_script_says_which_services_serve_it(clean: Registry, ip: Any, iris_lr: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name shown")
+    ip.run_cell_magic("score_script", "shown", ECHO)
+    ip.run_line_magic("deploy", "shown --name shown-svc")
+    capsys.readouterr()
+    ip.run_line_magic("score_script", "shown")
+    assert "# shown-svc serves it (since " in capsys.readouterr().out
+    ip.run_cell_magic("score_script", "shown", ECHO.replace("'v': 1", "'v': 2"))
+    ip.run_line_magic("score_script", "shown")
+    assert "shown-svc serves an older script (since " in capsys.readouterr().out
+
+
+def test_deleted_deployments_are_listed_with_all_only(clean: Registry, ip: Any, iris_lr: Any) -> None:
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name gone")
+    ip.run_line_magic("deploy", "gone")
+    ip.run_line_magic("undeploy", "gone")
+    listed = ip.run_line_magic("deployments", "")
+    assert listed == [] and repr(listed) == ("No live deployments. 1 deleted deployment not shown: %deployments "
+                                             "--all shows them.")
+    assert [d.state for d in ip.run_line_magic("deployments", "--all")] == ["deleted"]
+
+
+def test_an_import_failure_names_the_cell_line_and_keeps_only_the_scripts_frames(clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "imports")
+    mm.set_score_script("imports", "import json\nfrom json import no_such_name\n\ndef init():\n    pass\n\n"
+                                   "def run(data):\n    return 1\n", line_offset=1)
+    with pytest.raises(DeployError) as caught:
+        mm.deploy("imports")
+    message = str(caught.value)
+    assert ("failed: the server exited with status 3: its entry script failed at import (cell line 3: ImportError: "
+            "cannot import name 'no_such_name'") in message
+    assert "  score script cell, line 3, in <module>\n" in message and "EntryScriptError" not in message

@@ -265,8 +265,11 @@ def test_a_script_only_change_rebuilds_one_layer_and_reload_serves_it(dreg: Regi
     first_image = d.config["image"]
     mm.set_score_script("iris", SCRIPT.replace('"first"', '"second"'), registry=dreg)
     try:
-        steps: list[engine.BuildStep] = []
-        reloaded = api.reload("iris-reload", progress=steps.append, registry=dreg)
+        events: list[Any] = []
+        reloaded = api.reload("iris-reload", progress=events.append, registry=dreg)
+        steps = [e for e in events if isinstance(e, engine.BuildStep)]  # the build's; the others say the steps
+        said = [e.what for e in events if not isinstance(e, engine.BuildStep)]
+        assert said[0] == "checking iris-reload" and any(w.startswith("starting container") for w in said)
         assert reloaded.config["image"] != first_image and reloaded.config["port"] == d.config["port"]
         assert reloaded.config["generation"] == 2
         answers = {_labels(str(reloaded.url), [[5.1, 3.5, 1.4, 0.2]])["variant"] for _ in range(30)}

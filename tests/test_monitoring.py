@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -179,7 +180,17 @@ def test_the_magics(ip: Any, registry: Registry, iris_frame: tuple[pd.DataFrame,
             time.sleep(0.1)
             frame = ip.run_line_magic("collected", "flowers --limit 5")
         assert list(frame["request_id"]) == ["first"] * 4
-        assert "flowers: 1 records written, 0 dropped" in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        assert "flowers: 1 records written, 0 dropped" in shown
+        assert "1 request, 4 rows: one row per input row (--limit 5 counts requests)" in shown
+        assert (frame["time"].dt.nanosecond == 0).all() and (frame["time"].dt.microsecond % 1000 == 0).all()
+        empty = ip.run_line_magic("monitor", "flowers --data X")  # no labels yet
+        figure = empty.figure()
+        figure.canvas.draw()
+        volume, quality = figure.axes[0], figure.axes[4]
+        assert quality.get_ylim() == (0, 105) and quality.get_title() == "accuracy (%)"  # a % axis, as with labels
+        ticks = [t.get_text() for t in volume.get_xticklabels() if t.get_text()]
+        assert ticks and all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", t) for t in ticks), ticks  # clock times, not "55"
         ip.user_ns["truth"] = {"first": [0, 0, 0, 0]}
         assert "1 labels attached, 1 to collected requests" in repr(ip.run_line_magic("label", "flowers --data truth"))
         report = ip.run_line_magic("monitor", "flowers --data X")

@@ -94,9 +94,10 @@ def test_the_deployment_board_shows_logs_reloads_and_undeploys(two_models: Regis
         assert board.status.text == "Reloaded svc." and two_models.get_deployment("svc").config["pid"] != first_pid
         board.undeploy_button.click()
         assert two_models.get_deployment("svc").state == "deleted" and board.status.text == "Undeployed svc."
-        assert "deleted" in board.services.options[0][0]
-        board.reload_button.click()  # a deleted service cannot be reloaded: said in the status line
-        assert board.status.failed and "is not running" in board.status.text
+        assert board.services.options == () and board.reload_button.disabled and board.undeploy_button.disabled
+        board.show_deleted.value = True  # deleted ones show on demand, with the actions that cannot apply disabled
+        assert "deleted" in board.services.options[0][0] and board.selected == "svc"
+        assert board.reload_button.disabled and board.undeploy_button.disabled and not board.logs_button.disabled
     finally:
         api.undeploy(all_services=True, registry=two_models)
 
@@ -110,9 +111,9 @@ def test_polling_refreshes_the_states(two_models: Registry) -> None:
         assert "running" in board.services.options[0][0]
         api.undeploy("polled", registry=two_models)
         deadline = time.monotonic() + 10
-        while "deleted" not in board.services.options[0][0] and time.monotonic() < deadline:
+        while board.services.options and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert "deleted" in board.services.options[0][0]
+        assert board.services.options == () and "1 deleted not shown" in board.status.text
     finally:
         board.stop_polling()
         api.undeploy(all_services=True, registry=two_models)

@@ -14,9 +14,11 @@ One module per family of magics:
 from __future__ import annotations
 
 from mlops_magics.api.authoring import (
+    ScriptInfo,
     TrialResult,
     entry_script,
     generate_score_script,
+    script_info,
     set_environment,
     set_score_script,
     try_score_script,
@@ -84,6 +86,7 @@ __all__ = [
     "AliasHistory",
     "DeploymentList",
     "ImageList",
+    "ScriptInfo",
     "TrialResult",
     "alias_history",
     "backup_registry",
@@ -119,6 +122,7 @@ __all__ = [
     "remove_images",
     "resolve_variable",
     "restore_registry",
+    "script_info",
     "set_alias",
     "set_dockerfile_steps",
     "set_environment",

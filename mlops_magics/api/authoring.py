@@ -5,8 +5,9 @@ The API behind ``%%score_script`` and ``%%environment``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from mlops_magics.errors import InvalidInputError
 from mlops_magics.packaging import spec
 from mlops_magics.registry import InferenceConfig, Registry, or_default, parse_ref
 from mlops_magics.targets.client import as_table, request_body
-from mlops_magics.targets.local import LocalTarget
+from mlops_magics.targets.local import LocalTarget, serving_since
 
 
 def _scope(reg: Registry, ref: str) -> tuple[str, int]:
@@ -72,6 +73,64 @@ def entry_script(ref: str, *, registry: Registry | None = None) -> tuple[str, bo
     """The entry script a deployment of ``ref`` uses, and whether it is the generated default."""
     reg = or_default(registry)
     return spec.entry_script(reg, reg.get(ref))
+
+
+@dataclass(frozen=True)
+class ScriptInfo:
+    """The entry script deployments of a version use, where it comes from, and which live services serve it."""
+
+    ref: str
+    source: str
+    #: True: no script is saved, deployments use the generated default.
+    generated: bool
+    #: True: saved from a notebook cell (``%%score_script``); False: saved from Python, or generated.
+    from_cell: bool
+    #: (service, True when it serves this very script, since when) for each live deployment of the version.
+    served_by: tuple[tuple[str, bool, str], ...] = field(default=())
+
+    @property
+    def origin(self) -> str:
+        """Where the script comes from, in words."""
+        if self.generated:
+            return "the generated default (no script saved yet)"
+        return "saved from a %%score_script cell" if self.from_cell else "saved with set_score_script()"
+
+    def serving(self) -> str:
+        """Which live services serve this script, and which still serve an older one ('' when none is live)."""
+        parts = [f"{name} serves it (since {since})" if same else
+                 f"{name} serves an older script (since {since}): %reload {name} to serve this one"
+                 for name, same, since in self.served_by]
+        return "; ".join(parts)
+
+    def generated_note(self) -> str:
+        """What ``%score_script NAME --generate`` says: what was generated, and whether anything is saved."""
+        saved = ("Deployments use this same default until a script is saved." if self.generated else
+                 f"It is not saved: {self.ref} still uses its saved script ({len(self.source.splitlines())} lines, "
+                 f"{self.origin}) until that cell runs.")
+        return (f"Generated a default entry script for {self.ref} into the next cell; run that cell to save it. "
+                f"{saved}")
+
+    def __repr__(self) -> str:
+        serving = self.serving()
+        head = f"# entry script for {self.ref}: {self.origin}" + (f"\n# {serving}" if serving else
+                                                                  "\n# no live deployment serves it")
+        return f"{head}\n{self.source}"
+
+
+def script_info(ref: str, *, registry: Registry | None = None) -> ScriptInfo:
+    """The entry script deployments of ``ref`` use: its source, origin, and the live services that serve it.
+
+    Raises:
+        NotFoundError: no such model, version or alias.
+    """
+    reg = or_default(registry)
+    version = reg.get(ref)
+    source, generated = spec.entry_script(reg, version)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    served = tuple((d.name, d.config.get("script_sha256") == digest, serving_since(d)) for d in reg.deployments()
+                   if d.is_live and (d.model_name, d.model_version) == (version.name, version.version))
+    offset = reg.inference(version).script_line_offset
+    return ScriptInfo(version.ref, source, generated, not generated and offset is not None, served)
 
 
 def set_environment(

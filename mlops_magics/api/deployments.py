@@ -3,35 +3,48 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from mlops_magics.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
-from mlops_magics.packaging.engine import BuildStep
+from mlops_magics.errors import ConflictError, DeployError, InvalidInputError, MlopsError, NotFoundError
 from mlops_magics.packaging.spec import deploy_spec
 from mlops_magics.registry import Deployment, Registry, cards, or_default, parse_ref
 from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, get_target
+from mlops_magics.targets.base import Progress, Steps
 from mlops_magics.targets.client import as_table, post_score, request_body
-from mlops_magics.targets.local import map_script_lines
+from mlops_magics.targets.local import map_script_lines, serving_since
 from mlops_magics.targets.process import alive, process_stamp
 
 
 class DeploymentList(list[Deployment]):
-    """Deployments, shown as a table."""
+    """Deployments, shown as a table; ``hidden`` counts the deleted ones left out."""
+
+    hidden: int = 0
+
+    @property
+    def hidden_note(self) -> str:
+        """What was left out, and how to see it ('' when nothing was)."""
+        if not self.hidden:
+            return ""
+        return (f"{self.hidden} deleted deployment{'s' if self.hidden > 1 else ''} not shown: %deployments --all "
+                "shows them.")
 
     def __repr__(self) -> str:
         if not self:
-            return "No deployments."
+            return " ".join(filter(None, ["No live deployments." if self.hidden else "No deployments.",
+                                          self.hidden_note]))
         return "\n".join(f"{d.name:20} {d.model_name}:{d.model_version:<6} {d.target:8} {d.state:10} {d.url or ''}"
-                         for d in self)
+                         for d in self) + (f"\n({self.hidden_note})" if self.hidden else "")
 
     def _repr_html_(self) -> str:
-        return cards.deployments_html(self)
+        note = f"<p><small>{self.hidden_note}</small></p>" if self.hidden else ""
+        return (cards.deployments_html(self) if self else "<p><em>No live deployments.</em></p>") + note
 
 
 def deploy(
@@ -50,7 +63,7 @@ def deploy(
     require_validation: bool = False,
     collect: bool = False,
     sample_rate: float | None = None,
-    progress: Callable[[BuildStep], None] | None = None,
+    progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> Deployment:
     """Deploy a model version with its entry script, assets and environment; block until it is healthy.
@@ -75,7 +88,8 @@ def deploy(
             data folder, off the request path; entry scripts' ``ModelDataCollector`` writes there too. See
             :mod:`mlops_magics.monitoring` to read it.
         sample_rate: record this share of the requests (0 < R <= 1; implies ``collect``).
-        progress: called with each build step while the image builds.
+        progress: called with each step: a :class:`~mlops_magics.targets.base.Status` (what it does now, seconds
+            since the start) every half second while it works, and each build step while an image builds.
 
     Returns:
         The running deployment, as recorded in the registry.
@@ -111,7 +125,9 @@ def deploy(
             f"{existing.target}, {existing.url or existing.state}). Use %update {service} --model {ref}, "
             f"%reload {service}, or pick another --name."
         )
-    options = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": progress,
+    steps = Steps.of(progress)
+    steps.say(f"checking {ref}")
+    options = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": steps,
                "collect": collect or sample_rate is not None,
                "sample_rate": 1.0 if sample_rate is None else sample_rate}
     spec = deploy_spec(reg, service, ref, port=port, workers=workers, auth=auth, isolated=isolated, **options)
@@ -163,11 +179,18 @@ def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
     return get_target(deployment.target, reg)
 
 
-def list_deployments(*, registry: Registry | None = None) -> DeploymentList:
-    """Every deployment, its state checked against reality now (process alive and answering)."""
+def list_deployments(*, include_deleted: bool = False, registry: Registry | None = None) -> DeploymentList:
+    """The deployments, their states checked against reality now (process alive and answering).
+
+    Args:
+        include_deleted: also list the undeployed ones (by default they are left out and counted in ``.hidden``).
+    """
     reg = or_default(registry)
     found = DeploymentList()
     for d in reg.deployments():
+        if d.state == "deleted" and not include_deleted:
+            found.hidden += 1
+            continue
         if d.is_live:
             creating = d.state == "creating" and _still_serving(reg, d)  # its deployer is at work: leave it be
             state = d.state if creating else _target(reg, d).status(d)
@@ -234,7 +257,7 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
         time.sleep(poll)
 
 
-def reload(name: str, *, progress: Callable[[BuildStep], None] | None = None,
+def reload(name: str, *, progress: Progress | None = None,
            registry: Registry | None = None) -> Deployment:
     """Serve the current entry script, assets and environment without re-registering (Azure's ``reload()``).
 
@@ -246,14 +269,16 @@ def reload(name: str, *, progress: Callable[[BuildStep], None] | None = None,
     return _replace(reg, d, f"{d.model_name}:{d.model_version}", progress)
 
 
-def update(name: str, model: str, *, progress: Callable[[BuildStep], None] | None = None,
+def update(name: str, model: str, *, progress: Progress | None = None,
            registry: Registry | None = None) -> Deployment:
     """Switch a deployment to another model version; the old one serves until the new one is ready."""
     reg = or_default(registry)
     return _replace(reg, reg.get_deployment(name), model, progress)
 
 
-def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildStep], None] | None) -> Deployment:
+def _replace(reg: Registry, d: Deployment, ref: str, progress: Progress | None) -> Deployment:
+    steps = Steps.of(progress)
+    steps.say(f"checking {d.name}")
     state = _target(reg, d).status(d) if d.is_live else d.state
     if state in ("stopped", "deleted", "failed"):
         raise ConflictError(f"Service {d.name!r} is not running ({state}): deploy it with %deploy {ref} "
@@ -261,9 +286,18 @@ def _replace(reg: Registry, d: Deployment, ref: str, progress: Callable[[BuildSt
     container = {key: d.config[key] for key in ("cpu", "memory", "base_image", "collect", "sample_rate")
                  if d.config.get(key) is not None}
     spec = deploy_spec(reg, d.name, ref, port=int(d.config["port"]), workers=int(d.config.get("workers", 1)),
-                       auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")), progress=progress,
+                       auth=bool(d.auth_key), isolated=bool(d.config.get("isolated")), progress=steps,
                        **container)
-    return _target(reg, d).replace(d, spec)
+    try:
+        return _target(reg, d).replace(d, spec)
+    except DeployError:  # the old generation serves on: its record says that a newer script failed to start
+        now = reg.get_deployment(d.name)
+        if now.is_live and now.config.get("pid") == d.config.get("pid") and now.config.get(
+                "container") == d.config.get("container"):
+            reg.record_deployment(now.name, f"{now.model_name}:{now.model_version}", target=now.target,
+                                  state=now.state, url=now.url,
+                                  config={**now.config, "failed_replace": {"at": time.time(), "ref": spec.version.ref}})
+        raise
 
 
 def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = None,
@@ -283,8 +317,19 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
                                request_id=request_id)
     if status >= 400:
         message = value.get("message", value) if isinstance(value, dict) else value
-        raise MlopsError(f"Service {name!r} answered {status}: {message}")
+        raise MlopsError(f"Service {name!r} answered {status}: {message}{_older_script_note(d, status)}")
     return as_table(value)
+
+
+def _older_script_note(d: Deployment, status: int) -> str:
+    """For an error answer after a failed reload or update: which script answered, and why not the new one."""
+    failed = d.config.get("failed_replace")
+    if status < 500 or not isinstance(failed, dict):
+        return ""
+    when = datetime.datetime.fromtimestamp(float(failed.get("at", 0))).strftime("%H:%M:%S")
+    return (f"\n(This answer comes from the script of {serving_since(d)}, which still serves {d.model_name}:"
+            f"{d.model_version}: the %reload/%update to {failed.get('ref')} at {when} failed to start, so the "
+            f"script saved since is not serving. Fix it and run %reload {d.name}.)")
 
 
 #: Seconds a running server takes at most to notice a rewritten key file (it checks the file once a second).

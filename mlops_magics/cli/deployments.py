@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from typing import Any
 
 from mlops_magics import api
 from mlops_magics.cli.inputs import ACCEPTED, read_body
 from mlops_magics.cli.output import BuildLines, Status, Verbs
 from mlops_magics.errors import InvalidInputError
+from mlops_magics.packaging.engine import BuildStep
+from mlops_magics.targets.base import Status as Step
+
+
+class StatusLines:
+    """Prints a slow step's progress on standard error: each new step, then every ``every`` seconds while it
+    lasts (``what, N s``); image build steps as :class:`~mlops_magics.cli.output.BuildLines` prints them."""
+
+    def __init__(self, subject: str, every: float = 2.0) -> None:
+        self.subject, self.every = subject, every
+        self.build = BuildLines()
+        self.what, self.said = "", 0.0
+
+    def __call__(self, event: BuildStep | Step) -> None:
+        if isinstance(event, BuildStep):
+            self.build(event)
+        elif event.what != self.what or time.monotonic() - self.said >= self.every:
+            self.what, self.said = event.what, time.monotonic()
+            print(f"{self.subject}: {event.what}, {event.elapsed:.0f} s", file=sys.stderr, flush=True)
 
 
 def _deploy(args: argparse.Namespace) -> Any:
     return api.deploy(args.ref, target=args.target, name=args.name, port=args.port, workers=args.workers,
                       auth=args.auth, isolated=args.isolated, cpu=args.cpu, memory=args.memory,
                       base_image=args.base_image, build=not args.no_build, require_validation=args.require_validation,
-                      collect=args.collect, sample_rate=args.sample_rate, progress=BuildLines())
+                      collect=args.collect, sample_rate=args.sample_rate, progress=StatusLines(f"deploying {args.ref}"))
 
 
 def _deployments(args: argparse.Namespace) -> Any:
-    return api.list_deployments()
+    return api.list_deployments(include_deleted=args.all)
 
 
 def _undeploy(args: argparse.Namespace) -> Any:
@@ -43,11 +64,11 @@ def _logs(args: argparse.Namespace) -> Any:
 
 
 def _reload(args: argparse.Namespace) -> Any:
-    return api.reload(args.service, progress=BuildLines())
+    return api.reload(args.service, progress=StatusLines(f"reloading {args.service}"))
 
 
 def _update(args: argparse.Namespace) -> Any:
-    return api.update(args.service, args.model, progress=BuildLines())
+    return api.update(args.service, args.model, progress=StatusLines(f"updating {args.service}"))
 
 
 def _call(args: argparse.Namespace) -> Any:
@@ -85,7 +106,9 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("--sample-rate", type=float, metavar="R",
                    help="Record this share of the requests, 0 < R <= 1 (implies --collect; default 1).")
 
-    verbs.add("deployments", _deployments, "List deployments with their live state (checked now).")
+    p = verbs.add("deployments", _deployments, "List deployments with their live state (checked now); deleted ones "
+                                               "with --all.")
+    p.add_argument("--all", action="store_true", help="Also list the deleted (undeployed) ones.")
 
     p = verbs.add("undeploy", _undeploy, "Stop and remove a deployment (idempotent).")
     p.add_argument("service", nargs="?", help="The service to stop and remove.")

@@ -35,13 +35,13 @@ class AuthoringMagics(MagicsBase):
                 return api.try_score_script(args.ref) if args.test else saved
             if args.test:
                 return api.try_score_script(args.ref)
+            info = api.script_info(args.ref)
             if args.generate:
                 source = api.generate_score_script(args.ref)
                 self.ipython.set_next_input(f"%%score_script {args.ref}\n{source}", replace=False)
+                print(info.generated_note())
                 return None
-            source, generated = api.entry_script(args.ref)
-        print(f"# {'generated default (no script saved yet)' if generated else 'saved'} entry script for {args.ref}")
-        print(source)
+        print(repr(info))
         return None
 
     @magic_arguments()

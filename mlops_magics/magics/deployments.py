@@ -10,7 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api
 from mlops_magics.magics.base import MagicsBase, user_errors
-from mlops_magics.progress import BuildProgress
+from mlops_magics.progress import LiveStatus
 
 
 @magics_class
@@ -44,21 +44,21 @@ class DeploymentMagics(MagicsBase):
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
         args = self.parse(self.deploy, line)
-        progress = BuildProgress() if args.target == "docker" and not args.no_build else None
-        with user_errors():
+        with user_errors(), LiveStatus(f"deploying {args.ref}") as status:
             deployed = api.deploy(args.ref, target=args.target, name=args.name, port=args.port,
-                                       workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
-                                       memory=args.memory, base_image=args.base_image, build=not args.no_build,
-                                       require_validation=args.require_validation, collect=args.collect,
-                                       sample_rate=args.sample_rate, progress=progress)
-        if progress is not None:
-            progress.finish()
+                                  workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
+                                  memory=args.memory, base_image=args.base_image, build=not args.no_build,
+                                  require_validation=args.require_validation, collect=args.collect,
+                                  sample_rate=args.sample_rate, progress=status)
+        status.done(f"{deployed.name} serves {deployed.model_name}:{deployed.model_version} at {deployed.url} "
+                    f"({deployed.target})")
         return deployed
 
     @magic_arguments()
     @argument("--widget", action="store_true",
               help="A board instead of a table: live state, details, and logs / reload / undeploy buttons.")
     @argument("--poll", type=float, metavar="SECONDS", help="With --widget: refresh the states every SECONDS.")
+    @argument("--all", action="store_true", help="Also list the deleted (undeployed) ones.")
     @line_magic
     def deployments(self, line: str) -> Any:
         """List deployments with their live state (checked now), or act on them with --widget."""
@@ -66,9 +66,9 @@ class DeploymentMagics(MagicsBase):
         if args.widget:
             from mlops_magics.widgets import DeploymentBoard
 
-            return DeploymentBoard(poll=args.poll)
+            return DeploymentBoard(poll=args.poll, include_deleted=args.all)
         with user_errors():
-            return api.list_deployments()
+            return api.list_deployments(include_deleted=args.all)
 
     @magic_arguments()
     @argument("service", nargs="?", help="The service to stop and remove.")
@@ -117,8 +117,11 @@ class DeploymentMagics(MagicsBase):
     def reload(self, line: str) -> Any:
         """Serve the edited entry script without re-registering; the old one serves until then."""
         args = self.parse(self.reload, line)
-        with user_errors():
-            return api.reload(args.service, progress=BuildProgress())
+        with user_errors(), LiveStatus(f"reloading {args.service}") as status:
+            reloaded = api.reload(args.service, progress=status)
+        status.done(f"reloaded: {reloaded.name} serves {reloaded.model_name}:{reloaded.model_version} with the "
+                    f"current script at {reloaded.url}; the previous server stopped")
+        return reloaded
 
     @magic_arguments()
     @argument("service", help="The service to update.")
@@ -127,8 +130,11 @@ class DeploymentMagics(MagicsBase):
     def update(self, line: str) -> Any:
         """Switch a service to another model version; the old one serves until the new one is ready."""
         args = self.parse(self.update, line)
-        with user_errors():
-            return api.update(args.service, args.model, progress=BuildProgress())
+        with user_errors(), LiveStatus(f"updating {args.service}") as status:
+            updated = api.update(args.service, args.model, progress=status)
+        status.done(f"{updated.name} serves {updated.model_name}:{updated.model_version} at {updated.url}; the "
+                    "previous version's server stopped")
+        return updated
 
     @magic_arguments()
     @argument("service", help="The service to call.")

@@ -28,6 +28,8 @@ class MonitoringMagics(MagicsBase):
         with user_errors():
             frame = api.collected(args.service, since=args.since, limit=args.limit,
                                          designation=args.designation)
+        if frame.attrs.get("note"):
+            print(frame.attrs["note"])
         print(frame.attrs["stats"])
         return frame
 

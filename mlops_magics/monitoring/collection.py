@@ -44,6 +44,9 @@ def records_frame(folder: Path, *, since: float | None = None, limit: int | None
                   names: list[str] | None = None) -> Any:
     """The records under ``folder`` from ``since`` on (the newest ``limit`` requests), one row per input row.
 
+    ``limit`` counts requests, not rows: a request of 3 rows gives 3 rows. ``frame.attrs["requests"]`` holds how
+    many requests the rows come from, ``frame.attrs["note"]`` says it in words. Times are UTC, to the millisecond.
+
     ``names``: the feature names for inputs sent as lists (the model's input example's columns).
     """
     import pandas as pd
@@ -53,7 +56,11 @@ def records_frame(folder: Path, *, since: float | None = None, limit: int | None
     rows = flatten(sorted(chosen, key=lambda r: r.get("time", 0)), names, store.labels(folder))
     frame = pd.DataFrame(rows, columns=None if rows else list(BASE_COLUMNS))
     frame = frame[[*BASE_COLUMNS, *(c for c in frame.columns if c not in BASE_COLUMNS)]]
-    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.floor("ms")
+    requests, counted = len(chosen), f" (--limit {limit} counts requests)" if limit is not None else ""
+    frame.attrs["requests"] = requests
+    frame.attrs["note"] = (f"{requests:,} request{'s' if requests != 1 else ''}, {len(frame):,} "
+                           f"row{'s' if len(frame) != 1 else ''}: one row per input row{counted}")
     return frame
 
 

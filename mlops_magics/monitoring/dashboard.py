@@ -124,6 +124,8 @@ class MonitorReport:
             quality.text(0.5, 0.5, "no labels yet:\n%label SERVICE --data ...", ha="center", va="center",
                          fontsize=10, transform=quality.transAxes)
             quality.set_title(metric, fontsize=10)
+            if self.prediction_kind == "classes":  # the same 0-100 % axis as with labels
+                quality.set_ylim(0, 105)
         if self.drift:
             names = [d.feature for d in self.drift]
             values = [0.0 if math.isnan(d.psi) else d.psi for d in self.drift]
@@ -138,11 +140,19 @@ class MonitorReport:
                 axis.set_xlim(when[0] - half, when[-1] + half)
             locator = mdates.AutoDateLocator(maxticks=6)  # type: ignore[no-untyped-call]
             axis.xaxis.set_major_locator(locator)
-            axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+            # whole clock times, never a bare "55" (seconds) as a concise formatter gives over short windows
+            axis.xaxis.set_major_formatter(mdates.DateFormatter(self.time_format()))  # type: ignore[no-untyped-call]
             axis.tick_params(axis="x", labelsize=7)
             axis.set_xlabel("UTC", fontsize=7)
         fig.tight_layout()
         return fig
+
+    def time_format(self) -> str:
+        """How the time axes label their ticks (UTC): with seconds over short windows, the date over long ones."""
+        span = (self.series.index[-1] - self.series.index[0]).total_seconds() if len(self.series) > 1 else 0.0
+        if span >= 86400:
+            return "%m-%d %H:%M"
+        return "%H:%M:%S" if self.bucket_s < 60 else "%H:%M"
 
     def _repr_html_(self) -> str:
         from mlops_magics import display

@@ -2,14 +2,72 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeAlias
 
 from mlops_magics.errors import ConflictError
+from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.process import claim_port, free_port
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where a slow step (deploy, reload, update) is: what it does now and the seconds since it began."""
+
+    what: str
+    elapsed: float
+
+
+#: What a progress callback of a deployment gets: image build steps and the deployment's own steps.
+ProgressEvent: TypeAlias = BuildStep | Status
+Progress: TypeAlias = Callable[[ProgressEvent], None]
+
+
+class Steps:
+    """Tells a progress callback what a deployment does, as :class:`Status` events; passes build steps through.
+
+    ``say(what)`` reports a new step now; ``tick()`` (called while waiting) repeats the current one with its
+    elapsed time, at most every ``every`` seconds. A callback that raises is not the deployment's problem: it is
+    dropped, and the deployment goes on.
+    """
+
+    def __init__(self, progress: Callable[[Any], None] | None, every: float = 0.5) -> None:
+        self.progress, self.every = progress, every
+        self.started = self.said = time.monotonic()
+        self.what = ""
+
+    @classmethod
+    def of(cls, progress: Callable[[Any], None] | None) -> Steps:
+        """``progress`` itself when it is a :class:`Steps` already (one clock for the whole operation)."""
+        return progress if isinstance(progress, Steps) else cls(progress)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the operation began."""
+        return time.monotonic() - self.started
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(event)
+            except Exception:  # noqa: BLE001 - a broken display must not fail a deployment
+                self.progress = None
+
+    def say(self, what: str) -> None:
+        """Report that the operation now does ``what``."""
+        self.what, self.said = what, time.monotonic()
+        self(Status(what, self.elapsed))
+
+    def tick(self) -> None:
+        """Repeat the current step with its elapsed time, if ``every`` seconds passed since the last report."""
+        if time.monotonic() - self.said >= self.every:
+            self.said = time.monotonic()
+            self(Status(self.what, self.elapsed))
 
 
 def data_dir(home: Path, service: str) -> Path:

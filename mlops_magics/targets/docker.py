@@ -26,8 +26,16 @@ from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.packaging.image import build_context, write_spec_context
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Image, Registry
-from mlops_magics.targets.base import data_dir, new_key_file, on_free_port, server_options
-from mlops_magics.targets.local import START_TIMEOUT, answers_ready, map_script_lines, tail
+from mlops_magics.targets.base import Steps, data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.local import (
+    START_TIMEOUT,
+    answers_ready,
+    map_script_lines,
+    replace_failed,
+    script_record,
+    start_failure,
+    tail,
+)
 from mlops_magics.targets.process import claim_port, wait_until_not_listening
 
 VOLUME = "/var/mlops-data"
@@ -110,6 +118,7 @@ class DockerTarget:
         """
         import docker
 
+        Steps.of(spec.progress).say(f"writing the build context of {spec.version.ref}")
         context = write_spec_context(self.registry, spec, base=spec.base_image)
         if not spec.build:
             try:
@@ -148,8 +157,12 @@ class DockerTarget:
         pid = int(old.attrs["State"].get("Pid") or 0) if old is not None else 0
         key_file = Path(config["key_file"]) if config.get("key_file") else None
         with claim_port(int(config["port"]), deployment.name, owner=[pid] if pid else []):
-            started = self._start(spec, image, int(config["port"]), key_file,
-                                  generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
+            try:
+                started = self._start(spec, image, int(config["port"]), key_file,
+                                      generation=int(config.get("generation", 1)) + 1, keep_record=deployment)
+            except DeployError as exc:
+                raise replace_failed(deployment, spec, exc) from None
+        Steps.of(spec.progress).say("stopping the previous container (it finishes the requests it holds)")
         # The new container serves now. The old one stops accepting at once (from here on, only the new one
         # answers), drains its requests and is removed in the background.
         if old is not None:
@@ -252,9 +265,11 @@ class DockerTarget:
             "generation": generation, "key_file": None if key_file is None else str(key_file),
             "script_line_offset": spec.script_line_offset,
             "base_image": spec.base_image, "collect": spec.collect, "sample_rate": spec.sample_rate,
+            **script_record(spec),
         }
         with contextlib.suppress(docker.errors.NotFound):  # a leftover of a crashed attempt
             self.engine.containers.get(name).remove(force=True)
+        Steps.of(spec.progress).say(f"starting container {name} on port {port}")
         try:
             container = self.engine.containers.run(
                 image.tag, command, detach=True, name=name, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
@@ -293,6 +308,11 @@ class DockerTarget:
                                             url=None, config=config)
 
     def _wait_ready(self, spec: DeploySpec, container: Any, ready: Path, config: dict[str, Any]) -> None:
+        steps = Steps.of(spec.progress)
+        steps.say("waiting until the server is ready (importing the entry script and the model's libraries, "
+                  "init())")
+        offset = (Path(config["volume"]) / "logs" / "server.log").stat().st_size if (
+            Path(config["volume"]) / "logs" / "server.log").exists() else 0
         deadline = time.monotonic() + START_TIMEOUT
         while not ready.exists():
             container.reload()
@@ -306,8 +326,19 @@ class DockerTarget:
                 else:
                     reason = f"the server was not ready after {START_TIMEOUT:.0f} s and was stopped"
                 log_path = Path(config["volume"]) / "logs" / "server.log"
-                log = tail(log_path, _LOG_TAIL) or container.logs(tail=_LOG_TAIL).decode(errors="replace")
+                log = _since(log_path, offset) or container.logs(tail=_LOG_TAIL).decode(errors="replace")
                 log = map_script_lines(log, SCRIPT, spec.script_line_offset)
-                raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: {reason}."
-                                  f"\nLog tail ({log_path}):\n{log}")
+                raise start_failure(spec, reason, log, log_path)
+            steps.tick()
             time.sleep(0.05)
+
+
+def _since(log: Path, offset: int) -> str:
+    """The last lines a log got after ``offset`` (what this start wrote; earlier generations append there too)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-_LOG_TAIL:])

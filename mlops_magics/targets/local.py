@@ -14,6 +14,7 @@ stops the old one only once the new one is ready.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import os
 import re
@@ -33,7 +34,7 @@ from mlops_magics.errors import DeployError, InvalidInputError
 from mlops_magics.packaging.layout import write_layout
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
-from mlops_magics.targets.base import data_dir, new_key_file, on_free_port, server_options
+from mlops_magics.targets.base import Steps, data_dir, new_key_file, on_free_port, server_options
 from mlops_magics.targets.client import post_score
 from mlops_magics.targets.process import (
     alive,
@@ -44,7 +45,8 @@ from mlops_magics.targets.process import (
     wait_until_not_listening,
 )
 
-__all__ = ["START_TIMEOUT", "LocalTarget", "answers_ready", "free_port", "is_listening", "map_script_lines", "tail",
+__all__ = ["START_TIMEOUT", "LocalTarget", "StartFailure", "answers_ready", "free_port", "is_listening",
+           "map_script_lines", "replace_failed", "script_record", "serving_since", "start_failure", "tail",
            "wait_until_not_listening"]
 
 #: Seconds to wait for a new service to answer /ready.
@@ -84,6 +86,103 @@ def map_script_lines(text: str, script: Path | str, offset: int | None) -> str:
     return pattern.sub(lambda m: f"score script cell, line {int(m.group(1)) + offset}", text)
 
 
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+, in ')
+_CELL_FRAME = re.compile(r"^  (score script cell, line \d+|File \"[^\"]*score\.py\", line \d+), in ")
+
+
+def script_traceback(log: str) -> tuple[str, str, str]:
+    """What a server log that ends in a failed start says about the entry script, without the server's frames.
+
+    Returns:
+        (phase, where, traceback): ``'import'``, ``'init'`` or ``''`` (the server itself failed); the script's
+        line that raised and the exception (``'cell line 5: RuntimeError: no model'``, '' when unknown); the
+        traceback of the script's own frames (and of the libraries it called), '' when there is none.
+    """
+    phase = "init" if re.search(r"init\(\) of \S+ failed", log) else (
+        "import" if "Importing the entry script" in log else "")
+    said = list(re.finditer(r"mlops-serve\[\d+\]: (init\(\) of|Importing the entry script)", log))
+    start = log.find("Traceback (most recent call last):", said[-1].end() if said else 0)
+    if start < 0:
+        return phase, "", ""
+    block = log[start:].split("\nThe above exception was the direct cause")[0]
+    kept: list[str] = []
+    skipping = False
+    for line in block.splitlines():
+        frame = _FRAME.match(line)
+        if frame:
+            skipping = "mlops_backend" in frame["file"] or frame["file"].startswith("<frozen ")
+        elif _CELL_FRAME.match(line) or not line.startswith("    "):
+            skipping = False
+        if line.startswith("mlops-serve["):
+            break
+        if not skipping and line.strip():
+            kept.append(line)
+    cells = [line.strip() for line in kept if _CELL_FRAME.match(line)]
+    error = next((line for line in reversed(kept) if not line.startswith(" ")), "")
+    place = ""
+    if cells:
+        found = re.search(r"line (\d+)", cells[-1])
+        place = f"cell line {found[1]}" if cells[-1].startswith("score script cell") and found else (
+            f"score.py line {found[1]}" if found else "")
+    where = f"{place}: {error}" if place and error else error
+    return phase, where, "\n".join(kept)
+
+
+class StartFailure(DeployError):
+    """A new server did not start: why (``reason``), the script's part (``where``), its own ``traceback``."""
+
+    def __init__(self, message: str, *, reason: str, phase: str, where: str, traceback: str, log: Path) -> None:
+        super().__init__(message)
+        self.reason, self.phase, self.where, self.traceback, self.log = reason, phase, where, traceback, log
+
+
+def start_failure(spec: DeploySpec, reason: str, log_text: str, log_path: Path) -> StartFailure:
+    """The error of a deployment whose server did not start: the reason, the script's line that raised and its
+    own traceback (the server's frames left out), and where the whole log is."""
+    phase, where, trace = script_traceback(log_text)
+    summary = f"its entry script failed at {phase}" + (f" ({where})" if where else "") if phase else "it did not start"
+    body = f"\nThe script's traceback:\n{trace}" if trace else f"\nLog tail:\n{log_text}"
+    if trace and ("FileNotFoundError" in trace or "No such file" in trace) and "Contents of the model" in log_text:
+        body += "\n" + log_text[log_text.index("Contents of the model"):].split("mlops-serve[")[0].rstrip()
+    message = (f"Deployment {spec.service!r} of {spec.version.ref} failed: {reason}: {summary}. Nothing "
+               f"is left running.{body}\nWhole log: {log_path}")
+    return StartFailure(message, reason=reason, phase=phase, where=where, traceback=trace, log=log_path)
+
+
+def script_record(spec: DeploySpec) -> dict[str, Any]:
+    """What a deployment's record keeps about the script it serves: its sha256, where it came from, and when
+    this generation started (epoch seconds)."""
+    return {"script_sha256": hashlib.sha256(spec.script.encode()).hexdigest(),
+            "script_origin": "generated" if spec.inference.script is None else "saved", "started_at": time.time()}
+
+
+def serving_since(deployment: Deployment) -> str:
+    """When the generation that serves ``deployment`` started, as local time (HH:MM:SS, with the date if not
+    today)."""
+    import datetime
+
+    started = deployment.config.get("started_at")
+    when = (datetime.datetime.fromtimestamp(float(started)) if started is not None
+            else deployment.updated_at.astimezone().replace(tzinfo=None))
+    today = datetime.datetime.now().date()
+    return when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S")
+
+
+def replace_failed(deployment: Deployment, spec: DeploySpec, failure: DeployError) -> DeployError:
+    """The error of a reload or update whose new server did not start: what failed, and what still serves."""
+    doing = (f"Reload of {deployment.name!r}" if spec.version.ref == f"{deployment.model_name}:"
+             f"{deployment.model_version}" else f"Update of {deployment.name!r} to {spec.version.ref}")
+    still = (f"{deployment.name!r} still serves {deployment.model_name}:{deployment.model_version} with the script "
+             f"of {serving_since(deployment)}")
+    if not isinstance(failure, StartFailure):
+        return DeployError(f"{doing} failed; {still}.\n{failure}")
+    what = (f"the new script failed at {failure.phase}" + (f" ({failure.where})" if failure.where else "")
+            if failure.phase else f"the new one did not start ({failure.reason})")
+    body = f"\nThe script's traceback:\n{failure.traceback}" if failure.traceback else ""
+    return DeployError(f"{doing} failed: {what}; {still}. Fix the script and run %reload {deployment.name} again."
+                       f"{body}\nWhole log of the failed start: {failure.log}")
+
+
 class LocalTarget:
     """Deployments as local ``mlops-serve`` processes."""
 
@@ -115,9 +214,13 @@ class LocalTarget:
         old_stamp = config.get("pid_stamp")
         key_file = Path(config["key_file"]) if config.get("key_file") else None
         with claim_port(port, deployment.name, owner=[old_pid] if alive(old_pid, old_stamp) else []):
-            started = self._start(spec, port, key_file, generation=int(config.get("generation", 1)) + 1,
-                                  keep_record=deployment)
+            try:
+                started = self._start(spec, port, key_file, generation=int(config.get("generation", 1)) + 1,
+                                      keep_record=deployment)
+            except DeployError as exc:
+                raise replace_failed(deployment, spec, exc) from None
         # The new generation serves now; the old one drains its requests and exits in the background.
+        Steps.of(spec.progress).say("stopping the previous server (it finishes the requests it holds)")
         if alive(old_pid, old_stamp):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(old_pid, signal.SIGTERM)
@@ -139,9 +242,13 @@ class LocalTarget:
             DeployError: the server exited or was not ready in time (it is stopped); the message has the
                 reason and the log tail mapped to the script cell's lines.
         """
+        steps = Steps.of(spec.progress)
         if folder.exists():
             shutil.rmtree(folder)
+        if spec.isolated:
+            steps.say("preparing the isolated environment")
         python, env = self._interpreter(spec, folder)
+        steps.say(f"laying out {spec.version.ref}")
         script = self.layout(spec, folder)
         ready = folder / "ready"
         command = [python, "-m", "mlops_backend.cli", "--entry_script", str(script),
@@ -157,6 +264,8 @@ class LocalTarget:
             process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                        cwd=folder / "app", start_new_session=True)
         _STARTED[process.pid] = process
+        steps.say(f"starting mlops-serve on port {port} (importing the entry script and the model's libraries, "
+                  "init())")
         deadline = time.monotonic() + START_TIMEOUT
         try:
             while not ready.exists():
@@ -165,8 +274,8 @@ class LocalTarget:
                     reason = (f"exited with status {code}" if code is not None
                               else f"was not ready after {START_TIMEOUT:.0f} s and was stopped")
                     log = map_script_lines(tail(folder / "server.log", _LOG_TAIL), script, spec.script_line_offset)
-                    raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: the server "
-                                      f"{reason}.\nLog tail ({folder / 'server.log'}):\n{log}")
+                    raise start_failure(spec, f"the server {reason}", log, folder / "server.log")
+                steps.tick()
                 time.sleep(0.02)
         except BaseException:  # not ready, or the wait was interrupted (a kernel interrupt): nothing stays running
             self.stop(process.pid)
@@ -204,7 +313,7 @@ class LocalTarget:
         config: dict[str, Any] = {"pid": None, "port": port, "folder": str(folder), "workers": spec.workers,
                                   "generation": generation, "key_file": None if key_file is None else str(key_file),
                                   "isolated": spec.isolated, "script_line_offset": spec.script_line_offset,
-                                  "collect": spec.collect, "sample_rate": spec.sample_rate}
+                                  "collect": spec.collect, "sample_rate": spec.sample_rate, **script_record(spec)}
         try:
             process = self.launch(spec, folder, port, key_file)
         except DeployError:

@@ -16,10 +16,18 @@ from mlops_magics.widgets.common import ListPanel, StatusLine, button
 
 class DeploymentBoard(ListPanel):
     """Deployments with their live state (Refresh, or polling every ``poll`` seconds), and actions on the selected
-    one: logs, reload (``%reload``), undeploy (``%undeploy``); its card links the swagger document."""
+    one: logs, reload (``%reload``), undeploy (``%undeploy``); its card links the swagger document.
 
-    def __init__(self, *, registry: Registry | None = None, poll: float | None = None, log_lines: int = 30) -> None:
+    Deleted deployments are left out unless ``include_deleted`` (or the "Show deleted" box); an action that cannot
+    apply to the selected one's state is disabled (reload: only a running or unhealthy one; undeploy: not a
+    deleted one).
+    """
+
+    def __init__(self, *, registry: Registry | None = None, poll: float | None = None, log_lines: int = 30,
+                 include_deleted: bool = False) -> None:
         self.registry = or_default(registry)
+        self.show_deleted = widgets.Checkbox(value=include_deleted, description="Show deleted", indent=False,
+                                             layout=widgets.Layout(width="130px"))
         self.log_lines = log_lines
         self.status = StatusLine()
         self.services = self.choices = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="420px"))
@@ -34,9 +42,11 @@ class DeploymentBoard(ListPanel):
         self.reload_button.on_click(lambda _: self.reload())
         self.undeploy_button.on_click(lambda _: self.undeploy())
         self.services.observe(lambda _: self._show(), names="value")
+        self.show_deleted.observe(lambda _: self.refresh(), names="value")
         self.widget = widgets.VBox([
             widgets.HBox([self.services, self.details]),
-            widgets.HBox([self.refresh_button, self.logs_button, self.reload_button, self.undeploy_button]),
+            widgets.HBox([self.refresh_button, self.logs_button, self.reload_button, self.undeploy_button,
+                          self.show_deleted]),
             self.status.widget, self.log,
         ])
         self._deployments: dict[str, Deployment] = {}
@@ -47,8 +57,9 @@ class DeploymentBoard(ListPanel):
             self.start_polling(poll)
 
     def refresh(self) -> None:
-        """Check every deployment's state now and list them (deleted ones last)."""
-        found = self.status.run("Checking", lambda: api.list_deployments(registry=self.registry))
+        """Check every deployment's state now and list them (deleted ones last, when shown)."""
+        found = self.status.run("Checking", lambda: api.list_deployments(include_deleted=self.show_deleted.value,
+                                                                         registry=self.registry))
         if found is None:
             return
         ordered = sorted(found, key=lambda d: (d.state == "deleted", d.name))
@@ -59,11 +70,16 @@ class DeploymentBoard(ListPanel):
         self.services.value = keep if keep in self._deployments else (ordered[0].name if ordered else None)
         self._show()
         live = sum(1 for d in ordered if d.state == "running")
-        self.status.say(f"{live} running, {len(ordered)} in all")
+        hidden = f" ({found.hidden} deleted not shown)" if found.hidden else ""
+        self.status.say(f"{live} running, {len(ordered)} in all{hidden}")
 
     def _show(self) -> None:
         deployment = self._deployments.get(self.selected or "")
         self.details.value = cards.deployment_html(deployment) if deployment else "<em>No deployments.</em>"
+        state = deployment.state if deployment else None
+        self.logs_button.disabled = deployment is None
+        self.reload_button.disabled = state not in ("running", "unhealthy", "updating")
+        self.undeploy_button.disabled = state in (None, "deleted")
 
     def show_logs(self) -> None:
         """Show the last lines of the selected service's server log."""
