@@ -43,6 +43,7 @@ from mlops_magics.api.images import (
 )
 from mlops_magics.api.models import (
     AliasHistory,
+    AliasSet,
     alias_history,
     backup_registry,
     check_registry,
@@ -78,6 +79,7 @@ from mlops_magics.api.quality import (
 __all__ = [
     "KEY_PICKUP_SECONDS",
     "AliasHistory",
+    "AliasSet",
     "DeploymentList",
     "ImageList",
     "TrialResult",
