@@ -189,7 +189,7 @@ def no_deployment(db: sqlite_utils.Database, name: str) -> NotFoundError:
     hint = (f" Did you mean {' or '.join(map(repr, close))}?" if close else
             "".join(f" Did you mean {c!r} (undeployed)?" for c in close_names(name, gone, n=1)))
     states = listing([f"{d.name!r} ({d.state})" for d in found if d.state != "deleted"], quote=False)
-    listed = f" Deployments: {states or 'none running'}."
+    listed = f" Deployments: {states or ('none running' if gone else 'none')}."
     if gone:
         listed += f" Undeployed: {listing(gone)}."
     return NotFoundError(f"No deployment named {name!r}.{hint}{listed} Deploy one with %deploy MODEL --name {name}.")
