@@ -75,8 +75,18 @@ def test_a_dataframe_model_is_called_with_a_dataframe(clean: Registry, iris: Any
     mm.register(model, "frame", sample=frame[:3])
     mm.deploy("frame")
     assert mm.call("frame", frame[:4]) == model.predict(frame[:4]).tolist()
-    with pytest.raises(MlopsError, match=r"answered 400: Bad input: .*missing column\(s\) \['pw'\]"):
+    with pytest.raises(MlopsError) as missing:
         mm.call("frame", frame[["sl", "sw", "pl"]][:2])
+    assert str(missing.value) == (
+        "Service 'frame' answered 400: Bad input: got 2 rows x 3 named columns, missing 'pw'; expected 4 named "
+        "columns: 'sl', 'sw', 'pl', 'pw'. Send records, e.g. {\"data\": [{\"sl\": ..., ...}]}.")
+    with pytest.raises(MlopsError) as unnamed:  # rows as lists: what came, what is expected, said once
+        mm.call("frame", {"data": [[5.0, 3.4, 1.5, 0.2, 9.9], [5.0, 3.4, 1.5, 0.2, 9.9]]})
+    assert str(unnamed.value) == (
+        "Service 'frame' answered 400: Bad input: got 2 rows x 5 unnamed columns; expected 4 named columns: 'sl', "
+        "'sw', 'pl', 'pw'. Send records, e.g. {\"data\": [{\"sl\": ..., ...}]}.")
+    with pytest.raises(MlopsError, match=r"answered 400: Bad input: 'data'. Send \{\"data\": ROWS\}\.$"):
+        mm.call("frame", {"rows": []})  # not the body's form: say the form
 
 
 def test_a_failing_init_fails_the_deploy_with_the_cell_line_and_leaves_nothing_running(
@@ -147,6 +157,42 @@ def test_auth_keys_are_required_and_sent_by_call(clean: Registry, iris_lr: Any, 
     assert _post(d.url, b'{"data": [[1, 2, 3, 4]]}')[0] == 401  # type: ignore[arg-type]
 
 
+def test_calling_an_undeployed_service_says_since_when_and_how_to_deploy_it_again_without_connecting(
+        clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    with socket.socket() as listener:  # where the record says it was: nothing may connect
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        clean.record_deployment("wine", "iris:1", target="local", state="deleted", url=url,
+                                config={"collect": True, "sample_rate": 1.0, "workers": 2})
+        undeployed = clean.get_deployment("wine").updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        with pytest.raises(ConflictError) as deleted:
+            mm.call("wine", [[5.1, 3.5, 1.4, 0.2]])
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert str(deleted.value) == (f"Service 'wine' was undeployed on {undeployed} (it served iris:1 on local). Deploy "
+                                  "it again with %deploy iris:1 --name wine --workers 2 --collect.")
+
+
+def test_calling_a_service_whose_server_stopped_says_so_and_records_it(clean: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+        clean.record_deployment("iris", "iris:1", target="local", state="running", url=url, config={"pid": None})
+        with pytest.raises(ConflictError, match=r"^Service 'iris' is not running: its server stopped \(found so on "
+                                                r"[-0-9 :]+; it served iris:1 on local\)\. %logs iris shows how it "
+                                                r"ended\. Deploy it again with %deploy iris:1\.$"):
+            mm.call("iris", [[5.1, 3.5, 1.4, 0.2]])
+    assert clean.get_deployment("iris").state == "stopped"
+    with pytest.raises(ConflictError, match="is not running"):  # now known: said before connecting
+        mm.call("iris", [[5.1, 3.5, 1.4, 0.2]])
+    with pytest.raises(NotFoundError, match=r"No deployment named 'irsi'. Did you mean 'iris'\?"):
+        mm.call("irsi", [[5.1, 3.5, 1.4, 0.2]])
+
+
 def test_deploy_mistakes(clean: Registry, iris_lr: Any) -> None:
     mm.register(iris_lr, "iris")
     with pytest.raises(NotFoundError, match=r"no version 9"):
@@ -157,6 +203,8 @@ def test_deploy_mistakes(clean: Registry, iris_lr: Any) -> None:
         mm.undeploy("ghost")
     with pytest.raises(NotFoundError, match="Unknown deployment target 'moon'. Targets: docker, local"):
         mm.deploy("iris", target="moon")
+    with pytest.raises(NotFoundError, match=r"Unknown deployment target 'dokcer'. Did you mean 'docker'\? Targets"):
+        mm.deploy("iris", target="dokcer")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

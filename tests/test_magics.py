@@ -36,6 +36,17 @@ def test_every_option_documents_itself(ip: Any, name: str) -> None:
             assert action.help, f"%{name} option {action.dest} has no help="
 
 
+@pytest.mark.parametrize("name", MAGICS + CELL_ONLY)
+def test_every_magics_help_ends_with_two_or_three_examples_of_itself(ip: Any, name: str) -> None:
+    doc = (ip.find_cell_magic if name in CELL_ONLY else ip.find_line_magic)(name).__doc__
+    head, _, tail = doc.rstrip().rpartition("\nExamples::\n\n")
+    assert head, f"%{name}? has no Examples section at its end"
+    calls = [line.strip() for line in tail.split("\n") if line.strip().startswith("%")]
+    assert 2 <= len(calls) <= 3, calls
+    assert all(c.split()[0] in (f"%{name}", f"%%{name}") for c in calls), calls
+    assert all(line.startswith("  ") for line in tail.split("\n")), "examples are indented (a code block)"
+
+
 def test_register_a_notebook_variable_with_tags_sample_and_alias(ip: Any, iris_lr: Any, iris: Any) -> None:
     ip.user_ns.update(clf=iris_lr, X_test=iris[0][:10])
     v = ip.run_line_magic(
@@ -60,13 +71,24 @@ def test_register_defaults_the_name_to_the_variable_and_records_the_cell(ip: Any
     assert v.lineage.cell_execution_count == result.execution_count
 
 
+def test_register_without_name_says_the_model_is_named_after_the_variable(
+        ip: Any, iris_lr: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["gb"] = iris_lr
+    assert ip.run_line_magic("register", "gb").ref == "gb:1"
+    assert capsys.readouterr().out == ("Registered gb:1: the model is named after the variable 'gb' (--name NAME "
+                                       "names it otherwise).\n")
+    assert ip.run_line_magic("register", "gb --name wine").ref == "wine:1"
+    assert capsys.readouterr().out == ""  # named: nothing to say
+
+
 def test_models_model_alias_tag_and_load_model(ip: Any, iris_lr: Any, iris_tree: Any) -> None:
     ip.user_ns.update(lr=iris_lr, tree=iris_tree)
     ip.run_line_magic("register", "lr --name iris --tag kind=linear")
     ip.run_line_magic("register", "tree --name iris --tag kind=tree")
     assert [v.ref for v in ip.run_line_magic("models", "--tag kind=tree")] == ["iris:2"]
     assert [v.ref for v in ip.run_line_magic("models", "--name 'ir*' --latest")] == ["iris:2"]
-    assert ip.run_line_magic("alias", "iris:1 production").aliases == ("production",)
+    moved = ip.run_line_magic("alias", "iris:1 production")
+    assert (moved.version.ref, moved.version.aliases, moved.previous) == ("iris:1", ("production",), None)
     assert ip.run_line_magic("model", "iris@production").version == 1
     assert dict(ip.run_line_magic("tag", "iris:1 owner=ana --remove kind").tags) == {"owner": "ana"}
     loaded = ip.run_line_magic("load_model", "iris@production --as prod")
@@ -79,6 +101,20 @@ def test_models_model_alias_tag_and_load_model(ip: Any, iris_lr: Any, iris_tree:
     assert [(e.alias, e.version) for e in history] == [("production", 1)]
     assert ip.run_line_magic("alias", "iris production --remove") is None
     assert ip.run_line_magic("model", "iris").aliases == ()
+
+
+def test_alias_shows_one_line_not_the_versions_card(ip: Any, iris_lr: Any, iris_tree: Any) -> None:
+    ip.user_ns.update(lr=iris_lr, tree=iris_tree)
+    ip.run_line_magic("register", "lr --name iris")
+    ip.run_line_magic("register", "tree --name iris")
+    first = ip.run_line_magic("alias", "iris:1 production")
+    moved = ip.run_line_magic("alias", "iris:2 production")
+    again = ip.run_line_magic("alias", "iris:2 production")
+    assert [repr(first), repr(moved), repr(again)] == [
+        "iris@production -> iris:1 (new alias)", "iris@production -> iris:2 (was iris:1)",
+        "iris@production -> iris:2 (unchanged)"]
+    assert moved._repr_html_() == "<code>iris@production -&gt; iris:2 (was iris:1)</code>"
+    assert mm.get_model("iris@production").version == 2
 
 
 def test_delete_model_prints_a_status_line(ip: Any, iris_lr: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,7 +126,7 @@ def test_errors_are_counted_and_shown(collecting: Any, registry: Registry,
     mm.call("iris", iris_frame[0].iloc[[0]], request_id="good", registry=registry)
     frame = _wait_for("iris", 2, registry)
     failed = frame[frame["request_id"] == "bad"].iloc[0]
-    assert failed["status"] == 400 and "missing column(s)" in failed["error"]
+    assert failed["status"] == 400 and "got 1 row x 2 unnamed columns; expected 4 named columns" in failed["error"]
     report = api.monitor("iris", registry=registry)
     assert report.errors == 1 and report.error_rate == 0.5
     assert int(report.series["errors"].sum()) == 1

@@ -213,8 +213,11 @@ def test_a_dataframe_pipeline_onnx_version_serves_records_without_scikit_learn(r
         mm.deploy(str(report.registered), name="shapes-onnx")
         records = frame.head(25).to_dict(orient="records")
         assert mm.call("shapes-onnx", records) == pipeline.predict(frame.head(25)).tolist()
-        with pytest.raises(mm.MlopsError, match=r"answered 400: Bad input: missing column\(s\) \['colour'\]"):
+        with pytest.raises(mm.MlopsError, match=r"answered 400: Bad input: got 1 row x 1 named column, missing "
+                                                r"'colour'; expected 2 named columns: 'size', 'colour'\. Send records"):
             mm.call("shapes-onnx", [{"size": 3.0}])
+        with pytest.raises(mm.MlopsError, match=r"Bad input: got 2 rows x 3 unnamed columns; expected 2 named"):
+            mm.call("shapes-onnx", [[3.0, "red", 1], [4.0, "blue", 1]])
     finally:
         mm.undeploy(all_services=True)
 

@@ -20,7 +20,7 @@ from mlops_magics.errors import (
     RegistryLockedError,
     SchemaVersionError,
 )
-from mlops_magics.registry import Registry
+from mlops_magics.registry import Lineage, Registry
 from mlops_magics.registry.migrations import SCHEMA_VERSION
 
 
@@ -191,8 +191,63 @@ def test_deployments_are_recorded_and_unknown_names_are_listed(registry: Registr
     d = registry.record_deployment("svc", "iris@production", target="local", state="creating", config={"port": 1})
     assert (d.model_name, d.model_version, d.is_live, dict(d.config)) == ("iris", 1, True, {"port": 1})
     assert [x.name for x in registry.deployments()] == ["svc"]
-    with pytest.raises(NotFoundError, match="No deployment named 'sv'. Deployments: svc"):
+    with pytest.raises(NotFoundError, match=r"No deployment named 'sv'. Did you mean 'svc'\? Deployments: 'svc' "
+                                            r"\(creating\)\. Deploy one with %deploy MODEL --name sv\."):
         registry.get_deployment("sv")
+
+
+def test_an_unknown_service_name_suggests_live_ones_first_and_lists_undeployed_ones_apart(
+        registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris")
+    for name, state in (("wine", "running"), ("wide", "deleted"), ("old", "deleted"), ("iris", "stopped")):
+        registry.record_deployment(name, "iris:1", target="local", state=state, url="http://127.0.0.1:9")
+    with pytest.raises(NotFoundError) as typo:
+        registry.get_deployment("wien")
+    assert str(typo.value) == ("No deployment named 'wien'. Did you mean 'wine'? Deployments: 'iris' (stopped), "
+                               "'wine' (running). Undeployed: 'old', 'wide'. Deploy one with %deploy MODEL --name "
+                               "wien.")
+    with pytest.raises(NotFoundError, match=r"Did you mean 'old' \(undeployed\)\?"):
+        registry.get_deployment("odl")
+
+
+def test_an_alias_typo_suggests_the_alias(registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris", alias="production")
+    with pytest.raises(NotFoundError, match=r"no alias 'prodution'. Did you mean 'production'\? Aliases: "
+                                            r"production -> 1\."):
+        mm.get_model("iris@prodution")
+    with pytest.raises(NotFoundError, match=r"No model named 'IRIS'. Did you mean 'iris'\?"):
+        mm.get_model("IRIS")  # case alone does not stop a suggestion
+
+
+def _visible(html: str) -> str:
+    """What a card shows before any <details> is opened (the <summary> lines stay)."""
+    import re
+
+    return re.sub(r"<details>(<summary>.*?</summary>).*?</details>", r"\1", html, flags=re.S)
+
+
+def test_a_version_card_is_compact_signature_as_a_folded_table_lineage_in_one_line(
+        registry: Registry) -> None:
+    import pandas as pd
+    from sklearn.datasets import load_wine
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = load_wine(return_X_y=True, as_frame=True)  # 13 features
+    model = DecisionTreeClassifier(max_depth=2).fit(X.iloc[:, :2], y)
+    wide = mm.register(model, "wine", sample=X.iloc[:5, :2], provenance=Lineage(
+        notebook="/home/me/notebooks/06_monitor.ipynb", cell_execution_count=12, git_commit="1a2b3c4d5e6f7a8b"))
+    frame = pd.DataFrame(X)
+    many = DecisionTreeClassifier(max_depth=2).fit(frame, y)
+    card13 = mm.register(many, "wine", sample=frame[:5])._repr_html_()
+    shown = _visible(card13)
+    assert "13 columns: alcohol, malic_acid, ash, ... (show all)" in shown  # folded past 8 columns
+    assert "proline" not in shown and "proline" in card13  # on demand
+    assert '"dtype"' not in shown and "{" not in shown  # no JSON on the face of the card
+    assert "in: dataframe, 13 columns &middot; out: tensor int64 [-1]" in shown
+    assert len(shown) < 2500 and len(card13) < 9000, (len(shown), len(card13))
+    card2 = _visible(wide._repr_html_())
+    assert "<td style='padding:0 8px 0 0'>alcohol</td><td style='padding:0;color:#616161'>float64</td>" in card2
+    assert "notebook 06_monitor.ipynb, cell [12], git 1a2b3c4d" in card2  # lineage, one line
 
 
 def test_a_registry_written_by_a_newer_schema_is_refused(home: Path, iris_lr: Any) -> None:

@@ -81,7 +81,7 @@ def test_a_gated_alias_only_takes_validated_versions(registry: Registry, iris: A
                                             r"been validated"):
         mm.set_alias("iris:1", "production", require_validation=True)
     validate("iris:1", X, y, metrics=["accuracy>=0.9"])
-    assert mm.set_alias("iris:1", "production", require_validation=True).ref == "iris:1"
+    assert mm.set_alias("iris:1", "production", require_validation=True).version.ref == "iris:1"
     assert registry.gated_aliases("iris") == ["production"]
     validate("iris:2", X, y, metrics=["accuracy>=0.99"])
     with pytest.raises(ConflictError, match=r"iris:2 failed its validation \(accuracy>=0.99\)"):
@@ -90,6 +90,27 @@ def test_a_gated_alias_only_takes_validated_versions(registry: Registry, iris: A
     with pytest.raises(ConflictError, match="requires a passed validation"):
         mm.register(iris_lr, "iris", alias="production")
     assert [v.ref for v in registry.find(name="iris")] == ["iris:1", "iris:2"]  # nothing half-registered
+
+
+def test_a_gate_refusal_says_what_must_change(registry: Registry, iris: Any, iris_lr: Any, iris_tree: Any) -> None:
+    X, y = iris
+    for model in (iris_lr, iris_tree, iris_tree):
+        mm.register(model, "iris")
+    with pytest.raises(ConflictError, match=r"never been validated. Validate it first: %validate iris:1 --data X "):
+        mm.set_alias("iris:1", "production", require_validation=True)
+    validate("iris:1", X, y, metrics=["accuracy>=0.9"])
+    validate("iris:2", X, y, metrics=["accuracy>=0.99"])
+    with pytest.raises(ConflictError) as failed:
+        mm.set_alias("iris:2", "production", require_validation=True)
+    assert str(failed.value) == (
+        "iris@production requires a passed validation, and iris:2 failed its validation (accuracy>=0.99). "
+        "Validating iris:2 again on the same data gives the same verdict: the alias needs a version that passes. "
+        "Register a better model and validate it, then move the alias. Versions that passed: iris:1 "
+        "(%alias iris:1 production).")
+    validate("iris:3", X, y, metrics=["accuracy>=0.99"])
+    with pytest.raises(ConflictError, match=r"iris:3 failed its validation.*deploy a version that passes") as deploy:
+        mm.deploy("iris:3", require_validation=True)
+    assert "%validate iris:3" not in str(deploy.value)
 
 
 def test_deploy_can_require_validation(registry: Registry, iris: Any, iris_lr: Any) -> None:

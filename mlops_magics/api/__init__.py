@@ -46,6 +46,7 @@ from mlops_magics.api.images import (
 )
 from mlops_magics.api.models import (
     AliasHistory,
+    AliasSet,
     alias_history,
     compare_models,
     delete_model,
@@ -84,6 +85,7 @@ from mlops_magics.api.upkeep import (
 __all__ = [
     "KEY_PICKUP_SECONDS",
     "AliasHistory",
+    "AliasSet",
     "DeploymentList",
     "ImageList",
     "ScriptInfo",

@@ -149,9 +149,12 @@ def _require_validated(registry: Registry, ref: str) -> None:
     """
     version = registry.get(ref)
     problem = registry.validation_problem(version)
-    if problem:
+    if problem == "has never been validated":
         raise ConflictError(f"{version.ref} {problem}, and validation is required. Run %validate {version.ref} "
                             "--data X --labels y --metric ... first.")
+    if problem:  # validating it again on the same data repeats the verdict
+        raise ConflictError(f"{version.ref} {problem}, and validation is required: deploy a version that passes "
+                            "(register a better model and %validate it).")
 
 
 def claimant() -> str:
@@ -307,14 +310,24 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
     ``request_id`` is sent as ``x-request-id``: collected records carry it, and labels attach to it.
 
     Raises:
+        NotFoundError: no deployment has that name; the message suggests close ones.
+        ConflictError: the service is not serving (undeployed, failed, or its server stopped); the message says
+            since when and gives the %deploy line that deploys it again. Checked before connecting.
         MlopsError: the service is not reachable or answered with an error (status and message quoted).
     """
     reg = or_default(registry)
     d = reg.get_deployment(name)
+    if not d.is_live:  # undeployed, failed or found stopped: say so, with when and how to deploy it again
+        raise ConflictError(cards.not_serving(d))
     if not d.url:
         raise ConflictError(f"Service {name!r} has no address ({d.state}).")
-    status, value = post_score(d.url, request_body(data), key=d.auth_key, service=name, timeout=timeout,
-                               request_id=request_id)
+    try:
+        status, value = post_score(d.url, request_body(data), key=d.auth_key, service=name, timeout=timeout,
+                                   request_id=request_id)
+    except MlopsError as exc:  # not reachable: if its server is gone, record that and say so
+        if _target(reg, d).status(d) != "stopped":
+            raise
+        raise ConflictError(cards.not_serving(reg.set_deployment_state(name, "stopped"))) from exc
     if status >= 400:
         message = value.get("message", value) if isinstance(value, dict) else value
         raise MlopsError(f"Service {name!r} answered {status}: {message}{_older_script_note(d, status)}")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
 from mlops_magics import flavors, signature
-from mlops_magics.errors import InvalidInputError, NotFoundError, UntrustedModelError
+from mlops_magics.errors import InvalidInputError, MlopsError, NotFoundError, UntrustedModelError
 from mlops_magics.registry import (
     AliasEvent,
     Lineage,
+    ModelRef,
     ModelVersion,
     ModelVersionList,
     Registry,
@@ -23,7 +24,7 @@ from mlops_magics.registry import (
 )
 from mlops_magics.registry.comparison import Comparison
 from mlops_magics.registry.metrics import metrics_argument
-from mlops_magics.registry.refs import check_name, check_tag, parse_tag, parse_tags
+from mlops_magics.registry.refs import check_name, check_tag, did_you_mean, parse_tag, parse_tags
 from mlops_magics.registry.trust import how_to_trust, require_trusted
 
 TagsArg = Mapping[str, str] | Iterable[str] | None
@@ -248,18 +249,64 @@ def trust_model(ref: str, *, revoke: bool = False, registry: Registry | None = N
     return or_default(registry).set_trust(ref, not revoke)
 
 
+@dataclass(frozen=True)
+class AliasSet:
+    """Where an alias points after :func:`set_alias`, shown in one line: ``iris@production -> iris:2 (was 1)``.
+
+    The version's card is one ``%model`` away (or ``.version`` here): re-printing it on every move buried the
+    notebook in signature JSON.
+    """
+
+    #: The version the alias points at now.
+    version: ModelVersion
+    alias: str
+    #: The version it pointed at before (None: the alias is new).
+    previous: int | None = None
+
+    @property
+    def ref(self) -> str:
+        """``NAME:VERSION`` of the version the alias points at."""
+        return self.version.ref
+
+    def __str__(self) -> str:
+        v = self.version
+        if self.previous is None:
+            moved = "new alias"
+        elif self.previous == v.version:
+            moved = "unchanged"
+        else:
+            moved = f"was {v.name}:{self.previous}"
+        return f"{v.name}@{self.alias} -> {v.ref} ({moved})"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return f"<code>{escape(str(self))}</code>"
+
+
 def set_alias(ref: str, alias: str, *, require_validation: bool = False,
-              registry: Registry | None = None) -> ModelVersion:
+              registry: Registry | None = None) -> AliasSet:
     """Point ``alias`` at a version, moving it if it is set; every move is recorded.
 
     Args:
         require_validation: gate the alias: from now on it only points at versions whose last validation
             passed (see :func:`mlops_magics.validation.validate`).
 
+    Returns:
+        The version it points at now and the one before, shown in one line.
+
     Raises:
         ConflictError: the alias is gated and the version has not passed its validation.
     """
-    return or_default(registry).set_alias(ref, alias, require_validation=require_validation)
+    reg = or_default(registry)
+    try:
+        previous: int | None = reg.get(ModelRef(parse_ref(ref).name, alias=alias)).version
+    except MlopsError:  # no such alias yet (or no such model: set_alias says so)
+        previous = None
+    return AliasSet(reg.set_alias(ref, alias, require_validation=require_validation), alias, previous)
 
 
 def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> str:
@@ -334,10 +381,9 @@ def resolve_variable(namespace: Mapping[str, Any], var: str) -> Any:
     if var in namespace:
         return namespace[var]
     public = [k for k in namespace if not k.startswith("_")]
-    close = difflib.get_close_matches(var, public, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise NotFoundError(
-        f"No variable named {var!r} in the notebook.{hint} Define it first, or register a file with --path."
+        f"No variable named {var!r} in the notebook.{did_you_mean(var, public)} Define it first, or register a "
+        "file with --path."
     )
 
 

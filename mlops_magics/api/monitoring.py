@@ -23,11 +23,8 @@ from mlops_magics.targets.base import data_dir
 def _collection(reg: Registry, service: str) -> tuple[Deployment, Path]:
     try:
         deployment = reg.get_deployment(service)
-    except NotFoundError:
-        names = sorted(d.name for d in reg.deployments())
-        raise NotFoundError(f"No deployment named {service!r}. Deployments: "
-                            f"{', '.join(map(repr, names)) or 'none'}. Deploy one with %deploy MODEL --collect."
-                            ) from None
+    except NotFoundError as exc:  # the registry's message (close names, live ones first), for collection
+        raise NotFoundError(f"{exc} Add --collect to record what it scores.") from None
     folder = data_dir(reg.home, service) / "collected"
     if not (folder / "stats").is_dir():
         raise NotFoundError(f"Service {service!r} has collected nothing: it was deployed without --collect. Deploy "

@@ -106,6 +106,38 @@ def check(source: str, *, line_offset: int = 0) -> None:
         raise InvalidInputError(f"The entry script cannot be served:\n{listed}")
 
 
+#: How every generated entry script explains rows of the wrong shape (one wording for every flavor): what came
+#: (rows x columns, named or not, what is missing) and what the signature expects, said once, in the 400 answer.
+SHAPE_MISMATCH = '''class BadShape(ValueError):
+    """The rows do not have the columns the model expects; the message says what came and what to send."""
+
+
+def _mismatch(rows, columns, expected):
+    """'got 2 rows x 5 unnamed columns; expected 13 named columns: 'a', ...' (what came, what is expected)."""
+    named = any(isinstance(c, str) for c in columns)
+    got = (f"got {rows} row{'s' if rows != 1 else ''} x {len(columns)} {'named' if named else 'unnamed'} "
+           f"column{'s' if len(columns) != 1 else ''}")
+    have = set(columns) if named else set()
+    missing = [c for c in expected if c not in have]
+    if named and missing:
+        got += f", missing {', '.join(map(repr, missing[:20]))}{' ...' if len(missing) > 20 else ''}"
+    example = json.dumps({"data": [{expected[0]: "..."}]}).replace(\'"..."}\', "..., ...}")
+    return BadShape(f"{got}; expected {len(expected)} named column{'s' if len(expected) != 1 else ''}: "
+                    f"{', '.join(map(repr, expected))}. Send records, e.g. {example}")
+
+
+'''
+
+#: What ``run()`` answers when the input cannot be used: 400 with what is wrong (and, unless the error already
+#: says what to send, the body's expected form).
+_BAD_INPUT = (
+    "    except (ValueError, KeyError, TypeError) as exc:\n"
+    "        from azureml.contrib.services.aml_response import AMLResponse\n\n"
+    "        hint = \"\" if type(exc).__name__ == \"BadShape\" else \" Send {\\\"data\\\": ROWS}.\"\n"
+    "        return AMLResponse({\"message\": f\"Bad input: {exc}.{hint}\"}, 400, json_str=True)\n"
+)
+
+
 def default_script(name: str, version: int, flavor: str, options: Mapping[str, Any],
                    signature: Mapping[str, Any] | None) -> str:
     """A ready-to-edit entry script for a model of this flavor and signature.
@@ -123,13 +155,12 @@ def default_script(name: str, version: int, flavor: str, options: Mapping[str, A
     if inputs.get("type") == "dataframe":
         columns = [c["name"] for c in inputs.get("columns", [])]
         check_columns = (
-            f"COLUMNS = {columns!r}\n\n\n"
-            "def _frame(rows):\n"
+            f"COLUMNS = {columns!r}\n\n\n" + SHAPE_MISMATCH
+            + "def _frame(rows):\n"
             "    import pandas as pd\n\n"
             "    frame = pd.DataFrame(rows)\n"
-            "    missing = [c for c in COLUMNS if c not in frame.columns]\n"
-            "    if missing:\n"
-            "        raise ValueError(f\"missing column(s) {missing}; expected {COLUMNS}\")\n"
+            "    if any(c not in frame.columns for c in COLUMNS):\n"
+            "        raise _mismatch(len(frame), list(frame.columns), COLUMNS)\n"
             "    return frame[COLUMNS]\n\n\n"
         )
         to_input = "_frame(rows)"
@@ -174,10 +205,7 @@ def default_script(name: str, version: int, flavor: str, options: Mapping[str, A
         + "    try:\n"
         + "        rows = json.loads(raw_data)[\"data\"]\n"
         + f"        data = {to_input}\n"
-        + "    except (ValueError, KeyError, TypeError) as exc:\n"
-        + "        from azureml.contrib.services.aml_response import AMLResponse\n\n"
-        + "        return AMLResponse({\"message\": f\"Bad input: {exc}. Send {{\\\"data\\\": ROWS}}.\"}, 400,"
-        + " json_str=True)\n"
+        + _BAD_INPUT
         + predict
     )
 
@@ -212,7 +240,7 @@ def init():
     inputs = session.get_inputs()
 
 
-def _column(values, kind):
+{SHAPE_MISMATCH}def _column(values, kind):
     if kind == "tensor(string)":
         return np.array([str(v) for v in values], dtype=object).reshape(-1, 1)
     return np.asarray(values, dtype=TYPES.get(kind, np.float32)).reshape(-1, 1)
@@ -221,16 +249,17 @@ def _column(values, kind):
 def _feed(rows):
     if isinstance(rows, dict):
         rows = [rows]
+    names = [i.name for i in inputs]
     if rows and isinstance(rows[0], dict):
         if len(inputs) == 1:
             return {{inputs[0].name: np.asarray([list(r.values()) for r in rows],
                                                dtype=TYPES.get(inputs[0].type, np.float32))}}
-        missing = sorted({{i.name for i in inputs}} - set(rows[0]))
-        if missing:
-            raise ValueError(f"missing column(s) {{missing}}; expected {{[i.name for i in inputs]}}")
+        if any(n not in rows[0] for n in names):
+            raise _mismatch(len(rows), list(rows[0]), names)
         return {{i.name: _column([r[i.name] for r in rows], i.type) for i in inputs}}
     if len(inputs) > 1:
-        raise ValueError(f"send records with the columns {{[i.name for i in inputs]}}")
+        nested = bool(rows) and isinstance(rows[0], list)
+        raise _mismatch(len(rows) if nested else 1, list(range(len(rows[0] if nested else rows))), names)
     array = np.asarray(rows, dtype=TYPES.get(inputs[0].type, np.float32))
     return {{inputs[0].name: array.reshape(1, -1) if array.ndim == 1 else array}}
 
@@ -241,6 +270,7 @@ def run(raw_data):
     except (ValueError, KeyError, TypeError) as exc:
         from azureml.contrib.services.aml_response import AMLResponse
 
-        return AMLResponse({{"message": f"Bad input: {{exc}}. Send {{{{\\"data\\": ROWS}}}}."}}, 400, json_str=True)
+        hint = "" if isinstance(exc, BadShape) else " Send {{\\"data\\": ROWS}}."
+        return AMLResponse({{"message": f"Bad input: {{exc}}.{{hint}}"}}, 400, json_str=True)
     return session.run(None, feed)[0].tolist()
 '''

@@ -9,13 +9,17 @@ from IPython.core.magic import line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api
-from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.magics.base import MagicsBase, examples, user_errors
 
 
 @magics_class
 class AuthoringMagics(MagicsBase):
     """Authoring a deployment from cells."""
 
+    @examples("%score_script iris --generate           # a default script for iris, in the next cell",
+              "%%score_script iris --test     # save the cell and try it in a clean process\n"
+              "def init(): ...\ndef run(data): ...",
+              "%score_script iris                     # show the saved script")
     @magic_arguments()
     @argument("ref", help="NAME (every version), NAME:VERSION or NAME@ALIAS (one version).")
     @argument("--asset", action="append", default=[], metavar="PATH",
@@ -44,6 +48,8 @@ class AuthoringMagics(MagicsBase):
         print(repr(info))
         return None
 
+    @examples("%environment iris --from-kernel          # the versions of the model's libraries here",
+              "%%environment iris\nscikit-learn==1.5.2\npandas")
     @magic_arguments()
     @argument("ref", help="NAME (every version) or NAME:VERSION / NAME@ALIAS (one version).")
     @argument("--from-kernel", action="store_true",

@@ -17,6 +17,23 @@ from mlops_magics.errors import MlopsError
 from mlops_magics.registry import Lineage, lineage
 
 
+def examples(*lines: str) -> Callable[[Any], Any]:
+    """Decorate a magic (above ``@magic_arguments()``) so that its help (``%magic?``) ends with these examples.
+
+    Args:
+        lines: 2-3 example lines, each ``%magic ...  # what it does`` (a cell magic's body after a newline).
+    """
+    # A first line of its own: IPython's help formatter dedents every line after the first.
+    text = "\nExamples::\n\n" + "\n".join("  " + line.replace("\n", "\n  ") for line in lines) + "\n"
+
+    def decorate(magic: Any) -> Any:
+        magic.parser.epilog = text
+        magic.__doc__ = magic.parser.format_help()
+        return magic
+
+    return decorate
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn our errors into a ``UsageError``: the user sees the message, not a traceback."""

@@ -9,7 +9,7 @@ from IPython.core.magic import line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api
-from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.magics.base import MagicsBase, examples, user_errors
 from mlops_magics.progress import LiveStatus
 
 
@@ -17,6 +17,9 @@ from mlops_magics.progress import LiveStatus
 class DeploymentMagics(MagicsBase):
     """Deployments."""
 
+    @examples("%deploy iris:2                            # a local process, healthy when this returns",
+              "%deploy iris@production --name iris-prod --collect --auth",
+              "%deploy iris:2 --target docker --cpu 1 --memory 1g")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--target", default="local", help="Where to deploy (default: local).")
@@ -54,6 +57,8 @@ class DeploymentMagics(MagicsBase):
                     f"({deployed.target})")
         return deployed
 
+    @examples("%deployments",
+              "%deployments --widget --poll 5")
     @magic_arguments()
     @argument("--widget", action="store_true",
               help="A board instead of a table: live state, details, and logs / reload / undeploy buttons.")
@@ -70,6 +75,8 @@ class DeploymentMagics(MagicsBase):
         with user_errors():
             return api.list_deployments(include_deleted=args.all)
 
+    @examples("%undeploy iris",
+              "%undeploy --all")
     @magic_arguments()
     @argument("service", nargs="?", help="The service to stop and remove.")
     @argument("--all", action="store_true", help="Every deployment.")
@@ -81,6 +88,8 @@ class DeploymentMagics(MagicsBase):
             gone = api.undeploy(args.service, all_services=args.all)
         print(f"Undeployed {', '.join(gone) or 'nothing'}.")
 
+    @examples("%keys iris",
+              "%keys iris --regenerate secondary")
     @magic_arguments()
     @argument("service", help="The service (deployed with --auth) whose keys to show.")
     @argument("--regenerate", choices=["primary", "secondary"],
@@ -92,6 +101,8 @@ class DeploymentMagics(MagicsBase):
         with user_errors():
             return api.keys(args.service, regenerate=args.regenerate)
 
+    @examples("%logs iris --tail 20",
+              "%logs iris --follow --timeout 30")
     @magic_arguments()
     @argument("service", help="The service whose log to show.")
     @argument("--tail", "-t", type=int, default=50, help="How many lines (default 50).")
@@ -111,6 +122,8 @@ class DeploymentMagics(MagicsBase):
                 except KeyboardInterrupt:
                     print("(stopped following)")
 
+    @examples("%reload iris      # after editing %%score_script iris: the old script serves until the new one is up",
+              "%reload iris      # after %environment iris --from-kernel: the new libraries")
     @magic_arguments()
     @argument("service", help="The service to reload with the current entry script and assets.")
     @line_magic
@@ -123,6 +136,8 @@ class DeploymentMagics(MagicsBase):
                     f"current script at {reloaded.url}; the previous server stopped")
         return reloaded
 
+    @examples("%update iris --model iris:3",
+              "%update iris --model iris@production     # the version the alias points at now")
     @magic_arguments()
     @argument("service", help="The service to update.")
     @argument("--model", "-m", required=True, metavar="NAME:VERSION", help="The model version to serve instead.")
@@ -136,6 +151,9 @@ class DeploymentMagics(MagicsBase):
                     "previous version's server stopped")
         return updated
 
+    @examples("%call iris X_test[:3]",
+              "%call iris X_test[:3] --request-id test-1",
+              '%%call iris\n{"data": [[5.1, 3.5, 1.4, 0.2]]}')
     @magic_arguments()
     @argument("service", help="The service to call.")
     @argument("expr", nargs="*", help="Expression giving the data (line form); a cell body is sent as JSON.")

@@ -9,7 +9,7 @@ from IPython.core.magic import cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api
-from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.magics.base import MagicsBase, examples, user_errors
 from mlops_magics.progress import BuildProgress
 
 
@@ -17,6 +17,8 @@ from mlops_magics.progress import BuildProgress
 class ImageMagics(MagicsBase):
     """Images."""
 
+    @examples("%package iris:2 --output build/iris      # a Docker build context",
+              "%package iris:2 --build")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--output", "-o", metavar="DIR", help="Where to write the build context (default: under MLOPS_HOME).")
@@ -46,6 +48,8 @@ class ImageMagics(MagicsBase):
         progress.finish()
         return image
 
+    @examples("%build iris:2",
+              "%build iris:2 --base-image python:3.11-slim --log")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--base-image", metavar="IMAGE", help="Base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
@@ -62,6 +66,8 @@ class ImageMagics(MagicsBase):
         return self._build(args.ref, full_log=args.log, base=args.base_image, gpu=args.gpu, extra_steps=extra,
                            no_cache=args.no_cache)
 
+    @examples("%images",
+              "%images iris --remove")
     @magic_arguments()
     @argument("ref", nargs="?", help="NAME (every version), NAME:VERSION or NAME@ALIAS (default: every model).")
     @argument("--remove", action="store_true", help="Remove those images from the engine (not used by a live "
@@ -77,6 +83,8 @@ class ImageMagics(MagicsBase):
                 return None
             return api.list_images(args.ref)
 
+    @examples("%%dockerfile_steps iris\nRUN apt-get update && apt-get install -y libgomp1",
+              "%%dockerfile_steps iris\nENV OMP_NUM_THREADS=1")
     @magic_arguments()
     @argument("name", help="The model (every version) or NAME:VERSION (one version) whose images get the steps.")
     @cell_magic

@@ -9,7 +9,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api, flavors
-from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.magics.base import MagicsBase, examples, user_errors
 from mlops_magics.registry import ModelVersion, parse_ref
 
 
@@ -17,6 +17,9 @@ from mlops_magics.registry import ModelVersion, parse_ref
 class ModelMagics(MagicsBase):
     """The registry's magics."""
 
+    @examples("%register clf --name iris --sample X_test[:5]   # the variable clf as the next version of iris",
+              "%register clf --name iris --tag team=cv --alias staging",
+              "%register --path model.onnx --name forest        # a file instead of a variable")
     @magic_arguments()
     @argument("var", nargs="?", help="Notebook variable holding the model (omit with --path).")
     @argument("--name", "-n", help="Model name (default: the variable's name). Letters, digits, '.', '_', '-'.")
@@ -43,12 +46,18 @@ class ModelMagics(MagicsBase):
         with user_errors():
             model = api.resolve_variable(self.ipython.user_ns, args.var) if args.var else None
             sample = self.evaluate(args.sample, "--sample") if args.sample else None
-            return api.register(
+            version = api.register(
                 model, args.name or args.var, path=args.path, tags=args.tag, description=args.description,
                 sample=sample, alias=args.alias, flavor=args.flavor, derived_from=args.derived_from,
                 provenance=self.provenance(), trust=args.trust, format=args.format, metrics=args.metric,
             )
+        if not args.name and args.var:
+            print(f"Registered {version.ref}: the model is named after the variable {args.var!r} (--name NAME "
+                  "names it otherwise).")
+        return version
 
+    @examples("%trust evil:1            # you checked where this pickle comes from: allow loading it",
+              "%trust evil:1 --revoke   # refuse it again")
     @magic_arguments()
     @argument("ref", help="NAME:VERSION, the exact version whose source you know (an alias could move).")
     @argument("--revoke", action="store_true", help="Withdraw the trust: loading and deploying it are refused again.")
@@ -59,6 +68,9 @@ class ModelMagics(MagicsBase):
         with user_errors():
             return api.trust_model(args.ref, revoke=args.revoke)
 
+    @examples("%models                      # every version, as a table",
+              "%models --name 'iris*' --latest --tag team=cv",
+              "%models --widget             # browse: details, load, move alias, delete")
     @magic_arguments()
     @argument("--name", "-n", metavar="GLOB", help="Only models whose name matches this glob, e.g. 'iris*'.")
     @argument("--tag", "-t", action="append", default=[], metavar="KEY[=VALUE]",
@@ -78,6 +90,9 @@ class ModelMagics(MagicsBase):
         with user_errors():
             return api.list_models(args.name, args.tag, latest=args.latest)
 
+    @examples("%model iris                  # the newest version",
+              "%model iris@production",
+              "%model iris@production --as-of 2026-01-31")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--as-of", metavar="DATE", help="Resolve aliases/latest as on this date (YYYY-MM-DD or ISO time).")
@@ -88,6 +103,8 @@ class ModelMagics(MagicsBase):
         with user_errors():
             return api.get_model(args.ref, as_of=args.as_of)
 
+    @examples("%load_model iris:2                   # into the variable iris",
+              "%load_model iris@production --as clf")
     @magic_arguments()
     @argument("refs", nargs="+", metavar="REF",
               help="Two or more versions: NAME (latest), NAME:VERSION or NAME@ALIAS; the others are compared with the "
@@ -124,6 +141,9 @@ class ModelMagics(MagicsBase):
         print(f"Loaded {args.ref} into '{var}' (sha256 verified).")
         return model
 
+    @examples("%alias iris:2 production                          # prints: iris@production -> iris:2 (was iris:1)",
+              "%alias iris:2 production --require-validation     # gated: only versions whose %validate passed",
+              "%alias iris --history")
     @magic_arguments()
     @argument("ref", help="NAME:VERSION to point the alias at (or NAME with --remove/--history).")
     @argument("alias", nargs="?", help="Alias name, e.g. production, staging.")
@@ -145,6 +165,8 @@ class ModelMagics(MagicsBase):
                 return None
             return api.set_alias(args.ref, args.alias, require_validation=args.require_validation)
 
+    @examples("%tag iris:2 reviewed=yes data=v2",
+              "%tag iris:2 --remove data")
     @magic_arguments()
     @argument("ref", help="NAME:VERSION (or NAME@ALIAS) to tag.")
     @argument("tags", nargs="*", metavar="KEY=VALUE", help="Tags to set.")
@@ -158,6 +180,8 @@ class ModelMagics(MagicsBase):
         with user_errors():
             return api.tag_model(args.ref, args.tags, remove=args.remove)
 
+    @examples("%delete_model iris:3     # a version registered by mistake",
+              "%delete_model iris:1     # refused while a live deployment serves it: %undeploy it first")
     @magic_arguments()
     @argument("ref", help="NAME:VERSION to delete (an exact version; aliases are not accepted).")
     @line_magic

@@ -8,7 +8,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api
-from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.magics.base import MagicsBase, examples, user_errors
 from mlops_magics.progress import refresh_display
 
 
@@ -16,6 +16,8 @@ from mlops_magics.progress import refresh_display
 class MonitoringMagics(MagicsBase):
     """What deployments collected."""
 
+    @examples("%collected iris --since 1h",
+              "%collected iris --limit 5")
     @magic_arguments()
     @argument("service", help="The service whose records to show (deployed with --collect).")
     @argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
@@ -33,6 +35,8 @@ class MonitoringMagics(MagicsBase):
         print(frame.attrs["stats"])
         return frame
 
+    @examples("%monitor iris",
+              "%monitor iris --baseline iris:2 --since 1h --refresh 10")
     @magic_arguments()
     @argument("service", help="The service to watch (deployed with --collect).")
     @argument("--baseline", metavar="NAME:VERSION",
@@ -54,6 +58,8 @@ class MonitoringMagics(MagicsBase):
             refresh_display(report, args.refresh, args.duration)
         return None
 
+    @examples("%label iris --data truth     # truth: a DataFrame with request_id and label columns",
+              "%label iris --data '{\"test-0\": 2, \"test-1\": 0}'     # a dict by request id")
     @magic_arguments()
     @argument("service", help="The service whose requests the labels belong to.")
     @argument("--data", required=True, metavar="EXPR",

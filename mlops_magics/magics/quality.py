@@ -8,7 +8,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from mlops_magics import api
-from mlops_magics.magics.base import MagicsBase, user_errors
+from mlops_magics.magics.base import MagicsBase, examples, user_errors
 from mlops_magics.progress import StepProgress
 
 
@@ -16,6 +16,8 @@ from mlops_magics.progress import StepProgress
 class QualityMagics(MagicsBase):
     """A version's quality."""
 
+    @examples("%validate iris:2 --data X_test --labels y_test --metric 'accuracy>=0.9'",
+              "%validate iris:3 --data X_test --labels y_test --metric f1 --baseline iris@production")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS to validate.")
     @argument("--data", required=True, metavar="X_EXPR", help="Held-out inputs (an expression in the notebook).")
@@ -36,6 +38,8 @@ class QualityMagics(MagicsBase):
             return api.validate(args.ref, data, labels, metrics=args.metric, baseline=args.baseline,
                                 max_regression=args.max_regression, namespace=self.ipython.user_ns)
 
+    @examples("%onnx iris:2                      # convert, check parity, time both, register the next version",
+              "%onnx iris:2 --quantize int8 --data X_test[:100]")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS of the model to convert.")
     @argument("--opset", type=int, help="ONNX opset (default: the converter's newest).")
@@ -50,6 +54,8 @@ class QualityMagics(MagicsBase):
         with user_errors():
             return api.to_onnx(args.ref, opset=args.opset, quantize=args.quantize, data=data, force=args.force)
 
+    @examples("%profile iris:2 --data X_test[:1]",
+              "%profile iris:2 --data X_test[:1] --configs 'cpu=0.5,memory=512m; cpu=1,memory=1g' --slo-p95-ms 50")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS to profile.")
     @argument("--data", required=True, metavar="EXPR", help="One request's rows (every request sends them).")

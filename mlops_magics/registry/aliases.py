@@ -47,8 +47,22 @@ def check_gate(db: sqlite_utils.Database, name: str, alias: str, version: int) -
     problem = stored_validation_problem(db, name, version)
     if problem:
         raise ConflictError(f"{name}@{alias} requires a passed validation, and {name}:{version} {problem}. "
-                            f"Run %validate {name}:{version} --data X --labels y --metric ..., then move the "
-                            "alias.")
+                            + what_passes_the_gate(db, name, alias, version, problem))
+
+
+def what_passes_the_gate(db: sqlite_utils.Database, name: str, alias: str, version: int, problem: str) -> str:
+    """What must change for ``name@alias`` to move: validate a version that never was; for one that failed (a
+    verdict that validating it again on the same data repeats), a version that passes, naming those that did."""
+    if problem == "has never been validated":
+        return (f"Validate it first: %validate {name}:{version} --data X --labels y --metric 'accuracy>=0.9', then "
+                "move the alias.")
+    passed = [int(v) for (v,) in db.execute(
+        "SELECT version FROM reports WHERE name = ? AND kind = 'validation' AND json_extract(body, '$.passed') "
+        "ORDER BY version", [name])]
+    others = (f" Versions that passed: {', '.join(f'{name}:{v}' for v in passed[-5:])} (%alias {name}:{passed[-1]} "
+              f"{alias})." if passed else "")
+    return (f"Validating {name}:{version} again on the same data gives the same verdict: the alias needs a version "
+            f"that passes. Register a better model and validate it, then move the alias.{others}")
 
 
 def alias_history(database: Database, name: str, alias: str | None = None) -> list[AliasEvent]:

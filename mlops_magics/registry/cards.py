@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +12,9 @@ from mlops_magics.display import card, human_size, table, when
 from mlops_magics.registry import trust
 
 if TYPE_CHECKING:
-    from mlops_magics.registry.records import Deployment, Image, ModelVersion
+    from mlops_magics.registry.records import Deployment, Image, Lineage, ModelVersion
 
+_INNER = "border-collapse:collapse;font-size:11px;margin-top:2px"
 #: Rows a listing shows inline; the rest are summarised (filter, or use ``to_dataframe()``).
 MAX_ROWS = 100
 
@@ -84,29 +85,98 @@ def model_versions_text(versions: Sequence[ModelVersion]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+#: Signature columns a card shows as a table; past this many the table folds into a <details> (first few named).
+SHOWN_COLUMNS = 8
+
+
 def _json_block(value: Any) -> str:
-    return f"<pre style='margin:0'>{escape(json.dumps(value, indent=1, default=str))}</pre>"
+    return f"<pre style='margin:0;font-size:11px'>{escape(json.dumps(value, indent=1, default=str))}</pre>"
+
+
+def schema_summary(schema: Mapping[str, Any] | None) -> str:
+    """One line for an input or output schema: 'dataframe, 13 columns', 'tensor float64 [-1, 4]', 'list'."""
+    if not schema:
+        return "-"
+    kind = str(schema.get("type", "?"))
+    if kind == "dataframe":
+        count = len(schema.get("columns") or [])
+        return f"dataframe, {count} column{'s' if count != 1 else ''}"
+    if kind == "tensor":
+        return f"tensor {schema.get('dtype', '?')} {list(schema.get('shape') or [])}"
+    if kind == "series":
+        return f"series {schema.get('dtype', '?')}" + (f" {schema['name']!r}" if schema.get("name") else "")
+    return kind
+
+
+def _columns_html(columns: Sequence[Mapping[str, Any]]) -> str:
+    """A name/type table of a data frame's columns; past :data:`SHOWN_COLUMNS`, folded with the first few named."""
+    rows = "".join(f"<tr><td style='padding:0 8px 0 0'>{escape(str(c.get('name')))}</td>"
+                   f"<td style='padding:0;color:#616161'>{escape(str(c.get('dtype', '')))}</td></tr>" for c in columns)
+    grid = f"<table style='{_INNER}'>{rows}</table>"
+    if len(columns) <= SHOWN_COLUMNS:
+        return grid
+    first = ", ".join(str(c.get("name")) for c in columns[:3])
+    return (f"<details><summary>{len(columns)} columns: {escape(first)}, ... (show all)</summary>{grid}</details>")
+
+
+def signature_html(signature: Mapping[str, Any]) -> str:
+    """The inputs (a name/type table for a data frame) and outputs of a signature, compactly."""
+    inputs = signature.get("inputs") or {}
+    parts = [f"in: {escape(schema_summary(inputs))}"]
+    if signature.get("outputs"):
+        parts.append(f"out: {escape(schema_summary(signature['outputs']))}")
+    line = " &middot; ".join(parts)
+    if inputs.get("type") == "dataframe" and inputs.get("columns"):
+        return line + _columns_html(list(inputs["columns"]))
+    return line
+
+
+def lineage_line(lineage: Lineage) -> str:
+    """Where a version came from, in one line: 'notebook 01.ipynb, cell [12], git 1a2b3c4d, from iris:1'."""
+    parts = []
+    if lineage.notebook:
+        parts.append(f"notebook {lineage.notebook.rsplit('/', 1)[-1]}")
+    elif lineage.script:
+        parts.append(f"script {lineage.script.rsplit('/', 1)[-1]}")
+    if lineage.cell_execution_count is not None:
+        parts.append(f"cell [{lineage.cell_execution_count}]")
+    if lineage.git_commit:
+        parts.append(f"git {lineage.git_commit[:8]}")
+    if lineage.derived_from:
+        parts.append(f"from {lineage.derived_from}")
+    return ", ".join(parts) or "-"
 
 
 def model_version_html(v: ModelVersion) -> str:
-    """An HTML card for one version: identity, artifact, signature, lineage."""
+    """A compact HTML card for one version: what it is, signature as a name/type table, lineage in one line; the
+    files, hashes and raw JSON in a closed <details> (the card stays short in a browser beside its buttons)."""
+    framework = " ".join(x for x in (v.framework, v.framework_version) if x)
     fields: list[tuple[str, str]] = [
-        ("flavor", escape(v.flavor)),
-        ("framework", escape(" ".join(x for x in (v.framework, v.framework_version) if x) or "-")),
-        ("aliases", escape(", ".join(v.aliases) or "-")),
-        ("tags", escape(", ".join(f"{k}={val}" for k, val in sorted(v.tags.items())) or "-")),
-        ("description", escape(v.description or "-")),
-        ("artifact", f"{escape(human_size(v.size))}, {len(v.files)} file(s), sha256 <code>{v.sha256}</code>"),
-        ("files", escape(", ".join(f.path for f in v.files))),
-        ("created", escape(f"{when(v.created_at)} by {v.created_by}")),
-        ("trust", trust_html(v)),
+        ("model", escape(v.flavor + (f" ({framework})" if framework else ""))
+         + f", {escape(human_size(v.size))}, {len(v.files)} file{'s' if len(v.files) != 1 else ''}"),
     ]
+    if v.tags:
+        fields.append(("tags", escape(", ".join(f"{k}={val}" for k, val in sorted(v.tags.items())))))
+    if v.description:
+        fields.append(("description", escape(v.description)))
+    fields += [("created", escape(f"{when(v.created_at)} by {v.created_by}")), ("trust", trust_html(v))]
     if v.signature:
-        fields.append(("signature", _json_block(dict(v.signature))))
+        fields.append(("signature", signature_html(v.signature)))
     lineage = v.lineage.as_dict()
     if lineage:
-        fields.append(("lineage", _json_block(lineage)))
-    return card(f"<strong>{escape(v.name)}</strong> version <strong>{v.version}</strong>", fields)
+        fields.append(("lineage", escape(lineage_line(v.lineage))))
+    more = [f"<div>sha256 <code>{v.sha256}</code></div>",
+            f"<div>files: {escape(', '.join(f'{f.path} ({human_size(f.size)})' for f in v.files[:50]))}"
+            + (f" and {len(v.files) - 50} more" if len(v.files) > 50 else "") + "</div>"]
+    if v.origin_path:
+        more.append(f"<div>registered from <code>{escape(v.origin_path)}</code></div>")
+    if lineage:
+        more.append("<div>lineage</div>" + _json_block(lineage))
+    if v.signature:
+        more.append("<div>signature</div>" + _json_block(dict(v.signature)))
+    fields.append(("details", f"<details><summary>files, sha256, raw JSON</summary>{''.join(more)}</details>"))
+    aliases = "".join(f" <code>@{escape(a)}</code>" for a in v.aliases)
+    return card(f"<strong>{escape(v.name)}</strong> version <strong>{v.version}</strong>{aliases}", fields)
 
 
 def trust_html(v: ModelVersion) -> str:
@@ -133,6 +203,44 @@ def deployment_html(d: Deployment) -> str:
         rows.append(("auth", f"key required: <code>%keys {escape(d.name)}</code> (primary and secondary)"))
     rows.append(("updated", escape(when(d.updated_at))))
     return card(f"<strong>{escape(d.name)}</strong>", rows)
+
+
+def deploy_command(d: Deployment) -> str:
+    """The ``%deploy`` line that deploys ``d`` again as it was (model version, name, target, workers, options)."""
+    parts = [f"%deploy {d.model_name}:{d.model_version}"]
+    if d.name != d.model_name:
+        parts.append(f"--name {d.name}")
+    if d.target != "local":
+        parts.append(f"--target {d.target}")
+    if int(d.config.get("workers") or 1) > 1:
+        parts.append(f"--workers {d.config['workers']}")
+    if d.config.get("key_file"):
+        parts.append("--auth")
+    if d.config.get("isolated"):
+        parts.append("--isolated")
+    rate = d.config.get("sample_rate")
+    if d.config.get("collect"):
+        parts.append("--collect" if rate in (None, 1, 1.0) else f"--sample-rate {rate}")
+    return " ".join(parts)
+
+
+def not_serving(d: Deployment) -> str:
+    """Why a deployment that is not live cannot answer, since when, and the line that deploys it again.
+
+    ``d.updated_at`` is when its state was recorded: the undeploy, the failed start, or when it was found stopped.
+    """
+    since = when(d.updated_at)
+    again = f"Deploy it again with {deploy_command(d)}"
+    what = f"{d.model_name}:{d.model_version} on {d.target}"
+    if d.state == "deleted":
+        return f"Service {d.name!r} was undeployed on {since} (it served {what}). {again}."
+    if d.state == "stopped":
+        return (f"Service {d.name!r} is not running: its server stopped (found so on {since}; it served {what}). "
+                f"%logs {d.name} shows how it ended. {again}.")
+    if d.state == "failed":
+        return (f"Service {d.name!r} failed to start on {since} ({what}): %logs {d.name} shows why. Fix it, then "
+                f"{again[0].lower()}{again[1:]}.")
+    return f"Service {d.name!r} is {d.state} (since {since}; {what}). {again}."
 
 
 def deployments_html(items: Sequence[Deployment]) -> str:

@@ -16,7 +16,7 @@ from mlops_magics.errors import ConflictError, NotFoundError
 from mlops_magics.registry.artifacts import StagedArtifact
 from mlops_magics.registry.db import Database, stamp, utcnow
 from mlops_magics.registry.records import ArtifactFile, Deployment, Image, InferenceConfig, ModelVersion, frozen_mapping
-from mlops_magics.registry.refs import ModelRef, check_name, parse_ref, resolve
+from mlops_magics.registry.refs import ModelRef, check_name, close_names, listing, parse_ref, resolve
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -175,13 +175,24 @@ def set_deployment_state(database: Database, name: str, state: str) -> Deploymen
             "UPDATE deployments SET state = ?, updated_at = ? WHERE name = ?", [state, stamp(utcnow()), name]
         ).rowcount
         if not changed:
-            raise _no_deployment(db, name)
+            raise no_deployment(db, name)
         return deployments_where(db, "name = ?", [name])[0]
 
 
-def _no_deployment(db: sqlite_utils.Database, name: str) -> NotFoundError:
-    names = [d.name for d in deployments_where(db)]
-    return NotFoundError(f"No deployment named {name!r}. Deployments: {', '.join(names) or 'none'}.")
+def no_deployment(db: sqlite_utils.Database, name: str) -> NotFoundError:
+    """The error for a service name no deployment has: close names (live ones first), the live deployments with
+    their recorded states, then the undeployed ones, and how to deploy one."""
+    found = deployments_where(db)
+    live = [d.name for d in found if d.state != "deleted"]
+    gone = [d.name for d in found if d.state == "deleted"]
+    close = close_names(name, live)
+    hint = (f" Did you mean {' or '.join(map(repr, close))}?" if close else
+            "".join(f" Did you mean {c!r} (undeployed)?" for c in close_names(name, gone, n=1)))
+    states = listing([f"{d.name!r} ({d.state})" for d in found if d.state != "deleted"], quote=False)
+    listed = f" Deployments: {states or ('none running' if gone else 'none')}."
+    if gone:
+        listed += f" Undeployed: {listing(gone)}."
+    return NotFoundError(f"No deployment named {name!r}.{hint}{listed} Deploy one with %deploy MODEL --name {name}.")
 
 
 def deployments(database: Database) -> list[Deployment]:
@@ -195,7 +206,7 @@ def get_deployment(database: Database, name: str) -> Deployment:
     with database.read() as db:
         found = deployments_where(db, "name = ?", [name])
         if not found:
-            raise _no_deployment(db, name)
+            raise no_deployment(db, name)
         return found[0]
 
 

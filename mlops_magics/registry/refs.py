@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -158,17 +159,49 @@ def _quoted(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit - 5]}...' ({len(str(value)):,} characters)"
 
 
+# -- suggestions for names that are not found -------------------------------------------------
+
+#: Names a "not found" message lists at most (the rest are counted).
+LISTED_NAMES = 20
+
+
+def close_names(value: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``value`` (difflib's ratio of at least 0.6), best first; none when it is long.
+
+    Every name lookup suggests from here, so that a typo gets the same help wherever it is made.
+    """
+    if not isinstance(value, str) or len(value) > 200:  # hostile input stays cheap
+        return []
+    pool = [c for c in dict.fromkeys(candidates) if c != value]
+    close = difflib.get_close_matches(value, pool, n=n)
+    if not close:  # 'IRIS' for 'iris': difflib's ratio is case-sensitive
+        lowered = {c.lower(): c for c in pool}
+        close = [lowered[c] for c in difflib.get_close_matches(value.lower(), list(lowered), n=n)]
+    return close
+
+
+def did_you_mean(value: str, candidates: Iterable[str], n: int = 3) -> str:
+    """``" Did you mean 'iris'?"`` for the names close to ``value`` (:func:`close_names`); ``""`` when none is."""
+    close = close_names(value, candidates, n)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def listing(names: Iterable[str], limit: int = LISTED_NAMES, *, quote: bool = True) -> str:
+    """``"'a', 'b', 'c'"``: at most ``limit`` names (quoted unless ``quote`` is false), then how many more."""
+    items = list(names)
+    shown = ", ".join(repr(n) if quote else n for n in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 # -- which version a reference names ------------------------------------------------------------
 
 
 def no_model(db: sqlite_utils.Database, name: str) -> NotFoundError:
     """The error for a model name the registry does not hold: close matches, and what it holds."""
     names = [r[0] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
-    close = difflib.get_close_matches(name, names, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    listed = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
-    where = f"Registered: {listed}." if names else "The registry is empty."
-    return NotFoundError(f"No model named {name!r}.{hint} {where} Register it with %register VAR --name {name}.")
+    where = f"Registered: {listing(names)}." if names else "The registry is empty."
+    return NotFoundError(f"No model named {_quoted(name)}.{did_you_mean(name, names)} {where} Register it with "
+                         f"%register VAR --name {name}.")
 
 
 def resolve(db: sqlite_utils.Database, ref: ModelRef, as_of: datetime | None = None) -> int:
@@ -226,8 +259,8 @@ def resolve_alias(db: sqlite_utils.Database, name: str, alias: str, as_of: datet
     known = ", ".join(f"{a} -> {v}" for a, v in current) or "none"
     when = f" on {stamp(as_of)}" if as_of else ""
     raise NotFoundError(
-        f"Model {name!r} has no alias {alias!r}{when}. Aliases: {known}. "
-        f"Set it with %alias {name}:VERSION {alias}."
+        f"Model {name!r} has no alias {_quoted(alias)}{when}.{did_you_mean(alias, [a for a, _ in current])} "
+        f"Aliases: {known}. Set it with %alias {name}:VERSION {alias}."
     )
 
 

@@ -11,6 +11,7 @@ import importlib.metadata
 
 from mlops_magics.errors import NotFoundError
 from mlops_magics.registry import Registry
+from mlops_magics.registry.refs import did_you_mean
 from mlops_magics.targets.base import DeploymentTarget
 from mlops_magics.targets.local import LocalTarget
 
@@ -35,8 +36,8 @@ def get_target(name: str, registry: Registry) -> DeploymentTarget:
     if name in plugins:
         plugin: DeploymentTarget = plugins[name].load()(registry)
         return plugin
-    known = ", ".join(sorted({*BUILT_IN, *plugins}))
+    known = sorted({*BUILT_IN, *plugins})
     raise NotFoundError(
-        f"Unknown deployment target {name!r}. Targets: {known}. A plugin adds one with an entry point in the "
-        f"group {ENTRY_POINT_GROUP!r}."
+        f"Unknown deployment target {name!r}.{did_you_mean(name, known)} Targets: {', '.join(known)}. A plugin adds "
+        f"one with an entry point in the group {ENTRY_POINT_GROUP!r}."
     )
