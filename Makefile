@@ -7,7 +7,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cf
 # Docker tests use this base image (no registry is needed: `make docker-engine` builds it).
 export MLOPS_BASE_IMAGE ?= mlops-base:bookworm
 
-.PHONY: setup labextension peers quickstart test lint bench docker-engine
+.PHONY: setup labextension peers quickstart lab test lint bench docker-engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,13 @@ peers: setup
 docker-engine:
 	scripts/docker-engine.sh $(MLOPS_BASE_IMAGE)
 
+# The whole loop (train, register, ONNX, validate, deploy, score, drift, undeploy) in a registry of its own.
 quickstart: setup
 	$(BIN)/python examples/quickstart.py
+
+# JupyterLab with the MLOps sidebar, on 127.0.0.1, the notebooks folder open (root needs --allow-root).
+lab: setup
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: setup
 	$(BIN)/ruff check .

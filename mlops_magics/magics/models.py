@@ -103,27 +103,21 @@ class ModelMagics(MagicsBase):
         with user_errors():
             return api.get_model(args.ref, as_of=args.as_of)
 
-    @examples("%load_model iris:2                   # into the variable iris",
-              "%load_model iris@production --as clf")
+    @examples("%compare iris:1 iris:2                # side by side, iris:2 against iris:1",
+              "%compare iris@production iris:3 iris:4   # each against the production version")
     @magic_arguments()
     @argument("refs", nargs="+", metavar="REF",
               help="Two or more versions: NAME (latest), NAME:VERSION or NAME@ALIAS; the others are compared with the "
                    "first.")
     @line_magic
     def compare(self, line: str) -> Any:
-        """Compare versions side by side: metrics, signature diff, validation and profile results, size, latency.
-
-        Examples::
-
-            %compare iris:1 iris:2
-            %compare iris@production iris:3 iris:4
-            frame = %compare iris:1 iris:2
-            frame.to_dataframe()
-        """
+        """Compare versions side by side: metrics, signature diff, validation and profile results, size, latency."""
         args = self.parse(self.compare, line)
         with user_errors():
             return api.compare_models(args.refs)
 
+    @examples("%load_model iris:2                   # into the variable iris",
+              "%load_model iris@production --as clf")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--as", dest="var", metavar="VAR", help="Variable to bind (default: the model name as an identifier).")
