@@ -2,7 +2,8 @@
 
 One module per family of magics:
 
-- :mod:`~mlops_magics.api.models`: register, list, get, load, trust, alias, tag, delete, compare
+- :mod:`~mlops_magics.api.models`: register, list, get, load, trust, tag, delete, compare
+- :mod:`~mlops_magics.api.aliases`: point an alias at a version, remove it, its history
 - :mod:`~mlops_magics.api.authoring`: the entry script, its assets, the environment, a trial run
 - :mod:`~mlops_magics.api.images`: build contexts, images, Dockerfile steps
 - :mod:`~mlops_magics.api.deployments`: deploy, list, undeploy, logs, reload, update, call, keys
@@ -13,6 +14,13 @@ One module per family of magics:
 
 from __future__ import annotations
 
+from mlops_magics.api.aliases import (
+    AliasHistory,
+    AliasSet,
+    alias_history,
+    remove_alias,
+    set_alias,
+)
 from mlops_magics.api.authoring import (
     ScriptInfo,
     TrialResult,
@@ -45,9 +53,6 @@ from mlops_magics.api.images import (
     set_dockerfile_steps,
 )
 from mlops_magics.api.models import (
-    AliasHistory,
-    AliasSet,
-    alias_history,
     compare_models,
     delete_model,
     get_model,
@@ -56,9 +61,7 @@ from mlops_magics.api.models import (
     parse_moment,
     parse_tag_filters,
     register,
-    remove_alias,
     resolve_variable,
-    set_alias,
     tag_model,
     trust_model,
     variable_name_for,

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
 from mlops_magics import flavors, signature
-from mlops_magics.errors import InvalidInputError, MlopsError, NotFoundError, UntrustedModelError
+from mlops_magics.errors import InvalidInputError, NotFoundError, UntrustedModelError
 from mlops_magics.registry import (
-    AliasEvent,
     Lineage,
-    ModelRef,
     ModelVersion,
     ModelVersionList,
     Registry,
     comparison,
     lineage,
     or_default,
-    parse_ref,
 )
 from mlops_magics.registry.comparison import Comparison
 from mlops_magics.registry.metrics import metrics_argument
@@ -247,110 +243,6 @@ def trust_model(ref: str, *, revoke: bool = False, registry: Registry | None = N
         NotFoundError: no such version.
     """
     return or_default(registry).set_trust(ref, not revoke)
-
-
-@dataclass(frozen=True)
-class AliasSet:
-    """Where an alias points after :func:`set_alias`, shown in one line: ``iris@production -> iris:2 (was 1)``.
-
-    The version's card is one ``%model`` away (or ``.version`` here): re-printing it on every move buried the
-    notebook in signature JSON.
-    """
-
-    #: The version the alias points at now.
-    version: ModelVersion
-    alias: str
-    #: The version it pointed at before (None: the alias is new).
-    previous: int | None = None
-
-    @property
-    def ref(self) -> str:
-        """``NAME:VERSION`` of the version the alias points at."""
-        return self.version.ref
-
-    def __str__(self) -> str:
-        v = self.version
-        if self.previous is None:
-            moved = "new alias"
-        elif self.previous == v.version:
-            moved = "unchanged"
-        else:
-            moved = f"was {v.name}:{self.previous}"
-        return f"{v.name}@{self.alias} -> {v.ref} ({moved})"
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        return f"<code>{escape(str(self))}</code>"
-
-
-def set_alias(ref: str, alias: str, *, require_validation: bool = False,
-              registry: Registry | None = None) -> AliasSet:
-    """Point ``alias`` at a version, moving it if it is set; every move is recorded.
-
-    Args:
-        require_validation: gate the alias: from now on it only points at versions whose last validation
-            passed (see :func:`mlops_magics.validation.validate`).
-
-    Returns:
-        The version it points at now and the one before, shown in one line.
-
-    Raises:
-        ConflictError: the alias is gated and the version has not passed its validation.
-    """
-    reg = or_default(registry)
-    try:
-        previous: int | None = reg.get(ModelRef(parse_ref(ref).name, alias=alias)).version
-    except MlopsError:  # no such alias yet (or no such model: set_alias says so)
-        previous = None
-    return AliasSet(reg.set_alias(ref, alias, require_validation=require_validation), alias, previous)
-
-
-def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> str:
-    """Remove an alias from a model (recorded in its history); return the model's name.
-
-    Args:
-        name: the model: ``NAME``, or any reference to one of its versions (``NAME:VERSION``, ``NAME@ALIAS``).
-    """
-    model = parse_ref(name).name
-    or_default(registry).remove_alias(model, alias)
-    return model
-
-
-class AliasHistory(list[AliasEvent]):
-    """Alias moves, oldest first, shown as a table."""
-
-    def __repr__(self) -> str:
-        if not self:
-            return "No alias has been set."
-        return "\n".join(
-            f"{e.at.astimezone():%Y-%m-%d %H:%M:%S}  {e.name}@{e.alias} -> "
-            f"{'removed' if e.version is None else e.version}  by {e.by}"
-            for e in self
-        )
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        rows = "".join(
-            f"<tr><td>{e.at.astimezone():%Y-%m-%d %H:%M:%S}</td><td>{escape(e.alias)}</td>"
-            f"<td>{'removed' if e.version is None else e.version}</td><td>{escape(e.by)}</td></tr>"
-            for e in self
-        )
-        return ("<table><thead><tr><th>at</th><th>alias</th><th>version</th><th>by</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table>")
-
-
-def alias_history(name: str, alias: str | None = None, *, registry: Registry | None = None) -> AliasHistory:
-    """Every move of a model's aliases (or of one alias), oldest first.
-
-    Args:
-        name: the model: ``NAME``, or any reference to one of its versions (``NAME:VERSION``, ``NAME@ALIAS``).
-    """
-    return AliasHistory(or_default(registry).alias_history(parse_ref(name).name, alias))
 
 
 def tag_model(
