@@ -7,37 +7,35 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cf
 # Docker tests use this base image (no registry is needed: `make docker-engine` builds it).
 export MLOPS_BASE_IMAGE ?= mlops-base:bookworm
 
-.PHONY: setup labextension peers quickstart test lint bench docker-engine
+.PHONY: setup labextension peers quickstart lab test lint bench docker-engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip builds the project as any install route does (pyproject.toml: hatchling, whose build hook runs npm to build the
+# JupyterLab sidebar): the editable install puts the sidebar and the server extension's config in the venv itself.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing mlops-magics (editable) and its test tools into $(VENV); building the sidebar runs npm"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# an editable install skips data files: enable the server extension as installing the wheel does
-	install -D -m 644 jupyter-config/jupyter_server_config.d/mlops_magics.json \
-		$(VENV)/etc/jupyter/jupyter_server_config.d/mlops_magics.json
 	touch $@
 
-# The JupyterLab sidebar: TypeScript compiled by tsc and bundled by the JupyterLab extension builder (Node.js 20
-# and npm). The build lands in mlops_magics/labextension (a wheel ships it as share/jupyter/labextensions/...);
-# an editable install does not, so it is copied into the venv as installing the wheel would.
+# Rebuilding the sidebar after an edit of labextension/ (set-up built it): TypeScript compiled by tsc and bundled by
+# the JupyterLab extension builder (Node.js 20 and npm) into mlops_magics/labextension, then copied into the venv as
+# installing the package does.
 LABEXT := mlops_magics/labextension
 LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json $(wildcard labextension/src/*.ts labextension/style/*)
 
 # `npm ci` refuses this lock (it lacks entries for rspack's optional binaries of other platforms); `npm install`
-# takes the locked versions and leaves the lock as it is.
-labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+# takes the locked versions and leaves the lock as it is (a few seconds when node_modules is up to date).
+$(LABEXT)/package.json: $(LABEXT_SOURCES) labextension/package-lock.json | $(VENV)/.installed
 	cd labextension && npm install --no-audit --no-fund --loglevel=error
-	touch $@
-
-$(LABEXT)/package.json: $(LABEXT_SOURCES) labextension/node_modules/.installed $(VENV)/.installed
 	rm -rf $(LABEXT) labextension/lib labextension/tsconfig.tsbuildinfo
 	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build --silent
 	rm -rf $(VENV)/share/jupyter/labextensions/mlops-magics
 	mkdir -p $(VENV)/share/jupyter/labextensions
 	cp -r $(LABEXT) $(VENV)/share/jupyter/labextensions/mlops-magics
+	cp labextension/install.json $(VENV)/share/jupyter/labextensions/mlops-magics/
 
 labextension: $(LABEXT)/package.json
 
@@ -51,8 +49,13 @@ peers: setup
 docker-engine:
 	scripts/docker-engine.sh $(MLOPS_BASE_IMAGE)
 
+# The whole loop (train, register, ONNX, validate, deploy, score, drift, undeploy) in a registry of its own.
 quickstart: setup
 	$(BIN)/python examples/quickstart.py
+
+# JupyterLab with the MLOps sidebar, on 127.0.0.1, the notebooks folder open (root needs --allow-root).
+lab: setup
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -47,6 +47,25 @@ def test_a_logistic_regression_converts_agrees_and_is_timed(registry: Registry, 
     assert "data:image/png;base64," in html and "<table" in html
 
 
+def test_a_model_fitted_on_a_numeric_dataframe_converts_as_one_tensor(registry: Registry) -> None:
+    """A plain estimator fitted on named numeric columns (the quickstart's model) takes them as one tensor."""
+    import warnings
+
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    mm.register(model, "iris", sample=X[:5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the original is timed and checked on the frame: no feature-name warning
+        report = mm.to_onnx("iris", data=X, budget=0.05)
+    _check_registered(registry, report, "iris:1")
+    assert report.parity.label_agreement == 1.0 and report.parity.rows == 150
+    onnx_model = mm.load_model(report.registered)
+    assert [i.name for i in onnx_model.graph.input] == ["X"]
+
+
 @pytest.mark.parametrize("kind", ["forest", "boosting"])
 def test_tree_ensembles_convert_with_full_label_agreement(registry: Registry, forest_data: Any, kind: str) -> None:
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier

@@ -118,7 +118,14 @@ def _convert(model: Any, sample: Any, opset: int | None) -> tuple[Any, str]:
         try:
             proto = skl2onnx.to_onnx(model, sample, target_opset=opset, options=options)
         except Exception as exc:  # noqa: BLE001 - skl2onnx raises any type for what it cannot convert
-            raise ConversionError(_unsupported(model, exc)) from None
+            # A frame gives one input per column, which a column transformer needs; a model fitted on numeric
+            # columns whose first step takes one matrix (a plain estimator, a scaler) takes them as one tensor.
+            if not (_frame_like(sample) and all(kind in "fiub" for kind in sample.dtypes.map(lambda d: d.kind))):
+                raise ConversionError(_unsupported(model, exc)) from None
+            try:
+                proto = skl2onnx.to_onnx(model, sample.to_numpy(np.float32), target_opset=opset, options=options)
+            except Exception:  # noqa: BLE001
+                raise ConversionError(_unsupported(model, exc)) from None
         return proto, f"skl2onnx {skl2onnx.__version__}"
     if module in ("lightgbm", "xgboost"):
         try:
