@@ -1,0 +1,52 @@
+"""A notebook's checked output must hold on any machine: the checks of notebook 05's profile, run against what a
+quiet machine with Docker and a busy one without it give, print what the notebook stores."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_magics.profiling.profile import ProfileReport, recommend
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_validate_and_profile.ipynb"
+
+
+def _configuration(cpu: float, memory: float, p95: float, success: float) -> dict[str, Any]:
+    return {"requestedCpu": cpu, "requestedMemoryInGB": memory, "maxUtilizedCpu": cpu * 0.9,
+            "maxUtilizedMemoryInGB": 0.08, "averageLatencyInMs": p95 / 2, "latencyPercentile50InMs": p95 / 2,
+            "latencyPercentile95InMs": p95, "latencyPercentile99InMs": p95 * 1.5, "measuredQueriesPerSecond": 500.0,
+            "successRate": success, "totalQueries": 1000, "runs": []}
+
+
+def _report(*configurations: dict[str, Any], limits: bool = True) -> ProfileReport:
+    return recommend("cancer:1", "docker" if limits else "local", limits, (1, 4), 2.0, 200.0, list(configurations),
+                     {}, [])
+
+
+def _checked_cell() -> tuple[str, str]:
+    """The source and stored output of the cell that checks the profile report."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    (cell,) = [c for c in cells if c["cell_type"] == "code" and "report.configurations" in "".join(c["source"])
+               and "NBVAL_IGNORE_OUTPUT" not in "".join(c["source"])]
+    return "".join(cell["source"]), "".join("".join(o.get("text", "")) for o in cell["outputs"])
+
+
+@pytest.mark.parametrize("report", [
+    _report(_configuration(0.5, 0.5, 21.4, 1.0), _configuration(1.0, 1.0, 2.8, 1.0)),  # quiet, Docker
+    # busy, no Docker: one request of the first configuration timed out, the second missed the objective
+    _report(_configuration(0.5, 0.5, 950.0, 0.997), _configuration(1.0, 1.0, 420.0, 1.0), limits=False),
+    # a configuration that could not be deployed at all
+    _report({**_configuration(0.5, 0.5, math.nan, 0.0), "totalQueries": 0}, _configuration(1.0, 1.0, 30.0, 1.0)),
+], ids=["quiet-docker", "busy-local", "one-failed"])
+def test_the_profile_checks_print_the_stored_output_whatever_the_load(report: ProfileReport) -> None:
+    source, stored = _checked_cell()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(source, {"report": report})
+    assert printed.getvalue() == stored
