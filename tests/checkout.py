@@ -12,6 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: What builds, installs and runs leave in a checkout (left out of a copy made without git).
+BUILT = (".git", ".venv", ".bench", ".mlops-quickstart", "node_modules", "lib", "build", "dist", "__pycache__",
+         "*.egg-info", "*.tsbuildinfo", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".ipynb_checkpoints",
+         ".hypothesis", ".import_linter_cache")
+
 #: Seconds a pip install of the project may take: the build hook may run npm install and the sidebar's build.
 INSTALL_TIMEOUT = 540
 
@@ -23,13 +28,17 @@ def clean_copy(dest: Path, *, with_built_sidebar: bool = False) -> Path:
     ``with_built_sidebar``: then ``mlops_magics/labextension`` comes too, times kept, so that the build hook finds
     it up to date and runs no npm.
     """
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                            check=True, timeout=60).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file() and not source.is_symlink():  # a node_modules link is no source
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    if shutil.which("git") and (ROOT / ".git").exists():
+        listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                                capture_output=True, check=True, timeout=60).stdout.decode()
+        for name in filter(None, listed.split("\0")):
+            source = ROOT / name
+            if source.is_file() and not source.is_symlink():  # a node_modules link is no source
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / name)
+    else:  # not a git checkout (an unpacked sdist): everything but what builds and runs leave behind
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*BUILT))
+        shutil.rmtree(dest / "mlops_magics" / "labextension", ignore_errors=True)
     built = ROOT / "mlops_magics" / "labextension"
     if with_built_sidebar and built.is_dir():
         shutil.copytree(built, dest / "mlops_magics" / "labextension")
