@@ -7,37 +7,35 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cf
 # Docker tests use this base image (no registry is needed: `make docker-engine` builds it).
 export MLOPS_BASE_IMAGE ?= mlops-base:bookworm
 
-.PHONY: setup labextension peers quickstart lab test lint bench docker-engine
+.PHONY: setup labextension peers quickstart lab test test-without-docker lint bench docker-engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip builds the project as any install route does (pyproject.toml: hatchling, whose build hook runs npm to build the
+# JupyterLab sidebar): the editable install puts the sidebar and the server extension's config in the venv itself.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing mlops-magics (editable) and its test tools into $(VENV); building the sidebar runs npm"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# an editable install skips data files: enable the server extension as installing the wheel does
-	install -D -m 644 jupyter-config/jupyter_server_config.d/mlops_magics.json \
-		$(VENV)/etc/jupyter/jupyter_server_config.d/mlops_magics.json
 	touch $@
 
-# The JupyterLab sidebar: TypeScript compiled by tsc and bundled by the JupyterLab extension builder (Node.js 20
-# and npm). The build lands in mlops_magics/labextension (a wheel ships it as share/jupyter/labextensions/...);
-# an editable install does not, so it is copied into the venv as installing the wheel would.
+# Rebuilding the sidebar after an edit of labextension/ (set-up built it): TypeScript compiled by tsc and bundled by
+# the JupyterLab extension builder (Node.js 20 and npm) into mlops_magics/labextension, then copied into the venv as
+# installing the package does.
 LABEXT := mlops_magics/labextension
 LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json $(wildcard labextension/src/*.ts labextension/style/*)
 
 # `npm ci` refuses this lock (it lacks entries for rspack's optional binaries of other platforms); `npm install`
-# takes the locked versions and leaves the lock as it is.
-labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+# takes the locked versions and leaves the lock as it is (a few seconds when node_modules is up to date).
+$(LABEXT)/package.json: $(LABEXT_SOURCES) labextension/package-lock.json | $(VENV)/.installed
 	cd labextension && npm install --no-audit --no-fund --loglevel=error
-	touch $@
-
-$(LABEXT)/package.json: $(LABEXT_SOURCES) labextension/node_modules/.installed $(VENV)/.installed
 	rm -rf $(LABEXT) labextension/lib labextension/tsconfig.tsbuildinfo
 	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build --silent
 	rm -rf $(VENV)/share/jupyter/labextensions/mlops-magics
 	mkdir -p $(VENV)/share/jupyter/labextensions
 	cp -r $(LABEXT) $(VENV)/share/jupyter/labextensions/mlops-magics
+	cp labextension/install.json $(VENV)/share/jupyter/labextensions/mlops-magics/
 
 labextension: $(LABEXT)/package.json
 
@@ -69,6 +67,14 @@ lint: setup
 test: lint peers
 	$(BIN)/python -m pytest $(NBVAL) tests notebooks; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# What a machine without a Docker engine does differently (CI runs it before it installs one): the Docker tests
+# skip, saying why, and the notebooks fall back to local processes (a run with Docker alone once hid a failure).
+NO_DOCKER := DOCKER_HOST=unix:///nonexistent MLOPS_REQUIRE_DOCKER=
+
+test-without-docker: setup
+	$(NO_DOCKER) $(BIN)/python -m pytest -m docker tests
+	$(NO_DOCKER) $(BIN)/python -m pytest $(NBVAL) notebooks
 
 bench: setup
 	$(BIN)/python benchmarks/registry.py
