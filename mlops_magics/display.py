@@ -29,6 +29,13 @@ def when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def clock(moment: datetime) -> str:
+    """A recent moment as local 'HH:MM:SS', with the date in front when it is not today."""
+    local = moment.astimezone()
+    same_day = local.date() == datetime.now().astimezone().date()
+    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """An HTML table with a column per key of the first row (a note when there is no row)."""
     if not rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from mlops_magics.authoring import score_script
 from mlops_magics.errors import InvalidInputError, NotFoundError
 from mlops_magics.registry import Registry
 from mlops_magics.registry.db import referenced
+from mlops_magics.registry.migrations import SCHEMA_VERSION
+from tests.schema import roll_back
 
 GOOD = "import json\n\ndef init():\n    pass\n\ndef run(data):\n    return json.loads(data)\n"
 
@@ -105,8 +108,11 @@ def test_the_cell_magic_saves_checks_and_generates(ip: Any, iris_lr: Any, iris: 
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     ip.user_ns.update(clf=iris_lr, X=iris[0])
     ip.run_line_magic("register", "clf --name iris --sample X[:3]")
-    config = ip.run_cell_magic("score_script", "iris", GOOD)
-    assert config.script == GOOD and "7 lines" in repr(config)
+    capsys.readouterr()
+    assert ip.run_cell_magic("score_script", "iris", GOOD) is None  # says what it saved, returns nothing to show
+    assert capsys.readouterr().out == ("Saved a 7-line entry script for every version of iris; no live deployment "
+                                       "serves it yet (%deploy iris serves it).\n")
+    assert api.entry_script("iris") == (GOOD, False)
     with pytest.raises(UsageError, match=r"cell line 2: import 'nope_pkg' cannot be resolved"):
         ip.run_cell_magic("score_script", "iris", "import nope_pkg\n" + GOOD)
     capsys.readouterr()
@@ -114,11 +120,40 @@ def test_the_cell_magic_saves_checks_and_generates(ip: Any, iris_lr: Any, iris: 
     assert ip.rl_next_input.startswith("%%score_script iris\n") and "def run(raw_data):" in ip.rl_next_input
     said = capsys.readouterr().out  # what was generated, and that the saved script stays until the cell runs
     assert said.startswith("Generated a default entry script for iris:1 into the next cell; run that cell to save")
-    assert "It is not saved: iris:1 still uses its saved script (7 lines, saved from a %%score_script cell)" in said
+    assert re.search(r"It is not saved: iris:1 still uses its saved script \(7 lines, saved at \d\d:\d\d:\d\d\)", said)
     ip.run_line_magic("score_script", "iris")
     shown = capsys.readouterr().out
-    assert shown.startswith("# entry script for iris:1: saved from a %%score_script cell\n"
-                            "# no live deployment serves it\n" + GOOD)
+    assert re.fullmatch(r"# entry script for iris:1: saved at \d\d:\d\d:\d\d\n# no live deployment serves it\n",
+                        shown[:-len(GOOD) - 1]) and shown.endswith(GOOD + "\n")
+
+
+def test_the_shown_script_says_which_cell_saved_it_and_when(ip: Any, iris_lr: Any,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name cells")
+    ip.user_ns["__session__"] = "/work/notebooks/author.ipynb"
+    saving = ip.run_cell("%%score_script cells:1\n" + GOOD, store_history=True)
+    assert saving.success
+    said = capsys.readouterr().out
+    assert "Saved a 7-line entry script for cells:1; no live deployment serves it yet" in said
+    ip.run_line_magic("score_script", "cells")
+    head = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(rf"# entry script for cells:1: saved from cell \[{saving.execution_count}\] of author\.ipynb "
+                        r"at \d\d:\d\d:\d\d", head), head
+    mm.set_score_script("cells:1", GOOD)  # saved again from Python: no cell, a new time
+    shown = repr(api.script_info("cells:1")).splitlines()[0]
+    assert re.fullmatch(r"# entry script for cells:1: saved at \d\d:\d\d:\d\d", shown)
+
+
+def test_a_registry_from_before_script_origins_keeps_its_scripts(home: Path, iris_lr: Any) -> None:
+    registry = Registry(home)
+    mm.register(iris_lr, "old", registry=registry)
+    mm.set_score_script("old", GOOD, line_offset=1, registry=registry)
+    registry.close()
+    conn = roll_back(home / "registry.db", 8)
+    info = api.script_info("old", registry=Registry(home))
+    assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION == 9
+    assert (info.source, info.origin) == (GOOD, "saved")  # when and where: not known
 
 
 def test_generate_without_a_saved_script_says_the_default_serves(ip: Any, iris_lr: Any,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from mlops_magics import cli
 from mlops_magics.errors import ConflictError, NotFoundError
 from mlops_magics.registry import Registry
 from mlops_magics.targets.process import process_tree
+from tests.schema import roll_back
 
 pytestmark = pytest.mark.serve
 
@@ -117,12 +117,7 @@ def test_keys_stored_in_the_database_by_an_older_version_move_to_private_files(h
     reg.record_deployment("legacy", "legacy:1", target="local", state="running", url=None, config=config)
     reg.record_deployment("old", "legacy:1", target="local", state="deleted", url=None,
                           config={**config, "auth_key": "a-deleted-services-key-0123456789"})
-    conn = sqlite3.connect(home / "registry.db")
-    conn.execute("DELETE FROM _migrations WHERE id >= 7")  # as an older mlops-magics left it (schema 6)
-    conn.execute("DROP TABLE measured_metrics")
-    conn.execute("ALTER TABLE versions DROP COLUMN metrics")
-    conn.commit()
-    conn.close()
+    roll_back(home / "registry.db", 6).close()  # as an older mlops-magics left it (schema 6)
     reg = Registry(home)
     legacy, old = reg.get_deployment("legacy"), reg.get_deployment("old")
     assert "auth_key" not in legacy.config and "auth_key" not in old.config

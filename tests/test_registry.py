@@ -22,6 +22,7 @@ from mlops_magics.errors import (
 )
 from mlops_magics.registry import Lineage, Registry
 from mlops_magics.registry.migrations import SCHEMA_VERSION
+from tests.schema import roll_back
 
 
 def test_versions_count_up_per_name_and_are_never_reused(registry: Registry, iris_lr: Any) -> None:
@@ -329,16 +330,7 @@ def test_a_long_listing_shows_the_first_rows_and_says_how_to_see_the_rest(regist
 
 def test_an_older_registry_is_migrated_in_place_keeping_its_versions(home: Path, iris_lr: Any) -> None:
     mm.register(iris_lr, "iris", registry=Registry(home))
-    conn = sqlite3.connect(home / "registry.db")  # roll the file back to schema version 1
-    conn.execute("DROP TABLE inference_configs")
-    conn.execute("DROP TABLE images")
-    conn.execute("DROP TABLE reports")
-    conn.execute("DROP TABLE alias_gates")
-    conn.execute("DROP TABLE measured_metrics")
-    for column in ("origin", "origin_path", "trusted_at", "trusted_by", "metrics"):
-        conn.execute(f"ALTER TABLE versions DROP COLUMN {column}")
-    conn.execute("DELETE FROM _migrations WHERE id > 1")
-    conn.commit()
+    conn = roll_back(home / "registry.db", 1)
     reg = Registry(home)
     assert [v.ref for v in reg.find()] == ["iris:1"]
     assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION

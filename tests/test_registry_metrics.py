@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from mlops_magics import api, payloads
 from mlops_magics.errors import InvalidInputError, NotFoundError
 from mlops_magics.registry import Registry
 from mlops_magics.registry.migrations import SCHEMA_VERSION
+from tests.schema import roll_back
 
 
 def test_registered_metrics_are_part_of_the_version(registry: Registry, iris_lr: Any) -> None:
@@ -110,13 +110,9 @@ def test_registered_metrics_survive_a_rebuild_from_the_manifests(registry: Regis
 
 def test_an_older_registry_gains_metrics_keeping_its_versions(home: Path, iris_lr: Any, iris: Any) -> None:
     mm.register(iris_lr, "iris", registry=Registry(home))
-    conn = sqlite3.connect(home / "registry.db")  # roll the file back to schema version 7
-    conn.execute("DROP TABLE measured_metrics")
-    conn.execute("ALTER TABLE versions DROP COLUMN metrics")
-    conn.execute("DELETE FROM _migrations WHERE id > 7")
-    conn.commit()
+    conn = roll_back(home / "registry.db", 7)
     reg = Registry(home)
-    assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION == 8
+    assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION
     old = reg.get("iris:1")
     assert dict(old.metrics) == {} and old.measured_metrics == ()
     mm.validate("iris:1", *iris, metrics=["accuracy"], registry=reg)

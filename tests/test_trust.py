@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from mlops_magics.errors import InvalidInputError, SerializationError, Untrusted
 from mlops_magics.payloads import version_json
 from mlops_magics.registry import Registry, cards, trust
 from mlops_magics.registry.db import current_user, utcnow
+from tests.schema import roll_back
 
 
 class _Payload:
@@ -355,12 +355,7 @@ def test_migration_6_trusts_what_was_saved_from_memory_and_not_what_came_from_a_
 ) -> None:
     mm.register(iris_lr, "iris", registry=Registry(home))
     mm.register(name="evil", path=evil, registry=Registry(home))
-    conn = sqlite3.connect(home / "registry.db")  # roll the file back to schema version 5
-    conn.execute("DROP TABLE measured_metrics")
-    for column in ("origin", "origin_path", "trusted_at", "trusted_by", "metrics"):
-        conn.execute(f"ALTER TABLE versions DROP COLUMN {column}")
-    conn.execute("DELETE FROM _migrations WHERE id > 5")
-    conn.commit()
+    roll_back(home / "registry.db", 5)
     reg = Registry(home)
     iris, bad = reg.get("iris:1"), reg.get("evil:1")
     assert (iris.origin, iris.trusted_by, iris.trusted_text) == ("object", iris.created_by, iris.created_text)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_magics import flavors, signature
+from mlops_magics import display, flavors, signature
 from mlops_magics.authoring import environment, score_script
 from mlops_magics.errors import InvalidInputError
 from mlops_magics.packaging import spec
@@ -35,6 +35,8 @@ def set_score_script(
     *,
     assets: Iterable[str | Path] = (),
     line_offset: int = 0,
+    notebook: str | None = None,
+    cell: int | None = None,
     registry: Registry | None = None,
 ) -> InferenceConfig:
     """Check an entry script and save it as the model's (``NAME``) or one version's script.
@@ -44,6 +46,8 @@ def set_score_script(
         source: the script; it is checked, never run in this process.
         assets: files or folders the script needs, copied beside it in deployments.
         line_offset: lines above the script in its cell, so problems name cell lines.
+        notebook, cell: where it is saved from (the magic passes the notebook and the cell's ``In[n]`` number),
+            recorded with the time so that :func:`script_info` can say which script is live.
 
     Raises:
         InvalidInputError: the script cannot be served; every problem is listed with its cell line.
@@ -53,14 +57,15 @@ def set_score_script(
     reg = or_default(registry)
     name, version = _scope(reg, ref)
     bundle = list(assets)
+    origin = {key: value for key, value in (("notebook", notebook), ("cell", cell)) if value is not None}
     if not bundle:
-        reg.set_inference(name, version, script=source, script_line_offset=line_offset)
+        reg.set_inference(name, version, script=source, script_line_offset=line_offset, script_from=origin)
     else:
         with reg.artifacts.stage() as staging:
             for item in bundle:
                 flavors.save_path(Path(item).expanduser(), staging.folder, "files")
             reg.set_inference(name, version, script=source, script_line_offset=line_offset,
-                              assets=staging.finish())
+                              assets=staging.finish(), script_from=origin)
     return reg.inference(reg.get(ref))
 
 
@@ -83,17 +88,24 @@ class ScriptInfo:
     source: str
     #: True: no script is saved, deployments use the generated default.
     generated: bool
-    #: True: saved from a notebook cell (``%%score_script``); False: saved from Python, or generated.
-    from_cell: bool
     #: (service, True when it serves this very script, since when) for each live deployment of the version.
     served_by: tuple[tuple[str, bool, str], ...] = field(default=())
+    #: When it was saved (local time, the date too when not today), and from which notebook and cell, where known.
+    saved_at: str | None = None
+    notebook: str | None = None
+    cell: int | None = None
+    #: What the reference configures, in words: "every version of iris" for a bare name, else the version.
+    scope: str = ""
 
     @property
     def origin(self) -> str:
-        """Where the script comes from, in words."""
+        """Where the script comes from, in words: the cell and notebook it was saved from, and when (where known)."""
         if self.generated:
             return "the generated default (no script saved yet)"
-        return "saved from a %%score_script cell" if self.from_cell else "saved with set_score_script()"
+        where = f" from cell [{self.cell}]" if self.cell is not None else ""
+        if self.notebook:
+            where += f" {'of' if where else 'from'} {Path(self.notebook).name}"
+        return f"saved{where}" + (f" at {self.saved_at}" if self.saved_at else "")
 
     def serving(self) -> str:
         """Which live services serve this script, and which still serve an older one ('' when none is live)."""
@@ -101,6 +113,12 @@ class ScriptInfo:
                  f"{name} serves an older script (since {since}): %reload {name} to serve this one"
                  for name, same, since in self.served_by]
         return "; ".join(parts)
+
+    def saved_note(self) -> str:
+        """What a ``%%score_script`` cell says once it saved the script: for what, its size, and who serves it."""
+        serving = self.serving() or f"no live deployment serves it yet (%deploy {self.ref.split(':')[0]} serves it)"
+        lines = len(self.source.splitlines())
+        return f"Saved a {lines}-line entry script for {self.scope or self.ref}; {serving}."
 
     def generated_note(self) -> str:
         """What ``%score_script NAME --generate`` says: what was generated, and whether anything is saved."""
@@ -129,8 +147,12 @@ def script_info(ref: str, *, registry: Registry | None = None) -> ScriptInfo:
     digest = hashlib.sha256(source.encode()).hexdigest()
     served = tuple((d.name, d.config.get("script_sha256") == digest, serving_since(d)) for d in reg.deployments()
                    if d.is_live and (d.model_name, d.model_version) == (version.name, version.version))
-    offset = reg.inference(version).script_line_offset
-    return ScriptInfo(version.ref, source, generated, not generated and offset is not None, served)
+    config = reg.inference(version)
+    saved_at = display.clock(config.script_saved_at) if config.script_saved_at and not generated else None
+    return ScriptInfo(version.ref, source, generated, served, saved_at=saved_at,
+                      notebook=None if generated else config.script_notebook,
+                      cell=None if generated else config.script_cell,
+                      scope=f"every version of {version.name}" if _scope(reg, ref)[1] == 0 else version.ref)
 
 
 def set_environment(

@@ -35,8 +35,13 @@ class AuthoringMagics(MagicsBase):
         args = self.parse(self.score_script, line)
         with user_errors():
             if cell is not None:
-                saved = api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1)
-                return api.try_score_script(args.ref) if args.test else saved
+                here = self.provenance()
+                api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1, notebook=here.notebook,
+                                     cell=here.cell_execution_count)
+                if args.test:
+                    return api.try_score_script(args.ref)
+                print(api.script_info(args.ref).saved_note())
+                return None
             if args.test:
                 return api.try_score_script(args.ref)
             info = api.script_info(args.ref)

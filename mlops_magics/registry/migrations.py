@@ -210,6 +210,12 @@ def _metrics(db: sqlite_utils.Database) -> None:
     )
 
 
+def _script_origin(db: sqlite_utils.Database) -> None:
+    # When an entry script was saved and from where (a notebook and its cell number), so that "which script is
+    # live?" has an answer: JSON {"saved_at", "notebook", "cell"}, set with the script and cleared with it.
+    db.execute("ALTER TABLE inference_configs ADD COLUMN script_origin TEXT")
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
@@ -221,6 +227,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (6, "where each version came from (an object or a path) and who trusted it to be loaded, when", _trust),
     (7, "deployment keys out of the database, into 0600 files under secrets/", _keys_out_of_the_database),
     (8, "metrics: given at registration (part of the version) and measured later (with their source)", _metrics),
+    (9, "when an entry script was saved, and from which notebook cell", _script_origin),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

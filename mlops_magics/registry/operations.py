@@ -35,34 +35,37 @@ KEEP = Keep()
 
 def set_inference(database: Database, name: str, version: int, *, script: str | Keep | None,
                   script_line_offset: int | None, environment: Mapping[str, Any] | Keep | None,
-                  assets: StagedArtifact | Keep | None, dockerfile_steps: str | Keep | None) -> None:
+                  assets: StagedArtifact | Keep | None, dockerfile_steps: str | Keep | None,
+                  script_from: Mapping[str, Any] | None = None) -> None:
     """Store part of a model's inference configuration (see :meth:`Registry.set_inference`)."""
     with database.write() as db:
         resolve(db, ModelRef(check_name(name), version=version or None))
-        row = db.execute("SELECT script, script_line_offset, environment, assets, dockerfile_steps "
+        row = db.execute("SELECT script, script_line_offset, script_origin, environment, assets, dockerfile_steps "
                          "FROM inference_configs WHERE name = ? AND version = ?",
-                         [name, version]).fetchone() or (None,) * 5
+                         [name, version]).fetchone() or (None,) * 6
         values = list(row)
+        now = stamp(utcnow())
         if not isinstance(script, Keep):
-            values[0:2] = [script, script_line_offset]
+            origin = None if script is None else json.dumps({"saved_at": now, **(script_from or {})}, sort_keys=True)
+            values[0:3] = [script, script_line_offset, origin]
         if not isinstance(environment, Keep):
-            values[2] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
+            values[3] = None if environment is None else json.dumps(dict(environment), sort_keys=True)
         if not isinstance(assets, Keep):
             if assets is not None and not database.artifacts.path(assets.digest).exists():
                 transaction = database.transaction()
                 transaction.on_rollback(lambda: database.artifacts.unpublish(assets.digest))
                 database.artifacts.publish(assets, transaction.journal())
-            values[3] = None if assets is None else json.dumps(
+            values[4] = None if assets is None else json.dumps(
                 {"sha256": assets.digest, "files": [[f.path, f.size, f.sha256] for f in assets.files]})
         if not isinstance(dockerfile_steps, Keep):
-            values[4] = dockerfile_steps or None
+            values[5] = dockerfile_steps or None
         db.execute(
-            "INSERT INTO inference_configs (name, version, script, script_line_offset, environment, assets, "
-            "dockerfile_steps, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) DO UPDATE "
-            "SET script = excluded.script, script_line_offset = excluded.script_line_offset, "
-            "environment = excluded.environment, assets = excluded.assets, "
+            "INSERT INTO inference_configs (name, version, script, script_line_offset, script_origin, environment, "
+            "assets, dockerfile_steps, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name, version) "
+            "DO UPDATE SET script = excluded.script, script_line_offset = excluded.script_line_offset, "
+            "script_origin = excluded.script_origin, environment = excluded.environment, assets = excluded.assets, "
             "dockerfile_steps = excluded.dockerfile_steps, updated_at = excluded.updated_at",
-            [name, version, *values, stamp(utcnow())],
+            [name, version, *values, now],
         )
 
 
@@ -70,15 +73,16 @@ def inference(database: Database, version: ModelVersion) -> InferenceConfig:
     """The inference configuration that applies to ``version``: its own fields over the model's."""
     with database.read() as db:
         rows = {r[0]: r[1:] for r in db.execute(
-            "SELECT version, script, script_line_offset, environment, assets, dockerfile_steps "
+            "SELECT version, script, script_line_offset, script_origin, environment, assets, dockerfile_steps "
             "FROM inference_configs WHERE name = ? AND version IN (0, ?)", [version.name, version.version])}
-    merged: list[Any] = [None, None, None, None, None]
+    merged: list[Any] = [None] * 6
     for source in (rows.get(0), rows.get(version.version)):
         if source is not None:
-            if source[0] is not None:  # a script and its line offset go together
-                merged[0:2] = source[0:2]
-            merged[2:] = [new if new is not None else old for old, new in zip(merged[2:], source[2:], strict=True)]
-    script, offset, environment, assets, steps = merged
+            if source[0] is not None:  # a script, its line offset and its origin go together
+                merged[0:3] = source[0:3]
+            merged[3:] = [new if new is not None else old for old, new in zip(merged[3:], source[3:], strict=True)]
+    script, offset, origin, environment, assets, steps = merged
+    saved = json.loads(origin) if origin is not None else {}
     return InferenceConfig(
         script=script,
         script_line_offset=offset,
@@ -86,6 +90,9 @@ def inference(database: Database, version: ModelVersion) -> InferenceConfig:
         assets_sha256=None if assets is None else json.loads(assets)["sha256"],
         asset_files=() if assets is None else tuple(ArtifactFile(*f) for f in json.loads(assets)["files"]),
         dockerfile_steps=steps,
+        script_saved_at=datetime.fromisoformat(saved["saved_at"]) if "saved_at" in saved else None,
+        script_notebook=saved.get("notebook"),
+        script_cell=saved.get("cell"),
     )
 
 

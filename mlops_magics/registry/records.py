@@ -331,6 +331,11 @@ class InferenceConfig:
     asset_files: tuple[ArtifactFile, ...] = ()
     #: Dockerfile instructions added after the base image (system packages...).
     dockerfile_steps: str | None = None
+    #: When the script was saved (None: no script, or saved before the registry recorded it).
+    script_saved_at: datetime | None = None
+    #: The notebook and the ``In[n]`` number of the cell it was saved from, where known.
+    script_notebook: str | None = None
+    script_cell: int | None = None
 
     def __repr__(self) -> str:
         script = f"{len(self.script.splitlines())} lines" if self.script is not None else "default"

@@ -191,16 +191,19 @@ class Registry(Database):
         environment: Mapping[str, Any] | Keep | None = KEEP,
         assets: StagedArtifact | Keep | None = KEEP,
         dockerfile_steps: str | Keep | None = KEEP,
+        script_from: Mapping[str, Any] | None = None,
     ) -> None:
         """Store part of a model's inference configuration (``version=0``: for every version).
 
-        Fields left as ``KEEP`` are unchanged; ``None`` clears one.
+        Fields left as ``KEEP`` are unchanged; ``None`` clears one. A script is stored with the time it was saved and
+        ``script_from`` (``{"notebook": ..., "cell": n}``: where it was saved from, when known).
 
         Raises:
             NotFoundError: the model (or that version) does not exist.
         """
         operations.set_inference(self, name, version, script=script, script_line_offset=script_line_offset,
-                                  environment=environment, assets=assets, dockerfile_steps=dockerfile_steps)
+                                  environment=environment, assets=assets, dockerfile_steps=dockerfile_steps,
+                                  script_from=script_from)
 
     def inference(self, version: records.ModelVersion) -> records.InferenceConfig:
         """The inference configuration that applies to ``version``: its own fields over the model's."""
