@@ -1,0 +1,140 @@
+"""The Kubernetes target's objects, without a cluster: settings (ours and Azure's AKS names), names, and the
+manifests validated against Kubernetes' own schemas (1.25 to 1.37, strict) with kubernetes-validate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+import mlops_magics as mm
+from mlops_magics.errors import InvalidInputError
+from mlops_magics.packaging.spec import DeploySpec, deploy_spec
+from mlops_magics.registry import Registry
+from mlops_magics.targets.kube import manifests
+from mlops_magics.targets.kube.manifests import Layout
+from mlops_magics.targets.kube.settings import AKS_NAMES, KubeSettings, autoscale_bounds, settings
+
+VERSIONS = [f"1.{minor}.0" for minor in range(25, 38)]
+
+
+@pytest.fixture
+def spec(registry: Registry, iris_lr: Any) -> DeploySpec:
+    mm.register(iris_lr, "Iris_Model.v2", registry=registry)
+    return deploy_spec(registry, "Iris_Model.v2", "Iris_Model.v2:1", auth=True, collect=True, workers=2)
+
+
+def layout(**changes: Any) -> Layout:
+    values: dict[str, Any] = {"image": "mlops/iris:1-0123456789ab", "port": 5001, "uid": 1000, "gid": 1000,
+                              "host_data": "/home/me/.mlops/deployments/iris/volume/data", "keys_digest": "ab" * 32}
+    return Layout(**{**values, **changes})
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("how", [
+    {"autoscale": True, "min_replicas": 1, "max_replicas": 4, "cpu_limit": 1, "memory_gb_limit": 1},
+    {"network": "host", "replicas": 2, "port": 41001},
+    {"data_volume": "none", "read_only_root": False},
+    {"storage_class": "azurefile-csi", "autoscale": True},
+], ids=["autoscaled-pod-network", "host-network", "no-volume", "claim"])
+def test_every_manifest_validates_strictly_for_kubernetes_1_25_to_1_37(spec: DeploySpec, version: str,
+                                                                       how: dict[str, Any]) -> None:
+    chosen = settings(how)
+    objects = manifests.manifests(spec, chosen, layout(port=chosen.port or 5001), keys=("k1" * 16, "k2" * 16))
+    assert [o["kind"] for o in objects][:2] == ["Namespace", "Secret"]
+    for body in objects:
+        kubernetes_validate.validate(body, version, strict=True)  # raises on any unknown or wrong field
+
+
+def test_an_hpa_for_a_cluster_without_autoscaling_v2_validates_as_v2beta2(spec: DeploySpec) -> None:
+    hpa = manifests.autoscaler(spec, settings({"autoscale": True}), layout(hpa_api="autoscaling/v2beta2"))
+    kubernetes_validate.validate(hpa, "1.25.0", strict=True)  # 1.25 is the last to serve v2beta2
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(hpa, "1.26.0", strict=True)
+
+
+def test_names_and_labels_are_what_kubernetes_accepts_and_stay_distinct() -> None:
+    assert manifests.object_name("iris") == "iris"
+    changed = manifests.object_name("Iris_Model.v2")
+    assert changed.startswith("iris-model-v2-") and len(changed) == len("iris-model-v2-") + 6
+    assert manifests.object_name("iris_model") != manifests.object_name("iris-model")
+    assert len(manifests.object_name("a" * 128)) <= 53
+    assert manifests.label_value("iris") == "iris" and len(manifests.label_value("x" * 128)) <= 63
+    assert manifests.label_value("model-") != "model-" and manifests.label_value("model-")[-1].isalnum()
+
+
+def test_the_pod_runs_unprivileged_and_keys_never_reach_the_environment_or_the_command_line(
+        spec: DeploySpec) -> None:
+    body = manifests.deployment(spec, settings({"auth": True}), layout())
+    pod = body["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    assert server["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "MLOPS_AUTH_KEY_FILE", "value": f"{manifests.KEYS}/keys"} in server["env"]
+    text = repr(body)
+    assert "k1k1" not in text and "--auth-key " not in " ".join(server["command"])
+    secret = manifests.secret(spec, settings(), ("k1" * 16, "k2" * 16))
+    assert secret["stringData"] == {"keys": "k1" * 16 + "\n" + "k2" * 16 + "\n"}
+    assert "stringData" not in manifests.secret(spec, settings(), None)  # what --dry-run writes: no key
+
+
+def test_rolling_updates_never_take_a_serving_pod_away_and_host_pods_declare_no_port(spec: DeploySpec) -> None:
+    body = manifests.deployment(spec, settings({"network": "host", "port": 41001}), layout(port=41001))
+    assert body["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    pod = body["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert pod["hostNetwork"] is True and "ports" not in server  # a declared host port would block the surge pod
+    assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 41001, "host": "127.0.0.1"}
+    assert server["command"][server["command"].index("--host") + 1] == "127.0.0.1"
+    assert pod["volumes"][1]["hostPath"]["path"].endswith("/deployments/iris/volume/data")
+    assert "--collect-dir" in server["command"]
+
+
+def test_the_autoscaler_owns_the_replica_count(spec: DeploySpec) -> None:
+    fixed = manifests.deployment(spec, settings({"replicas": 3}), layout())
+    scaled = manifests.deployment(spec, settings({"autoscale": True, "replicas": 3}), layout())
+    assert fixed["spec"]["replicas"] == 3 and "replicas" not in scaled["spec"]
+    hpa = manifests.autoscaler(spec, settings({"autoscale_min_replicas": 2, "autoscale_max_replicas": 5,
+                                               "autoscale_target_utilization": 60,
+                                               "autoscale_refresh_seconds": 15}), layout())
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert hpa["spec"]["behavior"]["scaleUp"]["policies"][0]["periodSeconds"] == 15
+
+
+def test_every_aks_setting_maps_to_one_of_ours() -> None:
+    ours = {f for f in KubeSettings.__dataclass_fields__}
+    assert {value for value in AKS_NAMES.values() if value is not None} <= ours
+    aks = settings({"num_replicas": 2, "cpu_cores": 0.5, "memory_gb": 1, "cpu_cores_limit": "1",
+                    "memory_gb_limit": 2, "auth_enabled": "true", "scoring_timeout_ms": 5000,
+                    "replica_max_concurrent_requests": 2, "max_request_wait_time": 800, "period_seconds": 5,
+                    "initial_delay_seconds": 1, "timeout_seconds": 3, "success_threshold": 2,
+                    "failure_threshold": 4, "collect_model_data": True, "namespace": "models"})
+    assert (aks.replicas, aks.cpu, aks.memory_gb, aks.cpu_limit, aks.memory_gb_limit) == (2, 0.5, 1.0, 1.0, 2.0)
+    assert (aks.auth, aks.collect, aks.namespace) == (True, True, "models")
+    assert (aks.period_seconds, aks.success_threshold, aks.failure_threshold) == (5, 2, 4)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"replica": 2}, r"Unknown Kubernetes setting 'replica'. Did you mean 'replicas'"),
+    ({"min_replicas": 5, "max_replicas": 2, "autoscale": True}, r"the minimum is above the maximum"),
+    ({"cpu": 0}, r"cpu=0.0 must be above 0"),
+    ({"cpu": 1, "cpu_limit": 0.5}, r"cpu_limit=0.5 is below cpu=1"),
+    ({"namespace": "My_NS"}, r"Namespace 'My_NS' is not a valid Kubernetes name"),
+    ({"replicas": "two"}, r"replicas='two' is not a whole number"),
+    ({"auth": "maybe"}, r"auth='maybe' is not true or false"),
+    ({"data_volume": "host"}, r"data_volume='host' keeps collected data in a folder of the node"),
+    ({"image_registry": "not a registry"}, r"is not HOST\[:PORT\]/REPO"),
+    ({"target_utilization": 0}, r"give a percent"),
+])
+def test_bad_settings_say_what_is_wrong(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        settings(options)
+
+
+def test_autoscale_bounds_are_min_comma_max() -> None:
+    assert autoscale_bounds("1,4") == (1, 4) and autoscale_bounds(" 2 , 3 ") == (2, 3)
+    with pytest.raises(InvalidInputError, match=r"--autoscale '4' is not MIN,MAX"):
+        autoscale_bounds("4")
