@@ -229,6 +229,33 @@ def test_deploy_runs_with_limits_scores_and_undeploys(dreg: Registry, docker_cli
 
 
 @pytest.mark.docker
+def test_two_registries_deploy_services_of_the_same_name_side_by_side(dreg: Registry, docker_client: Any,
+                                                                      tmp_path: Path, iris: Any,
+                                                                      cleanup: None) -> None:
+    # Each tutorial notebook has a registry of its own; two of them deploying 'iris' once shared the container
+    # name mlops-iris-1, and the second deploy removed the first one's container as "a leftover".
+    import shutil
+
+    X, _ = iris
+    dreg.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other_home = tmp_path / "other-registry"
+    shutil.copytree(dreg.home, other_home, ignore=shutil.ignore_patterns("deployments", "secrets"))
+    other = Registry(other_home)
+    first = api.deploy("iris", target="docker", name="twin", registry=dreg)
+    try:
+        second = api.deploy("iris", target="docker", name="twin", registry=other)
+        try:
+            assert first.config["container_name"] != second.config["container_name"]
+            assert [d.state for d in api.list_deployments(registry=dreg)] == ["running"]
+            assert docker_client.containers.get(first.config["container"]).status == "running"  # still there
+            assert _labels(first.url, X[:2].tolist())["variant"] == _labels(second.url, X[:2].tolist())["variant"]
+        finally:
+            api.undeploy("twin", registry=other)
+    finally:
+        api.undeploy("twin", registry=dreg)
+
+
+@pytest.mark.docker
 def test_auth_and_logs_surviving_a_container_restart(dreg: Registry, docker_client: Any, cleanup: None) -> None:
     import json
     import urllib.error

@@ -12,6 +12,7 @@ files on the volume are the user's.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import socket
@@ -78,6 +79,12 @@ def check_limits(cpu: float | None, memory: str | None) -> tuple[int | None, int
             raise InvalidInputError(f"--cpu {cpu} is out of range: this machine has {cores} cores; use 0.01-{cores}.")
         nano = int(cpu * 1e9)
     return nano, None if memory is None else parse_memory(memory)
+
+
+def container_name(home: Path, service: str, generation: int) -> str:
+    """The container of a service's ``generation``: named after the registry too (two registries on one engine,
+    each with a service of the same name, as two tutorials have, must never take each other's containers)."""
+    return f"mlops-{service}-{generation}-{hashlib.sha256(str(home).encode()).hexdigest()[:8]}"
 
 
 def _port_taken(port: int) -> bool:
@@ -258,7 +265,7 @@ class DockerTarget:
         if key_file is not None:  # the keys' folder, read-only: a regenerated key reaches the server as a new file
             volumes[str(key_file.parent)] = {"bind": SECRETS, "mode": "ro"}
             environment["MLOPS_AUTH_KEY_FILE"] = f"{SECRETS}/{key_file.name}"
-        name = f"mlops-{spec.service}-{generation}"
+        name = container_name(self.registry.home, spec.service, generation)
         config: dict[str, Any] = {
             "container": None, "container_name": name, "image": image.tag, "image_id": image.image_id, "port": port,
             "cpu": spec.cpu, "memory": spec.memory, "workers": spec.workers, "volume": str(volume),
@@ -308,6 +315,8 @@ class DockerTarget:
                                             url=None, config=config)
 
     def _wait_ready(self, spec: DeploySpec, container: Any, ready: Path, config: dict[str, Any]) -> None:
+        import docker
+
         steps = Steps.of(spec.progress)
         steps.say("waiting until the server is ready (importing the entry script and the model's libraries, "
                   "init())")
@@ -315,7 +324,12 @@ class DockerTarget:
             Path(config["volume"]) / "logs" / "server.log").exists() else 0
         deadline = time.monotonic() + START_TIMEOUT
         while not ready.exists():
-            container.reload()
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} failed: its container "
+                                  f"{config['container_name']} was removed while it started (by another process: "
+                                  "`docker ps -a` shows what runs). Deploy it again.") from None
             state = container.attrs["State"]
             if state["Status"] in ("exited", "dead") or time.monotonic() > deadline:
                 if state.get("OOMKilled") or state.get("ExitCode") == 137:
