@@ -57,6 +57,7 @@ __all__ = [  # noqa: RUF022  (grouped by family, not sorted)
     "set_score_script", "generate_score_script", "entry_script", "set_environment", "try_score_script",
     "package", "build", "list_images",
     "deploy", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",
+    "kubernetes_manifests", "kubernetes_diff", "scale",
     "validate", "to_onnx", "profile",
     "collected", "label", "monitor",
 ]  # fmt: skip

@@ -3,13 +3,16 @@ manifests validated against Kubernetes' own schemas (1.25 to 1.37, strict) with 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from IPython.core.error import UsageError
 
 import mlops_magics as mm
-from mlops_magics.errors import InvalidInputError
+from mlops_magics import api
+from mlops_magics.errors import EngineError, InvalidInputError
 from mlops_magics.packaging.spec import DeploySpec, deploy_spec
 from mlops_magics.registry import Registry
 from mlops_magics.targets.kube import manifests
@@ -138,3 +141,74 @@ def test_autoscale_bounds_are_min_comma_max() -> None:
     assert autoscale_bounds("1,4") == (1, 4) and autoscale_bounds(" 2 , 3 ") == (2, 3)
     with pytest.raises(InvalidInputError, match=r"--autoscale '4' is not MIN,MAX"):
         autoscale_bounds("4")
+
+
+# -- through the magic, without a cluster ---------------------------------------------------
+
+
+def test_dry_run_writes_validated_manifests_and_no_key(ip: Any, iris_lr: Any, tmp_path: Path) -> None:
+    import yaml
+
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name iris")
+    written = ip.run_line_magic("deploy", f"iris --target kubernetes --autoscale 1,4 --auth --collect "
+                                          f"--set cpu_cores=0.25 --namespace models --dry-run {tmp_path / 'k8s'}")
+    names = sorted(p.name for p in (tmp_path / "k8s").iterdir())
+    assert names == ["01-namespace-models.yaml", "02-secret-iris-keys.yaml",
+                     "03-persistentvolumeclaim-iris-data.yaml", "04-deployment-iris.yaml", "05-service-iris.yaml",
+                     "06-horizontalpodautoscaler-iris.yaml"]
+    assert repr(written).startswith("Wrote Namespace/models, Secret/iris-keys, ") and "Nothing was applied." in repr(
+        written) and "valid for Kubernetes 1.25 to 1.37" in repr(written)
+    for path in (tmp_path / "k8s").iterdir():
+        body = yaml.safe_load(path.read_text())
+        kubernetes_validate.validate(body, "1.37.0", strict=True)
+    secret = (tmp_path / "k8s" / "02-secret-iris-keys.yaml").read_text()
+    assert secret.startswith("# The keys are not written") and not {"data", "stringData"} & set(yaml.safe_load(secret))
+    deployment = yaml.safe_load((tmp_path / "k8s" / "04-deployment-iris.yaml").read_text())
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
+    assert ip.run_line_magic("deployments", "") == []  # nothing was deployed or recorded
+
+
+def test_kubernetes_flags_belong_to_the_kubernetes_target(ip: Any, iris_lr: Any) -> None:
+    ip.user_ns.update(clf=iris_lr)
+    ip.run_line_magic("register", "clf --name iris")
+    with pytest.raises(UsageError, match=r"are for --target kubernetes"):
+        ip.run_line_magic("deploy", "iris --replicas 3")
+    with pytest.raises(UsageError, match=r"--set 'cpu' is not KEY=VALUE"):
+        ip.run_line_magic("deploy", "iris --target kubernetes --set cpu --dry-run /tmp/never")
+    with pytest.raises(UsageError, match=r"Unknown Kubernetes setting 'cpu_core'. Did you mean 'cpu_cores'"):
+        ip.run_line_magic("deploy", "iris --target kubernetes --set cpu_core=1 --dry-run /tmp/never")
+
+
+def test_no_cluster_is_one_clear_error_saying_what_was_tried(registry: Registry, iris_lr: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    mm.register(iris_lr, "iris", registry=registry)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    with pytest.raises(EngineError, match=r"No Kubernetes cluster is configured: the kubeconfig .*missing-kubeconfig "
+                                          r"could not be read"):
+        api.deploy("iris", target="kubernetes", registry=registry)
+    dead = tmp_path / "dead-kubeconfig"
+    dead.write_text(DEAD_KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(dead))
+    with pytest.raises(EngineError, match=r"did not answer while asking its version: context 'dead' "
+                                          r"\(https://127.0.0.1:9, kubeconfig .*dead-kubeconfig\).*Is the cluster"):
+        api.deploy("iris", target="kubernetes", registry=registry)
+    with pytest.raises(EngineError, match=r"No context 'nope' in .*dead-kubeconfig. .*Contexts: dead"):
+        api.deploy("iris", target="kubernetes", target_options={"context": "nope"}, registry=registry)
+    assert api.list_deployments(registry=registry) == [] and not registry.keys.root.exists()
+
+
+DEAD_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: dead
+  cluster: {server: "https://127.0.0.1:9", insecure-skip-tls-verify: true}
+users:
+- name: dead
+  user: {token: not-a-real-token}
+contexts:
+- name: dead
+  context: {cluster: dead, user: dead}
+current-context: dead
+"""

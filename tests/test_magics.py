@@ -13,7 +13,7 @@ from mlops_magics.magics import MAGICS as FAMILIES
 
 MAGICS = ["register", "models", "model", "load_model", "alias", "tag", "delete_model", "score_script", "environment",
           "deploy", "deployments", "undeploy", "logs", "reload", "update", "call", "package", "build", "images",
-          "onnx", "validate", "profile", "collected", "monitor", "label", "trust", "compare"]
+          "onnx", "validate", "profile", "collected", "monitor", "label", "trust", "compare", "scale"]
 CELL_ONLY = ["dockerfile_steps"]
 
 

@@ -7,6 +7,7 @@ One module per family of magics:
 - :mod:`~mlops_magics.api.authoring`: the entry script, its assets, the environment, a trial run
 - :mod:`~mlops_magics.api.images`: build contexts, images, Dockerfile steps
 - :mod:`~mlops_magics.api.deployments`: deploy, list, undeploy, logs, reload, update, call, keys
+- :mod:`~mlops_magics.api.clusters`: Kubernetes manifests (dry run), what an apply would change, scaling
 - :mod:`~mlops_magics.api.quality`: validate, ONNX, profile (each stores its report with the version)
 - :mod:`~mlops_magics.api.monitoring`: what deployments collected, labels, the dashboard
 - :mod:`~mlops_magics.api.upkeep`: copying a version out; registry backup, restore, check, rebuild
@@ -30,6 +31,13 @@ from mlops_magics.api.authoring import (
     set_environment,
     set_score_script,
     try_score_script,
+)
+from mlops_magics.api.clusters import (
+    ManifestSet,
+    autoscale_bounds,
+    kubernetes_diff,
+    kubernetes_manifests,
+    scale,
 )
 from mlops_magics.api.deployments import (
     KEY_PICKUP_SECONDS,
@@ -91,9 +99,11 @@ __all__ = [
     "AliasSet",
     "DeploymentList",
     "ImageList",
+    "ManifestSet",
     "ScriptInfo",
     "TrialResult",
     "alias_history",
+    "autoscale_bounds",
     "backup_registry",
     "build",
     "call",
@@ -109,6 +119,8 @@ __all__ = [
     "generate_score_script",
     "get_model",
     "keys",
+    "kubernetes_diff",
+    "kubernetes_manifests",
     "label",
     "list_deployments",
     "list_images",
@@ -127,6 +139,7 @@ __all__ = [
     "remove_images",
     "resolve_variable",
     "restore_registry",
+    "scale",
     "script_info",
     "set_alias",
     "set_dockerfile_steps",

@@ -7,7 +7,7 @@ import datetime
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mlops_magics.errors import ConflictError, DeployError, InvalidInputError, MlopsError, NotFoundError
@@ -63,6 +63,7 @@ def deploy(
     require_validation: bool = False,
     collect: bool = False,
     sample_rate: float | None = None,
+    target_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> Deployment:
@@ -88,6 +89,9 @@ def deploy(
             data folder, off the request path; entry scripts' ``ModelDataCollector`` writes there too. See
             :mod:`mlops_magics.monitoring` to read it.
         sample_rate: record this share of the requests (0 < R <= 1; implies ``collect``).
+        target_options: the target's own settings by name: for ``kubernetes`` replicas, autoscaling, namespace,
+            context, resources, probes, image registry... (ours or Azure's AKS deployment-configuration names, see
+            :mod:`mlops_magics.targets.kube.settings`).
         progress: called with each step: a :class:`~mlops_magics.targets.base.Status` (what it does now, seconds
             since the start) every half second while it works, and each build step while an image builds.
 
@@ -128,6 +132,7 @@ def deploy(
     steps = Steps.of(progress)
     steps.say(f"checking {ref}")
     options = {"cpu": cpu, "memory": memory, "base_image": base_image, "build": build, "progress": steps,
+               "target_options": dict(target_options or {}),
                "collect": collect or sample_rate is not None,
                "sample_rate": 1.0 if sample_rate is None else sample_rate}
     spec = deploy_spec(reg, service, ref, port=port, workers=workers, auth=auth, isolated=isolated, **options)

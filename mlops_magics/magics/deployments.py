@@ -18,8 +18,8 @@ class DeploymentMagics(MagicsBase):
     """Deployments."""
 
     @examples("%deploy iris:2                            # a local process, healthy when this returns",
-              "%deploy iris@production --name iris-prod --collect --auth",
-              "%deploy iris:2 --target docker --cpu 1 --memory 1g")
+              "%deploy iris:2 --target docker --cpu 1 --memory 1g --collect --auth",
+              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--target", default="local", help="Where to deploy (default: local).")
@@ -43,19 +43,88 @@ class DeploymentMagics(MagicsBase):
                    "%%collected and %%monitor. Entry scripts' ModelDataCollector writes too.")
     @argument("--sample-rate", type=float, metavar="R",
               help="Record this share of the requests, 0 < R <= 1 (implies --collect; default 1).")
+    @argument("--replicas", type=int, metavar="N", help="--target kubernetes: pods to run (default 1).")
+    @argument("--autoscale", metavar="MIN,MAX",
+              help="--target kubernetes: let a HorizontalPodAutoscaler run MIN to MAX pods on CPU use.")
+    @argument("--target-utilization", type=int, metavar="PCT",
+              help="--target kubernetes, with --autoscale: the CPU use (percent of the request) to aim at (70).")
+    @argument("--namespace", metavar="NS", help="--target kubernetes: the namespace (default mlops; created).")
+    @argument("--context", metavar="CTX", help="--target kubernetes: the kubeconfig context (default: current).")
+    @argument("--registry", metavar="HOST/REPO",
+              help="--target kubernetes: push the image there for the nodes to pull (default: they have it).")
+    @argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+              help="--target kubernetes: any setting, by our name or Azure's AKS name (cpu_cores=0.5, "
+                   "memory_gb_limit=2, period_seconds=5, network=host...); repeatable.")
+    @argument("--dry-run", metavar="DIR",
+              help="--target kubernetes: write the manifests to DIR, validated for Kubernetes 1.25-1.37; apply "
+                   "nothing.")
+    @argument("--diff", action="store_true",
+              help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
         args = self.parse(self.deploy, line)
+        options = self.kubernetes_options(args)
+        with user_errors():
+            if args.dry_run:
+                return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run,
+                                                target_options=options, auth=args.auth, collect=args.collect,
+                                                workers=args.workers, port=args.port)
+            if args.diff:
+                changes = api.kubernetes_diff(args.ref, name=args.name, target_options=options, auth=args.auth,
+                                              collect=args.collect, workers=args.workers)
+                print(changes or "Nothing would change: the cluster has these objects as they are.")
+                return None
         with user_errors(), LiveStatus(f"deploying {args.ref}") as status:
             deployed = api.deploy(args.ref, target=args.target, name=args.name, port=args.port,
                                   workers=args.workers, auth=args.auth, isolated=args.isolated, cpu=args.cpu,
                                   memory=args.memory, base_image=args.base_image, build=not args.no_build,
                                   require_validation=args.require_validation, collect=args.collect,
-                                  sample_rate=args.sample_rate, progress=status)
+                                  sample_rate=args.sample_rate, target_options=options, progress=status)
         status.done(f"{deployed.name} serves {deployed.model_name}:{deployed.model_version} at {deployed.url} "
                     f"({deployed.target})")
         return deployed
+
+    def kubernetes_options(self, args: Any) -> dict[str, Any]:
+        """The Kubernetes settings the %deploy flags give (a UsageError when they are given for another target)."""
+        options: dict[str, Any] = {}
+        for item in args.settings:
+            key, equals, value = item.partition("=")
+            if not equals or not key.strip():
+                raise UsageError(f"--set {item!r} is not KEY=VALUE (e.g. --set cpu_cores=0.5).")
+            options[key.strip()] = value.strip()
+        flags = {"replicas": args.replicas, "target_utilization": args.target_utilization,
+                 "namespace": args.namespace, "context": args.context, "image_registry": args.registry}
+        options.update({key: value for key, value in flags.items() if value is not None})
+        if args.autoscale is not None:
+            with user_errors():
+                low, high = api.autoscale_bounds(args.autoscale)
+            options.update(autoscale=True, min_replicas=low, max_replicas=high)
+        kube_only = options or args.dry_run or args.diff
+        if kube_only and args.target != "kubernetes":
+            raise UsageError("--replicas, --autoscale, --target-utilization, --namespace, --context, --registry, "
+                             "--set, --dry-run and --diff are for --target kubernetes.")
+        return options
+
+    @examples("%scale iris --replicas 3", "%scale iris --autoscale 2,8 --target-utilization 60")
+    @magic_arguments()
+    @argument("service", help="The Kubernetes service to scale.")
+    @argument("--replicas", type=int, metavar="N", help="Run N pods (the autoscaler, if any, is removed).")
+    @argument("--autoscale", metavar="MIN,MAX", help="Let the autoscaler run MIN to MAX pods.")
+    @argument("--target-utilization", type=int, metavar="PCT", help="With --autoscale: the CPU use to aim at.")
+    @line_magic
+    def scale(self, line: str) -> Any:
+        """Set how many pods a Kubernetes service runs, or its autoscaler's bounds."""
+        args = self.parse(self.scale, line)
+        with user_errors():
+            bounds = api.autoscale_bounds(args.autoscale) if args.autoscale is not None else None
+            scaled = api.scale(args.service, replicas=args.replicas, autoscale=bounds,
+                               target_utilization=args.target_utilization)
+        chosen = scaled.config["settings"]
+        print(f"{scaled.name}: " + (f"{chosen['min_replicas']} to {chosen['max_replicas']} pods (autoscaled at "
+                                    f"{chosen['target_utilization']}% CPU)" if chosen["autoscale"] else
+                                    f"{chosen['replicas']} pods"))
+        return None
 
     @examples("%deployments",
               "%deployments --widget --poll 5")

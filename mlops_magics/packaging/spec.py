@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ class DeploySpec:
     #: Record each scored request (input, output, latency, status) in the service's data folder, this share of them.
     collect: bool = False
     sample_rate: float = 1.0
+    #: Settings of the target itself (the kubernetes target's replicas, autoscaling, namespace...), by name.
+    target_options: Mapping[str, Any] = field(default_factory=dict)
     #: Called with each build step while an image builds (container targets).
     progress: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
 

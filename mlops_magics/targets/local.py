@@ -131,14 +131,15 @@ def script_traceback(log: str) -> tuple[str, str, str]:
 class StartFailure(DeployError):
     """A new server did not start: why (``reason``), the script's part (``where``), its own ``traceback``."""
 
-    def __init__(self, message: str, *, reason: str, phase: str, where: str, traceback: str, log: Path) -> None:
+    def __init__(self, message: str, *, reason: str, phase: str, where: str, traceback: str, log: Path | str) -> None:
         super().__init__(message)
         self.reason, self.phase, self.where, self.traceback, self.log = reason, phase, where, traceback, log
 
 
-def start_failure(spec: DeploySpec, reason: str, log_text: str, log_path: Path) -> StartFailure:
+def start_failure(spec: DeploySpec, reason: str, log_text: str, log_path: Path | str) -> StartFailure:
     """The error of a deployment whose server did not start: the reason, the script's line that raised and its
-    own traceback (the server's frames left out), and where the whole log is."""
+    own traceback (the server's frames left out), and where the whole log is (a file, or the command that shows
+    it)."""
     phase, where, trace = script_traceback(log_text)
     summary = f"its entry script failed at {phase}" + (f" ({where})" if where else "") if phase else "it did not start"
     body = f"\nThe script's traceback:\n{trace}" if trace else f"\nLog tail:\n{log_text}"

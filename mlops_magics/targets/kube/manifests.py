@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +269,6 @@ def manifests(spec: DeploySpec, settings: KubeSettings, layout: Layout,
     return objects
 
 
-def kinds(objects: list[Mapping[str, Any]]) -> list[str]:
+def kinds(objects: Sequence[Mapping[str, Any]]) -> list[str]:
     """``Kind/name`` of each object, for messages."""
     return [f"{o['kind']}/{o['metadata']['name']}" for o in objects]

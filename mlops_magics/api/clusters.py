@@ -1,0 +1,170 @@
+"""Kubernetes beyond deploy: the manifests a deployment would apply (``%deploy --dry-run``), what an apply would
+change (``--diff``), and scaling a running service (``%scale``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlops_magics.errors import ConflictError, InvalidInputError
+from mlops_magics.packaging.spec import deploy_spec
+from mlops_magics.registry import Deployment, Registry, or_default, parse_ref
+from mlops_magics.registry.refs import check_name
+from mlops_magics.targets.kube import manifests
+from mlops_magics.targets.kube.cluster import Cluster
+from mlops_magics.targets.kube.settings import autoscale_bounds, settings
+
+__all__ = ["ManifestSet", "autoscale_bounds", "kubernetes_diff", "kubernetes_manifests", "scale"]
+from mlops_magics.targets.kube.target import KubernetesTarget
+
+#: The Kubernetes versions dry-run manifests are validated for (kubernetes-validate's schemas, strict).
+VALIDATED_VERSIONS = tuple(f"1.{minor}.0" for minor in range(25, 38))
+
+
+@dataclass(frozen=True)
+class ManifestSet:
+    """The objects a Kubernetes deployment applies, the files they were written to, the versions they validate for."""
+
+    service: str
+    objects: list[dict[str, Any]]
+    files: list[Path] = field(default_factory=list)
+    validated: tuple[str, ...] = ()
+
+    def yaml(self) -> str:
+        """Every object, as one multi-document YAML text."""
+        return str(yaml.safe_dump_all(self.objects, sort_keys=False))
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(manifests.kinds(self.objects))
+        where = f" to {self.files[0].parent}/ ({len(self.files)} files)" if self.files else ""
+        checked = (f"; valid for Kubernetes {self.validated[0].rsplit('.', 1)[0]} to "
+                   f"{self.validated[-1].rsplit('.', 1)[0]} (strict schemas)" if self.validated else "")
+        return f"Wrote {kinds}{where}{checked}. Nothing was applied." if self.files else (
+            f"{kinds}{checked}. Nothing was applied.")
+
+
+def _spec(reg: Registry, ref: str, name: str | None, options: Mapping[str, Any], **spec_options: Any) -> Any:
+    service = check_name(name or parse_ref(ref).name)
+    return deploy_spec(reg, service, ref, target_options=dict(options), **spec_options)
+
+
+def kubernetes_manifests(ref: str, *, name: str | None = None, write_to: str | Path | None = None,
+                         target_options: Mapping[str, Any] | None = None, auth: bool = False, collect: bool = False,
+                         workers: int = 1, port: int | None = None, validate: bool = True,
+                         registry: Registry | None = None) -> ManifestSet:
+    """The objects deploying ``ref`` on Kubernetes would apply, validated strictly for Kubernetes 1.25 to 1.37.
+
+    Written as YAML to ``write_to`` (one file per object, ``NN-kind-name.yaml``) when given. Applies nothing,
+    needs no cluster and builds no image; the Secret is written without its keys.
+
+    Raises:
+        InvalidInputError: a setting is wrong, or an object does not validate (with the version and the field).
+    """
+    reg = or_default(registry)
+    spec = _spec(reg, ref, name, target_options or {}, auth=auth, collect=collect, workers=workers, port=port)
+    _, _, objects = KubernetesTarget(reg).plan(spec)
+    validated: tuple[str, ...] = ()
+    if validate:
+        import kubernetes_validate
+
+        for version in VALIDATED_VERSIONS:
+            for body in objects:
+                try:
+                    kubernetes_validate.validate(body, version, strict=True)
+                except kubernetes_validate.ValidationError as exc:
+                    raise InvalidInputError(f"{body['kind']}/{body['metadata']['name']} is not valid for Kubernetes "
+                                            f"{version}: {exc.message} (at {'.'.join(map(str, exc.path))}).") from None
+        validated = VALIDATED_VERSIONS
+    files: list[Path] = []
+    if write_to is not None:
+        folder = Path(write_to).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        for number, body in enumerate(objects, 1):
+            path = folder / f"{number:02d}-{body['kind'].lower()}-{body['metadata']['name']}.yaml"
+            text = yaml.safe_dump(body, sort_keys=False)
+            if body["kind"] == "Secret":
+                text = ("# The keys are not written here: %deploy creates them (mlops keys SERVICE shows them).\n"
+                        + text)
+            fresh = path.with_name(f".{path.name}.tmp")
+            fresh.write_text(text)
+            fresh.replace(path)
+            files.append(path)
+    return ManifestSet(spec.service, objects, files, validated)
+
+
+def kubernetes_diff(ref: str, *, name: str | None = None, target_options: Mapping[str, Any] | None = None,
+                    auth: bool = False, collect: bool = False, workers: int = 1,
+                    registry: Registry | None = None) -> str:
+    """What deploying (or updating to) ``ref`` would change on the cluster, as a unified diff ('' for nothing).
+
+    The diff compares the live objects with the server's dry-run apply of ours. Applies nothing.
+
+    Raises:
+        EngineError: no cluster answers.
+    """
+    reg = or_default(registry)
+    spec = _spec(reg, ref, name, target_options or {}, auth=auth, collect=collect, workers=workers)
+    target = KubernetesTarget(reg)
+    chosen = target.settings(spec)
+    cluster = target.cluster(chosen)
+    live = {d.name: d for d in reg.deployments()}.get(spec.service)
+    port = int(live.config["port"]) if live is not None and live.is_live and live.target == "kubernetes" else None
+    _, _, objects = target.plan(spec, cluster=cluster, port=port)
+    return cluster.diff([o for o in objects if o["kind"] not in ("Namespace", "Secret")])
+
+
+def scale(name: str, *, replicas: int | None = None, autoscale: tuple[int, int] | None = None,
+          target_utilization: int | None = None, registry: Registry | None = None) -> Deployment:
+    """Set how many pods a Kubernetes service runs (``replicas``) or the autoscaler's bounds (``autoscale``).
+
+    Raises:
+        InvalidInputError: neither or both given, or out of range.
+        ConflictError: the service is not a live Kubernetes deployment.
+    """
+    if (replicas is None) == (autoscale is None):
+        raise InvalidInputError("Give --replicas N (a fixed count) or --autoscale MIN,MAX (the autoscaler's bounds).")
+    reg = or_default(registry)
+    d = reg.get_deployment(name)
+    if d.target != "kubernetes" or not d.is_live:
+        raise ConflictError(f"Service {name!r} is not a live Kubernetes deployment ({d.target}, {d.state}): "
+                            "%scale applies to --target kubernetes.")
+    recorded = dict(d.config.get("settings") or {})
+    changes: dict[str, Any] = ({"replicas": replicas, "autoscale": False} if replicas is not None else
+                               {"autoscale": True, "min_replicas": autoscale[0], "max_replicas": autoscale[1]}
+                               if autoscale is not None else {})
+    if target_utilization is not None:
+        changes["target_utilization"] = target_utilization
+    chosen = settings({**recorded, **changes})
+    cluster = Cluster(chosen.context)
+    objects = [o for o in d.config.get("objects") or [] if o.get("kind") == "Deployment"]
+    if not objects:
+        raise ConflictError(f"Service {name!r} was deployed by an older mlops-magics: %reload {name} first.")
+    body = dict(objects[0])
+    body["spec"] = {key: value for key, value in body["spec"].items() if key != "replicas"}
+    if not chosen.autoscale:
+        body["spec"]["replicas"] = chosen.replicas
+    for api_version in ("autoscaling/v2", "autoscaling/v2beta2"):  # the old bounds go first
+        if cluster.serves(api_version, "HorizontalPodAutoscaler") and not chosen.autoscale:
+            found = cluster.get(api_version, "HorizontalPodAutoscaler", str(d.config["object"]), chosen.namespace)
+            if found is not None:
+                cluster.dynamic.resources.get(api_version=api_version, kind="HorizontalPodAutoscaler").delete(
+                    name=str(d.config["object"]), namespace=chosen.namespace)
+    cluster.apply(body)
+    kept = [o for o in d.config["objects"] if o.get("kind") != "HorizontalPodAutoscaler"]
+    if chosen.autoscale:
+        spec = dataclasses.replace(deploy_spec(reg, d.name, f"{d.model_name}:{d.model_version}"),
+                                   target_options=dataclasses.asdict(chosen))
+        layout = manifests.Layout(image=str(d.config["image"]), port=int(d.config["port"]), uid=0, gid=0,
+                                  hpa_api=cluster.hpa_api())
+        hpa = manifests.autoscaler(spec, chosen, layout)
+        cluster.apply(hpa)
+        kept.append(hpa)
+    kept = [body if o.get("kind") == "Deployment" else o for o in kept]
+    shown = {k: v for k, v in dataclasses.asdict(chosen).items() if k not in ("primary_key", "secondary_key")}
+    return reg.record_deployment(d.name, f"{d.model_name}:{d.model_version}", target=d.target, state=d.state,
+                                 url=d.url, config={**d.config, "settings": shown, "objects": kept})

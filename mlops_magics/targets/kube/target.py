@@ -1,0 +1,283 @@
+"""The ``kubernetes`` target: the model's image served by a Deployment on a cluster, behind a Service, optionally
+autoscaled, with its keys in a Secret.
+
+The image is built on this machine's Docker engine (as for the ``docker`` target); a cluster whose nodes use that
+engine runs it as is, any other pulls it from the registry it is pushed to (``image_registry``). Updates are
+rolling (no serving pod goes before its successor is ready); a failed first deploy leaves nothing behind, a
+failed update leaves the previous version serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from mlops_magics.errors import DeployError, EngineError, InvalidInputError
+from mlops_magics.packaging.image import write_spec_context
+from mlops_magics.packaging.spec import DeploySpec
+from mlops_magics.registry import Deployment, Registry
+from mlops_magics.targets.base import Steps, data_dir
+from mlops_magics.targets.kube import manifests, rollout
+from mlops_magics.targets.kube.cluster import Cluster
+from mlops_magics.targets.kube.manifests import Layout
+from mlops_magics.targets.kube.settings import KubeSettings, settings
+from mlops_magics.targets.local import answers_ready, map_script_lines, replace_failed, script_record
+from mlops_magics.targets.process import free_port
+
+#: Seconds a rollout may take (image present); a pull from a registry counts in it.
+ROLLOUT_TIMEOUT = 300.0
+#: The user pods run as when this machine's user is root (pods never run as root).
+POD_USER = 10001
+#: Settings never recorded (the keys live in the key store and the Secret only).
+_SECRET_SETTINGS = ("primary_key", "secondary_key")
+
+
+def pod_user() -> tuple[int, int]:
+    """The uid and gid the server runs as: this machine's user (so a host data folder is theirs), never root."""
+    uid, gid = os.getuid(), os.getgid()
+    return (uid, gid) if uid != 0 else (POD_USER, POD_USER)
+
+
+class KubernetesTarget:
+    """Deployments on a Kubernetes cluster (the current kubeconfig context, or ``context``)."""
+
+    name = "kubernetes"
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    # -- what is deployed, and where ------------------------------------------------------------
+
+    def settings(self, spec: DeploySpec) -> KubeSettings:
+        """The spec's Kubernetes settings; ``auth`` and ``collect`` of the spec and of the settings agree."""
+        chosen = settings(spec.target_options)
+        return dataclasses.replace(chosen, auth=chosen.auth or spec.auth, collect=chosen.collect or spec.collect)
+
+    def cluster(self, chosen: KubeSettings) -> Cluster:
+        """The cluster of ``chosen.context``, checked to answer.
+
+        Raises:
+            EngineError: no kubeconfig, no such context, or no API server answers.
+        """
+        cluster = Cluster(chosen.context)
+        cluster.version()
+        return cluster
+
+    def plan(self, spec: DeploySpec, *, cluster: Cluster | None = None,
+             keys: tuple[str, str] | None = None, port: int | None = None) -> tuple[KubeSettings, Layout,
+                                                                                   list[dict[str, Any]]]:
+        """The settings, layout and objects of ``spec`` (writes the image's build context, builds nothing). With
+        no ``cluster`` the autoscaler's API is ``autoscaling/v2`` (what current clusters serve)."""
+        chosen = self.settings(spec)
+        context = write_spec_context(self.registry, spec, base=spec.base_image)
+        image = context.tag if chosen.image_registry is None else pushed_name(context.tag, chosen.image_registry)
+        uid, gid = pod_user()
+        chosen_port = port or chosen.port or spec.port or (free_port() if chosen.network == "host" else
+                                                            manifests.POD_PORT)
+        layout = Layout(image=image, port=chosen_port, uid=uid, gid=gid,
+                        host_data=str(data_dir(self.registry.home, spec.service)) if chosen.volume == "host" else None,
+                        keys_digest=None if keys is None else hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+                        hpa_api=cluster.hpa_api() if cluster is not None and chosen.autoscale else "autoscaling/v2")
+        return chosen, layout, manifests.manifests(spec, chosen, layout, keys)
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def deploy(self, spec: DeploySpec) -> Deployment:
+        if spec.isolated:
+            raise InvalidInputError("--isolated applies to the local target: a pod is isolated already.")
+        if spec.cpu is not None or spec.memory is not None:
+            raise InvalidInputError("--cpu and --memory are Docker's limits; on Kubernetes give what each pod asks "
+                                    "for and may use: --set cpu=0.5 --set memory_gb=1 --set cpu_limit=1 "
+                                    "--set memory_gb_limit=2 (Azure's cpu_cores, memory_gb, ... work too).")
+        chosen = self.settings(spec)
+        steps = Steps.of(spec.progress)
+        steps.say(f"connecting to the cluster ({chosen.context or 'current context'})")
+        cluster = self.cluster(chosen)
+        image = self._image(spec, chosen)
+        keys = self._keys(spec, chosen)
+        try:
+            chosen, layout, objects = self.plan(spec, cluster=cluster, keys=keys)
+            name = manifests.object_name(spec.service)
+            if chosen.volume == "host":
+                _own_folder(Path(str(layout.host_data)), layout.uid, layout.gid)
+            config = self._config(spec, chosen, layout, cluster, objects, image)
+            try:
+                self._apply(cluster, objects, steps)
+                rollout.wait(cluster, name, spec, chosen, timeout=ROLLOUT_TIMEOUT, memory_peak_gb=self._peak(spec))
+            except BaseException:
+                steps.say("removing what was applied")
+                cluster.delete_service(name, chosen.namespace)
+                self.registry.record_deployment(spec.service, spec.version.ref, target=self.name, state="failed",
+                                                url=None, config=config)
+                raise
+            return self.registry.record_deployment(spec.service, spec.version.ref, target=self.name,
+                                                   state="running", url=self._url(spec, chosen, layout), config=config)
+        except BaseException:
+            self.registry.keys.remove(spec.service)
+            raise
+
+    def replace(self, deployment: Deployment, spec: DeploySpec) -> Deployment:
+        config = deployment.config
+        recorded = {k: v for k, v in dict(config.get("settings") or {}).items() if k not in _SECRET_SETTINGS}
+        spec = dataclasses.replace(spec, target_options={**recorded, **spec.target_options},
+                                   auth=bool(config.get("auth")), collect=bool(config.get("collect")),
+                                   sample_rate=float(config.get("sample_rate") or spec.sample_rate))
+        chosen = self.settings(spec)
+        steps = Steps.of(spec.progress)
+        cluster = self.cluster(chosen)
+        image = self._image(spec, chosen)
+        kept = self.registry.keys.get(deployment.name) if chosen.auth else None
+        keys = None if kept is None else (kept.primary, kept.secondary)
+        chosen, layout, objects = self.plan(spec, cluster=cluster, keys=keys, port=int(config["port"]))
+        new = self._config(spec, chosen, layout, cluster, objects, image)
+        try:
+            self._apply(cluster, objects, steps)
+            rollout.wait(cluster, manifests.object_name(spec.service), spec, chosen, timeout=ROLLOUT_TIMEOUT,
+                         memory_peak_gb=self._peak(spec))
+        except DeployError as exc:
+            steps.say("rolling back to the previous version")
+            previous = [o for o in config.get("objects") or [] if o.get("kind") == "Deployment"]
+            for body in previous:  # its pods never went away (maxUnavailable 0): the old template takes over again
+                cluster.apply(body)
+            raise replace_failed(deployment, spec, exc) from None
+        return self.registry.record_deployment(deployment.name, spec.version.ref, target=self.name,
+                                               state="running", url=self._url(spec, chosen, layout), config=new)
+
+    def delete(self, deployment: Deployment) -> None:
+        config = deployment.config
+        namespace = str(config.get("namespace") or "mlops")
+        try:
+            cluster = Cluster(config.get("context"))
+        except EngineError:
+            if deployment.state != "failed":
+                raise
+            cluster = None  # a failed deploy removed its objects already
+        if cluster is not None:
+            name = str(config.get("object") or manifests.object_name(deployment.name))
+            cluster.delete_service(name, namespace)
+            cluster.wait_pods_gone(name, namespace, timeout=60)
+        self.registry.keys.remove(deployment.name)
+        self.registry.set_deployment_state(deployment.name, "deleted")
+
+    def status(self, deployment: Deployment) -> str:
+        config = deployment.config
+        try:
+            cluster = Cluster(config.get("context"))
+            body = cluster.get("apps/v1", "Deployment", str(config.get("object")), str(config.get("namespace")))
+        except EngineError:
+            return deployment.state  # the cluster is away: nothing is known, nothing is changed
+        if body is None:
+            return "stopped"
+        available = int((body.get("status") or {}).get("availableReplicas") or 0)
+        if available < 1:
+            return "unhealthy"
+        if config.get("network") == "host":
+            return "running" if answers_ready(int(config["port"])) else "unhealthy"
+        return "running"
+
+    def logs(self, deployment: Deployment, lines: int) -> str:
+        config = deployment.config
+        cluster = Cluster(config.get("context"))
+        namespace = str(config.get("namespace"))
+        pods = cluster.pods(str(config.get("object")), namespace)
+        if not pods:
+            return f"[mlops] {deployment.name} has no pod on the cluster ({cluster.where()})."
+        parts = []
+        for pod in pods:
+            text = cluster.log(pod.metadata.name, namespace, tail=lines)
+            parts.append(f"[mlops] pod {pod.metadata.name} ({pod.status.phase}):\n{text.rstrip()}")
+        return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
+
+    def log_file(self, deployment: Deployment) -> tuple[Path, str]:
+        raise InvalidInputError(f"{deployment.name} runs on Kubernetes: its log is the pods' (%logs "
+                                f"{deployment.name}), not a file of this machine.")
+
+    # -- parts ------------------------------------------------------------------------------
+
+    def _image(self, spec: DeploySpec, chosen: KubeSettings) -> str:
+        """The image the pods run: built on this engine (unless present), pushed when a registry is set."""
+        from mlops_magics.targets.docker import DockerTarget
+
+        local = DockerTarget(self.registry)
+        built = local.image(spec)
+        if chosen.image_registry is None:
+            return built.tag
+        return push(local.engine, built.tag, chosen.image_registry, Steps.of(spec.progress))
+
+    def _keys(self, spec: DeploySpec, chosen: KubeSettings) -> tuple[str, str] | None:
+        if not chosen.auth:
+            return None
+        keys = self.registry.keys.create(spec.service)
+        if chosen.primary_key or chosen.secondary_key:
+            from mlops_magics.registry.secrets import ServiceKeys
+
+            keys = ServiceKeys(spec.service, chosen.primary_key or keys.primary,
+                               chosen.secondary_key or keys.secondary)
+            self.registry.keys.put(keys)
+        return keys.primary, keys.secondary
+
+    def _apply(self, cluster: Cluster, objects: list[dict[str, Any]], steps: Steps) -> None:
+        for body in objects:
+            if body["kind"] == "Namespace" and cluster.get("v1", "Namespace", body["metadata"]["name"], None):
+                continue  # an existing namespace is the user's: not ours to take over
+            steps.say(f"applying {body['kind']}/{body['metadata']['name']}")
+            cluster.apply(body)
+
+    def _config(self, spec: DeploySpec, chosen: KubeSettings, layout: Layout, cluster: Cluster,
+                objects: list[dict[str, Any]], image: str) -> dict[str, Any]:
+        shown = {k: v for k, v in dataclasses.asdict(chosen).items() if k not in _SECRET_SETTINGS}
+        kept = [o for o in objects if o["kind"] != "Secret"]  # never a key in the registry
+        return {"context": cluster.context, "namespace": chosen.namespace,
+                "object": manifests.object_name(spec.service), "network": chosen.network, "port": layout.port,
+                "image": image, "workers": spec.workers,
+                "auth": chosen.auth, "collect": chosen.collect, "sample_rate": spec.sample_rate,
+                "key_file": str(self.registry.keys.path(spec.service)) if chosen.auth else None,
+                "script_line_offset": spec.script_line_offset, "settings": shown, "objects": kept,
+                "hpa_api": layout.hpa_api, **script_record(spec)}
+
+    def _url(self, spec: DeploySpec, chosen: KubeSettings, layout: Layout) -> str:
+        """Where the service answers: 127.0.0.1 with host networking, else the Service's address in the cluster."""
+        if chosen.network == "host":
+            return f"http://127.0.0.1:{layout.port}"
+        return (f"http://{manifests.object_name(spec.service)}.{chosen.namespace}.svc.cluster.local:"
+                f"{manifests.SERVICE_PORT}")
+
+    def _peak(self, spec: DeploySpec) -> float | None:
+        report = self.registry.reports(spec.version).get("profile") or {}
+        peak = report.get("peakMemoryInGB") or report.get("recommendedMemoryInGB")
+        return float(peak) if peak is not None else None
+
+
+def pushed_name(tag: str, image_registry: str) -> str:
+    """Where ``tag`` (``mlops/iris:1-abc``) lives in ``image_registry`` (``HOST/REPO``): ``HOST/REPO/iris:1-abc``."""
+    repository, _, version = tag.rpartition(":")
+    return f"{image_registry.rstrip('/')}/{repository.rsplit('/', 1)[-1]}:{version}"
+
+
+def push(engine: Any, tag: str, image_registry: str, steps: Steps) -> str:
+    """Tag ``tag`` for ``image_registry`` and push it with the docker SDK; the pushed reference.
+
+    Raises:
+        DeployError: the registry refused it or could not be reached (its own words).
+    """
+    target = pushed_name(tag, image_registry)
+    repository, _, version = target.rpartition(":")
+    engine.images.get(tag).tag(repository, version)
+    steps.say(f"pushing {target}")
+    for event in engine.images.push(repository, version, stream=True, decode=True):
+        if "error" in event:
+            raise DeployError(f"Pushing {target} failed: {event.get('error')}. Is the registry {image_registry} "
+                              "running, and may this machine push to it (docker login)?")
+        steps.tick()
+    return target
+
+
+def _own_folder(folder: Path, uid: int, gid: int) -> None:
+    """Make the host data folder, writable by the pods' user."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0:
+        for path in (folder, *folder.rglob("*")):
+            os.chown(path, uid, gid)
