@@ -16,7 +16,7 @@ from mlops_magics.registry import Deployment, Registry, cards, or_default, parse
 from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, get_target
-from mlops_magics.targets.base import Progress, Steps
+from mlops_magics.targets.base import DeliversKeys, Progress, Steps
 from mlops_magics.targets.client import as_table, post_score, request_body
 from mlops_magics.targets.local import map_script_lines, serving_since
 from mlops_magics.targets.process import alive, process_stamp
@@ -380,7 +380,10 @@ def keys(name: str, *, regenerate: str | None = None, registry: Registry | None 
                             f"itself: a regenerated key would not reach it. Run %reload {name} first (the new server "
                             "reads the key file, with no downtime), then regenerate.")
     found = reg.keys.regenerate(name, regenerate)
-    if d.is_live:
+    target = _target(reg, d)
+    if d.is_live and isinstance(target, DeliversKeys):
+        target.keys_changed(d)
+    elif d.is_live:
         time.sleep(KEY_PICKUP_SECONDS)
     return found
 

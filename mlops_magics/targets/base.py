@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from mlops_magics.errors import ConflictError
 from mlops_magics.packaging.engine import BuildStep
@@ -141,3 +141,12 @@ class DeploymentTarget(Protocol):
         Raises:
             DeployError: the new one failed; the old one keeps serving.
         """
+
+
+@runtime_checkable
+class DeliversKeys(Protocol):
+    """A target whose servers do not read the registry's key file themselves (the pods of a cluster): it is told
+    when a service's keys changed, and makes its servers accept the new ones before it returns."""
+
+    def keys_changed(self, deployment: Deployment) -> None:
+        """Deliver the service's current keys to its servers."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,35 @@ class KubernetesTarget:
             text = cluster.log(pod.metadata.name, namespace, tail=lines)
             parts.append(f"[mlops] pod {pod.metadata.name} ({pod.status.phase}):\n{text.rstrip()}")
         return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
+
+    def keys_changed(self, deployment: Deployment) -> None:
+        """Put the new keys in the Secret and roll the pods (they copy the keys when they start); no request fails:
+        the old pods serve until new ones are ready."""
+        config = deployment.config
+        kept = self.registry.keys.get(deployment.name)
+        keys = (kept.primary, kept.secondary)
+        spec = dataclasses.replace(
+            self._spec_of(deployment), auth=True,
+            target_options={k: v for k, v in dict(config.get("settings") or {}).items() if k not in _SECRET_SETTINGS})
+        chosen = self.settings(spec)
+        cluster = self.cluster(chosen)
+        cluster.apply(manifests.secret(spec, chosen, keys))
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+        for body in config.get("objects") or []:
+            if body.get("kind") == "Deployment":
+                rolled = json.loads(json.dumps(body))
+                rolled["spec"]["template"]["metadata"]["annotations"]["mlops-magics/keys-sha256"] = digest
+                cluster.apply(rolled)
+                rollout.wait(cluster, str(config["object"]), spec, chosen, timeout=ROLLOUT_TIMEOUT)
+                objects = [rolled if o.get("kind") == "Deployment" else o for o in config["objects"]]
+                self.registry.record_deployment(deployment.name, spec.version.ref, target=self.name,
+                                                state=deployment.state, url=deployment.url,
+                                                config={**config, "objects": objects})
+
+    def _spec_of(self, deployment: Deployment) -> DeploySpec:
+        from mlops_magics.packaging.spec import deploy_spec
+
+        return deploy_spec(self.registry, deployment.name, f"{deployment.model_name}:{deployment.model_version}")
 
     def log_file(self, deployment: Deployment) -> tuple[Path, str]:
         raise InvalidInputError(f"{deployment.name} runs on Kubernetes: its log is the pods' (%logs "

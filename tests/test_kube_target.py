@@ -1,0 +1,234 @@
+"""The kubernetes target against a real cluster (``make kube-cluster``: Kubernetes 1.20 on this machine's Docker
+engine; pods on the host network, reached on 127.0.0.1 only) and a real image registry.
+
+Without a cluster these tests skip, saying how to get one; CI sets MLOPS_REQUIRE_KUBERNETES=1 and they must run.
+One registry serves the module, so the image is built once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mlops_magics as mm
+from mlops_magics import api
+from mlops_magics.errors import DeployError
+from mlops_magics.registry import Registry
+from mlops_magics.targets.kube.cluster import Cluster
+from tests.infrastructure import KubeCluster
+from tests.test_docker import BASE, _engine_or_skip
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
+
+SCRIPT = """\
+import json, os, joblib, numpy as np
+
+def init():
+    global model
+    model = joblib.load(os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model.pkl"))
+
+def run(raw):
+    data = np.array(json.loads(raw)["data"])
+    return {"labels": model.predict(data).tolist(), "variant": VARIANT}
+
+VARIANT = "first"
+"""
+HOST = {"network": "host", "cpu": 0.05, "memory_gb": 0.25}
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+@pytest.fixture(scope="module")
+def kreg(tmp_path_factory: pytest.TempPathFactory, kube_cluster: KubeCluster) -> Iterator[Registry]:
+    """A registry for the module (iris:1 with its script and environment), the cluster as the current context."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    client = _engine_or_skip()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLOPS_BASE_IMAGE", BASE)
+    mp.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    home = tmp_path_factory.mktemp("kube-home")
+    reg = Registry(home)
+    X, y = load_iris(return_X_y=True)
+    mm.register(LogisticRegression(max_iter=500).fit(X, y), "iris", sample=X[:2], registry=reg)
+    mm.set_score_script("iris", SCRIPT, registry=reg)
+    mm.set_environment("iris", None, from_kernel=True, registry=reg)
+    yield reg
+    api.undeploy(all_services=True, registry=reg)
+    for image in client.images.list(filters={"label": f"mlops.home={home}"}):
+        client.images.remove(image.id, force=True)
+    mp.undo()
+
+
+@pytest.fixture
+def cleanup(kreg: Registry) -> Iterator[None]:
+    yield
+    api.undeploy(all_services=True, registry=kreg)
+
+
+def _post(url: str, rows: Any, key: str | None = None, timeout: float = 10) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(f"{url}/score", json.dumps({"data": rows}).encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _objects(cluster: Cluster, name: str, namespace: str) -> list[str]:
+    found = []
+    for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"),
+                              ("autoscaling/v2beta2", "HorizontalPodAutoscaler")):
+        if cluster.serves(api_version, kind) and cluster.get(api_version, kind, name if kind != "Secret" else
+                                                             f"{name}-keys", namespace):
+            found.append(kind)
+    return found
+
+
+def test_deploy_to_available_call_and_undeploy_everything(kreg: Registry, kube_cluster: KubeCluster,
+                                                          cleanup: None) -> None:
+    steps: list[str] = []
+    d = api.deploy("iris", target="kubernetes", name="k-iris", target_options=HOST,
+                   progress=lambda event: steps.append(getattr(event, "what", "")), registry=kreg)
+    assert d.state == "running" and d.target == "kubernetes" and d.url.startswith("http://127.0.0.1:")
+    assert _post(d.url, ROWS) == (200, {"labels": [0, 2], "variant": "first"})
+    assert api.call("k-iris", ROWS, registry=kreg)["labels"] == [0, 2]
+    assert any(step.startswith("rolling out iris:1") for step in steps) and steps[-1].startswith("rolled out: 1/1")
+    cluster = Cluster()
+    body = cluster.get("apps/v1", "Deployment", "k-iris", "mlops")
+    assert body is not None and body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlops-magics"
+    assert body["metadata"]["managedFields"][0]["manager"] == "mlops-magics"  # server-side apply
+    assert [x.state for x in api.list_deployments(registry=kreg)] == ["running"]
+    assert "mlops-serve" in api.logs("k-iris", registry=kreg)
+    assert api.undeploy("k-iris", registry=kreg) == ["k-iris"]
+    assert _objects(cluster, "k-iris", "mlops") == [] and not cluster.pods("k-iris", "mlops")
+    assert kreg.get_deployment("k-iris").state == "deleted"
+    api.undeploy("k-iris", registry=kreg)  # idempotent
+
+
+def test_autoscaled_with_auth_the_key_is_a_mounted_file_only(kreg: Registry, cleanup: None) -> None:
+    d = api.deploy("iris", target="kubernetes", name="k-auth", auth=True,
+                   target_options={**HOST, "autoscale": True, "min_replicas": 1, "max_replicas": 3}, registry=kreg)
+    keys = api.keys("k-auth", registry=kreg)
+    assert _post(d.url, ROWS)[0] == 401
+    assert _post(d.url, ROWS, keys.primary)[0] == 200 and _post(d.url, ROWS, keys.secondary)[0] == 200
+    cluster = Cluster()
+    assert _objects(cluster, "k-auth", "mlops") == ["Deployment", "Service", "Secret", "HorizontalPodAutoscaler"]
+    hpa = cluster.get("autoscaling/v2beta2", "HorizontalPodAutoscaler", "k-auth", "mlops")
+    assert hpa is not None and (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    pod = cluster.pods("k-auth", "mlops")[0].to_dict()
+    text = json.dumps(pod["spec"], default=str)
+    assert keys.primary not in text and keys.secondary not in text  # not in the environment nor the command line
+    assert keys.primary not in json.dumps(kreg.get_deployment("k-auth").config)
+    rotated = api.keys("k-auth", regenerate="secondary", registry=kreg)  # a rolling restart: the pods copy keys
+    assert rotated.primary == keys.primary and rotated.secondary != keys.secondary
+    assert _post(d.url, ROWS, keys.secondary)[0] == 401 and _post(d.url, ROWS, rotated.secondary)[0] == 200
+    scaled = api.scale("k-auth", replicas=2, registry=kreg)
+    assert scaled.config["settings"]["replicas"] == 2 and not scaled.config["settings"]["autoscale"]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and ((cluster.get("apps/v1", "Deployment", "k-auth", "mlops") or {}).get(
+            "status", {}).get("readyReplicas") or 0) < 2:
+        time.sleep(0.5)
+    assert cluster.get("apps/v1", "Deployment", "k-auth", "mlops")["status"]["readyReplicas"] == 2
+    assert cluster.get("autoscaling/v2beta2", "HorizontalPodAutoscaler", "k-auth", "mlops") is None
+
+
+def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothing(kreg: Registry,
+                                                                                  cleanup: None) -> None:
+    d = api.deploy("iris", target="kubernetes", name="k-roll", collect=True, target_options=HOST, registry=kreg)
+    failures: list[Any] = []
+    sent = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, body = _post(d.url, ROWS, timeout=10)
+            sent[0] += 1
+            if status != 200:
+                failures.append((status, body))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        mm.set_score_script("iris", SCRIPT.replace('"first"', '"second"'), registry=kreg)
+        reloaded = api.reload("k-roll", registry=kreg)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        mm.set_score_script("iris", SCRIPT, registry=kreg)
+    assert failures == [] and sent[0] > 20
+    assert reloaded.url == d.url and _post(d.url, ROWS)[1]["variant"] == "second"
+    cluster = Cluster()
+    before = len(cluster.pods("k-roll", "mlops"))
+    cluster_pod = cluster.pods("k-roll", "mlops")[0].metadata.name
+    from kubernetes import client
+
+    client.CoreV1Api(cluster.api).delete_namespaced_pod(cluster_pod, "mlops")  # the Deployment makes a new one
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and api.list_deployments(registry=kreg)[0].state != "running":
+        time.sleep(0.5)
+    for i in range(10):
+        assert _post(d.url, ROWS, timeout=30)[0] == 200, i
+    api.undeploy("k-roll", registry=kreg)  # SIGTERM: the pods write what they queued, then exit
+    frame = api.collected("k-roll", registry=kreg)
+    assert before >= 1 and frame["request_id"].nunique() == sent[0] + 1 + 10
+
+
+def test_a_crashing_script_says_what_failed_in_the_cell_and_leaves_nothing(kreg: Registry, cleanup: None) -> None:
+    mm.register(mm.load_model("iris:1", registry=kreg), "broken", registry=kreg)
+    mm.set_score_script("broken", "def init():\n    raise RuntimeError('no model here')\n\ndef run(raw):\n"
+                                  "    return raw\n", line_offset=1, registry=kreg)
+    with pytest.raises(DeployError, match=r"(?s)its entry script failed at init \(cell line 3: RuntimeError: no "
+                                          r"model here\).*The script's traceback"):
+        api.deploy("broken", target="kubernetes", name="k-broken", target_options=HOST, registry=kreg)
+    cluster = Cluster()
+    assert _objects(cluster, "k-broken", "mlops") == []
+    assert kreg.get_deployment("k-broken").state == "failed"
+
+
+def test_a_failed_update_leaves_the_old_version_serving(kreg: Registry, cleanup: None) -> None:
+    d = api.deploy("iris", target="kubernetes", name="k-keep", target_options=HOST, registry=kreg)
+    mm.set_score_script("iris", "def init():\n    raise ValueError('bad update')\n\ndef run(raw):\n    return raw\n",
+                        line_offset=1, registry=kreg)
+    try:
+        with pytest.raises(DeployError, match=r"Reload of 'k-keep' failed: the new script failed at init .*'k-keep' "
+                                              r"still serves iris:1"):
+            api.reload("k-keep", registry=kreg)
+    finally:
+        mm.set_score_script("iris", SCRIPT, registry=kreg)
+    assert _post(d.url, ROWS) == (200, {"labels": [0, 2], "variant": "first"})
+
+
+def test_out_of_memory_and_unschedulable_are_said_in_the_users_terms(kreg: Registry, cleanup: None) -> None:
+    mm.register(mm.load_model("iris:1", registry=kreg), "hungry", registry=kreg)
+    mm.set_score_script("hungry", "def init():\n    global ballast\n    ballast = bytearray(400 * 1024 * 1024)\n\n"
+                                  "def run(raw):\n    return raw\n", registry=kreg)
+    with pytest.raises(DeployError, match=r"killed for lack of memory \(memory_gb_limit: 0.15 GB"):
+        api.deploy("hungry", target="kubernetes", name="k-oom",
+                   target_options={**HOST, "memory_gb": 0.1, "memory_gb_limit": 0.15}, registry=kreg)
+    with pytest.raises(DeployError, match=r"no node can run its pod .*Each pod asks for 64.0 CPU"):
+        api.deploy("iris", target="kubernetes", name="k-big", target_options={**HOST, "cpu": 64}, registry=kreg)
+    cluster = Cluster()
+    assert _objects(cluster, "k-oom", "mlops") == [] and _objects(cluster, "k-big", "mlops") == []
+
+
+def test_the_image_is_pushed_to_the_registry_the_nodes_pull_from(kreg: Registry, image_registry: str,
+                                                                 cleanup: None) -> None:
+    d = api.deploy("iris", target="kubernetes", name="k-pushed",
+                   target_options={**HOST, "image_registry": f"{image_registry}/mlops"}, registry=kreg)
+    assert d.config["image"].startswith(f"{image_registry}/mlops/iris:1-")
+    repository, _, tag = d.config["image"].partition("/")[2].rpartition(":")
+    with urllib.request.urlopen(f"http://{image_registry}/v2/{repository}/tags/list", timeout=10) as response:
+        assert tag in json.loads(response.read())["tags"]
+    assert _post(d.url, ROWS)[0] == 200
