@@ -124,6 +124,12 @@ def test_autoscaled_with_auth_the_key_is_a_mounted_file_only(kreg: Registry, cle
     assert _objects(cluster, "k-auth", "mlops") == ["Deployment", "Service", "Secret", "HorizontalPodAutoscaler"]
     hpa = cluster.get("autoscaling/v2beta2", "HorizontalPodAutoscaler", "k-auth", "mlops")
     assert hpa is not None and (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    deadline = time.monotonic() + 60  # the autoscaler finds out that there are no metrics within its period
+    while "CPU use unknown" not in api.list_deployments(registry=kreg).details["k-auth"] and (
+            time.monotonic() < deadline):
+        time.sleep(1)
+    assert api.list_deployments(registry=kreg).details["k-auth"] == (
+        "1/1 pods ready; autoscaled 1-3 at 70% CPU, CPU use unknown: the cluster has no metrics server")
     pod = cluster.pods("k-auth", "mlops")[0].to_dict()
     text = json.dumps(pod["spec"], default=str)
     assert keys.primary not in text and keys.secondary not in text  # not in the environment nor the command line

@@ -37,6 +37,7 @@ from mlops_magics.api.clusters import (
     autoscale_bounds,
     kubernetes_diff,
     kubernetes_manifests,
+    kubernetes_options,
     scale,
 )
 from mlops_magics.api.deployments import (
@@ -121,6 +122,7 @@ __all__ = [
     "keys",
     "kubernetes_diff",
     "kubernetes_manifests",
+    "kubernetes_options",
     "label",
     "list_deployments",
     "list_images",

@@ -4,7 +4,7 @@ change (``--diff``), and scaling a running service (``%scale``)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from mlops_magics.targets.kube import manifests
 from mlops_magics.targets.kube.cluster import Cluster
 from mlops_magics.targets.kube.settings import autoscale_bounds, settings
 
-__all__ = ["ManifestSet", "autoscale_bounds", "kubernetes_diff", "kubernetes_manifests", "scale"]
+__all__ = ["ManifestSet", "autoscale_bounds", "kubernetes_diff", "kubernetes_manifests", "kubernetes_options", "scale"]
 from mlops_magics.targets.kube.target import KubernetesTarget
 
 #: The Kubernetes versions dry-run manifests are validated for (kubernetes-validate's schemas, strict).
@@ -46,6 +46,34 @@ class ManifestSet:
                    f"{self.validated[-1].rsplit('.', 1)[0]} (strict schemas)" if self.validated else "")
         return f"Wrote {kinds}{where}{checked}. Nothing was applied." if self.files else (
             f"{kinds}{checked}. Nothing was applied.")
+
+
+def kubernetes_options(target: str, items: Sequence[str] = (), *, autoscale: str | None = None,
+                       replicas: int | None = None, target_utilization: int | None = None,
+                       namespace: str | None = None, context: str | None = None,
+                       image_registry: str | None = None, plan: bool = False) -> dict[str, Any]:
+    """The Kubernetes settings that the flags of ``%deploy`` / ``mlops deploy`` give (``items`` are ``--set
+    KEY=VALUE``; ``plan``: ``--dry-run`` or ``--diff`` was given).
+
+    Raises:
+        InvalidInputError: a malformed item, bad ``--autoscale``, or Kubernetes flags for another target.
+    """
+    options: dict[str, Any] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise InvalidInputError(f"--set {item!r} is not KEY=VALUE (e.g. --set cpu_cores=0.5).")
+        options[key.strip()] = value.strip()
+    flags = {"replicas": replicas, "target_utilization": target_utilization, "namespace": namespace,
+             "context": context, "image_registry": image_registry}
+    options.update({key: value for key, value in flags.items() if value is not None})
+    if autoscale is not None:
+        low, high = autoscale_bounds(autoscale)
+        options.update(autoscale=True, min_replicas=low, max_replicas=high)
+    if (options or plan) and target != "kubernetes":
+        raise InvalidInputError("--replicas, --autoscale, --target-utilization, --namespace, --context, --registry, "
+                                "--set, --dry-run and --diff are for --target kubernetes.")
+    return options
 
 
 def _spec(reg: Registry, ref: str, name: str | None, options: Mapping[str, Any], **spec_options: Any) -> Any:

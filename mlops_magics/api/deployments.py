@@ -16,16 +16,21 @@ from mlops_magics.registry import Deployment, Registry, cards, or_default, parse
 from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, get_target
-from mlops_magics.targets.base import DeliversKeys, Progress, Steps
+from mlops_magics.targets.base import DeliversKeys, Describes, Progress, Steps
 from mlops_magics.targets.client import as_table, post_score, request_body
 from mlops_magics.targets.local import map_script_lines, serving_since
 from mlops_magics.targets.process import alive, process_stamp
 
 
 class DeploymentList(list[Deployment]):
-    """Deployments, shown as a table; ``hidden`` counts the deleted ones left out."""
+    """Deployments, shown as a table; ``hidden`` counts the deleted ones left out; ``details`` says more about
+    some (a cluster's ready pods and autoscaler), by name."""
 
     hidden: int = 0
+
+    def __init__(self, *items: Any) -> None:
+        super().__init__(*items)
+        self.details: dict[str, str] = {}
 
     @property
     def hidden_note(self) -> str:
@@ -40,11 +45,12 @@ class DeploymentList(list[Deployment]):
             return " ".join(filter(None, ["No live deployments." if self.hidden else "No deployments.",
                                           self.hidden_note]))
         return "\n".join(f"{d.name:20} {d.model_name}:{d.model_version:<6} {d.target:8} {d.state:10} {d.url or ''}"
+                         + (f"  ({self.details[d.name]})" if self.details.get(d.name) else "")
                          for d in self) + (f"\n({self.hidden_note})" if self.hidden else "")
 
     def _repr_html_(self) -> str:
         note = f"<p><small>{self.hidden_note}</small></p>" if self.hidden else ""
-        return (cards.deployments_html(self) if self else "<p><em>No live deployments.</em></p>") + note
+        return (cards.deployments_html(self, self.details) if self else "<p><em>No live deployments.</em></p>") + note
 
 
 def deploy(
@@ -201,9 +207,12 @@ def list_deployments(*, include_deleted: bool = False, registry: Registry | None
             continue
         if d.is_live:
             creating = d.state == "creating" and _still_serving(reg, d)  # its deployer is at work: leave it be
-            state = d.state if creating else _target(reg, d).status(d)
+            target = _target(reg, d)
+            state = d.state if creating else target.status(d)
             if state != d.state:
                 d = reg.set_deployment_state(d.name, state)
+            if isinstance(target, Describes) and d.is_live:
+                found.details[d.name] = target.describe(d)
         found.append(d)
     return found
 

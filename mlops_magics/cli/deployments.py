@@ -1,4 +1,4 @@
-"""Verbs of services: deploy, deployments, undeploy, logs, reload, update, call, keys."""
+"""Verbs of services: deploy, scale, deployments, undeploy, logs, reload, update, call, keys."""
 
 from __future__ import annotations
 
@@ -33,10 +33,34 @@ class StatusLines:
 
 
 def _deploy(args: argparse.Namespace) -> Any:
+    options = api.kubernetes_options(args.target, args.settings, autoscale=args.autoscale, replicas=args.replicas,
+                                     target_utilization=args.target_utilization, namespace=args.namespace,
+                                     context=args.context, image_registry=args.registry,
+                                     plan=bool(args.dry_run or args.diff))
+    if args.dry_run:
+        return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run, target_options=options,
+                                        auth=args.auth, collect=args.collect, workers=args.workers, port=args.port)
+    if args.diff:
+        changes = api.kubernetes_diff(args.ref, name=args.name, target_options=options, auth=args.auth,
+                                      collect=args.collect, workers=args.workers)
+        return Status(changes or "Nothing would change: the cluster has these objects as they are.",
+                      {"diff": changes})
     return api.deploy(args.ref, target=args.target, name=args.name, port=args.port, workers=args.workers,
                       auth=args.auth, isolated=args.isolated, cpu=args.cpu, memory=args.memory,
                       base_image=args.base_image, build=not args.no_build, require_validation=args.require_validation,
-                      collect=args.collect, sample_rate=args.sample_rate, progress=StatusLines(f"deploying {args.ref}"))
+                      collect=args.collect, sample_rate=args.sample_rate, target_options=options,
+                      progress=StatusLines(f"deploying {args.ref}"))
+
+
+def _scale(args: argparse.Namespace) -> Any:
+    bounds = api.autoscale_bounds(args.autoscale) if args.autoscale is not None else None
+    scaled = api.scale(args.service, replicas=args.replicas, autoscale=bounds,
+                       target_utilization=args.target_utilization)
+    chosen = scaled.config["settings"]
+    said = (f"{chosen['min_replicas']} to {chosen['max_replicas']} pods (autoscaled at {chosen['target_utilization']}% "
+            "CPU)" if chosen["autoscale"] else f"{chosen['replicas']} pods")
+    return Status(f"{scaled.name}: {said}", {"name": scaled.name, **{k: chosen[k] for k in (
+        "replicas", "autoscale", "min_replicas", "max_replicas", "target_utilization")}})
 
 
 def _deployments(args: argparse.Namespace) -> Any:
@@ -85,7 +109,7 @@ def add_verbs(verbs: Verbs) -> None:
     p = verbs.add("deploy", _deploy, "Deploy a model version as a web service and wait until it is healthy (an "
                                      "image build prints its steps on standard error).")
     p.add_argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
-    p.add_argument("--target", default="local", help="Where to deploy: local (default) or docker.")
+    p.add_argument("--target", default="local", help="Where to deploy: local (default), docker or kubernetes.")
     p.add_argument("--name", "-n", help="Service name (default: the model name).")
     p.add_argument("--port", "-p", type=int, help="Port (default: a free one).")
     p.add_argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
@@ -105,6 +129,27 @@ def add_verbs(verbs: Verbs) -> None:
                    help="Record every scored request off the request path; see mlops collected and mlops monitor.")
     p.add_argument("--sample-rate", type=float, metavar="R",
                    help="Record this share of the requests, 0 < R <= 1 (implies --collect; default 1).")
+    p.add_argument("--replicas", type=int, metavar="N", help="--target kubernetes: pods to run (default 1).")
+    p.add_argument("--autoscale", metavar="MIN,MAX",
+                   help="--target kubernetes: let a HorizontalPodAutoscaler run MIN to MAX pods on CPU use.")
+    p.add_argument("--target-utilization", type=int, metavar="PCT",
+                   help="--target kubernetes, with --autoscale: the CPU use (percent of the request) to aim at.")
+    p.add_argument("--namespace", metavar="NS", help="--target kubernetes: the namespace (default mlops; created).")
+    p.add_argument("--context", metavar="CTX", help="--target kubernetes: the kubeconfig context (default: current).")
+    p.add_argument("--registry", metavar="HOST/REPO",
+                   help="--target kubernetes: push the image there for the nodes to pull.")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="--target kubernetes: any setting, by our name or Azure's AKS name; repeatable.")
+    p.add_argument("--dry-run", metavar="DIR",
+                   help="--target kubernetes: write the manifests to DIR, validated; apply nothing.")
+    p.add_argument("--diff", action="store_true",
+                   help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
+
+    p = verbs.add("scale", _scale, "Set how many pods a Kubernetes service runs, or its autoscaler's bounds.")
+    p.add_argument("service", help="The Kubernetes service to scale.")
+    p.add_argument("--replicas", type=int, metavar="N", help="Run N pods (the autoscaler, if any, is removed).")
+    p.add_argument("--autoscale", metavar="MIN,MAX", help="Let the autoscaler run MIN to MAX pods.")
+    p.add_argument("--target-utilization", type=int, metavar="PCT", help="With --autoscale: the CPU use to aim at.")
 
     p = verbs.add("deployments", _deployments, "List deployments with their live state (checked now); deleted ones "
                                                "with --all.")

@@ -64,8 +64,11 @@ class DeploymentMagics(MagicsBase):
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
         args = self.parse(self.deploy, line)
-        options = self.kubernetes_options(args)
         with user_errors():
+            options = api.kubernetes_options(args.target, args.settings, autoscale=args.autoscale,
+                                             replicas=args.replicas, target_utilization=args.target_utilization,
+                                             namespace=args.namespace, context=args.context,
+                                             image_registry=args.registry, plan=bool(args.dry_run or args.diff))
             if args.dry_run:
                 return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run,
                                                 target_options=options, auth=args.auth, collect=args.collect,
@@ -84,27 +87,6 @@ class DeploymentMagics(MagicsBase):
         status.done(f"{deployed.name} serves {deployed.model_name}:{deployed.model_version} at {deployed.url} "
                     f"({deployed.target})")
         return deployed
-
-    def kubernetes_options(self, args: Any) -> dict[str, Any]:
-        """The Kubernetes settings the %deploy flags give (a UsageError when they are given for another target)."""
-        options: dict[str, Any] = {}
-        for item in args.settings:
-            key, equals, value = item.partition("=")
-            if not equals or not key.strip():
-                raise UsageError(f"--set {item!r} is not KEY=VALUE (e.g. --set cpu_cores=0.5).")
-            options[key.strip()] = value.strip()
-        flags = {"replicas": args.replicas, "target_utilization": args.target_utilization,
-                 "namespace": args.namespace, "context": args.context, "image_registry": args.registry}
-        options.update({key: value for key, value in flags.items() if value is not None})
-        if args.autoscale is not None:
-            with user_errors():
-                low, high = api.autoscale_bounds(args.autoscale)
-            options.update(autoscale=True, min_replicas=low, max_replicas=high)
-        kube_only = options or args.dry_run or args.diff
-        if kube_only and args.target != "kubernetes":
-            raise UsageError("--replicas, --autoscale, --target-utilization, --namespace, --context, --registry, "
-                             "--set, --dry-run and --diff are for --target kubernetes.")
-        return options
 
     @examples("%scale iris --replicas 3", "%scale iris --autoscale 2,8 --target-utilization 60")
     @magic_arguments()

@@ -243,12 +243,13 @@ def not_serving(d: Deployment) -> str:
     return f"Service {d.name!r} is {d.state} (since {since}; {what}). {again}."
 
 
-def deployments_html(items: Sequence[Deployment]) -> str:
-    """An HTML table of deployments."""
+def deployments_html(items: Sequence[Deployment], details: Mapping[str, str] | None = None) -> str:
+    """An HTML table of deployments (with a column of ``details`` by name, when there are any)."""
     if not items:
         return "<p><em>No deployments.</em></p>"
     rows = [{"name": d.name, "model": f"{d.model_name}:{d.model_version}", "target": d.target, "state": d.state,
-             "url": d.url or "", "updated": when(d.updated_at)} for d in items]
+             "url": d.url or "", "updated": when(d.updated_at),
+             **({"details": (details or {}).get(d.name, "")} if details else {})} for d in items]
     return table(rows)
 
 

@@ -150,3 +150,11 @@ class DeliversKeys(Protocol):
 
     def keys_changed(self, deployment: Deployment) -> None:
         """Deliver the service's current keys to its servers."""
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """A target that says more about a live deployment than its state (a cluster's ready pods, its autoscaler)."""
+
+    def describe(self, deployment: Deployment) -> str:
+        """One line about the deployment now ('' when there is nothing to add)."""

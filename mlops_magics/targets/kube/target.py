@@ -192,6 +192,35 @@ class KubernetesTarget:
             parts.append(f"[mlops] pod {pod.metadata.name} ({pod.status.phase}):\n{text.rstrip()}")
         return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
 
+    def describe(self, deployment: Deployment) -> str:
+        """Ready and wanted pods, and the autoscaler's bounds and state ("2/2 pods ready; autoscaled 1-4 at 70% CPU,
+        CPU use unknown: the cluster has no metrics server")."""
+        config = deployment.config
+        try:
+            cluster = Cluster(config.get("context"))
+            name, namespace = str(config.get("object")), str(config.get("namespace"))
+            body = cluster.get("apps/v1", "Deployment", name, namespace)
+            hpa = cluster.get(str(config.get("hpa_api") or "autoscaling/v2"), "HorizontalPodAutoscaler", name,
+                              namespace) if (config.get("settings") or {}).get("autoscale") else None
+        except EngineError:
+            return "the cluster does not answer"
+        if body is None:
+            return "not on the cluster"
+        status = body.get("status") or {}
+        wanted = int((body.get("spec") or {}).get("replicas") or 0)
+        line = f"{int(status.get('readyReplicas') or 0)}/{wanted} pods ready"
+        if hpa is not None:
+            spec, state = hpa.get("spec") or {}, hpa.get("status") or {}
+            metric = (spec.get("metrics") or [{}])[0].get("resource", {}).get("target", {})
+            line += (f"; autoscaled {spec.get('minReplicas')}-{spec.get('maxReplicas')} at "
+                     f"{metric.get('averageUtilization')}% CPU")
+            inactive = [c for c in state.get("conditions") or [] if c.get("type") == "ScalingActive"
+                        and c.get("status") == "False"]
+            if inactive:
+                line += (", CPU use unknown: the cluster has no metrics server" if inactive[0].get("reason") ==
+                         "FailedGetResourceMetric" else f", not scaling: {inactive[0].get('message')}")
+        return line
+
     def keys_changed(self, deployment: Deployment) -> None:
         """Put the new keys in the Secret and roll the pods (they copy the keys when they start); no request fails:
         the old pods serve until new ones are ready."""
