@@ -32,7 +32,8 @@ KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", 
 DEFAULT_REGISTRY = f"127.0.0.1:{os.environ.get('MLOPS_REGISTRY_PORT') or 15000}"
 
 #: Seconds: up.sh takes ~25 s here (it waits up to 180 s for the node itself), down.sh 2-3 s, a request 5 s.
-UP_TIMEOUT = 300
+#: Under pytest-timeout's 300 s per test (a session fixture's set-up counts towards its first test's).
+UP_TIMEOUT = 240
 DOWN_TIMEOUT = 120
 REGISTRY_TIMEOUT = 60
 REQUEST_TIMEOUT = 5
@@ -165,7 +166,11 @@ def registry_answers(address: str) -> str | None:
     try:
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=REQUEST_TIMEOUT) as response:
             api = response.headers.get("Docker-Distribution-Api-Version", "")
-    except (OSError, urllib.error.URLError) as exc:
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 and exc.headers.get("Docker-Distribution-Api-Version") == "registry/2.0":
+            return f"the registry at {address} asks for credentials (the push tests need one without)"
+        return f"{address} answers, but not as an image registry (HTTP {exc.code} to GET /v2/)"
+    except OSError as exc:  # URLError is one: refused, timed out, no such host
         return f"no image registry answers at {address} ({exc})"
     if api != "registry/2.0":
         return f"{address} answers, but not as an image registry (Docker-Distribution-Api-Version: {api!r})"

@@ -7,10 +7,13 @@ with ``MLOPS_REQUIRE_KUBERNETES=1`` / ``MLOPS_REQUIRE_REGISTRY=1`` (as in CI) th
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import io
 import json
 import os
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mlops_magics.packaging import engine
+from tests import infrastructure
 from tests.infrastructure import KubeCluster
 from tests.serving import free_port
 
@@ -29,6 +33,77 @@ BASE = os.environ.get("MLOPS_BASE_IMAGE") or "mlops-base:bookworm"
 #: Seconds a pod of an image already on the engine may take to run (~2-3 s here), and its namespace to go.
 POD_TIMEOUT = 120
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+# -- finding them, or saying why not (everywhere: no cluster needed) ----------------------------------------------
+
+
+def _unreachable_kubeconfig(path: Any, port: int) -> Any:
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: gone, cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: not-a-secret}}}}]
+contexts: [{{name: gone-context, context: {{cluster: gone, user: u}}}}]
+current-context: gone-context
+""")
+    return path
+
+
+@pytest.mark.parametrize("require", ["", "0", "1"])
+def test_a_configured_cluster_that_does_not_answer_is_a_skip_or_a_failure_naming_it(
+        tmp_path: Any, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        require: str) -> None:
+    kubeconfig = _unreachable_kubeconfig(tmp_path / "kubeconfig", free_port())
+    monkeypatch.setenv("MLOPS_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("MLOPS_REQUIRE_KUBERNETES", require)
+    expected = pytest.fail.Exception if require == "1" else pytest.skip.Exception
+    with pytest.raises(expected) as raised, infrastructure.kube_cluster(tmp_path_factory):
+        pytest.fail("a cluster that does not answer was used")  # pragma: no cover
+    message = str(raised.value)
+    assert f"MLOPS_KUBECONFIG is set, but the cluster of {kubeconfig} does not answer" in message
+    assert "sudo make kube-cluster" in message
+    assert ("MLOPS_REQUIRE_KUBERNETES is set" in message) == (require == "1")
+
+
+def test_kube_answers_names_the_context_of_a_cluster_that_answers_and_why_one_does_not(tmp_path: Any) -> None:
+    cluster, why = infrastructure.kube_answers(tmp_path / "missing")
+    assert cluster is None
+    assert why == f"{tmp_path / 'missing'} does not exist"
+    cluster, why = infrastructure.kube_answers(_unreachable_kubeconfig(tmp_path / "kubeconfig", free_port()))
+    assert cluster is None
+    assert "does not answer" in why
+    assert "Connection refused" in why or "MaxRetryError" in why
+
+
+@pytest.mark.parametrize("require", ["", "1"])
+def test_a_configured_registry_that_does_not_answer_is_a_skip_or_a_failure_naming_it(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, require: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLOPS_TEST_IMAGE_REGISTRY", address)
+    monkeypatch.setenv("MLOPS_REQUIRE_REGISTRY", require)
+    expected = pytest.fail.Exception if require else pytest.skip.Exception
+    with pytest.raises(expected) as raised, infrastructure.image_registry(tmp_path_factory):
+        pytest.fail("a registry that does not answer was used")  # pragma: no cover
+    assert f"MLOPS_TEST_IMAGE_REGISTRY is set, but no image registry answers at {address}" in str(raised.value)
+    assert "sudo make image-registry" in str(raised.value)
+
+
+@pytest.mark.parametrize(("has_v2", "why"), [(True, "(Docker-Distribution-Api-Version: '')"),
+                                             (False, "(HTTP 404 to GET /v2/)")])
+def test_an_http_server_that_is_not_a_registry_is_not_taken_for_one(tmp_path: Any, has_v2: bool, why: str) -> None:
+    if has_v2:
+        (tmp_path / "v2").mkdir()  # GET /v2/ is a 200 then, a directory listing without the registry's header
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+            found = infrastructure.registry_answers(f"127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert found == f"127.0.0.1:{server.server_address[1]} answers, but not as an image registry {why}"
 
 
 # -- the cluster ---------------------------------------------------------------------------------------------------
