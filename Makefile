@@ -7,7 +7,8 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cf
 # Docker tests use this base image (no registry is needed: `make docker-engine` builds it).
 export MLOPS_BASE_IMAGE ?= mlops-base:bookworm
 
-.PHONY: setup labextension peers quickstart lab test test-without-docker lint bench docker-engine
+.PHONY: setup labextension peers quickstart lab test test-without-docker lint bench docker-engine \
+	kube-cluster kube-down kube-check image-registry image-registry-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,34 @@ peers: setup
 docker-engine:
 	scripts/docker-engine.sh $(MLOPS_BASE_IMAGE)
 
+# A real single-node Kubernetes (v1.20.2, built from Debian's source package; its kubelet runs pods on the Docker
+# engine) on 127.0.0.1 for the Kubernetes tests (root; idempotent). The first build takes ~25 minutes on 2 cores and
+# is cached in $(KUBE_CACHE); after that this takes seconds, plus ~25 s to start the cluster. scripts/kube/README.md.
+KUBE_CACHE ?= /var/cache/mlops-kube/v1.20.2
+KUBE_STATE ?= /tmp/mlops-kube
+export MLOPS_KUBE_CACHE := $(KUBE_CACHE)
+
+kube-cluster: docker-engine
+	scripts/kube/build.sh $(KUBE_CACHE)
+	scripts/kube/up.sh $(KUBE_STATE)
+
+kube-down:
+	scripts/kube/down.sh $(KUBE_STATE)
+
+# The recipe's own end-to-end check of a running cluster (~1 minute): Deployments, probes, port-forward, HPA, rollout.
+kube-check: setup
+	KUBECONFIG=$(KUBE_STATE)/kubeconfig $(BIN)/python scripts/kube/check.py
+
+# An image registry for the push tests: Debian's docker-registry on 127.0.0.1:$(REGISTRY_PORT), plain HTTP (the
+# engine allows that on loopback), data in /tmp/mlops-registry (root to install it; idempotent).
+REGISTRY_PORT ?= 15000
+
+image-registry:
+	MLOPS_REGISTRY_PORT=$(REGISTRY_PORT) scripts/image-registry.sh start
+
+image-registry-down:
+	scripts/image-registry.sh stop
+
 # The whole loop (train, register, ONNX, validate, deploy, score, drift, undeploy) in a registry of its own.
 quickstart: setup
 	$(BIN)/python examples/quickstart.py
@@ -70,7 +99,7 @@ test: lint peers
 
 # What a machine without a Docker engine does differently (CI runs it before it installs one): the Docker tests
 # skip, saying why, and the notebooks fall back to local processes (a run with Docker alone once hid a failure).
-NO_DOCKER := DOCKER_HOST=unix:///nonexistent MLOPS_REQUIRE_DOCKER=
+NO_DOCKER := DOCKER_HOST=unix:///nonexistent MLOPS_REQUIRE_DOCKER= MLOPS_REQUIRE_KUBERNETES= MLOPS_REQUIRE_REGISTRY=
 
 test-without-docker: setup
 	$(NO_DOCKER) $(BIN)/python -m pytest -m docker tests

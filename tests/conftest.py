@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh registry folder per test, small trained models, a real IPython shell."""
+"""Shared fixtures: a fresh registry folder per test, small trained models, a real IPython shell, and the real
+Kubernetes cluster and image registry of the tests marked ``kubernetes`` / ``image_registry``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ import pytest
 
 from mlops_magics import registry as registry_module
 from mlops_magics.registry import Registry
+from tests import infrastructure
+from tests.infrastructure import KubeCluster
+
+#: A test that takes one of these fixtures carries its marker, so that ``-m "not kubernetes"`` leaves it out.
+_MARKED_FIXTURES = {"kube_cluster": "kubernetes", "image_registry": "image_registry"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in _MARKED_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -80,3 +93,21 @@ def ip(home: Path) -> Iterator[Any]:
     shell.reset(new_session=False)
     yield shell
     shell.reset(new_session=False)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """A real Kubernetes cluster that answers: ``$MLOPS_KUBECONFIG``'s, else the one of ``make kube-cluster``, else
+    one started for the session (when ``make kube-cluster`` has cached the binaries) and stopped at its end; else
+    the test skips saying how to get one, or fails where ``MLOPS_REQUIRE_KUBERNETES=1`` (CI)."""
+    with infrastructure.kube_cluster(tmp_path_factory) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def image_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``"127.0.0.1:PORT"`` of a real image registry: ``$MLOPS_TEST_IMAGE_REGISTRY``, else the one of
+    ``make image-registry``, else one started for the session (Debian's docker-registry) and stopped at its end;
+    else the test skips saying how to get one, or fails where ``MLOPS_REQUIRE_REGISTRY=1`` (CI)."""
+    with infrastructure.image_registry(tmp_path_factory) as address:
+        yield address
