@@ -133,7 +133,7 @@ def test_autoscaled_with_auth_the_key_is_a_mounted_file_only(kreg: Registry, cle
     pod = cluster.pods("k-auth", "mlops")[0].to_dict()
     text = json.dumps(pod["spec"], default=str)
     assert keys.primary not in text and keys.secondary not in text  # not in the environment nor the command line
-    assert keys.primary not in json.dumps(kreg.get_deployment("k-auth").config)
+    assert keys.primary not in json.dumps(dict(kreg.get_deployment("k-auth").config))
     rotated = api.keys("k-auth", regenerate="secondary", registry=kreg)  # a rolling restart: the pods copy keys
     assert rotated.primary == keys.primary and rotated.secondary != keys.secondary
     assert _post(d.url, ROWS, keys.secondary)[0] == 401 and _post(d.url, ROWS, rotated.secondary)[0] == 200
