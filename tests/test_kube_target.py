@@ -191,6 +191,33 @@ def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothi
     assert before >= 1 and frame["request_id"].nunique() == sent[0] + 1 + 10
 
 
+def test_diff_update_and_follow_on_a_live_service(kreg: Registry, cleanup: None) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    d = api.deploy("iris", target="kubernetes", name="k-live", target_options=HOST, registry=kreg)
+    assert api.kubernetes_diff("iris", name="k-live", target_options=HOST, registry=kreg) == ""
+    changed = api.kubernetes_diff("iris", name="k-live", target_options={**HOST, "replicas": 2}, registry=kreg)
+    assert "-  replicas: 1" in changed and "+  replicas: 2" in changed and "live Deployment/k-live" in changed
+    X, y = load_iris(return_X_y=True)
+    stump = DecisionTreeClassifier(max_depth=1).fit(X, y)
+    mm.register(stump, "stump", registry=kreg)
+    mm.set_score_script("stump", SCRIPT.replace('"first"', '"stump"'), registry=kreg)
+    updated = api.update("k-live", "stump:1", registry=kreg)
+    assert (updated.model_name, updated.url) == ("stump", d.url)
+    assert _post(d.url, ROWS)[1] == {"labels": stump.predict(ROWS).tolist(), "variant": "stump"}
+    lines: list[str] = []
+
+    def poke() -> None:
+        time.sleep(2)
+        _post(d.url, "not rows")  # run() fails: the server logs the script's traceback
+
+    threading.Thread(target=poke).start()
+    for line in api.follow("k-live", timeout=8, registry=kreg):
+        lines.append(line)
+    assert any("Traceback" in line for line in lines), lines
+
+
 def test_a_crashing_script_says_what_failed_in_the_cell_and_leaves_nothing(kreg: Registry, cleanup: None) -> None:
     mm.register(mm.load_model("iris:1", registry=kreg), "broken", registry=kreg)
     mm.set_score_script("broken", "def init():\n    raise RuntimeError('no model here')\n\ndef run(raw):\n"

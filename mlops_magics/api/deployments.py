@@ -16,7 +16,7 @@ from mlops_magics.registry import Deployment, Registry, cards, or_default, parse
 from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, get_target
-from mlops_magics.targets.base import DeliversKeys, Describes, Progress, Steps
+from mlops_magics.targets.base import DeliversKeys, Describes, FollowsLogs, Progress, Steps
 from mlops_magics.targets.client import as_table, post_score, request_body
 from mlops_magics.targets.local import map_script_lines, serving_since
 from mlops_magics.targets.process import alive, process_stamp
@@ -256,7 +256,11 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
     """
     reg = or_default(registry)
     d = reg.get_deployment(name)
-    log, script = _target(reg, d).log_file(d)
+    target = _target(reg, d)
+    if isinstance(target, FollowsLogs):
+        yield from target.follow(d, timeout)
+        return
+    log, script = target.log_file(d)
     offset = log.stat().st_size if log.exists() else 0
     deadline = None if timeout is None else time.monotonic() + timeout
     partial = ""

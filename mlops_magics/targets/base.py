@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -158,3 +158,11 @@ class Describes(Protocol):
 
     def describe(self, deployment: Deployment) -> str:
         """One line about the deployment now ('' when there is nothing to add)."""
+
+
+@runtime_checkable
+class FollowsLogs(Protocol):
+    """A target whose servers' logs are not files of this machine (a cluster's pods): it streams them itself."""
+
+    def follow(self, deployment: Deployment, timeout: float | None) -> Iterator[str]:
+        """Yield the service's new log lines as they come, until ``timeout`` seconds pass (None: until it stops)."""

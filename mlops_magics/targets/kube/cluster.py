@@ -225,6 +225,15 @@ class Cluster:
             except ApiException:
                 return ""
 
+    def log_stream(self, pod: str, namespace: str, container: str = "mlops-serve") -> Any:
+        """A streaming response of the pod's new log lines (``.stream()`` yields bytes; ``.close()`` ends it)."""
+        from kubernetes import client
+
+        with self.answering(f"following the log of pod {pod}"):
+            return client.CoreV1Api(self.api).read_namespaced_pod_log(
+                pod, namespace, container=container, follow=True, tail_lines=0, _preload_content=False,
+                _request_timeout=(CALL_TIMEOUT, 24 * 3600))
+
     def node_capacity(self) -> list[tuple[str, str, str]]:
         """(node, allocatable CPU, allocatable memory) of every node."""
         from kubernetes import client

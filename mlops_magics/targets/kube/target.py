@@ -13,6 +13,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +57,12 @@ class KubernetesTarget:
     # -- what is deployed, and where ------------------------------------------------------------
 
     def settings(self, spec: DeploySpec) -> KubeSettings:
-        """The spec's Kubernetes settings; ``auth`` and ``collect`` of the spec and of the settings agree."""
-        chosen = settings(spec.target_options)
+        """The spec's Kubernetes settings; ``auth`` and ``collect`` of the spec and of the settings agree. Without
+        CPU and memory requests, each pod asks for what the version's profile recommended (Azure's way)."""
+        options = dict(spec.target_options)
+        if not {"cpu", "cpu_cores", "memory_gb"} & set(options):
+            options = {**profiled_requests(self.registry, spec), **options}
+        chosen = settings(options)
         return dataclasses.replace(chosen, auth=chosen.auth or spec.auth, collect=chosen.collect or spec.collect)
 
     def cluster(self, chosen: KubeSettings) -> Cluster:
@@ -250,6 +258,43 @@ class KubernetesTarget:
 
         return deploy_spec(self.registry, deployment.name, f"{deployment.model_name}:{deployment.model_version}")
 
+    def follow(self, deployment: Deployment, timeout: float | None) -> Iterator[str]:
+        """The new log lines of the service's newest pod as they come (mapped to the cell's lines), until
+        ``timeout`` seconds pass or the pod stops."""
+        config = deployment.config
+        cluster = Cluster(config.get("context"))
+        namespace = str(config.get("namespace"))
+        pods = cluster.pods(str(config.get("object")), namespace)
+        if not pods:
+            return
+        lines: queue.Queue[str | None] = queue.Queue()
+        stream = cluster.log_stream(pods[0].metadata.name, namespace)
+
+        def read() -> None:
+            try:
+                partial = b""
+                for chunk in stream.stream(1024):
+                    *done, partial = (partial + chunk).split(b"\n")
+                    for line in done:
+                        lines.put(line.decode(errors="replace"))
+            except Exception:  # noqa: BLE001 - the stream ended or was closed: the follow ends
+                pass
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True, name=f"follow-{deployment.name}").start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                try:
+                    line = lines.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    return
+                yield map_script_lines(line, manifests.SCRIPT, config.get("script_line_offset"))
+        finally:
+            stream.close()  # the reader's blocked read ends with it
+
     def log_file(self, deployment: Deployment) -> tuple[Path, str]:
         raise InvalidInputError(f"{deployment.name} runs on Kubernetes: its log is the pods' (%logs "
                                 f"{deployment.name}), not a file of this machine.")
@@ -308,6 +353,14 @@ class KubernetesTarget:
         report = self.registry.reports(spec.version).get("profile") or {}
         peak = report.get("peakMemoryInGB") or report.get("recommendedMemoryInGB")
         return float(peak) if peak is not None else None
+
+
+def profiled_requests(registry: Registry, spec: DeploySpec) -> dict[str, float]:
+    """What each pod should ask for, as the version's profile under real limits recommended ({} without one)."""
+    report = registry.reports(spec.version).get("profile")
+    if not report or not report.get("limits_applied") or report.get("recommendedCpu") is None:
+        return {}
+    return {"cpu": float(report["recommendedCpu"]), "memory_gb": float(report["recommendedMemoryInGB"])}
 
 
 def pushed_name(tag: str, image_registry: str) -> str:
