@@ -46,6 +46,7 @@ from mlops_magics.api.deployments import (
 )
 from mlops_magics.api.images import (
     ImageList,
+    RemovedImages,
     build,
     list_images,
     package,
@@ -53,6 +54,7 @@ from mlops_magics.api.images import (
     set_dockerfile_steps,
 )
 from mlops_magics.api.models import (
+    Deleted,
     compare_models,
     delete_model,
     get_model,
@@ -89,8 +91,10 @@ __all__ = [
     "KEY_PICKUP_SECONDS",
     "AliasHistory",
     "AliasSet",
+    "Deleted",
     "DeploymentList",
     "ImageList",
+    "RemovedImages",
     "ScriptInfo",
     "TrialResult",
     "alias_history",

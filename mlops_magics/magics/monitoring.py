@@ -63,7 +63,8 @@ class MonitoringMagics(MagicsBase):
     @magic_arguments()
     @argument("service", help="The service whose requests the labels belong to.")
     @argument("--data", required=True, metavar="EXPR",
-              help="The labels: a DataFrame with request_id and label columns, a Series or dict by request id.")
+              help="The labels: a DataFrame with request_id and label columns, a Series or dict by request id; a "
+                   "label may be a list, one per row of its request. A later label replaces an earlier one.")
     @line_magic
     def label(self, line: str) -> Any:
         """Attach ground-truth labels to collected requests by request id; %monitor then shows accuracy."""
