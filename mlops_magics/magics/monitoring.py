@@ -21,7 +21,8 @@ class MonitoringMagics(MagicsBase):
     @magic_arguments()
     @argument("service", help="The service whose records to show (deployed with --collect).")
     @argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
-    @argument("--limit", type=int, help="Only the newest N requests.")
+    @argument("--limit", type=int, help="Only the newest N requests (a request of 3 rows gives 3 rows; with "
+                                        "--designation: the newest N rows).")
     @argument("--designation", help="Show what the entry script's ModelDataCollector(designation=...) collected.")
     @line_magic
     def collected(self, line: str) -> Any:
