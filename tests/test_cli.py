@@ -47,7 +47,7 @@ def test_register_a_file_list_alias_tag_export_and_delete(registry: Registry, ho
     assert mlops(home, "export", "iris@production", str(out)).returncode == 0
     assert joblib.load(out / "model.pkl").predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == [0]
 
-    assert mlops(home, "delete", "iris:1").stdout.strip() == "Deleted iris:1."
+    assert mlops(home, "delete", "iris:1").stdout.strip() == "Deleted iris:1 (removed aliases production, staging)."
     assert mm.list_models() == ()
 
 

@@ -122,6 +122,22 @@ def test_no_engine_is_a_clear_error(registry: Registry, monkeypatch: pytest.Monk
     assert [d.state for d in api.list_deployments()] == ["running"]
 
 
+def test_removing_images_none_was_built_for_needs_no_engine(ip: Any, registry: Registry,
+                                                             monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    mm.register({"w": 1}, "table")
+    gone = api.remove_images("table")
+    assert list(gone) == [] and repr(gone) == "No image built for table: nothing to remove."
+    ip.run_line_magic("images", "table --remove")
+    assert capsys.readouterr().out == "No image built for table: nothing to remove.\n"
+    # An image that was built needs the engine to be removed: refused, saying where no engine answered.
+    registry.record_image("mlops/table:1-0123456789ab", registry.get("table:1"), context_digest="0" * 64,
+                          image_id="sha256:" + "0" * 64, size=1, base_image="python:3.11-slim")
+    with pytest.raises(EngineError, match="No Docker engine is reachable at unix:///nonexistent/docker.sock"):
+        api.remove_images("table")
+    assert [i.tag for i in api.list_images("table")] == ["mlops/table:1-0123456789ab"]  # nothing forgotten
+
+
 def test_limits_are_checked_before_anything_runs(registry: Registry) -> None:
     from mlops_magics.targets.docker import parse_memory
 

@@ -119,10 +119,11 @@ def test_alias_shows_one_line_not_the_versions_card(ip: Any, iris_lr: Any, iris_
 
 def test_delete_model_prints_a_status_line(ip: Any, iris_lr: Any, capsys: pytest.CaptureFixture[str]) -> None:
     ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf --alias production")
     ip.run_line_magic("register", "clf")
-    ip.run_line_magic("register", "clf")
+    capsys.readouterr()
     ip.run_line_magic("delete_model", "clf:1")
-    assert "Deleted clf:1." in capsys.readouterr().out
+    assert capsys.readouterr().out == "Deleted clf:1 (removed alias production).\n"
     assert [v.ref for v in mm.list_models()] == ["clf:2"]
 
 

@@ -109,10 +109,18 @@ def test_labels_join_by_request_id_and_give_accuracy_over_time(
     expected = float((frame["prediction"] == frame["label"]).mean())
     report = api.monitor("iris", registry=registry)
     assert report.quality == pytest.approx(expected) and report.labelled_rows == 10
-    api.label("iris", wrong, registry=registry)  # a later label wins
+    corrected = api.label("iris", wrong, registry=registry)  # a later label wins, and says it replaced one
     assert api.monitor("iris", registry=registry).quality == pytest.approx(expected - 0.2)
-    partly = api.label("iris", {"req-0": 0, "never-sent": 1}, registry=registry)
-    assert partly.matched == 1 and "1 request ids are not among the records (yet)" in repr(partly)
+    first = int(truth["label"][0])
+    assert corrected.replaced == [("req-0", first, (first + 1) % 3), ("req-15", int(truth["label"][1]),
+                                                                     (int(truth["label"][1]) + 1) % 3)]
+    assert repr(corrected) == (f"iris: 2 labels attached, 2 to collected requests, 2 replaced an earlier label (e.g. "
+                               f"'req-0': {first} -> {(first + 1) % 3})")
+    partly = api.label("iris", {"req-0": (first + 1) % 3, "req-15": 9, "never-sent": 1}, registry=registry)
+    assert partly.matched == 2 and [r[0] for r in partly.replaced] == ["req-15"]  # the same label again: no change
+    assert repr(partly) == ("iris: 3 labels attached, 2 to collected requests, 1 replaced an earlier label ('req-15': "
+                            f"{(int(truth['label'][1]) + 1) % 3} -> 9); 1 request id is not among the records (yet), "
+                            "'never-sent': kept, it joins when that record arrives")
     with pytest.raises(InvalidInputError, match="None of the 1 request ids is among the records of 'iris'"):
         api.label("iris", {"typo": 1}, registry=registry)
     with pytest.raises(InvalidInputError, match="needs a 'request_id' column"):
@@ -181,8 +189,8 @@ def test_the_magics(ip: Any, registry: Registry, iris_frame: tuple[pd.DataFrame,
             frame = ip.run_line_magic("collected", "flowers --limit 5")
         assert list(frame["request_id"]) == ["first"] * 4
         shown = capsys.readouterr().out
-        assert "flowers: 1 records written, 0 dropped" in shown
-        assert "1 request, 4 rows: one row per input row (--limit 5 counts requests)" in shown
+        assert "flowers: 1 record written, 0 dropped (1 worker run, <0.1 MB on disk)\n" in shown
+        assert "1 request, 4 rows: one row per input row; --limit 5 keeps the newest 5 requests (not rows)\n" in shown
         assert (frame["time"].dt.nanosecond == 0).all() and (frame["time"].dt.microsecond % 1000 == 0).all()
         empty = ip.run_line_magic("monitor", "flowers --data X")  # no labels yet
         figure = empty.figure()
@@ -192,7 +200,7 @@ def test_the_magics(ip: Any, registry: Registry, iris_frame: tuple[pd.DataFrame,
         ticks = [t.get_text() for t in volume.get_xticklabels() if t.get_text()]
         assert ticks and all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", t) for t in ticks), ticks  # clock times, not "55"
         ip.user_ns["truth"] = {"first": [0, 0, 0, 0]}
-        assert "1 labels attached, 1 to collected requests" in repr(ip.run_line_magic("label", "flowers --data truth"))
+        assert "1 label attached, 1 to collected requests" in repr(ip.run_line_magic("label", "flowers --data truth"))
         report = ip.run_line_magic("monitor", "flowers --data X")
         assert report.quality == 1.0 and report.drift
         with pytest.raises(UsageError, match="no ModelDataCollector data for designation 'inputs'"):
@@ -268,3 +276,30 @@ def test_answers_become_one_prediction_per_row() -> None:
     assert predictions({"predictions": [1, 0], "model": "x"}, 2) == [1, 0]
     assert predictions(7, 1) == [7] and predictions({"result": 7}, 1) == [7]
     assert predictions([1, 0, 1], 2) is None and predictions("text", 2) is None
+
+
+def test_the_writers_counters_read_as_a_sentence(tmp_path: Any) -> None:
+    from mlops_magics.monitoring.store import CollectionStats
+
+    counters = dict(received=84, sampled_out=0, written=84, spilled=0, dropped=0, queued=0, lost=0)
+    one = CollectionStats(service="iris", folder=tmp_path, workers=1, bytes_on_disk=31_000,
+                          **{**counters, "written": 1})
+    assert repr(one) == "iris: 1 record written, 0 dropped (1 worker run, <0.1 MB on disk)"
+    two = CollectionStats(service="iris", folder=tmp_path, workers=2, bytes_on_disk=2_345_678, **counters)
+    assert repr(two) == "iris: 84 records written, 0 dropped (2 worker runs, 2.3 MB on disk)"
+
+
+def test_model_data_collector_rows_say_where_their_files_are(tmp_path: Any) -> None:
+    service = tmp_path / "collected"
+    files = []
+    for day, rows in (("01", "5.1,1.4\n4.9,1.4\n"), ("02", "6.3,4.9\n")):  # Azure's layout, one file a day
+        path = service / "modeldata/default/default/default/iris/iris/1/inputs/2026/12" / day / "data.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text("sepal,petal\n" + rows)
+        files.append(path)
+    frame = collection.csv_frame(service, "inputs", None, "iris", limit=2)
+    assert frame["petal"].tolist() == [1.4, 4.9] and frame.attrs["files"] == files
+    assert frame.attrs["note"] == (
+        "2 rows that ModelDataCollector collected as 'inputs'; --limit 2 keeps the newest 2 rows, from 2 CSV files "
+        f"(one a day, <yyyy>/<mm>/<dd>/data.csv) under {service}/modeldata/default/default/default/iris/iris/1/inputs: "
+        ".attrs['files'] lists them")

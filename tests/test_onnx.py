@@ -262,3 +262,16 @@ def test_a_pytorch_module_converts_through_torch_onnx(registry: Registry) -> Non
     assert report.converter.startswith("torch.onnx") and report.parity.kind == "other"
     assert report.parity.max_abs_error is not None and report.parity.max_abs_error < 1e-4
     _check_registered(registry, report, "net:1")
+
+
+def test_the_onnx_magic_records_the_running_cell_as_register_does(ip: Any, iris: Any, iris_lr: Any) -> None:
+    X, _ = iris
+    ip.user_ns.update(clf=iris_lr, X=X)
+    ip.run_cell("%register clf --name iris --sample X[:5]", store_history=True).raise_error()
+    source = "report = %onnx iris:1 --data X[:20]"
+    result = ip.run_cell(source, store_history=True, cell_id="cell-onnx")
+    result.raise_error()
+    lineage = mm.get_model(ip.user_ns["report"].registered).lineage
+    assert lineage.script is None  # not "ipykernel_launcher.py": the kernel is no script
+    assert lineage.cell_execution_count == result.execution_count and lineage.cell_id == "cell-onnx"
+    assert lineage.derived_from == "iris:1"

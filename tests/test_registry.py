@@ -168,6 +168,19 @@ def test_deleting_removes_aliases_and_the_unshared_artifact(registry: Registry, 
     assert not list(registry.artifacts.trash.iterdir())
 
 
+def test_deleting_says_which_aliases_went_with_the_version(registry: Registry, iris_lr: Any) -> None:
+    mm.register(iris_lr, "iris", alias="staging")
+    mm.register(iris_lr, "iris", alias="staging")
+    mm.set_alias("iris:2", "production")
+    mm.set_alias("iris:1", "old")
+    gone = mm.delete_model("iris:2")
+    assert str(gone) == "Deleted iris:2 (removed aliases production, staging)."
+    assert gone.ref == "iris:2" and gone.removed_aliases == ("production", "staging")
+    assert str(mm.delete_model("iris:1")) == "Deleted iris:1 (removed alias old)."
+    mm.register(iris_lr, "iris")
+    assert str(mm.delete_model("iris:3")) == "Deleted iris:3."
+
+
 def test_delete_needs_an_exact_version(registry: Registry, iris_lr: Any) -> None:
     mm.register(iris_lr, "iris", alias="production")
     for ref in ("iris", "iris@production", "iris:latest"):

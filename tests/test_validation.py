@@ -81,8 +81,12 @@ def test_a_gated_alias_only_takes_validated_versions(registry: Registry, iris: A
                                             r"been validated"):
         mm.set_alias("iris:1", "production", require_validation=True)
     validate("iris:1", X, y, metrics=["accuracy>=0.9"])
-    assert mm.set_alias("iris:1", "production", require_validation=True).version.ref == "iris:1"
+    gated = mm.set_alias("iris:1", "production", require_validation=True)
+    assert gated.version.ref == "iris:1" and gated.gated
+    assert str(gated) == "iris@production -> iris:1 (new alias; gated: only versions that passed %validate)"
     assert registry.gated_aliases("iris") == ["production"]
+    assert str(mm.set_alias("iris:1", "production")).endswith("(unchanged; gated: only versions that passed %validate)")
+    assert str(mm.set_alias("iris:2", "staging")) == "iris@staging -> iris:2 (new alias)"  # an ungated one
     validate("iris:2", X, y, metrics=["accuracy>=0.99"])
     with pytest.raises(ConflictError, match=r"iris:2 failed its validation \(accuracy>=0.99\)"):
         mm.set_alias("iris:2", "production")  # the gate stays without repeating the option

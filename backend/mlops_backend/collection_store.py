@@ -5,8 +5,10 @@ Layout of a collection folder (``--collect-dir``, env ``MLOPS_COLLECT_DIR``)::
     records/<start>-<token>.jsonl.part  the segment a worker writes now: one JSON object a line
     records/<start>-<token>.jsonl       closed segments, immutable: an edge agent forwards and removes these
     stats/<token>.bin                   a worker's counters (see STATS)
-    modeldata/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv
+    modeldata/<subscription>/<group>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv
                                         what entry scripts gave ``azureml.monitoring.ModelDataCollector``
+                                        (Azure's layout; the first three are ``default`` unless the
+                                        script passes ``workspace="<subscription>/<group>/<name>"``)
 
 A record: ``{"time": epoch seconds, "request_id", "status", "latency_ms", "input", "output"}``; input and
 output are the JSON bodies (a string when a body is not JSON, ``{"truncated": true, "bytes": n}`` above the

@@ -55,6 +55,7 @@ from mlops_magics.api.deployments import (
 )
 from mlops_magics.api.images import (
     ImageList,
+    RemovedImages,
     build,
     list_images,
     package,
@@ -62,6 +63,7 @@ from mlops_magics.api.images import (
     set_dockerfile_steps,
 )
 from mlops_magics.api.models import (
+    Deleted,
     compare_models,
     delete_model,
     get_model,
@@ -98,9 +100,11 @@ __all__ = [
     "KEY_PICKUP_SECONDS",
     "AliasHistory",
     "AliasSet",
+    "Deleted",
     "DeploymentList",
     "ImageList",
     "ManifestSet",
+    "RemovedImages",
     "ScriptInfo",
     "TrialResult",
     "alias_history",

@@ -11,7 +11,8 @@ from mlops_magics.registry import AliasEvent, ModelRef, ModelVersion, Registry, 
 
 @dataclass(frozen=True)
 class AliasSet:
-    """Where an alias points after :func:`set_alias`, shown in one line: ``iris@production -> iris:2 (was 1)``.
+    """Where an alias points after :func:`set_alias`, shown in one line: ``iris@production -> iris:2 (was iris:1)``;
+    a gated alias says so: ``(new alias; gated: only versions that passed %validate)``.
 
     The version's card is one ``%model`` away (or ``.version`` here): re-printing it on every move buried the
     notebook in signature JSON.
@@ -22,6 +23,8 @@ class AliasSet:
     alias: str
     #: The version it pointed at before (None: the alias is new).
     previous: int | None = None
+    #: The alias only points at versions whose last validation passed (``require_validation``, now or before).
+    gated: bool = False
 
     @property
     def ref(self) -> str:
@@ -36,7 +39,8 @@ class AliasSet:
             moved = "unchanged"
         else:
             moved = f"was {v.name}:{self.previous}"
-        return f"{v.name}@{self.alias} -> {v.ref} ({moved})"
+        gate = "; gated: only versions that passed %validate" if self.gated else ""
+        return f"{v.name}@{self.alias} -> {v.ref} ({moved}{gate})"
 
     def __repr__(self) -> str:
         return str(self)
@@ -55,7 +59,7 @@ def set_alias(ref: str, alias: str, *, require_validation: bool = False,
             passed (see :func:`mlops_magics.validation.validate`).
 
     Returns:
-        The version it points at now and the one before, shown in one line.
+        The version it points at now, the one before and whether the alias is gated, shown in one line.
 
     Raises:
         ConflictError: the alias is gated and the version has not passed its validation.
@@ -65,7 +69,8 @@ def set_alias(ref: str, alias: str, *, require_validation: bool = False,
         previous: int | None = reg.get(ModelRef(parse_ref(ref).name, alias=alias)).version
     except MlopsError:  # no such alias yet (or no such model: set_alias says so)
         previous = None
-    return AliasSet(reg.set_alias(ref, alias, require_validation=require_validation), alias, previous)
+    version = reg.set_alias(ref, alias, require_validation=require_validation)
+    return AliasSet(version, alias, previous, gated=alias in reg.gated_aliases(version.name))
 
 
 def remove_alias(name: str, alias: str, *, registry: Registry | None = None) -> str:

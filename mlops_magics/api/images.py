@@ -132,6 +132,25 @@ class ImageList(list[Image]):
                               for i in self])
 
 
+class RemovedImages(ImageList):
+    """The images :func:`remove_images` removed, shown in one line: ``Removed 2 image(s): mlops/iris:1-..., ...``."""
+
+    def __init__(self, images: list[Image], ref: str | None = None) -> None:
+        super().__init__(images)
+        #: What was asked for: ``NAME``, ``NAME:VERSION``, ``NAME@ALIAS`` or None (every model).
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        if not self:
+            return f"No image built for {self.ref or 'any model'}: nothing to remove."
+        return f"Removed {len(self)} image(s): {', '.join(i.tag for i in self)}"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return f"<code>{escape(repr(self))}</code>"
+
+
 def _select(reg: Registry, ref: str | None) -> list[Image]:
     """Images of one version (``NAME:VERSION``, ``NAME@ALIAS``), of every version (``NAME``), or of all."""
     if not ref:
@@ -148,18 +167,22 @@ def list_images(ref: str | None = None, *, registry: Registry | None = None) -> 
     return ImageList(_select(or_default(registry), ref))
 
 
-def remove_images(ref: str | None = None, *, registry: Registry | None = None) -> ImageList:
+def remove_images(ref: str | None = None, *, registry: Registry | None = None) -> RemovedImages:
     """Remove the images built for a version, a model (``NAME``: every version) or all, from engine and registry.
 
+    When none was built (e.g. everything ran as local processes), nothing is removed and no engine is needed.
+
     Returns:
-        The images removed.
+        The images removed, shown in one line.
 
     Raises:
         ConflictError: a live deployment's container uses one (undeploy it first).
-        EngineError: no Docker engine is reachable.
+        EngineError: images were built but no Docker engine is reachable to remove them.
     """
     reg = or_default(registry)
     found = _select(reg, ref)
+    if not found:
+        return RemovedImages([], ref)
     in_use = {str(d.config.get("image")): d.name for d in reg.deployments() if d.is_live}
     for image in found:
         if image.tag in in_use:
@@ -169,4 +192,4 @@ def remove_images(ref: str | None = None, *, registry: Registry | None = None) -
     for image in found:
         engine.remove_image(image.tag)
         reg.forget_image(image.tag)
-    return ImageList(found)
+    return RemovedImages(found, ref)

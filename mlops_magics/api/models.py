@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -252,16 +253,43 @@ def tag_model(
     return or_default(registry).set_tags(ref, _tags(tags), list(remove or []))
 
 
-def delete_model(ref: str, *, registry: Registry | None = None) -> ModelVersion:
-    """Delete one version (``NAME:VERSION``); refused while a live deployment uses it.
+@dataclass(frozen=True)
+class Deleted:
+    """What :func:`delete_model` removed, in one line: ``Deleted iris:2 (removed aliases staging, production).``"""
+
+    #: The version as it was before the delete (its aliases included).
+    version: ModelVersion
+
+    @property
+    def ref(self) -> str:
+        """``NAME:VERSION`` of the deleted version."""
+        return self.version.ref
+
+    @property
+    def removed_aliases(self) -> tuple[str, ...]:
+        """The aliases that pointed at the version and went with it (each removal is in the alias history)."""
+        return tuple(self.version.aliases)
+
+    def __str__(self) -> str:
+        gone = self.removed_aliases
+        aliases = f" (removed alias{'es' if len(gone) > 1 else ''} {', '.join(gone)})" if gone else ""
+        return f"Deleted {self.ref}{aliases}."
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def delete_model(ref: str, *, registry: Registry | None = None) -> Deleted:
+    """Delete one version (``NAME:VERSION``) and the aliases pointing at it; refused while a live deployment uses it.
 
     Returns:
-        The version as it was.
+        The version as it was and the aliases removed with it, shown in one line.
 
     Raises:
+        InvalidInputError: the reference does not name an exact version.
         ConflictError: a live deployment uses it; the message names the deployment.
     """
-    return or_default(registry).delete_version(ref)
+    return Deleted(or_default(registry).delete_version(ref))
 
 
 def resolve_variable(namespace: Mapping[str, Any], var: str) -> Any:

@@ -50,13 +50,16 @@ def collected(service: str, *, since: str | float | datetime | None = None, limi
     One row per input row of each request: ``time`` (UTC), ``request_id``, ``row``, ``status``,
     ``latency_ms``, the features (named after the model's input example when rows are lists), ``prediction``
     and, once attached with :func:`label`, ``label``. A request whose input is not a table gets one row with
-    its ``input`` and ``output`` as sent. The writers' counters are in ``frame.attrs["stats"]``.
+    its ``input`` and ``output`` as sent. The writers' counters are in ``frame.attrs["stats"]`` (its ``folder``:
+    where the records are, ``$MLOPS_HOME/deployments/<service>/volume/data/collected``); ``frame.attrs["note"]``
+    says what the rows are.
 
     Args:
         since: only records from then on (``'1h'``, ``'30m'``, a datetime...).
-        limit: only the newest ``limit`` requests.
-        designation: read what the entry script gave ``ModelDataCollector(designation=...)`` instead (its CSV
-            files, all days).
+        limit: only the newest ``limit`` requests (with ``designation``: rows).
+        designation: read what the entry script gave ``ModelDataCollector(designation=...)`` instead: its CSV
+            files, all days, in Azure's layout under that folder (``frame.attrs["files"]`` lists them; see
+            :func:`mlops_magics.monitoring.collection.csv_frame`).
 
     Raises:
         NotFoundError: no such deployment, or it collects nothing.
@@ -68,11 +71,9 @@ def collected(service: str, *, since: str | float | datetime | None = None, limi
     if limit is not None and limit < 1:
         raise InvalidInputError(f"--limit {limit} is invalid: give 1 or more.")
     if designation is not None:
-        frame = collection.csv_frame(folder, designation, start, service)
+        frame = collection.csv_frame(folder, designation, start, service, limit)
     else:
         frame = collection.records_frame(folder, since=start, limit=limit, names=_feature_names(reg, deployment))
-    if limit is not None and designation is not None:
-        frame = frame.tail(limit)
     frame.attrs["stats"] = store.stats(service, folder, running=deployment.state == "running")
     return frame.reset_index(drop=True)
 
@@ -85,7 +86,16 @@ def collection_stats(service: str, *, registry: Registry | None = None) -> Colle
 
 
 def label(service: str, data: Any, *, registry: Registry | None = None) -> LabelResult:
-    """Attach ground-truth labels to collected requests by request id (a list labels a request's rows one by one).
+    """Attach ground-truth labels to collected requests by request id; a later label replaces an earlier one.
+
+    Args:
+        data: a DataFrame with ``request_id`` and ``label`` columns, or a dict or Series by request id. A label
+            may be a list, one per row of its request (``{"order-17": [0, 2, 1]}``); a single value labels
+            every row of the request.
+
+    Returns:
+        How many were attached, how many joined collected requests, which replaced a different earlier label
+        and which request ids are not among the records yet (kept: they join when those records arrive).
 
     Raises:
         NotFoundError: no such deployment, or it collects nothing.
@@ -100,8 +110,10 @@ def label(service: str, data: Any, *, registry: Registry | None = None) -> Label
         raise InvalidInputError(f"None of the {len(pairs):,} request ids is among the records of {service!r} (e.g. "
                                 f"{unknown[0]!r}). Label the ids the requests were sent with (their x-request-id "
                                 f"header), as %collected {service} shows them.")
+    earlier = store.labels(folder)
+    replaced = [(rid, earlier[rid], value) for rid, value in pairs if rid in earlier and earlier[rid] != value]
     path = store.write_labels(folder, pairs)
-    return LabelResult(service, len(pairs), len(pairs) - len(unknown), unknown, path)
+    return LabelResult(service, len(pairs), len(pairs) - len(unknown), unknown, path, replaced)
 
 
 def _baseline(reg: Registry, deployment: Deployment, baseline: str | None, data: Any,

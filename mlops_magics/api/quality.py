@@ -17,7 +17,7 @@ from mlops_magics.onnx.convert import convert_model
 from mlops_magics.onnx.report import OnnxReport
 from mlops_magics.packaging import engine
 from mlops_magics.profiling import profile as profiling
-from mlops_magics.registry import Registry, or_default
+from mlops_magics.registry import Lineage, Registry, or_default
 from mlops_magics.registry.trust import require_trusted
 from mlops_magics.targets.client import request_body
 
@@ -84,6 +84,7 @@ def to_onnx(
     data: Any = None,
     force: bool = False,
     budget: float = 1.0,
+    provenance: Lineage | None = None,
     registry: Registry | None = None,
 ) -> OnnxReport:
     """Convert a registered model to ONNX, check and time it beside the original, and register it.
@@ -99,6 +100,8 @@ def to_onnx(
         data: the rows to check parity on and to time (default: the registered input example).
         force: register even when parity fails the tolerance.
         budget: seconds spent timing each of the four measures.
+        provenance: where the conversion runs, for the new version's lineage (the magic passes the notebook
+            and cell, as ``%register`` does); captured here when omitted. ``derived_from`` is the original.
 
     Returns:
         The report; ``report.registered`` names the new version (None when parity failed).
@@ -129,7 +132,7 @@ def to_onnx(
             **({"onnx.parity": "forced"} if not report.parity.passed else {})}
     with reg.write():  # the new version and its report: both or neither
         new = register(proto, version.name, derived_from=version.ref, description=label, sample=sample, tags=tags,
-                       registry=reg)
+                       provenance=provenance, registry=reg)
         report = OnnxReport(source=report.source, converter=report.converter, opset=report.opset,
                             quantized=quantize, parity=report.parity, speed=report.speed, registered=new.ref,
                             notes=report.notes)
@@ -219,7 +222,8 @@ def profile(
                 measured = profiling.measure_config(deployment, probe, body, levels, duration, step)
                 done[0] += len(levels)
                 if i == roomiest and measured["successRate"] == 1.0:  # the server least likely to be the limit
-                    load_generator = profiling.ceiling(deployment, body, levels[-1], min(duration, 5.0))
+                    load_generator = {**profiling.ceiling(deployment, body, levels[-1], min(duration, 5.0)),
+                                      **requested}
                 results.append({**requested, **measured})
             except MlopsError as exc:
                 results.append({**requested, **profiling.failed(str(exc).splitlines()[0])})

@@ -35,7 +35,7 @@ def _images(args: argparse.Namespace) -> Any:
     if not args.remove:
         return api.list_images(args.ref)
     gone = api.remove_images(args.ref)
-    return Status(f"Removed {len(gone)} image(s){': ' if gone else '.'}{', '.join(i.tag for i in gone)}", gone)
+    return Status(repr(gone), list(gone))
 
 
 def _dockerfile_steps(args: argparse.Namespace) -> Any:

@@ -52,7 +52,7 @@ def _tag(args: argparse.Namespace) -> Any:
 
 def _delete(args: argparse.Namespace) -> Any:
     gone = api.delete_model(args.ref)
-    return Status(f"Deleted {gone.ref}.", gone)
+    return Status(str(gone), gone.version)
 
 
 def _export(args: argparse.Namespace) -> Any:

@@ -78,8 +78,7 @@ class ImageMagics(MagicsBase):
         args = self.parse(self.images, line)
         with user_errors():
             if args.remove:
-                gone = api.remove_images(args.ref)
-                print(f"Removed {len(gone)} image(s){': ' if gone else '.'}{', '.join(i.tag for i in gone)}")
+                print(repr(api.remove_images(args.ref)))
                 return None
             return api.list_images(args.ref)
 

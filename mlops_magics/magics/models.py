@@ -180,8 +180,7 @@ class ModelMagics(MagicsBase):
     @argument("ref", help="NAME:VERSION to delete (an exact version; aliases are not accepted).")
     @line_magic
     def delete_model(self, line: str) -> None:
-        """Delete one model version; refused while a live deployment uses it."""
+        """Delete one model version and the aliases pointing at it; refused while a live deployment uses it."""
         args = self.parse(self.delete_model, line)
         with user_errors():
-            gone = api.delete_model(args.ref)
-        print(f"Deleted {gone.ref}.")
+            print(api.delete_model(args.ref))

@@ -21,7 +21,8 @@ class MonitoringMagics(MagicsBase):
     @magic_arguments()
     @argument("service", help="The service whose records to show (deployed with --collect).")
     @argument("--since", help="Only records from this long ago on: 90s, 30m, 1h, 2d.")
-    @argument("--limit", type=int, help="Only the newest N requests.")
+    @argument("--limit", type=int, help="Only the newest N requests (a request of 3 rows gives 3 rows; with "
+                                        "--designation: the newest N rows).")
     @argument("--designation", help="Show what the entry script's ModelDataCollector(designation=...) collected.")
     @line_magic
     def collected(self, line: str) -> Any:
@@ -63,7 +64,8 @@ class MonitoringMagics(MagicsBase):
     @magic_arguments()
     @argument("service", help="The service whose requests the labels belong to.")
     @argument("--data", required=True, metavar="EXPR",
-              help="The labels: a DataFrame with request_id and label columns, a Series or dict by request id.")
+              help="The labels: a DataFrame with request_id and label columns, a Series or dict by request id; a "
+                   "label may be a list, one per row of its request. A later label replaces an earlier one.")
     @line_magic
     def label(self, line: str) -> Any:
         """Attach ground-truth labels to collected requests by request id; %monitor then shows accuracy."""

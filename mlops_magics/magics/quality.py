@@ -52,7 +52,8 @@ class QualityMagics(MagicsBase):
         args = self.parse(self.onnx, line)
         data = self.evaluate(args.data, "--data") if args.data else None
         with user_errors():
-            return api.to_onnx(args.ref, opset=args.opset, quantize=args.quantize, data=data, force=args.force)
+            return api.to_onnx(args.ref, opset=args.opset, quantize=args.quantize, data=data, force=args.force,
+                               provenance=self.provenance())
 
     @examples("%profile iris:2 --data X_test[:1]",
               "%profile iris:2 --data X_test[:1] --configs 'cpu=0.5,memory=512m; cpu=1,memory=1g' --slo-p95-ms 50")

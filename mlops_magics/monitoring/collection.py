@@ -57,15 +57,22 @@ def records_frame(folder: Path, *, since: float | None = None, limit: int | None
     frame = pd.DataFrame(rows, columns=None if rows else list(BASE_COLUMNS))
     frame = frame[[*BASE_COLUMNS, *(c for c in frame.columns if c not in BASE_COLUMNS)]]
     frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.floor("ms")
-    requests, counted = len(chosen), f" (--limit {limit} counts requests)" if limit is not None else ""
+    requests = len(chosen)
+    counted = f"; --limit {limit} keeps the newest {limit} requests (not rows)" if limit is not None else ""
     frame.attrs["requests"] = requests
     frame.attrs["note"] = (f"{requests:,} request{'s' if requests != 1 else ''}, {len(frame):,} "
                            f"row{'s' if len(frame) != 1 else ''}: one row per input row{counted}")
     return frame
 
 
-def csv_frame(folder: Path, designation: str, start: float | None, service: str) -> Any:
-    """What an entry script gave ``ModelDataCollector(designation=...)``: its CSV files, all days, from ``start``.
+def csv_frame(folder: Path, designation: str, start: float | None, service: str, limit: int | None = None) -> Any:
+    """What an entry script gave ``ModelDataCollector(designation=...)``: its CSV files, all days, from ``start``
+    (the newest ``limit`` rows).
+
+    The files are in Azure's layout under ``folder``: ``modeldata/<subscription>/<resource group>/<workspace>/
+    <service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv`` (the first three are ``default`` unless
+    the script passes ``workspace="sub/group/name"``). ``frame.attrs["files"]`` lists the files read, oldest day
+    first; ``frame.attrs["note"]`` says where they are.
 
     Raises:
         InvalidInputError: nothing was collected under that designation.
@@ -82,26 +89,49 @@ def csv_frame(folder: Path, designation: str, start: float | None, service: str)
     if start is not None and column in frame:
         stamps = pd.to_datetime(frame[column], utc=True)
         frame = frame[stamps >= pd.Timestamp(start, unit="s", tz="UTC")]
+    if limit is not None:
+        frame = frame.tail(limit)
+    frame = frame.reset_index(drop=True)
+    days = sorted({str(p.parents[3]) for p in files})  # .../<designation>, above <yyyy>/<mm>/<dd>/data.csv
+    where = days[0] if len(days) == 1 else str(folder / "modeldata")
+    kept = f"; --limit {limit} keeps the newest {limit} rows" if limit is not None else ""
+    frame.attrs["files"] = files
+    frame.attrs["note"] = (f"{len(frame):,} row{'s' if len(frame) != 1 else ''} that ModelDataCollector collected as "
+                           f"{designation!r}{kept}, from {len(files)} CSV file{'s' if len(files) != 1 else ''} "
+                           f"(one a day, <yyyy>/<mm>/<dd>/data.csv) under {where}: .attrs['files'] lists them")
     return frame
 
 
 class LabelResult:
-    """What :func:`label` attached."""
+    """What :func:`label` attached: how many labels, how many joined collected requests, which replaced an earlier
+    label of the same request (the latest wins), and the request ids not collected (yet)."""
 
-    def __init__(self, service: str, attached: int, matched: int, unknown: Sequence[str], path: Path) -> None:
+    def __init__(self, service: str, attached: int, matched: int, unknown: Sequence[str], path: Path,
+                 replaced: Sequence[tuple[str, Any, Any]] = ()) -> None:
         self.service, self.attached, self.matched, self.unknown, self.path = service, attached, matched, unknown, path
+        #: ``(request_id, earlier label, new label)`` of each label that replaced a different earlier one.
+        self.replaced = list(replaced)
 
     def __repr__(self) -> str:
-        text = f"{self.service}: {self.attached:,} labels attached, {self.matched:,} to collected requests"
+        text = (f"{self.service}: {self.attached:,} label{'s' if self.attached != 1 else ''} attached, "
+                f"{self.matched:,} to collected requests")
+        if self.replaced:
+            rid, before, after = self.replaced[0]
+            example = "e.g. " if len(self.replaced) > 1 else ""
+            text += f", {len(self.replaced):,} replaced an earlier label ({example}{rid!r}: {before!r} -> {after!r})"
         if self.unknown:
-            text += (f"; {len(self.unknown):,} request ids are not among the records (yet), e.g. "
-                     f"{self.unknown[0]!r}: kept, they join when those records arrive")
+            if len(self.unknown) == 1:
+                text += (f"; 1 request id is not among the records (yet), {self.unknown[0]!r}: kept, it joins when "
+                         "that record arrives")
+            else:
+                text += (f"; {len(self.unknown):,} request ids are not among the records (yet), e.g. "
+                         f"{self.unknown[0]!r}: kept, they join when those records arrive")
         return text
 
 
 def label_pairs(data: Any) -> list[tuple[str, Any]]:
     """(request_id, label) pairs from a mapping, a Series indexed by request id, or a frame with a request_id
-    column and one label column."""
+    column and one label column. A label may be a list: one per row of that request."""
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):

@@ -56,7 +56,9 @@ class CollectionStats:
     bytes_on_disk: int
 
     def __repr__(self) -> str:
-        parts = [f"{self.written:,} records written", f"{self.dropped:,} dropped"]
+        """``iris: 84 records written, 0 dropped (1 worker run, <0.1 MB on disk)``: a worker run is one server
+        worker process that collected (a reload or restart starts new ones), the size that of the record files."""
+        parts = [f"{self.written:,} record{'s' if self.written != 1 else ''} written", f"{self.dropped:,} dropped"]
         if self.sampled_out:
             parts.append(f"{self.sampled_out:,} left out by the sample rate")
         if self.spilled:
@@ -65,8 +67,9 @@ class CollectionStats:
             parts.append(f"{self.queued:,} queued")
         if self.lost:
             parts.append(f"{self.lost:,} lost when a worker ended without a clean stop")
-        size = f"{self.bytes_on_disk / 1e6:.1f} MB"
-        return f"{self.service}: " + ", ".join(parts) + f" ({self.workers} worker runs, {size})"
+        size = "<0.1 MB" if self.bytes_on_disk < 50_000 else f"{self.bytes_on_disk / 1e6:.1f} MB"
+        runs = f"{self.workers} worker run{'s' if self.workers != 1 else ''}"
+        return f"{self.service}: " + ", ".join(parts) + f" ({runs}, {size} on disk)"
 
 
 def stats(service: str, folder: Path, *, running: bool) -> CollectionStats:

@@ -6,7 +6,8 @@ by :mod:`mlops_magics.profiling.loadgen` in its own process at each concurrency,
 percentiles, queries per second, success rate, and the CPU and peak memory its processes used (cgroup or
 /proc counters). The report keeps the keys of Azure ML's profiler. The recommendation is the smallest
 configuration (CPU first, then memory) that serves the highest concurrency with every request answered
-and the p95 latency within the SLO; its memory is the measured peak plus 25% headroom.
+and the p95 latency within the SLO; its memory is the measured peak plus 25% headroom, rounded up to 0.05 GB
+(without limits its CPU too is what was used plus 25%), and the report says so.
 """
 
 from __future__ import annotations
@@ -160,6 +161,22 @@ class ProfileReport:
     recommendedLatencyInMs: float | None
     load_generator: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: Where the recommended figures come from, e.g. ``memory = 0.082 GB peak use + 25% headroom, ...``.
+    recommendation_basis: tuple[str, ...] = ()
+
+    @property
+    def target_concurrency(self) -> int | None:
+        """The load the measures and the recommendation are taken at: the highest concurrency."""
+        return self.concurrency[-1] if self.concurrency else None
+
+    def _recommendation(self) -> str | None:
+        """``cpu=0.5 memory=0.15GB (p95 21.42 ms at concurrency 4; memory = ...)``; None without one."""
+        if self.recommendedCpu is None:
+            return None
+        at = f" at concurrency {self.target_concurrency}" if self.target_concurrency else ""
+        basis = "".join(f"; {b}" for b in self.recommendation_basis)
+        return (f"cpu={self.recommendedCpu} memory={self.recommendedMemoryInGB}GB "
+                f"(p95 {self.recommendedLatencyInMs:.2f} ms{at}{basis})")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -175,12 +192,13 @@ class ProfileReport:
         applied = "limits applied" if self.limits_applied else "limits NOT applied: local processes"
         levels = ",".join(map(str, self.concurrency))
         head = f"Profile of {self.model} on {self.target} ({applied}), concurrency {levels}, {self.duration:g} s each"
-        rows = [f"  cpu={c['requestedCpu']} memory={c['requestedMemoryInGB']}GB: p95 "
+        at = f" at concurrency {self.target_concurrency}" if self.target_concurrency else ""
+        rows = [f"  cpu={c['requestedCpu']} memory={c['requestedMemoryInGB']}GB{at}: p95 "
                 f"{c['latencyPercentile95InMs']:.2f} ms, {c['measuredQueriesPerSecond']:.0f} q/s, success "
                 f"{c['successRate']:.0%}, used cpu {c['maxUtilizedCpu']:.2f} memory {c['maxUtilizedMemoryInGB']:.3f}GB"
                 + (f" [{c['error']}]" if c.get("error") else "") for c in self.configurations]
-        rec = (f"  recommended: cpu={self.recommendedCpu} memory={self.recommendedMemoryInGB}GB (p95 "
-               f"{self.recommendedLatencyInMs:.2f} ms)" if self.recommendedCpu is not None
+        recommendation = self._recommendation()
+        rec = (f"  recommended: {recommendation}" if recommendation is not None
                else "  recommended: none of the configurations met the SLO")
         notes = [f"  note: {n}" for n in self.notes]
         return "\n".join([head, *rows, rec, *notes])
@@ -193,12 +211,14 @@ class ProfileReport:
                                          for c in self.configurations],
             {f"p{p}": [c.get(f"latencyPercentile{p}InMs") or 0.0 for c in self.configurations]
              for p in ("50", "95", "99")}, "ms")
+        at = f" at concurrency {self.target_concurrency}" if self.target_concurrency else ""
+        basis = "".join(f"; {escape(b)}" for b in self.recommendation_basis)
         rec = (f"<p>Recommended: <strong>cpu={self.recommendedCpu}, memory={self.recommendedMemoryInGB} GB</strong> "
-               f"(p95 {self.recommendedLatencyInMs:.2f} ms)</p>" if self.recommendedCpu is not None
+               f"(p95 {self.recommendedLatencyInMs:.2f} ms{at}{basis})</p>" if self.recommendedCpu is not None
                else "<p><strong>No configuration met the SLO.</strong></p>")
         notes = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
         image = f'<img src="data:image/png;base64,{chart}" alt="latency chart"/>' if chart else ""
-        return (f"<div><p>Profile of <strong>{escape(self.model)}</strong> on {escape(self.target)}</p>"
+        return (f"<div><p>Profile of <strong>{escape(self.model)}</strong> on {escape(self.target)}, measured{at}</p>"
                 f"{display.table(self.table())}{rec}{image}{'<ul>' + notes + '</ul>' if notes else ''}</div>")
 
 
@@ -298,21 +318,35 @@ def recommend(model: str, target: str, limits: bool, levels: tuple[int, ...], du
     passing = [c for c in results if meets(c)]
     chosen = min(passing, key=lambda c: (c["requestedCpu"] or 0, c["requestedMemoryInGB"] or 0), default=None)
     cpu = memory = latency = None
+    basis: list[str] = []
+    headroom = f"{HEADROOM - 1:.0%} headroom"
     if chosen is not None:
-        cpu = chosen["requestedCpu"] if limits else math.ceil(chosen["maxUtilizedCpu"] * HEADROOM * 10) / 10
-        memory = math.ceil(chosen["maxUtilizedMemoryInGB"] * HEADROOM * 20) / 20  # 0.05 GB steps
-        if limits and chosen["requestedMemoryInGB"]:
-            memory = min(memory, chosen["requestedMemoryInGB"])
+        used_cpu, used_memory = chosen["maxUtilizedCpu"], chosen["maxUtilizedMemoryInGB"]
+        if limits:
+            cpu = chosen["requestedCpu"]
+        else:
+            cpu = math.ceil(used_cpu * HEADROOM * 10) / 10
+            basis.append(f"cpu = {used_cpu:.2f} used + {headroom}, rounded up to 0.1")
+        memory = math.ceil(used_memory * HEADROOM * 20) / 20  # 0.05 GB steps
+        if limits and chosen["requestedMemoryInGB"] and memory > chosen["requestedMemoryInGB"]:
+            memory = chosen["requestedMemoryInGB"]
+            basis.append(f"memory = the {memory:g} GB configured ({used_memory:.3f} GB peak use + {headroom} would "
+                         "exceed it)")
+        else:
+            basis.append(f"memory = {used_memory:.3f} GB peak use + {headroom}, rounded up to 0.05 GB")
         latency = chosen["latencyPercentile95InMs"]
     ratio = load_generator.get("ratio")
     if ratio is not None:
-        notes.append(f"load generator ceiling: {load_generator['loadgen_qps']:.0f} q/s against wrk's "
-                     f"{load_generator['wrk_qps']:.0f} q/s on the same endpoint at concurrency "
-                     f"{load_generator['concurrency']} ({ratio:.0%})"
-                     + ("" if ratio >= 0.8 else ": the generator may limit the highest load levels"))
+        on = (f" on cpu={load_generator['requestedCpu']} memory={load_generator['requestedMemoryInGB']}GB"
+              if load_generator.get("requestedCpu") is not None else "")
+        verdict = ("so the generator does not limit these measures (throughput varies from run to run on a busy "
+                   "machine)" if ratio >= 0.8 else "so the generator may limit the highest load levels")
+        notes.append(f"load generator check{on} at concurrency {load_generator['concurrency']}: it reached "
+                     f"{load_generator['loadgen_qps']:.0f} q/s and wrk {load_generator['wrk_qps']:.0f} q/s right after "
+                     f"on the same endpoint ({ratio:.0%}), {verdict}")
     elif load_generator:
         notes.append("wrk is not installed: the load generator's ceiling was not compared")
     return ProfileReport(model=model, target=target, limits_applied=limits, concurrency=levels, duration=duration,
                          slo_p95_ms=slo, configurations=tuple(results), recommendedCpu=cpu,
                          recommendedMemoryInGB=memory, recommendedLatencyInMs=latency,
-                         load_generator=load_generator, notes=tuple(notes))
+                         load_generator=load_generator, notes=tuple(notes), recommendation_basis=tuple(basis))

@@ -118,7 +118,7 @@ class ModelBrowser(ListPanel):
         self._armed = None
         deleted = self.status.run(f"Deleting {ref}", lambda: api.delete_model(ref, registry=self.registry))
         if deleted is not None:
-            self._after(f"Deleted {ref}.")
+            self._after(str(deleted))
 
 
 def _version_label(v: ModelVersion) -> str:

@@ -3,9 +3,11 @@
 Collection is on when the deployment collects data (``--collect``; the server's ``--collect-dir``), as Azure's
 was when the web service had ``collect_model_data=True``. The CSV files go under the collection folder::
 
-    modeldata/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv
+    modeldata/<subscription>/<group>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv
 
-written by the server's background writer, never on the request path: a ``collect()`` call's rows go in whole
+(Azure's layout: ``workspace`` is ``"<subscription>/<resource group>/<workspace>"``, ``default/default/default``
+when the script passes none; the service, model and version come from the deployment). They are written by the
+server's background writer, never on the request path: a ``collect()`` call's rows go in whole
 or not at all (a full disk leaves no partial row; they wait in memory, bounded, and are written when space
 returns; the worker's ``csv_*`` counters say how many were received, written and dropped).
 ``AML_MODEL_DC_DEBUG=true`` also prints the rows, as Azure's debug mode did.
