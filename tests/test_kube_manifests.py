@@ -220,6 +220,6 @@ def test_pods_ask_for_what_the_profile_recommended_unless_told(registry: Registr
                                              "recommendedMemoryInGB": 0.3})
     profiled = api.kubernetes_manifests("iris", registry=registry).objects
     told = api.kubernetes_manifests("iris", target_options={"cpu_cores": 0.2}, registry=registry).objects
-    requests = [[o for o in objects if o["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0][
+    requests = [next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
         "resources"]["requests"] for objects in (profiled, told)]
     assert requests == [{"cpu": "750m", "memory": "307Mi"}, {"cpu": "200m", "memory": "512Mi"}]
