@@ -218,6 +218,37 @@ def test_diff_update_and_follow_on_a_live_service(kreg: Registry, cleanup: None)
     assert any("Traceback" in line for line in lines), lines
 
 
+def test_a_service_reached_through_the_api_servers_port_forward(kreg: Registry, cleanup: None) -> None:
+    # With pod networking this machine reaches pods only this way; here the pods use the host network, and
+    # reach='port-forward' makes %call go through the API server all the same.
+    d = api.deploy("iris", target="kubernetes", name="k-forward", target_options={**HOST, "reach": "port-forward"},
+                   registry=kreg)
+    from mlops_magics.targets.kube.target import KubernetesTarget
+
+    local = KubernetesTarget(kreg).local_url(d)
+    assert local != d.url and local.startswith("http://127.0.0.1:")
+    assert api.call("k-forward", ROWS, registry=kreg)["labels"] == [0, 2]
+    failures: list[Any] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                api.call("k-forward", ROWS, registry=kreg)
+            except Exception as exc:  # noqa: BLE001 - counted: the assertion below shows them
+                failures.append(exc)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        api.reload("k-forward", registry=kreg)  # the forward moves to the new pod as it becomes ready
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert failures == []
+    assert api.call("k-forward", ROWS, registry=kreg)["labels"] == [0, 2]
+
+
 def test_a_crashing_script_says_what_failed_in_the_cell_and_leaves_nothing(kreg: Registry, cleanup: None) -> None:
     mm.register(mm.load_model("iris:1", registry=kreg), "broken", registry=kreg)
     mm.set_score_script("broken", "def init():\n    raise RuntimeError('no model here')\n\ndef run(raw):\n"

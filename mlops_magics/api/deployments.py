@@ -16,7 +16,7 @@ from mlops_magics.registry import Deployment, Registry, cards, or_default, parse
 from mlops_magics.registry.refs import check_name
 from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets import DeploymentTarget, get_target
-from mlops_magics.targets.base import DeliversKeys, Describes, FollowsLogs, Progress, Steps
+from mlops_magics.targets.base import DeliversKeys, Describes, FollowsLogs, Progress, Reaches, Steps
 from mlops_magics.targets.client import as_table, post_score, request_body
 from mlops_magics.targets.local import map_script_lines, serving_since
 from mlops_magics.targets.process import alive, process_stamp
@@ -339,11 +339,13 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
         raise ConflictError(cards.not_serving(d))
     if not d.url:
         raise ConflictError(f"Service {name!r} has no address ({d.state}).")
+    target = _target(reg, d)
+    url = target.local_url(d) if isinstance(target, Reaches) else d.url
     try:
-        status, value = post_score(d.url, request_body(data), key=d.auth_key, service=name, timeout=timeout,
+        status, value = post_score(url, request_body(data), key=d.auth_key, service=name, timeout=timeout,
                                    request_id=request_id)
     except MlopsError as exc:  # not reachable: if its server is gone, record that and say so
-        if _target(reg, d).status(d) != "stopped":
+        if target.status(d) != "stopped":
             raise
         raise ConflictError(cards.not_serving(reg.set_deployment_state(name, "stopped"))) from exc
     if status >= 400:

@@ -166,3 +166,11 @@ class FollowsLogs(Protocol):
 
     def follow(self, deployment: Deployment, timeout: float | None) -> Iterator[str]:
         """Yield the service's new log lines as they come, until ``timeout`` seconds pass (None: until it stops)."""
+
+
+@runtime_checkable
+class Reaches(Protocol):
+    """A target whose services this machine may not reach at their recorded URL (a cluster's Service)."""
+
+    def local_url(self, deployment: Deployment) -> str:
+        """An address on this machine that reaches the service now (a port forward, started if need be)."""

@@ -90,6 +90,9 @@ class KubeSettings:
     network: str = "pod"
     #: The container port ("pod") or the node's 127.0.0.1 port ("host"; None: a free one).
     port: int | None = None
+    #: How this machine reaches the service: "direct" (its URL: host networking, or this machine is in the cluster)
+    #: or "port-forward" (through the API server, as ``kubectl port-forward``). Default: direct with host networking.
+    reach: str | None = None
     #: Where collected data lives: "host" (a folder of the node: this machine's service data folder, for a cluster
     #: on this machine), "claim" (a PersistentVolumeClaim), "none". Default: "host" with host networking, else "claim".
     data_volume: str | None = None
@@ -98,6 +101,11 @@ class KubeSettings:
     image_registry: str | None = None
     #: Run with a read-only root filesystem (the server writes only to /tmp and its data folder).
     read_only_root: bool = True
+
+    @property
+    def reaching(self) -> str:
+        """How this machine reaches the service, in effect."""
+        return self.reach or ("direct" if self.network == "host" else "port-forward")
 
     @property
     def volume(self) -> str:
@@ -141,6 +149,9 @@ class KubeSettings:
         if self.network not in ("pod", "host"):
             raise InvalidInputError(f"network={self.network!r}: use 'pod' (ordinary pod networking) or 'host' (a "
                                     "single-node cluster on this machine without a network plugin).")
+        if self.reaching not in ("direct", "port-forward"):
+            raise InvalidInputError(f"reach={self.reach!r}: use 'direct' (the service's URL) or 'port-forward' "
+                                    "(through the API server).")
         if self.volume not in ("host", "claim", "none"):
             raise InvalidInputError(f"data_volume={self.data_volume!r}: use 'host', 'claim' or 'none'.")
         if self.volume == "host" and self.network != "host":

@@ -25,7 +25,7 @@ from mlops_magics.packaging.image import write_spec_context
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.base import Steps, data_dir
-from mlops_magics.targets.kube import manifests, rollout
+from mlops_magics.targets.kube import forward, manifests, rollout
 from mlops_magics.targets.kube.cluster import Cluster
 from mlops_magics.targets.kube.manifests import Layout
 from mlops_magics.targets.kube.settings import KubeSettings, settings
@@ -166,6 +166,7 @@ class KubernetesTarget:
             cluster = None  # a failed deploy removed its objects already
         if cluster is not None:
             name = str(config.get("object") or manifests.object_name(deployment.name))
+            forward.stop(cluster.context, name, namespace)
             cluster.delete_service(name, namespace)
             cluster.wait_pods_gone(name, namespace, timeout=60)
         self.registry.keys.remove(deployment.name)
@@ -183,7 +184,7 @@ class KubernetesTarget:
         available = int((body.get("status") or {}).get("availableReplicas") or 0)
         if available < 1:
             return "unhealthy"
-        if config.get("network") == "host":
+        if config.get("network") == "host" and config.get("reach", "direct") == "direct":
             return "running" if answers_ready(int(config["port"])) else "unhealthy"
         return "running"
 
@@ -199,6 +200,14 @@ class KubernetesTarget:
             text = cluster.log(pod.metadata.name, namespace, tail=lines)
             parts.append(f"[mlops] pod {pod.metadata.name} ({pod.status.phase}):\n{text.rstrip()}")
         return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
+
+    def local_url(self, deployment: Deployment) -> str:
+        """The service's URL, or with ``reach='port-forward'`` a local port this process forwards to a ready pod."""
+        config = deployment.config
+        if config.get("reach", "direct") == "direct":
+            return str(deployment.url)
+        return forward.forwarder(Cluster(config.get("context")), str(config["object"]), str(config["namespace"]),
+                                 int(config["port"])).url
 
     def describe(self, deployment: Deployment) -> str:
         """Ready and wanted pods, and the autoscaler's bounds and state ("2/2 pods ready; autoscaled 1-4 at 70% CPU,
@@ -340,7 +349,7 @@ class KubernetesTarget:
                 "auth": chosen.auth, "collect": chosen.collect, "sample_rate": spec.sample_rate,
                 "key_file": str(self.registry.keys.path(spec.service)) if chosen.auth else None,
                 "script_line_offset": spec.script_line_offset, "settings": shown, "objects": kept,
-                "hpa_api": layout.hpa_api, **script_record(spec)}
+                "hpa_api": layout.hpa_api, "reach": chosen.reaching, **script_record(spec)}
 
     def _url(self, spec: DeploySpec, chosen: KubeSettings, layout: Layout) -> str:
         """Where the service answers: 127.0.0.1 with host networking, else the Service's address in the cluster."""
