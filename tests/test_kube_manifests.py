@@ -50,6 +50,14 @@ def test_every_manifest_validates_strictly_for_kubernetes_1_25_to_1_37(spec: Dep
         kubernetes_validate.validate(body, version, strict=True)  # raises on any unknown or wrong field
 
 
+@pytest.mark.parametrize("version", ["1.25.0", "1.37.0"])
+def test_the_claims_reader_pod_validates(version: str) -> None:
+    pod = manifests.reader("Iris_Model.v2", "mlops", "mlops/iris:1-abc", 10001, 10001)
+    kubernetes_validate.validate(pod, version, strict=True)
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": manifests.object_name(
+        "Iris_Model.v2") + "-data", "readOnly": True}
+
+
 def test_an_hpa_for_a_cluster_without_autoscaling_v2_validates_as_v2beta2(spec: DeploySpec) -> None:
     hpa = manifests.autoscaler(spec, settings({"autoscale": True}), layout(hpa_api="autoscaling/v2beta2"))
     kubernetes_validate.validate(hpa, "1.25.0", strict=True)  # 1.25 is the last to serve v2beta2

@@ -21,7 +21,7 @@ import mlops_magics as mm
 from mlops_magics import api
 from mlops_magics.errors import DeployError
 from mlops_magics.registry import Registry
-from mlops_magics.targets.kube.cluster import Cluster
+from mlops_magics.targets.kube.cluster import Cluster, connect
 from tests.infrastructure import KubeCluster
 from tests.test_docker import BASE, _engine_or_skip
 
@@ -62,8 +62,18 @@ def kreg(tmp_path_factory: pytest.TempPathFactory, kube_cluster: KubeCluster) ->
     mm.set_environment("iris", None, from_kernel=True, registry=reg)
     yield reg
     api.undeploy(all_services=True, registry=reg)
+    import docker
+
+    deadline = time.monotonic() + 60  # the kubelet stops the last containers shortly after their pods are gone
     for image in client.images.list(filters={"label": f"mlops.home={home}"}):
-        client.images.remove(image.id, force=True)
+        while True:
+            try:
+                client.images.remove(image.id, force=True)
+                break
+            except docker.errors.APIError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
     mp.undo()
 
 
@@ -102,7 +112,7 @@ def test_deploy_to_available_call_and_undeploy_everything(kreg: Registry, kube_c
     assert _post(d.url, ROWS) == (200, {"labels": [0, 2], "variant": "first"})
     assert api.call("k-iris", ROWS, registry=kreg)["labels"] == [0, 2]
     assert any(step.startswith("rolling out iris:1") for step in steps) and steps[-1].startswith("rolled out: 1/1")
-    cluster = Cluster()
+    cluster = connect()
     body = cluster.get("apps/v1", "Deployment", "k-iris", "mlops")
     assert body is not None and body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlops-magics"
     assert body["metadata"]["managedFields"][0]["manager"] == "mlops-magics"  # server-side apply
@@ -120,7 +130,7 @@ def test_autoscaled_with_auth_the_key_is_a_mounted_file_only(kreg: Registry, cle
     keys = api.keys("k-auth", registry=kreg)
     assert _post(d.url, ROWS)[0] == 401
     assert _post(d.url, ROWS, keys.primary)[0] == 200 and _post(d.url, ROWS, keys.secondary)[0] == 200
-    cluster = Cluster()
+    cluster = connect()
     assert _objects(cluster, "k-auth", "mlops") == ["Deployment", "Service", "Secret", "HorizontalPodAutoscaler"]
     hpa = cluster.get("autoscaling/v2beta2", "HorizontalPodAutoscaler", "k-auth", "mlops")
     assert hpa is not None and (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
@@ -175,7 +185,7 @@ def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothi
         mm.set_score_script("iris", SCRIPT, registry=kreg)
     assert failures == [] and sent[0] > 20
     assert reloaded.url == d.url and _post(d.url, ROWS)[1]["variant"] == "second"
-    cluster = Cluster()
+    cluster = connect()
     before = len(cluster.pods("k-roll", "mlops"))
     cluster_pod = cluster.pods("k-roll", "mlops")[0].metadata.name
     from kubernetes import client
@@ -249,6 +259,43 @@ def test_a_service_reached_through_the_api_servers_port_forward(kreg: Registry, 
     assert api.call("k-forward", ROWS, registry=kreg)["labels"] == [0, 2]
 
 
+def test_collected_data_on_a_claim_is_fetched_and_outlives_the_pods(kreg: Registry, tmp_path: Any,
+                                                                     cleanup: None) -> None:
+    # A cluster of several machines keeps collected data on a PersistentVolumeClaim; this one has no storage
+    # provisioner, so the test gives the claim a volume of its own (a folder of the node).
+    import os
+
+    from kubernetes import client
+
+    cluster = connect()
+    folder = tmp_path / "claim-volume"
+    folder.mkdir()
+    os.chmod(folder, 0o777)  # the pods' user writes there
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume",
+              "metadata": {"name": f"mlops-test-{os.getpid()}"},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                       "persistentVolumeReclaimPolicy": "Retain", "storageClassName": f"mlops-test-{os.getpid()}",
+                       "hostPath": {"path": str(folder), "type": "Directory"}}}
+    cluster.apply(volume)
+    try:
+        d = api.deploy("iris", target="kubernetes", name="k-claim", collect=True, registry=kreg,
+                       target_options={**HOST, "data_volume": "claim",
+                                       "storage_class": f"mlops-test-{os.getpid()}"})
+        for i in range(20):
+            api.call("k-claim", ROWS, request_id=f"claim-{i}", registry=kreg)
+        time.sleep(1.5)  # the server writes within a second
+        assert api.collected("k-claim", registry=kreg)["request_id"].nunique() == 20  # fetched from the pod
+        for i in range(20, 30):
+            api.call("k-claim", ROWS, request_id=f"claim-{i}", registry=kreg)
+        api.undeploy("k-claim", registry=kreg)  # the pods write what they queued; a reader pod copies it out
+        frame = api.collected("k-claim", registry=kreg)
+        assert frame["request_id"].nunique() == 30 and len(frame) == 60
+        assert cluster.get("v1", "PersistentVolumeClaim", "k-claim-data", "mlops") is None
+        assert not cluster.pods("k-claim", "mlops") and d.state == "running"
+    finally:
+        client.CoreV1Api(cluster.api).delete_persistent_volume(volume["metadata"]["name"])
+
+
 def test_a_crashing_script_says_what_failed_in_the_cell_and_leaves_nothing(kreg: Registry, cleanup: None) -> None:
     mm.register(mm.load_model("iris:1", registry=kreg), "broken", registry=kreg)
     mm.set_score_script("broken", "def init():\n    raise RuntimeError('no model here')\n\ndef run(raw):\n"
@@ -256,7 +303,7 @@ def test_a_crashing_script_says_what_failed_in_the_cell_and_leaves_nothing(kreg:
     with pytest.raises(DeployError, match=r"(?s)its entry script failed at init \(cell line 3: RuntimeError: no "
                                           r"model here\).*The script's traceback"):
         api.deploy("broken", target="kubernetes", name="k-broken", target_options=HOST, registry=kreg)
-    cluster = Cluster()
+    cluster = connect()
     assert _objects(cluster, "k-broken", "mlops") == []
     assert kreg.get_deployment("k-broken").state == "failed"
 
@@ -283,7 +330,7 @@ def test_out_of_memory_and_unschedulable_are_said_in_the_users_terms(kreg: Regis
                    target_options={**HOST, "memory_gb": 0.1, "memory_gb_limit": 0.15}, registry=kreg)
     with pytest.raises(DeployError, match=r"no node can run its pod .*Each pod asks for 64.0 CPU"):
         api.deploy("iris", target="kubernetes", name="k-big", target_options={**HOST, "cpu": 64}, registry=kreg)
-    cluster = Cluster()
+    cluster = connect()
     assert _objects(cluster, "k-oom", "mlops") == [] and _objects(cluster, "k-big", "mlops") == []
 
 

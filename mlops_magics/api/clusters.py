@@ -16,7 +16,7 @@ from mlops_magics.packaging.spec import deploy_spec
 from mlops_magics.registry import Deployment, Registry, or_default, parse_ref
 from mlops_magics.registry.refs import check_name
 from mlops_magics.targets.kube import manifests
-from mlops_magics.targets.kube.cluster import Cluster
+from mlops_magics.targets.kube.cluster import connect
 from mlops_magics.targets.kube.settings import autoscale_bounds, settings
 
 __all__ = ["ManifestSet", "autoscale_bounds", "kubernetes_diff", "kubernetes_manifests", "kubernetes_options", "scale"]
@@ -168,7 +168,7 @@ def scale(name: str, *, replicas: int | None = None, autoscale: tuple[int, int] 
     if target_utilization is not None:
         changes["target_utilization"] = target_utilization
     chosen = settings({**recorded, **changes})
-    cluster = Cluster(chosen.context)
+    cluster = connect(chosen.context)
     objects = [o for o in d.config.get("objects") or [] if o.get("kind") == "Deployment"]
     if not objects:
         raise ConflictError(f"Service {name!r} was deployed by an older mlops-magics: %reload {name} first.")

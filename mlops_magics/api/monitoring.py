@@ -17,7 +17,8 @@ from mlops_magics.monitoring.collection import LabelResult
 from mlops_magics.monitoring.dashboard import MonitorReport
 from mlops_magics.monitoring.store import CollectionStats
 from mlops_magics.registry import Deployment, Registry, or_default
-from mlops_magics.targets.base import data_dir
+from mlops_magics.targets import get_target
+from mlops_magics.targets.base import Collects, data_dir
 
 
 def _collection(reg: Registry, service: str) -> tuple[Deployment, Path]:
@@ -26,6 +27,9 @@ def _collection(reg: Registry, service: str) -> tuple[Deployment, Path]:
     except NotFoundError as exc:  # the registry's message (close names, live ones first), for collection
         raise NotFoundError(f"{exc} Add --collect to record what it scores.") from None
     folder = data_dir(reg.home, service) / "collected"
+    target = get_target(deployment.target, reg) if deployment.is_live else None
+    if isinstance(target, Collects):
+        target.fetch_collected(deployment)
     if not (folder / "stats").is_dir():
         raise NotFoundError(f"Service {service!r} has collected nothing: it was deployed without --collect. Deploy "
                             f"it with %deploy {deployment.model_name}:{deployment.model_version} --name {service} "

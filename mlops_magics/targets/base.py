@@ -174,3 +174,11 @@ class Reaches(Protocol):
 
     def local_url(self, deployment: Deployment) -> str:
         """An address on this machine that reaches the service now (a port forward, started if need be)."""
+
+
+@runtime_checkable
+class Collects(Protocol):
+    """A target whose services collect somewhere this machine does not read directly (a cluster's volume)."""
+
+    def fetch_collected(self, deployment: Deployment) -> None:
+        """Copy what the service collected into its data folder on this machine (``data_dir``)."""

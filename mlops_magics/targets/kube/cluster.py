@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from mlops_magics.targets.kube.manifests import INSTANCE, MANAGER
 CALL_TIMEOUT = 15.0
 #: What a service's objects may be, in the order they are deleted (the autoscaler first: it would scale back up).
 KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("autoscaling/v2beta2", "HorizontalPodAutoscaler"),
-         ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "PersistentVolumeClaim"))
+         ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "Pod"), ("v1", "PersistentVolumeClaim"))
 #: Fields the server sets that an apply never changes: left out of diffs.
 _SERVER_FIELDS = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp", "selfLink")
 
@@ -36,8 +37,32 @@ def kubeconfig_path() -> str:
     return configured.split(os.pathsep)[0] if configured else str(Path("~/.kube/config").expanduser())
 
 
+_CONNECTED: dict[tuple[str, float, str | None], Cluster] = {}
+_CONNECTING = threading.Lock()
+
+
+def connect(context: str | None = None, kubeconfig: str | None = None) -> Cluster:
+    """The cluster of ``context`` in ``kubeconfig``, one connection pool per process (reused while the kubeconfig
+    file is unchanged).
+
+    Raises:
+        EngineError: see :class:`Cluster`.
+    """
+    path = kubeconfig or kubeconfig_path()
+    try:
+        changed = os.stat(path).st_mtime
+    except OSError:
+        changed = -1.0
+    key = (path, changed, context)
+    with _CONNECTING:
+        found = _CONNECTED.get(key)
+        if found is None:
+            found = _CONNECTED[key] = Cluster(context, path)
+        return found
+
+
 class Cluster:
-    """One cluster, reached through one kubeconfig context."""
+    """One cluster, reached through one kubeconfig context (use :func:`connect`: one per process)."""
 
     def __init__(self, context: str | None = None, kubeconfig: str | None = None) -> None:
         """Connect (lazily: the first call reaches the API server).
@@ -168,15 +193,15 @@ class Cluster:
                                           f"applied {label}")
         return "".join(parts)
 
-    def delete_service(self, name: str, namespace: str) -> list[str]:
-        """Delete every object of the service ``name`` (by its labels); ``Kind/name`` of what was deleted.
-        Idempotent: nothing left is not an error."""
+    def delete_service(self, name: str, namespace: str, *, keep: tuple[str, ...] = ()) -> list[str]:
+        """Delete every object of the service ``name`` (by its labels) but the kinds in ``keep``; ``Kind/name``
+        of what was deleted. Idempotent: nothing left is not an error."""
         from kubernetes.client.exceptions import ApiException
 
         selector = f"{INSTANCE}={name},app.kubernetes.io/managed-by={MANAGER}"
         deleted = []
         for api_version, kind in KINDS:
-            if not self.serves(api_version, kind):
+            if kind in keep or not self.serves(api_version, kind):
                 continue
             resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
             with self.answering(f"deleting the {kind} objects of {name}"):
@@ -233,6 +258,47 @@ class Cluster:
             return client.CoreV1Api(self.api).read_namespaced_pod_log(
                 pod, namespace, container=container, follow=True, tail_lines=0, _preload_content=False,
                 _request_timeout=(CALL_TIMEOUT, 24 * 3600))
+
+    def fetch_tree(self, pod: str, namespace: str, folder: str, *, container: str = "mlops-serve",
+                   timeout: float = 120.0) -> bytes:
+        """The pod's ``folder`` as an uncompressed tar archive (made by the image's Python; base64 on the exec
+        channel, which carries text). An empty archive when the folder does not exist.
+
+        Raises:
+            EngineError: the command could not run or failed (its standard error quoted), or ``timeout`` passed.
+        """
+        import base64
+
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        code = ("import base64, io, os, sys, tarfile\n"
+                "buffer = io.BytesIO()\n"
+                "with tarfile.open(fileobj=buffer, mode='w') as archive:\n"
+                f"    if os.path.isdir({folder!r}):\n"
+                f"        archive.add({folder!r}, arcname='.')\n"
+                "sys.stdout.write(base64.b64encode(buffer.getvalue()).decode())\n")
+        with self.answering(f"reading {folder} in pod {pod}"):
+            ws = stream(client.CoreV1Api(self.api).connect_get_namespaced_pod_exec, pod, namespace,
+                        container=container, command=["python", "-c", code], stderr=True, stdin=False,
+                        stdout=True, tty=False, _preload_content=False)
+            out, err = [], []
+            deadline = time.monotonic() + timeout
+            while ws.is_open() and time.monotonic() < deadline:
+                ws.update(timeout=1)
+                out.append(ws.read_stdout() or "")
+                err.append(ws.read_stderr() or "")
+            try:
+                if ws.is_open():
+                    raise EngineError(f"Reading {folder} in pod {pod} took more than {timeout:.0f} s.")
+                status = ws.returncode
+            finally:
+                ws.close()
+                ws.sock.shutdown()  # a websocket the server closed first keeps its socket open otherwise
+        if status != 0:
+            raise EngineError(f"Reading {folder} in pod {pod} failed (status {status}): "
+                              f"{''.join(err).strip()[-500:]}")
+        return base64.b64decode("".join(out))
 
     def node_capacity(self) -> list[tuple[str, str, str]]:
         """(node, allocatable CPU, allocatable memory) of every node."""

@@ -255,6 +255,32 @@ def claim(spec: DeploySpec, settings: KubeSettings) -> dict[str, Any]:
     return body
 
 
+def reader(service: str, namespace: str, image: str, uid: int, gid: int) -> dict[str, Any]:
+    """A pod that mounts a service's data claim read-only and waits, so that its collected data can be copied
+    out once the servers are gone (their last records are written when they stop)."""
+    name = object_name(service)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{name}-reader", "namespace": namespace,
+                     "labels": {**selector(service), "app.kubernetes.io/component": "data-reader"}},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 0, "activeDeadlineSeconds": 600,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid},
+            "containers": [{
+                "name": "mlops-serve", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-c", "import time; time.sleep(600)"],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m",
+                                                                                      "memory": "256Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "data", "mountPath": DATA, "readOnly": True}],
+            }],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data", "readOnly": True}}],
+        },
+    }
+
+
 def manifests(spec: DeploySpec, settings: KubeSettings, layout: Layout,
               keys: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     """Every object of the deployment, in the order they are applied (the Deployment after what it uses)."""

@@ -26,7 +26,7 @@ from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.base import Steps, data_dir
 from mlops_magics.targets.kube import forward, manifests, rollout
-from mlops_magics.targets.kube.cluster import Cluster
+from mlops_magics.targets.kube.cluster import Cluster, connect
 from mlops_magics.targets.kube.manifests import Layout
 from mlops_magics.targets.kube.settings import KubeSettings, settings
 from mlops_magics.targets.local import answers_ready, map_script_lines, replace_failed, script_record
@@ -71,7 +71,7 @@ class KubernetesTarget:
         Raises:
             EngineError: no kubeconfig, no such context, or no API server answers.
         """
-        cluster = Cluster(chosen.context)
+        cluster = connect(chosen.context)
         cluster.version()
         return cluster
 
@@ -159,7 +159,7 @@ class KubernetesTarget:
         config = deployment.config
         namespace = str(config.get("namespace") or "mlops")
         try:
-            cluster = Cluster(config.get("context"))
+            cluster = connect(config.get("context"))
         except EngineError:
             if deployment.state != "failed":
                 raise
@@ -167,6 +167,11 @@ class KubernetesTarget:
         if cluster is not None:
             name = str(config.get("object") or manifests.object_name(deployment.name))
             forward.stop(cluster.context, name, namespace)
+            if self._volume(deployment) == "claim" and deployment.state != "failed":
+                # the servers write their last records as they stop: copy the claim out once they are gone
+                cluster.delete_service(name, namespace, keep=("PersistentVolumeClaim",))
+                cluster.wait_pods_gone(name, namespace, timeout=60)
+                self._copy_out_of_claim(deployment, cluster)
             cluster.delete_service(name, namespace)
             cluster.wait_pods_gone(name, namespace, timeout=60)
         self.registry.keys.remove(deployment.name)
@@ -175,7 +180,7 @@ class KubernetesTarget:
     def status(self, deployment: Deployment) -> str:
         config = deployment.config
         try:
-            cluster = Cluster(config.get("context"))
+            cluster = connect(config.get("context"))
             body = cluster.get("apps/v1", "Deployment", str(config.get("object")), str(config.get("namespace")))
         except EngineError:
             return deployment.state  # the cluster is away: nothing is known, nothing is changed
@@ -190,7 +195,7 @@ class KubernetesTarget:
 
     def logs(self, deployment: Deployment, lines: int) -> str:
         config = deployment.config
-        cluster = Cluster(config.get("context"))
+        cluster = connect(config.get("context"))
         namespace = str(config.get("namespace"))
         pods = cluster.pods(str(config.get("object")), namespace)
         if not pods:
@@ -201,12 +206,69 @@ class KubernetesTarget:
             parts.append(f"[mlops] pod {pod.metadata.name} ({pod.status.phase}):\n{text.rstrip()}")
         return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
 
+    def fetch_collected(self, deployment: Deployment) -> None:
+        """With ``data_volume='claim'``: copy what the pods collected into this machine's data folder (which
+        ``%collected`` and ``%monitor`` read). A no-op for the other volumes (the folder is this machine's)."""
+        if self._volume(deployment) != "claim" or not deployment.is_live:
+            return
+        config = deployment.config
+        cluster = connect(config.get("context"))
+        running = [p for p in cluster.pods(str(config["object"]), str(config["namespace"]))
+                   if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+        if running:
+            self._unpack(deployment, cluster.fetch_tree(running[0].metadata.name, str(config["namespace"]),
+                                                        f"{manifests.DATA}/collected"))
+
+    def _volume(self, deployment: Deployment) -> str:
+        recorded = {k: v for k, v in dict(deployment.config.get("settings") or {}).items()
+                    if k not in _SECRET_SETTINGS}
+        return settings(recorded).volume if recorded else "none"
+
+    def _copy_out_of_claim(self, deployment: Deployment, cluster: Cluster) -> None:
+        config = deployment.config
+        namespace = str(config["namespace"])
+        uid, gid = pod_user()
+        body = manifests.reader(deployment.name, namespace, str(config["image"]), uid, gid)
+        cluster.apply(body)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            found = cluster.get("v1", "Pod", body["metadata"]["name"], namespace) or {}
+            if (found.get("status") or {}).get("phase") == "Running":
+                self._unpack(deployment, cluster.fetch_tree(body["metadata"]["name"], namespace,
+                                                            f"{manifests.DATA}/collected"))
+                return
+            time.sleep(0.5)
+        raise DeployError(f"The pod that reads {deployment.name!r}'s collected data did not start within 90 s: the "
+                          "claim and its data are kept (kubectl get pvc -n " + namespace + ").")
+
+    def _unpack(self, deployment: Deployment, archive: bytes) -> None:
+        """Make this machine's copy of the collected data what the claim holds (a mirror: the writers rename their
+        files as they go, so a merge would keep stale copies)."""
+        import io
+        import shutil
+        import tarfile
+        import tempfile
+
+        folder = data_dir(self.registry.home, deployment.name) / "collected"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fresh = Path(tempfile.mkdtemp(prefix=".collected-", dir=folder.parent))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(fresh, filter="data")  # no path outside the folder, no links out, no devices
+            old = folder.with_name(f".collected-old-{os.getpid()}")
+            if folder.exists():
+                folder.rename(old)
+            fresh.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+
     def local_url(self, deployment: Deployment) -> str:
         """The service's URL, or with ``reach='port-forward'`` a local port this process forwards to a ready pod."""
         config = deployment.config
         if config.get("reach", "direct") == "direct":
             return str(deployment.url)
-        return forward.forwarder(Cluster(config.get("context")), str(config["object"]), str(config["namespace"]),
+        return forward.forwarder(connect(config.get("context")), str(config["object"]), str(config["namespace"]),
                                  int(config["port"])).url
 
     def describe(self, deployment: Deployment) -> str:
@@ -214,7 +276,7 @@ class KubernetesTarget:
         CPU use unknown: the cluster has no metrics server")."""
         config = deployment.config
         try:
-            cluster = Cluster(config.get("context"))
+            cluster = connect(config.get("context"))
             name, namespace = str(config.get("object")), str(config.get("namespace"))
             body = cluster.get("apps/v1", "Deployment", name, namespace)
             hpa = cluster.get(str(config.get("hpa_api") or "autoscaling/v2"), "HorizontalPodAutoscaler", name,
@@ -271,7 +333,7 @@ class KubernetesTarget:
         """The new log lines of the service's newest pod as they come (mapped to the cell's lines), until
         ``timeout`` seconds pass or the pod stops."""
         config = deployment.config
-        cluster = Cluster(config.get("context"))
+        cluster = connect(config.get("context"))
         namespace = str(config.get("namespace"))
         pods = cluster.pods(str(config.get("object")), namespace)
         if not pods:
