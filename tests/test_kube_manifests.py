@@ -97,7 +97,11 @@ def test_rolling_updates_never_take_a_serving_pod_away_and_host_pods_declare_no_
     pod = body["spec"]["template"]["spec"]
     server = pod["containers"][0]
     assert pod["hostNetwork"] is True and "ports" not in server  # a declared host port would block the surge pod
-    assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 41001, "host": "127.0.0.1"}
+    # an HTTP probe on the shared port would be answered by the old pod: the new pod's own ready file counts
+    assert server["readinessProbe"]["exec"] == server["startupProbe"]["exec"] == {
+        "command": ["test", "-f", manifests.READY_FILE]}
+    assert manifests.READY_FILE in server["command"]
+    assert server["livenessProbe"]["httpGet"] == {"path": "/", "port": 41001, "host": "127.0.0.1"}
     assert server["command"][server["command"].index("--host") + 1] == "127.0.0.1"
     assert pod["volumes"][1]["hostPath"]["path"].endswith("/deployments/iris/volume/data")
     assert "--collect-dir" in server["command"]

@@ -95,7 +95,8 @@ def server_command(spec: DeploySpec, settings: KubeSettings, port: int) -> list[
                "--host", host, "--port", str(port), "--worker_count", str(spec.workers), "--reuse-port",
                "--scoring-timeout-ms", str(settings.scoring_timeout_ms),
                "--max-concurrent-requests", str(settings.max_concurrent_requests),
-               "--max-request-wait-ms", str(settings.max_request_wait_ms), "--verbose-errors"]
+               "--max-request-wait-ms", str(settings.max_request_wait_ms), "--ready-file", READY_FILE,
+               "--verbose-errors"]
     if spec.collect and settings.volume != "none":
         command += ["--collect-dir", f"{DATA}/collected", "--sample-rate", repr(spec.sample_rate)]
     return command
@@ -109,14 +110,25 @@ def _quantity_memory(gb: float) -> str:
     return f"{round(gb * 1024)}Mi"
 
 
+#: The file the server writes once every worker is ready (in the pod's own scratch space).
+READY_FILE = "/tmp/mlops-ready"
+
+
 def _probe(path: str, settings: KubeSettings, port: int, *, startup: bool = False) -> dict[str, Any]:
-    get: dict[str, Any] = {"path": path, "port": port if settings.network == "host" else "http"}
-    if settings.network == "host":
-        get["host"] = "127.0.0.1"  # the node's loopback: a host-network pod listens there only
+    if settings.network == "host" and path == "/ready":
+        # Pods on the host network share 127.0.0.1:port (SO_REUSEPORT): an HTTP probe of a new pod would be
+        # answered by the old one, and the rollout would retire the old one before the new one listens. The
+        # pod's own ready file says when its own server is ready.
+        check: dict[str, Any] = {"exec": {"command": ["test", "-f", READY_FILE]}}
+    else:
+        get: dict[str, Any] = {"path": path, "port": port if settings.network == "host" else "http"}
+        if settings.network == "host":
+            get["host"] = "127.0.0.1"  # the node's loopback: a host-network pod listens there only
+        check = {"httpGet": get}
     if startup:  # init() may take a while: the other probes start once it is done
-        return {"httpGet": get, "periodSeconds": 1, "timeoutSeconds": settings.timeout_seconds,
+        return {**check, "periodSeconds": 1, "timeoutSeconds": settings.timeout_seconds,
                 "failureThreshold": settings.startup_seconds}
-    return {"httpGet": get, "initialDelaySeconds": settings.initial_delay_seconds,
+    return {**check, "initialDelaySeconds": settings.initial_delay_seconds,
             "periodSeconds": settings.period_seconds, "timeoutSeconds": settings.timeout_seconds,
             "successThreshold": settings.success_threshold if path == "/ready" else 1,
             "failureThreshold": settings.failure_threshold}
