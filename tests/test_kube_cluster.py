@@ -109,6 +109,18 @@ def test_an_http_server_that_is_not_a_registry_is_not_taken_for_one(tmp_path: An
 # -- the cluster ---------------------------------------------------------------------------------------------------
 
 
+# Session-scoped like kube_cluster and image_registry, and listed before them: without an engine these tests skip
+# before a cluster or a registry is looked for (or started).
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """The engine, or a skip saying how to get one (a failure where MLOPS_REQUIRE_DOCKER is set, as in CI)."""
+    ok, why = engine.available()
+    if not ok:
+        give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
+        give_up(f"{why} (These tests push images and run containers on a real Docker engine.)")
+    return engine.client()
+
+
 @pytest.fixture(scope="module")
 def kube_api(kube_cluster: KubeCluster) -> Iterator[Any]:
     with kube_cluster.api_client() as api:
@@ -271,16 +283,6 @@ def test_the_kubelet_collects_its_own_leftover_containers_and_never_the_docker_t
 
 
 # -- the image registry --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")  # as image_registry's, so that it comes first: no engine, no registry needed
-def docker_client() -> Any:
-    """The engine, or a skip saying how to get one (a failure where MLOPS_REQUIRE_DOCKER is set, as in CI)."""
-    ok, why = engine.available()
-    if not ok:
-        give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
-        give_up(f"{why} (Pushing to the image registry needs a real Docker engine.)")
-    return engine.client()
 
 
 def _tiny_image(client: Any, repository: str, tag: str) -> str:
