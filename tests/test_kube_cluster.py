@@ -109,6 +109,18 @@ def test_an_http_server_that_is_not_a_registry_is_not_taken_for_one(tmp_path: An
 # -- the cluster ---------------------------------------------------------------------------------------------------
 
 
+# Session-scoped like kube_cluster and image_registry, and listed before them: without an engine these tests skip
+# before a cluster or a registry is looked for (or started).
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """The engine, or a skip saying how to get one (a failure where MLOPS_REQUIRE_DOCKER is set, as in CI)."""
+    ok, why = engine.available()
+    if not ok:
+        give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
+        give_up(f"{why} (These tests push images and run containers on a real Docker engine.)")
+    return engine.client()
+
+
 @pytest.fixture(scope="module")
 def kube_api(kube_cluster: KubeCluster) -> Iterator[Any]:
     with kube_cluster.api_client() as api:
@@ -124,6 +136,18 @@ def namespace(kube_api: Any) -> Iterator[str]:
     core = client.CoreV1Api(kube_api)
     name = f"mlops-infra-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # A pod of a namespace just made is refused ("No API token found for service account default", a 500) until
+    # the controllers have made its default service account and, on 1.20, that account's token secret.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if core.read_namespaced_service_account("default", name).secrets:
+                break
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        assert time.monotonic() < deadline, f"namespace {name} has no default service account token after 30 s"
+        time.sleep(0.2)
     yield name
     core.delete_namespace(name, grace_period_seconds=0)
     deadline = time.monotonic() + POD_TIMEOUT
@@ -181,7 +205,9 @@ def test_a_host_network_pod_of_the_base_image_runs_and_serves_on_loopback(kube_a
     port = free_port()
     probe = {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/"}, "periodSeconds": 1}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
-           "spec": {"hostNetwork": True, "terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+           # no service-account token: a scoring pod needs none, and without that volume deletion takes half as long
+           "spec": {"hostNetwork": True, "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
+                    "restartPolicy": "Never",
                     "containers": [{"name": "http", "image": BASE, "imagePullPolicy": "Never",
                                     "command": ["python3", "-u", "-m", "http.server", str(port), "--bind",
                                                 "127.0.0.1"],
@@ -197,6 +223,7 @@ def test_a_host_network_pod_of_the_base_image_runs_and_serves_on_loopback(kube_a
         marker = f"/from-the-test-{uuid.uuid4().hex[:8]}"
         with pytest.raises(urllib.error.HTTPError) as missing:  # a path that is not there: the server's own 404
             urllib.request.urlopen(f"http://127.0.0.1:{port}{marker}", timeout=5)
+        missing.value.close()  # it holds the response (and its socket)
         assert missing.value.code == 404
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.status == 200
@@ -223,17 +250,39 @@ def test_a_host_network_pod_of_the_base_image_runs_and_serves_on_loopback(kube_a
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
 
 
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.kubernetes
+def test_the_kubelet_collects_its_own_leftover_containers_and_never_the_docker_targets(
+        docker_client: Any, kube_cluster: KubeCluster) -> None:
+    """The dockershim kubelet removes exited ``k8s_*`` containers of pods it does not know (once a minute); the
+    Docker target's containers (``mlops-<service>-<n>``), running or exited, are left alone."""
+    import docker
+
+    uid = str(uuid.uuid4())
+    fake = docker_client.containers.run(
+        BASE, ["true"], name=f"k8s_probe_gone_default_{uid}_0", network_mode="host", detach=True,
+        labels={"io.kubernetes.docker.type": "container", "io.kubernetes.pod.uid": uid,
+                "io.kubernetes.pod.name": "gone", "io.kubernetes.pod.namespace": "default",
+                "io.kubernetes.container.name": "probe"})
+    ours = [docker_client.containers.run(BASE, command, name=f"mlops-gc-probe-{uid[:8]}-{n}", network_mode="host",
+                                         detach=True)
+            for n, command in enumerate((["true"], ["sleep", "600"]))]
+    try:
+        deadline = time.monotonic() + 180  # the kubelet's container GC runs every minute
+        while any(c.id == fake.id for c in docker_client.containers.list(all=True, filters={"id": fake.id})):
+            assert time.monotonic() < deadline, "the kubelet left an exited k8s_ container of no pod for 180 s"
+            time.sleep(2)
+        for container in ours:
+            container.reload()  # raises NotFound if the kubelet had removed it
+        assert [c.status for c in ours] == ["exited", "running"]
+    finally:
+        for container in [fake, *ours]:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
 # -- the image registry --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")  # as image_registry's, so that it comes first: no engine, no registry needed
-def docker_client() -> Any:
-    """The engine, or a skip saying how to get one (a failure where MLOPS_REQUIRE_DOCKER is set, as in CI)."""
-    ok, why = engine.available()
-    if not ok:
-        give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
-        give_up(f"{why} (Pushing to the image registry needs a real Docker engine.)")
-    return engine.client()
 
 
 def _tiny_image(client: Any, repository: str, tag: str) -> str:

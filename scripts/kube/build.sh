@@ -41,20 +41,20 @@ export DEBIAN_FRONTEND=noninteractive
 # installed when missing, so a machine that kept /var/cache but not its packages still starts a cluster.
 need_root() { [ "$(id -u)" = 0 ] || { log "ERROR: needs root (apt-get, $CACHE_DIR): run it with sudo"; exit 1; }; }
 
-runtime_packages() {
-  local missing=()
-  command -v etcd >/dev/null || missing+=(etcd-server)
-  command -v socat >/dev/null || missing+=(socat)
-  command -v openssl >/dev/null || missing+=(openssl)
-  command -v curl >/dev/null || missing+=(curl ca-certificates)
-  command -v nsenter >/dev/null || missing+=(util-linux)
-  command -v ip >/dev/null || missing+=(iproute2)
+# Only the packages that are not installed: an installed one is left at its version (no upgrades as a side effect).
+install_missing() {
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing Debian packages: ${missing[*]}"
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
+
+runtime_packages() { install_missing etcd-server socat openssl curl ca-certificates util-linux iproute2; }
 
 # Fail before a 20-minute build, not after it: the pause image is built FROM the base image.
 docker info >/dev/null 2>&1 || { log "ERROR: no Docker engine answers: run \`make docker-engine\` first"; exit 1; }
@@ -70,9 +70,7 @@ fi
 
 need_root
 T0=$(date +%s)
-log "installing Debian packages"
-apt-get install -y -q --no-install-recommends golang-go golang-github-modern-go-reflect2-dev \
-  rsync etcd-server socat dpkg-dev make openssl ca-certificates curl >/dev/null
+install_missing golang-go golang-github-modern-go-reflect2-dev rsync dpkg-dev make
 runtime_packages
 T1=$(date +%s)
 
