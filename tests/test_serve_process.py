@@ -37,6 +37,17 @@ def test_init_failure_exits_3_with_the_traceback_and_the_model_folder(tmp_path: 
     assert "Contents of the model folder" in done.stderr and "model.pkl" in done.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_ready_file_left_by_an_earlier_run_is_removed_at_start(tmp_path: Path, workers: str) -> None:
+    # A pod restarted in place keeps its scratch space: the ready file of the crashed run must not make the new
+    # one look ready (the kubernetes target's readiness probe on a shared port reads it).
+    ready = tmp_path / "ready"
+    ready.write_text("12345\n")
+    done = _run("--entry_script", str(SCRIPTS / "init_fails.py"), "--port", str(free_port()),
+                "--worker_count", workers, "--ready-file", str(ready), "--model_dir", str(tmp_path))
+    assert done.returncode == 3 and not ready.exists()
+
+
 def test_import_failure_exits_3_naming_the_module(tmp_path: Path) -> None:
     done = _run("--entry_script", str(SCRIPTS / "import_fails.py"), "--port", str(free_port()))
     assert done.returncode == 3

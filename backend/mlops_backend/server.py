@@ -353,6 +353,8 @@ class Supervisor:
 
 def serve(config: ServeConfig, metrics_dir: Path) -> int:
     """Serve until stopped; return the exit status (3: the script could not start)."""
+    if config.ready_file is not None:  # a restarted server's old file must not say it is ready before it is
+        config.ready_file.unlink(missing_ok=True)
     if config.worker_count == 1:
         return run_worker(config, metrics_dir)
     if config.port == 0:

@@ -217,6 +217,19 @@ class Cluster:
                                               f"{api_reason(exc)}") from None
         return deleted
 
+    def wait_service_account(self, namespace: str, timeout: float = 30.0) -> None:
+        """Wait until a new namespace's ``default`` service account exists (pods are refused before).
+
+        Raises:
+            DeployError: it did not appear within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while self.get("v1", "ServiceAccount", "default", namespace) is None:
+            if time.monotonic() > deadline:
+                raise DeployError(f"Namespace {namespace!r} has no default service account after {timeout:.0f} s: "
+                                  "is the cluster's controller manager running?")
+            time.sleep(0.2)
+
     def pods(self, name: str, namespace: str) -> list[Any]:
         """The service's pods (``V1Pod``), newest first."""
         from kubernetes import client

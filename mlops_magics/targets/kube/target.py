@@ -174,6 +174,10 @@ class KubernetesTarget:
                 self._copy_out_of_claim(deployment, cluster)
             cluster.delete_service(name, namespace)
             cluster.wait_pods_gone(name, namespace, timeout=60)
+            deadline = time.monotonic() + 60  # a claim goes once no pod uses it: a redeploy must not find it going
+            while cluster.get("v1", "PersistentVolumeClaim", f"{name}-data", namespace) is not None and (
+                    time.monotonic() < deadline):
+                time.sleep(0.5)
         self.registry.keys.remove(deployment.name)
         self.registry.set_deployment_state(deployment.name, "deleted")
 
@@ -400,6 +404,8 @@ class KubernetesTarget:
                 continue  # an existing namespace is the user's: not ours to take over
             steps.say(f"applying {body['kind']}/{body['metadata']['name']}")
             cluster.apply(body)
+            if body["kind"] == "Namespace":  # its pods are refused until its default service account exists
+                cluster.wait_service_account(body["metadata"]["name"])
 
     def _config(self, spec: DeploySpec, chosen: KubeSettings, layout: Layout, cluster: Cluster,
                 objects: list[dict[str, Any]], image: str) -> dict[str, Any]:
