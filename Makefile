@@ -109,6 +109,7 @@ bench: setup
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/docker.py
+	KUBECONFIG=$(KUBE_STATE)/kubeconfig $(BIN)/python benchmarks/kubernetes.py
 	$(BIN)/python benchmarks/onnx.py
 	$(BIN)/python benchmarks/profiling.py
 	$(BIN)/python benchmarks/collection.py
