@@ -235,3 +235,11 @@ def test_pods_ask_for_what_the_profile_recommended_unless_told(registry: Registr
     requests = [next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
         "resources"]["requests"] for objects in (profiled, told)]
     assert requests == [{"cpu": "750m", "memory": "307Mi"}, {"cpu": "200m", "memory": "512Mi"}]
+
+
+def test_the_readme_says_what_every_aks_setting_becomes() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| AKS setting |"):]
+    table = table[:table.index("\n\n")]
+    missing = [name for name in AKS_NAMES if f"`{name}`" not in table]
+    assert not missing, f"README's AKS table lacks {missing}"
