@@ -119,7 +119,7 @@ def test_deploy_to_available_call_and_undeploy_everything(kreg: Registry, kube_c
     assert [x.state for x in api.list_deployments(registry=kreg)] == ["running"]
     assert "mlops-serve" in api.logs("k-iris", registry=kreg)
     assert api.undeploy("k-iris", registry=kreg) == ["k-iris"]
-    assert _objects(cluster, "k-iris", "mlops") == [] and not cluster.pods("k-iris", "mlops")
+    assert _objects(cluster, "k-iris", "mlops") == [] and not cluster.running_pods("k-iris", "mlops")
     assert kreg.get_deployment("k-iris").state == "deleted"
     api.undeploy("k-iris", registry=kreg)  # idempotent
 
@@ -291,7 +291,7 @@ def test_collected_data_on_a_claim_is_fetched_and_outlives_the_pods(kreg: Regist
         frame = api.collected("k-claim", registry=kreg)
         assert frame["request_id"].nunique() == 30 and len(frame) == 60
         assert cluster.get("v1", "PersistentVolumeClaim", "k-claim-data", "mlops") is None
-        assert not cluster.pods("k-claim", "mlops") and d.state == "running"
+        assert not cluster.running_pods("k-claim", "mlops") and d.state == "running"
     finally:
         client.CoreV1Api(cluster.api).delete_persistent_volume(volume["metadata"]["name"])
 

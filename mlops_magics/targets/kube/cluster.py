@@ -240,11 +240,17 @@ class Cluster:
                 _request_timeout=CALL_TIMEOUT).items
         return sorted(found, key=lambda p: p.metadata.creation_timestamp or 0, reverse=True)
 
+    def running_pods(self, name: str, namespace: str) -> list[Any]:
+        """The service's pods that are not stopped (being deleted with every container ended), newest first."""
+        return [pod for pod in self.pods(name, namespace) if not _stopped(pod)]
+
     def wait_pods_gone(self, name: str, namespace: str, timeout: float = 90.0) -> bool:
-        """Wait until the service has no pod left; False when some are still there after ``timeout`` seconds."""
+        """Wait until no pod of the service runs any more: each is gone, or being deleted with every container
+        ended (a kubelet may keep the object of a stopped pod for a while). False when some still run after
+        ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.pods(name, namespace):
+            if not self.running_pods(name, namespace):
                 return True
             time.sleep(0.5)
         return False
@@ -334,6 +340,14 @@ class Cluster:
         """
         if self.get("v1", "Namespace", namespace, None) is None:
             raise NotFoundError(f"No namespace {namespace!r} on the cluster ({self.where()}).")
+
+
+def _stopped(pod: Any) -> bool:
+    """A pod being deleted whose containers have all ended (or never started)."""
+    if pod.metadata.deletion_timestamp is None:
+        return False
+    statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+    return all(status.state.running is None for status in statuses)
 
 
 def api_reason(exc: Any) -> str:
