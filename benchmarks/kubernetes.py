@@ -441,7 +441,8 @@ def report(result: dict[str, Any]) -> str:
              "kubernetes"),
             ("the same with `--set period_seconds=1` (readiness every second)", "kubernetes_fast_probe"),
             ("`%undeploy` (docker) until the container is gone", "docker_undeploy"),
-            ("`%undeploy` (kubernetes, both probe settings) until the pods are gone", "all_kubernetes_undeploy")]
+            ("`%undeploy` (kubernetes, both probe settings) until the pods' containers have ended",
+             "all_kubernetes_undeploy")]
     med["all_kubernetes_undeploy"] = _median([*times["kubernetes_undeploy"], *times["kubernetes_fast_probe_undeploy"]])
     for label, key in rows:
         base = med["docker_undeploy" if key.endswith("undeploy") else "docker"]
@@ -453,8 +454,8 @@ def report(result: dict[str, Any]) -> str:
                          f"from the call (medians): {parts}.")
     lines += ["", "Kubernetes 1.20 runs the readiness probe on its own period once the startup probe has passed "
                   "(from 1.22 the kubelet runs it at once: kubernetes/kubernetes#101738), so with AKS's 10 s "
-                  "`period_seconds` a deploy waits up to 10 s after the server is ready. An undeploy stops the server "
-                  "at once; the rest is the kubelet removing the container, its sandbox and volumes, then the pod."]
+                  "`period_seconds` a deploy waits up to 10 s after the server is ready. An undeploy returns once the "
+                  "pods' containers have ended (the kubelet may keep a stopped pod's object for a minute more)."]
     lines += ["", "Every run (s): " + "; ".join(f"{k} " + "/".join(f"{v:.2f}" for v in vs)
                                                 for k, vs in times.items()) + ".", ""]
     lines += ["## Rolling updates under load (1 replica: maxSurge 1, maxUnavailable 0)", "",
@@ -486,10 +487,12 @@ def report(result: dict[str, Any]) -> str:
                                     "request was on its way"}
     if failures:
         lines += ["", "What failed: " + "; ".join(notes.get(k, k) + f" ({n})" for k, n in failures.items()) + "."]
-    lines += ["", "With host networking the new pod's startup and readiness probes go to 127.0.0.1:PORT, where the "
-                  "old pod's server answers too (both hold the port): the new pod can count as ready before its own "
-                  "server listens, and the old one is then stopped early. ConnectionRefusedError above, when it "
-                  "shows, is that gap; whether it happens depends on the race between the two servers."]
+    lines += ["", "With host networking both pods hold 127.0.0.1:PORT, so a new pod's startup and readiness are its "
+                  "own server's ready file (an HTTP probe would be answered by the old pod); the old server, stopping, "
+                  "answers a keep-alive client's next request with `connection: close` instead of dropping it. "
+                  "Before those two fixes this benchmark saw 2 of 21,302 (keep-alive) and 2 of 10,068 (new "
+                  "connections) requests fail in a reload, 1 of 18,974 in an update, and in one smoke run 354 "
+                  "connections refused during a reload."]
     lines += ["", "Requests answered by the old pod / the new pod: " + "; ".join(
         f"{u['kind']} {u['served_by_old_pod']} / {u['served_by_new_pod']}" for u in r["rolling"]) + " (the new "
         "pod's count from its access log)."]
