@@ -91,6 +91,11 @@ def test_rolling_updates_never_take_a_serving_pod_away_and_host_pods_declare_no_
     assert pod["hostNetwork"] is True and "ports" not in server  # a declared host port would block the surge pod
     assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 41001, "host": "127.0.0.1"}
     assert server["command"][server["command"].index("--host") + 1] == "127.0.0.1"
+    # Any pod on the port answers an HTTP probe: a new pod is started when its own server wrote its ready file.
+    ready = server["command"][server["command"].index("--ready-file") + 1]
+    assert ready.startswith("/tmp/") and ready in " ".join(server["startupProbe"]["exec"]["command"])
+    assert "--ready-file" not in manifests.deployment(spec, settings(), layout())["spec"]["template"]["spec"][
+        "containers"][0]["command"]
     assert pod["volumes"][1]["hostPath"]["path"].endswith("/deployments/iris/volume/data")
     assert "--collect-dir" in server["command"]
 

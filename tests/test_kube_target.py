@@ -186,7 +186,10 @@ def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothi
     for thread in threads:
         thread.start()
     try:
-        mm.set_score_script("iris", SCRIPT.replace('"first"', '"second"'), registry=kreg)
+        # A slow start: the new pods listen seconds after they run. Once, another pod on the shared port answered
+        # their probes meanwhile, the old pods went, and requests were refused until the new ones listened.
+        slow = SCRIPT.replace('"first"', '"second"') + "\nimport time\ntime.sleep(6)\n"
+        mm.set_score_script("iris", slow, registry=kreg)
         reloaded = api.reload("k-roll", registry=kreg)
         time.sleep(1)
     finally:

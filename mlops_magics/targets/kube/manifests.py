@@ -23,6 +23,8 @@ DATA = "/var/mlops-data"
 KEYS = "/run/mlops-keys"
 SECRET_MOUNT = "/run/mlops-secret"
 SCRIPT = f"{APP_ROOT}/score.py"
+#: With host networking: the file the server writes once it listens (in the pod's own scratch space).
+READY_FILE = "/tmp/mlops-ready"
 #: The port pods listen on with pod networking; the Service's port.
 POD_PORT = 5001
 SERVICE_PORT = 80
@@ -102,6 +104,8 @@ def server_command(spec: DeploySpec, settings: KubeSettings, port: int) -> list[
                "--scoring-timeout-ms", str(settings.scoring_timeout_ms),
                "--max-concurrent-requests", str(settings.max_concurrent_requests),
                "--max-request-wait-ms", str(settings.max_request_wait_ms), "--verbose-errors"]
+    if settings.network == "host":
+        command += ["--ready-file", READY_FILE]
     if collects(spec, settings):
         command += ["--collect-dir", f"{DATA}/collected", "--sample-rate", repr(spec.sample_rate)]
     return command
@@ -119,6 +123,13 @@ def _probe(path: str, settings: KubeSettings, port: int, *, startup: bool = Fals
     get: dict[str, Any] = {"path": path, "port": port if settings.network == "host" else "http"}
     if settings.network == "host":
         get["host"] = "127.0.0.1"  # the node's loopback: a host-network pod listens there only
+    if startup and settings.network == "host":
+        # Pods of one service on the node's network share its port: any of them may answer an HTTP probe, so a new
+        # pod would pass for started while its own server still runs init(), and a rolling update would remove the
+        # old pods before it listens. The file in the pod's own /tmp says that this pod's server listens.
+        check = f"import os, sys; sys.exit(not os.path.exists({READY_FILE!r}))"
+        return {"exec": {"command": ["python", "-c", check]}, "periodSeconds": 1,
+                "timeoutSeconds": settings.timeout_seconds, "failureThreshold": settings.startup_seconds}
     if startup:  # init() may take a while: the other probes start once it is done
         return {"httpGet": get, "periodSeconds": 1, "timeoutSeconds": settings.timeout_seconds,
                 "failureThreshold": settings.startup_seconds}
