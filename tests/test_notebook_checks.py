@@ -1,5 +1,6 @@
 """A notebook's checked output must hold on any machine: the checks of notebook 05's profile, run against what a
-quiet machine with Docker and a busy one without it give, print what the notebook stores."""
+quiet machine with Docker and a busy one without it give, print what the notebook stores; and notebook 08 skips,
+saying why, where no Kubernetes cluster answers (fails where one is required)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,29 @@ def test_the_profile_checks_print_the_stored_output_whatever_the_load(report: Pr
     with contextlib.redirect_stdout(printed):
         exec(source, {"report": report})
     assert printed.getvalue() == stored
+
+
+def _run_kubernetes_notebook(tmp_path: Path, **env: str) -> str:
+    """pytest's report of running notebook 08 as CI does, with the kubeconfig pointing nowhere."""
+    import os
+    import subprocess
+    import sys
+
+    root = NOTEBOOK.parent.parent
+    environment = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig"), "MLOPS_REQUIRE_DOCKER": "",
+                   "MLOPS_REQUIRE_KUBERNETES": "", **env}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--nbval",
+                           "--nbval-current-env", "--nbval-sanitize-with", "notebooks/sanitize.cfg",
+                           "notebooks/08_kubernetes.ipynb"], cwd=root, env=environment, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout + done.stderr
+
+
+def test_the_kubernetes_notebook_skips_saying_why_without_a_cluster_and_fails_where_one_is_required(
+        tmp_path: Path) -> None:
+    skipped = _run_kubernetes_notebook(tmp_path)
+    assert " skipped" in skipped and " passed" not in skipped and " failed" not in skipped, skipped
+    assert "needs Kubernetes: no Kubernetes cluster answers" in skipped or "needs Docker" in skipped, skipped
+    required = _run_kubernetes_notebook(tmp_path, MLOPS_REQUIRE_KUBERNETES="1")
+    assert "MLOPS_REQUIRE_KUBERNETES is set but the Kubernetes notebooks cannot run: no Kubernetes cluster " \
+           f"answers: {tmp_path / 'no-kubeconfig'} does not exist" in required, required
