@@ -1,13 +1,17 @@
-"""Notebooks that need a Docker engine skip, saying why, where none is reachable (fail where it is required)."""
+"""Notebooks that need a Docker engine or a Kubernetes cluster skip, saying why, where none is reachable (fail where
+it is required: MLOPS_REQUIRE_DOCKER, MLOPS_REQUIRE_KUBERNETES)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-#: Notebooks that build images and run containers.
-NEEDS_DOCKER = {"03_docker.ipynb"}
+#: Notebooks that build images and run containers (08: the image its pods run).
+NEEDS_DOCKER = {"03_docker.ipynb", "08_kubernetes.ipynb"}
+#: Notebooks that deploy to the cluster of the current kubeconfig context.
+NEEDS_KUBERNETES = {"08_kubernetes.ipynb"}
 
 
 def _docker_missing() -> str | None:
@@ -27,14 +31,38 @@ def _docker_missing() -> str | None:
     return None
 
 
+def _kubernetes_missing() -> str | None:
+    """None when the kubeconfig the notebooks use ($KUBECONFIG, else ~/.kube/config) has a current context whose
+    API server answers, else why not and how to get one."""
+    from mlops_magics.targets.kube.cluster import kubeconfig_path
+    from tests.infrastructure import kube_answers
+
+    cluster, why = kube_answers(Path(kubeconfig_path()))
+    if cluster is not None:
+        return None
+    return (f"no Kubernetes cluster answers: {why}. Point KUBECONFIG at a cluster's kubeconfig; `sudo make "
+            "kube-cluster` starts a single-node test cluster (KUBECONFIG=/tmp/mlops-kube/kubeconfig).")
+
+
+def _required(switch: str) -> bool:
+    if switch == "MLOPS_REQUIRE_KUBERNETES":  # as the Kubernetes tests read it: set, and not 0/false/no
+        from tests.infrastructure import required
+
+        return required(switch)
+    return bool(os.environ.get(switch))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    docker_items = [item for item in items if item.path.name in NEEDS_DOCKER]
-    if not docker_items:
-        return
-    why = _docker_missing()
-    if why is None:
-        return
-    if os.environ.get("MLOPS_REQUIRE_DOCKER"):
-        raise pytest.UsageError(f"MLOPS_REQUIRE_DOCKER is set but the Docker notebooks cannot run: {why}")
-    for item in docker_items:
-        item.add_marker(pytest.mark.skip(reason=f"needs Docker: {why}"))
+    for needs, missing, what, switch in ((NEEDS_DOCKER, _docker_missing, "Docker", "MLOPS_REQUIRE_DOCKER"),
+                                         (NEEDS_KUBERNETES, _kubernetes_missing, "Kubernetes",
+                                          "MLOPS_REQUIRE_KUBERNETES")):
+        chosen = [item for item in items if item.path.name in needs]
+        if not chosen:
+            continue
+        why = missing()
+        if why is None:
+            continue
+        if _required(switch):
+            raise pytest.UsageError(f"{switch} is set but the {what} notebooks cannot run: {why}")
+        for item in chosen:
+            item.add_marker(pytest.mark.skip(reason=f"needs {what}: {why}"))

@@ -103,8 +103,29 @@ def test_rolling_updates_never_take_a_serving_pod_away_and_host_pods_declare_no_
     assert manifests.READY_FILE in server["command"]
     assert server["livenessProbe"]["httpGet"] == {"path": "/", "port": 41001, "host": "127.0.0.1"}
     assert server["command"][server["command"].index("--host") + 1] == "127.0.0.1"
+    # Any pod on the port answers an HTTP probe: a new pod is started when its own server wrote its ready file.
+    ready = server["command"][server["command"].index("--ready-file") + 1]
+    assert ready.startswith("/tmp/") and ready in " ".join(server["startupProbe"]["exec"]["command"])
+    assert "--ready-file" not in manifests.deployment(spec, settings(), layout())["spec"]["template"]["spec"][
+        "containers"][0]["command"]
     assert pod["volumes"][1]["hostPath"]["path"].endswith("/deployments/iris/volume/data")
     assert "--collect-dir" in server["command"]
+
+
+def test_without_collection_no_data_volume_is_asked_for(registry: Registry, iris_lr: Any) -> None:
+    # A claim nobody writes to once kept pods Pending on clusters without a provisioner (or without
+    # ReadWriteMany, with several replicas) for a service that collects nothing.
+    mm.register(iris_lr, "iris", registry=registry)
+    quiet = deploy_spec(registry, "iris", "iris:1")
+    for how in ({"autoscale": True}, {"network": "host"}):
+        objects = manifests.manifests(quiet, settings(how), layout())
+        pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+        expected = ["Namespace", "Deployment", "Service"] + (["HorizontalPodAutoscaler"] if "autoscale" in how else [])
+        assert [o["kind"] for o in objects] == expected, how
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"] and "fsGroup" not in pod["securityContext"], how
+        assert "--collect-dir" not in pod["containers"][0]["command"], how
+    collecting = deploy_spec(registry, "iris", "iris:1", collect=True)
+    assert "PersistentVolumeClaim" in [o["kind"] for o in manifests.manifests(collecting, settings(), layout())]
 
 
 def test_the_autoscaler_owns_the_replica_count(spec: DeploySpec) -> None:
@@ -130,6 +151,19 @@ def test_every_aks_setting_maps_to_one_of_ours() -> None:
     assert (aks.replicas, aks.cpu, aks.memory_gb, aks.cpu_limit, aks.memory_gb_limit) == (2, 0.5, 1.0, 1.0, 2.0)
     assert (aks.auth, aks.collect, aks.namespace) == (True, True, "models")
     assert (aks.period_seconds, aks.success_threshold, aks.failure_threshold) == (5, 2, 4)
+
+
+def test_auth_and_collection_asked_for_as_settings_shape_the_objects(registry: Registry, iris_lr: Any) -> None:
+    # Azure's auth_enabled / collect_model_data (and our auth / collect) do what --auth / --collect do: once they
+    # were recorded as on while the pods served without a key and collected nothing.
+    mm.register(iris_lr, "iris", registry=registry)
+    for options in ({"auth_enabled": "true", "collect_model_data": "true"}, {"auth": True, "collect": True}):
+        written = api.kubernetes_manifests("iris", target_options=options, validate=False, registry=registry)
+        by_kind = {body["kind"]: body for body in written.objects}
+        server = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        assert "Secret" in by_kind, options
+        assert {"name": "MLOPS_AUTH_KEY_FILE", "value": f"{manifests.KEYS}/keys"} in server["env"], options
+        assert "--collect-dir" in server["command"], options
 
 
 @pytest.mark.parametrize(("options", "message"), [

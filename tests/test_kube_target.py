@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,6 +158,26 @@ def test_autoscaled_with_auth_the_key_is_a_mounted_file_only(kreg: Registry, cle
     assert cluster.get("autoscaling/v2beta2", "HorizontalPodAutoscaler", "k-auth", "mlops") is None
 
 
+def test_diff_shows_just_what_would_change_and_scale_returns_with_the_pods_ready(kreg: Registry,
+                                                                               cleanup: None) -> None:
+    fresh = f"k-fresh-{uuid.uuid4().hex[:8]}"
+    new = api.kubernetes_diff("iris", name="k-diff", target_options={**HOST, "namespace": fresh}, registry=kreg)
+    # Once: "The cluster refused Deployment/k-diff: namespaces ... not found", before any first deploy there.
+    assert "+kind: Namespace" in new and "--- Deployment/k-diff (not on the cluster)" in new
+    assert Cluster().get("v1", "Namespace", fresh, None) is None  # nothing was applied
+    options = {**HOST, "autoscale": True, "min_replicas": 1, "max_replicas": 2}
+    api.deploy("iris", target="kubernetes", name="k-diff", auth=True, target_options=options, registry=kreg)
+    # Once: the pods' keys digest showed as removed, for a deployment with --auth that nothing would change.
+    assert api.kubernetes_diff("iris", name="k-diff", auth=True, target_options=options, registry=kreg) == ""
+    changed = api.kubernetes_diff("iris", name="k-diff", auth=True, target_options={**options, "cpu_cores": 0.1},
+                                  registry=kreg)
+    assert [line.replace(" ", "") for line in changed.splitlines() if line[:1] in "+-" and
+            not line.startswith(("+++", "---"))] == ["-cpu:50m", "+cpu:100m"]
+    api.scale("k-diff", replicas=2, registry=kreg)
+    body = Cluster().get("apps/v1", "Deployment", "k-diff", "mlops")
+    assert body is not None and body["status"].get("readyReplicas") == 2  # once: it returned with one pod ready
+
+
 def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothing(kreg: Registry,
                                                                                   cleanup: None) -> None:
     d = api.deploy("iris", target="kubernetes", name="k-roll", collect=True, target_options=HOST, registry=kreg)
@@ -175,7 +196,10 @@ def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothi
     for thread in threads:
         thread.start()
     try:
-        mm.set_score_script("iris", SCRIPT.replace('"first"', '"second"'), registry=kreg)
+        # A slow start: the new pods listen seconds after they run. Once, another pod on the shared port answered
+        # their probes meanwhile, the old pods went, and requests were refused until the new ones listened.
+        slow = SCRIPT.replace('"first"', '"second"') + "\nimport time\ntime.sleep(6)\n"
+        mm.set_score_script("iris", slow, registry=kreg)
         reloaded = api.reload("k-roll", registry=kreg)
         time.sleep(1)
     finally:

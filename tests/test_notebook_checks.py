@@ -1,6 +1,7 @@
 """A notebook's checks must hold on any machine: notebook 05's check of its profile, run against what a quiet
 machine with Docker and a busy one without it give, passes, and fails on a report that breaks the rule; the cells
-whose output depends on the load are not compared by nbval (tagged ``nbval-ignore-output``)."""
+whose output depends on the load are not compared by nbval (tagged ``nbval-ignore-output``); and notebook 08 skips,
+saying why, where no Kubernetes cluster answers (fails where one is required)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,29 @@ def test_what_depends_on_the_load_or_the_engine_is_not_compared() -> None:
         (cell,) = [c for c in _cells() if needle in "".join(c["source"])]
         assert "nbval-ignore-output" in cell["metadata"].get("tags", []), needle
     assert not any("NBVAL" in "".join(c["source"]) for c in _cells())  # nbval's remarks are tags, not text
+
+
+def _run_kubernetes_notebook(tmp_path: Path, **env: str) -> str:
+    """pytest's report of running notebook 08 as CI does, with the kubeconfig pointing nowhere."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    environment = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig"), "MLOPS_REQUIRE_DOCKER": "",
+                   "MLOPS_REQUIRE_KUBERNETES": "", **env}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--nbval",
+                           "--nbval-current-env", "--nbval-sanitize-with", "notebooks/sanitize.cfg",
+                           "notebooks/08_kubernetes.ipynb"], cwd=root, env=environment, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout + done.stderr
+
+
+def test_the_kubernetes_notebook_skips_saying_why_without_a_cluster_and_fails_where_one_is_required(
+        tmp_path: Path) -> None:
+    skipped = _run_kubernetes_notebook(tmp_path)
+    assert " skipped" in skipped and " passed" not in skipped and " failed" not in skipped, skipped
+    assert "needs Kubernetes: no Kubernetes cluster answers" in skipped or "needs Docker" in skipped, skipped
+    required = _run_kubernetes_notebook(tmp_path, MLOPS_REQUIRE_KUBERNETES="1")
+    assert "MLOPS_REQUIRE_KUBERNETES is set but the Kubernetes notebooks cannot run: no Kubernetes cluster " \
+           f"answers: {tmp_path / 'no-kubeconfig'} does not exist" in required, required

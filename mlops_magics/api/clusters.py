@@ -3,6 +3,7 @@ change (``--diff``), and scaling a running service (``%scale``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,16 +12,16 @@ from typing import Any
 
 import yaml
 
-from mlops_magics.errors import ConflictError, InvalidInputError
+from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops_magics.packaging.spec import deploy_spec
 from mlops_magics.registry import Deployment, Registry, or_default, parse_ref
 from mlops_magics.registry.refs import check_name
-from mlops_magics.targets.kube import manifests
+from mlops_magics.targets.kube import manifests, rollout
 from mlops_magics.targets.kube.cluster import connect
 from mlops_magics.targets.kube.settings import autoscale_bounds, settings
 
 __all__ = ["ManifestSet", "autoscale_bounds", "kubernetes_diff", "kubernetes_manifests", "kubernetes_options", "scale"]
-from mlops_magics.targets.kube.target import KubernetesTarget
+from mlops_magics.targets.kube.target import ROLLOUT_TIMEOUT, KubernetesTarget
 
 #: The Kubernetes versions dry-run manifests are validated for (kubernetes-validate's schemas, strict).
 VALIDATED_VERSIONS = tuple(f"1.{minor}.0" for minor in range(25, 38))
@@ -141,18 +142,30 @@ def kubernetes_diff(ref: str, *, name: str | None = None, target_options: Mappin
     chosen = target.settings(spec)
     cluster = target.cluster(chosen)
     live = {d.name: d for d in reg.deployments()}.get(spec.service)
-    port = int(live.config["port"]) if live is not None and live.is_live and live.target == "kubernetes" else None
-    _, _, objects = target.plan(spec, cluster=cluster, port=port)
-    return cluster.diff([o for o in objects if o["kind"] not in ("Namespace", "Secret")])
+    port: int | None = None
+    keys: tuple[str, str] | None = None
+    if live is not None and live.is_live and live.target == "kubernetes":
+        port = int(live.config["port"])
+        if chosen.auth:  # the live pods' template carries the digest of their keys: the same keys, the same template
+            with contextlib.suppress(NotFoundError):  # deployed without --auth: the diff shows that change
+                kept = reg.keys.get(spec.service)
+                keys = (kept.primary, kept.secondary)
+    _, _, objects = target.plan(spec, cluster=cluster, keys=keys, port=port)
+    new_namespace = cluster.get("v1", "Namespace", chosen.namespace, None) is None  # then it is part of the change
+    return cluster.diff([o for o in objects if o["kind"] != "Secret" and (o["kind"] != "Namespace" or new_namespace)])
 
 
 def scale(name: str, *, replicas: int | None = None, autoscale: tuple[int, int] | None = None,
           target_utilization: int | None = None, registry: Registry | None = None) -> Deployment:
     """Set how many pods a Kubernetes service runs (``replicas``) or the autoscaler's bounds (``autoscale``).
 
+    Blocks, as deploying does, until the pods asked for are ready (with ``autoscale``: the pods there are; the
+    autoscaler moves within the bounds later).
+
     Raises:
         InvalidInputError: neither or both given, or out of range.
         ConflictError: the service is not a live Kubernetes deployment.
+        DeployError: a new pod cannot start or no node can place it (the count is set: scale again to change it).
     """
     if (replicas is None) == (autoscale is None):
         raise InvalidInputError("Give --replicas N (a fixed count) or --autoscale MIN,MAX (the autoscaler's bounds).")
@@ -184,9 +197,9 @@ def scale(name: str, *, replicas: int | None = None, autoscale: tuple[int, int] 
                     name=str(d.config["object"]), namespace=chosen.namespace)
     cluster.apply(body)
     kept = [o for o in d.config["objects"] if o.get("kind") != "HorizontalPodAutoscaler"]
+    spec = dataclasses.replace(deploy_spec(reg, d.name, f"{d.model_name}:{d.model_version}"),
+                               target_options=dataclasses.asdict(chosen))
     if chosen.autoscale:
-        spec = dataclasses.replace(deploy_spec(reg, d.name, f"{d.model_name}:{d.model_version}"),
-                                   target_options=dataclasses.asdict(chosen))
         layout = manifests.Layout(image=str(d.config["image"]), port=int(d.config["port"]), uid=0, gid=0,
                                   hpa_api=cluster.hpa_api())
         hpa = manifests.autoscaler(spec, chosen, layout)
@@ -194,5 +207,7 @@ def scale(name: str, *, replicas: int | None = None, autoscale: tuple[int, int] 
         kept.append(hpa)
     kept = [body if o.get("kind") == "Deployment" else o for o in kept]
     shown = {k: v for k, v in dataclasses.asdict(chosen).items() if k not in ("primary_key", "secondary_key")}
-    return reg.record_deployment(d.name, f"{d.model_name}:{d.model_version}", target=d.target, state=d.state,
-                                 url=d.url, config={**d.config, "settings": shown, "objects": kept})
+    scaled = reg.record_deployment(d.name, f"{d.model_name}:{d.model_version}", target=d.target, state=d.state,
+                                   url=d.url, config={**d.config, "settings": shown, "objects": kept})
+    rollout.wait(cluster, str(d.config["object"]), spec, chosen, timeout=ROLLOUT_TIMEOUT)
+    return scaled

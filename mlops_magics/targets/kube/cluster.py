@@ -180,12 +180,18 @@ class Cluster:
 
     def diff(self, objects: list[dict[str, Any]]) -> str:
         """What applying ``objects`` would change, as a unified diff of live vs applied (the server computes the
-        applied side: a dry-run apply); '' when nothing would change."""
+        applied side: a dry-run apply); '' when nothing would change. In a namespace that does not exist yet
+        everything is new, and the applied side is the objects as given (the server cannot dry-run into it)."""
         parts: list[str] = []
+        namespaces = {body["metadata"].get("namespace") for body in objects} - {None}
+        missing = {name for name in namespaces if self.get("v1", "Namespace", name, None) is None}
         for body in objects:
-            live = self.get(body["apiVersion"], body["kind"], body["metadata"]["name"],
-                            body["metadata"].get("namespace"))
-            planned = self.apply(body, dry_run=True)
+            if body["metadata"].get("namespace") in missing:
+                live, planned = None, dict(body)
+            else:
+                live = self.get(body["apiVersion"], body["kind"], body["metadata"]["name"],
+                                body["metadata"].get("namespace"))
+                planned = self.apply(body, dry_run=True)
             before, after = _comparable(live), _comparable(planned)
             label = f"{body['kind']}/{body['metadata']['name']}"
             parts += difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),

@@ -23,6 +23,8 @@ DATA = "/var/mlops-data"
 KEYS = "/run/mlops-keys"
 SECRET_MOUNT = "/run/mlops-secret"
 SCRIPT = f"{APP_ROOT}/score.py"
+#: With host networking: the file the server writes once it listens (in the pod's own scratch space).
+READY_FILE = "/tmp/mlops-ready"
 #: The port pods listen on with pod networking; the Service's port.
 POD_PORT = 5001
 SERVICE_PORT = 80
@@ -87,6 +89,12 @@ def namespace(spec: DeploySpec, settings: KubeSettings) -> dict[str, Any]:
             "metadata": {"name": settings.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGER}}}
 
 
+def collects(spec: DeploySpec, settings: KubeSettings) -> bool:
+    """Whether the pods record what they score, on a data volume (``collect`` on, and a ``data_volume`` to keep
+    it)."""
+    return spec.collect and settings.volume != "none"
+
+
 def server_command(spec: DeploySpec, settings: KubeSettings, port: int) -> list[str]:
     """The server's command line in the pod (never a key: those come from a file)."""
     host = "127.0.0.1" if settings.network == "host" else "0.0.0.0"  # pod networking: any address of the pod
@@ -97,7 +105,7 @@ def server_command(spec: DeploySpec, settings: KubeSettings, port: int) -> list[
                "--max-concurrent-requests", str(settings.max_concurrent_requests),
                "--max-request-wait-ms", str(settings.max_request_wait_ms), "--ready-file", READY_FILE,
                "--verbose-errors"]
-    if spec.collect and settings.volume != "none":
+    if collects(spec, settings):
         command += ["--collect-dir", f"{DATA}/collected", "--sample-rate", repr(spec.sample_rate)]
     return command
 
@@ -108,10 +116,6 @@ def _quantity_cpu(cores: float) -> str:
 
 def _quantity_memory(gb: float) -> str:
     return f"{round(gb * 1024)}Mi"
-
-
-#: The file the server writes once every worker is ready (in the pod's own scratch space).
-READY_FILE = "/tmp/mlops-ready"
 
 
 def _probe(path: str, settings: KubeSettings, port: int, *, startup: bool = False) -> dict[str, Any]:
@@ -151,7 +155,7 @@ def deployment(spec: DeploySpec, settings: KubeSettings, layout: Layout) -> dict
         "PYTHONDONTWRITEBYTECODE": "1"}.items()]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
-    if settings.volume != "none":
+    if collects(spec, settings):  # the data folder holds collected data only: without it, no volume to provision
         mounts.append({"name": "data", "mountPath": DATA})
         volumes.append({"name": "data", "hostPath": {"path": layout.host_data, "type": "DirectoryOrCreate"}}
                        if settings.volume == "host" else
@@ -187,7 +191,8 @@ def deployment(spec: DeploySpec, settings: KubeSettings, layout: Layout) -> dict
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 30,
         "securityContext": {"runAsNonRoot": True, "runAsUser": layout.uid, "runAsGroup": layout.gid,
-                            **({"fsGroup": layout.gid} if settings.volume == "claim" else {})},
+                            **({"fsGroup": layout.gid} if collects(spec, settings) and settings.volume == "claim"
+                               else {})},
         "containers": [container], "volumes": volumes,
     }
     if init:
@@ -299,7 +304,7 @@ def manifests(spec: DeploySpec, settings: KubeSettings, layout: Layout,
     objects = [namespace(spec, settings)]
     if spec.auth:
         objects.append(secret(spec, settings, keys))
-    if settings.volume == "claim":
+    if collects(spec, settings) and settings.volume == "claim":
         objects.append(claim(spec, settings))
     objects += [deployment(spec, settings, layout), service(spec, settings, layout)]
     if settings.autoscale:

@@ -81,6 +81,8 @@ class KubernetesTarget:
         """The settings, layout and objects of ``spec`` (writes the image's build context, builds nothing). With
         no ``cluster`` the autoscaler's API is ``autoscaling/v2`` (what current clusters serve)."""
         chosen = self.settings(spec)
+        # auth and collection asked for as settings (Azure's auth_enabled, collect_model_data) shape the objects too
+        spec = dataclasses.replace(spec, auth=chosen.auth, collect=chosen.collect)
         context = write_spec_context(self.registry, spec, base=spec.base_image)
         image = context.tag if chosen.image_registry is None else pushed_name(context.tag, chosen.image_registry)
         uid, gid = pod_user()
