@@ -106,8 +106,8 @@ def test_rolling_updates_never_take_a_serving_pod_away_and_host_pods_declare_no_
     # Any pod on the port answers an HTTP probe: a new pod is started when its own server wrote its ready file.
     ready = server["command"][server["command"].index("--ready-file") + 1]
     assert ready.startswith("/tmp/") and ready in " ".join(server["startupProbe"]["exec"]["command"])
-    assert "--ready-file" not in manifests.deployment(spec, settings(), layout())["spec"]["template"]["spec"][
-        "containers"][0]["command"]
+    assert "httpGet" in manifests.deployment(spec, settings(), layout())["spec"]["template"]["spec"][
+        "containers"][0]["readinessProbe"]  # with pod networking each pod has its own address
     assert pod["volumes"][1]["hostPath"]["path"].endswith("/deployments/iris/volume/data")
     assert "--collect-dir" in server["command"]
 
