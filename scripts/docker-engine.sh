@@ -11,6 +11,10 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null
 fi
 
+# Servers replaced on one port (SO_REUSEPORT: a container or host-network pod update) hand the connections
+# queued on the retiring server's socket to the new one instead of resetting them (Linux 5.14+).
+sysctl -qw net.ipv4.tcp_migrate_req=1 2>/dev/null || true
+
 if ! docker info >/dev/null 2>&1; then
     echo "docker-engine: starting dockerd (log: /var/log/mlops-dockerd.log)"
     nohup dockerd --iptables=false --bridge=none >/var/log/mlops-dockerd.log 2>&1 &

@@ -45,6 +45,9 @@ if [ -d "$STATE/pids" ]; then
 fi
 
 # ---- preflight -------------------------------------------------------------------------
+# Pods on the host network share a port during a rolling update (SO_REUSEPORT): connections queued on the
+# retiring pod's socket go to the new pod's instead of being reset (Linux 5.14+; the host's network namespace).
+sysctl -qw net.ipv4.tcp_migrate_req=1 2>/dev/null || true
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
   [ -x "$BIN/$b" ] || die "$BIN/$b missing: run build.sh first (\`sudo make kube-cluster\` does both)"
 done
