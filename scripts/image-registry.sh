@@ -84,9 +84,16 @@ http:
     X-Content-Type-Options: [nosniff]
 EOF
 # A clean environment: distribution reads REGISTRY_* variables as overrides of its configuration.
-setsid nohup env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin docker-registry serve "$STATE/config.yml" \
-  >"$STATE/registry.log" 2>&1 </dev/null &
-echo $! >"$STATE/pid"
+# setsid forks when the caller's shell runs jobs in their own process groups (job control on): the pid to record
+# is the registry's own, found by its configuration file.
+setsid -f env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin docker-registry serve "$STATE/config.yml" \
+  >"$STATE/registry.log" 2>&1 </dev/null
+for _ in $(seq 1 50); do
+  pid=$(pgrep -n -f -- "docker-registry serve $STATE/config.yml" || true)
+  [ -n "$pid" ] && break
+  sleep 0.1
+done
+echo "${pid:-}" >"$STATE/pid"
 echo "$PORT" >"$STATE/port"
 end=$(( $(date +%s) + TIMEOUT ))
 until answers; do
