@@ -24,23 +24,10 @@ from mlops_magics.errors import DeployError
 from mlops_magics.registry import Registry
 from mlops_magics.targets.kube.cluster import Cluster, connect
 from tests.infrastructure import KubeCluster
-from tests.test_docker import BASE, _engine_or_skip
+from tests.test_docker import BASE, SCRIPT, _engine_or_skip
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
 
-SCRIPT = """\
-import json, os, joblib, numpy as np
-
-def init():
-    global model
-    model = joblib.load(os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model.pkl"))
-
-def run(raw):
-    data = np.array(json.loads(raw)["data"])
-    return {"labels": model.predict(data).tolist(), "variant": VARIANT}
-
-VARIANT = "first"
-"""
 HOST = {"network": "host", "cpu": 0.05, "memory_gb": 0.25}
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -215,8 +202,16 @@ def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothi
     from kubernetes import client
 
     client.CoreV1Api(cluster.api).delete_namespaced_pod(cluster_pod, "mlops")  # the Deployment makes a new one
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and api.list_deployments(registry=kreg)[0].state != "running":
+    from mlops_magics.errors import EngineError
+    from mlops_magics.targets.kube.forward import ready_pod
+
+    deadline = time.monotonic() + 90  # one replica: nothing serves until its successor is ready (6 s of import)
+    while time.monotonic() < deadline:
+        try:
+            if ready_pod(cluster, "k-roll", "mlops") != cluster_pod:
+                break
+        except EngineError:  # no pod is ready yet
+            pass
         time.sleep(0.5)
     for i in range(10):
         assert _post(d.url, ROWS, timeout=30)[0] == 200, i
