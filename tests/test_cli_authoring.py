@@ -4,6 +4,7 @@ build and images (build and a container deployment against a real Docker engine)
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ def test_build_images_and_a_container_deployment(registry: Registry, iris: Any, 
     X, _ = iris
     mm.register(iris_lr, "iris", sample=X[:2])
     mm.set_environment("iris", None, from_kernel=True)
+    # a context of its own: an identical image left on the engine by an earlier run would be reused unbuilt
+    api.set_dockerfile_steps("iris", f"LABEL mlops-test-run={uuid.uuid4().hex}", registry=registry)
     try:
         built = mlops(capsys, "build", "iris", "--json")
         assert built.json["tag"].startswith("mlops/iris:1-") and "Step 1/" in built.err  # progress on stderr

@@ -124,8 +124,14 @@ def test_without_collection_no_data_volume_is_asked_for(registry: Registry, iris
         assert [o["kind"] for o in objects] == expected, how
         assert [v["name"] for v in pod["volumes"]] == ["tmp"] and "fsGroup" not in pod["securityContext"], how
         assert "--collect-dir" not in pod["containers"][0]["command"], how
+        # the data folder is named only where it is mounted (on the read-only root it cannot be made)
+        assert "MLOPS_DATA_DIR" not in {e["name"] for e in pod["containers"][0]["env"]}, how
     collecting = deploy_spec(registry, "iris", "iris:1", collect=True)
-    assert "PersistentVolumeClaim" in [o["kind"] for o in manifests.manifests(collecting, settings(), layout())]
+    objects = manifests.manifests(collecting, settings(), layout())
+    assert "PersistentVolumeClaim" in [o["kind"] for o in objects]
+    container = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "MLOPS_DATA_DIR", "value": manifests.DATA} in container["env"]
+    assert {"name": "data", "mountPath": manifests.DATA} in container["volumeMounts"]
 
 
 def test_the_autoscaler_owns_the_replica_count(spec: DeploySpec) -> None:

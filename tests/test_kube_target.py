@@ -134,7 +134,10 @@ def test_autoscaled_with_auth_the_key_is_a_mounted_file_only(kreg: Registry, cle
     assert keys.primary not in json.dumps(dict(kreg.get_deployment("k-auth").config))
     rotated = api.keys("k-auth", regenerate="secondary", registry=kreg)  # a rolling restart: the pods copy keys
     assert rotated.primary == keys.primary and rotated.secondary != keys.secondary
-    assert _post(d.url, ROWS, keys.secondary)[0] == 401 and _post(d.url, ROWS, rotated.secondary)[0] == 200
+    # when keys() returns no pod accepts the old key any more: the retiring pod, still draining, did on some runs
+    assert len(cluster.running_pods("k-auth", "mlops")) == 1  # the retired pod has stopped
+    assert [_post(d.url, ROWS, keys.secondary)[0] for _ in range(20)] == [401] * 20
+    assert _post(d.url, ROWS, rotated.secondary)[0] == 200
     scaled = api.scale("k-auth", replicas=2, registry=kreg)
     assert scaled.config["settings"]["replicas"] == 2 and not scaled.config["settings"]["autoscale"]
     deadline = time.monotonic() + 90
@@ -174,8 +177,12 @@ def test_a_rolling_update_under_load_fails_no_request_and_collection_loses_nothi
 
     def load() -> None:
         while not stop.is_set():
-            status, body = _post(d.url, ROWS, timeout=10)
             sent[0] += 1
+            try:
+                status, body = _post(d.url, ROWS, timeout=10)
+            except OSError as exc:  # refused or reset: a failure to count, not the end of the load
+                failures.append(exc)
+                continue
             if status != 200:
                 failures.append((status, body))
 
@@ -349,8 +356,17 @@ def test_out_of_memory_and_unschedulable_are_said_in_the_users_terms(kreg: Regis
                    target_options={**HOST, "memory_gb": 0.1, "memory_gb_limit": 0.15}, registry=kreg)
     with pytest.raises(DeployError, match=r"no node can run its pod .*Each pod asks for 64.0 CPU"):
         api.deploy("iris", target="kubernetes", name="k-big", target_options={**HOST, "cpu": 64}, registry=kreg)
+    # Several pods writing to one claim ask ReadWriteMany; this cluster provisions nothing. The scheduler says
+    # "unbound immediate PersistentVolumeClaims": the message used to blame CPU and memory.
+    with pytest.raises(DeployError, match=r"(?s)its pods wait for PersistentVolumeClaim 'k-shared-data', which has "
+                                          r"no volume \(.*\)\. It asks the cluster's default storage class for "
+                                          r"ReadWriteMany storage .*--set storage_class=azurefile-csi"):
+        api.deploy("iris", target="kubernetes", name="k-shared", collect=True, registry=kreg,
+                   target_options={**HOST, "data_volume": "claim", "replicas": 2})
     cluster = connect()
     assert _objects(cluster, "k-oom", "mlops") == [] and _objects(cluster, "k-big", "mlops") == []
+    assert _objects(cluster, "k-shared", "mlops") == []
+    assert cluster.get("v1", "PersistentVolumeClaim", "k-shared-data", "mlops") is None
 
 
 def test_the_image_is_pushed_to_the_registry_the_nodes_pull_from(kreg: Registry, image_registry: str,

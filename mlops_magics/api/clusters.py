@@ -127,30 +127,31 @@ def kubernetes_manifests(ref: str, *, name: str | None = None, write_to: str | P
 
 
 def kubernetes_diff(ref: str, *, name: str | None = None, target_options: Mapping[str, Any] | None = None,
-                    auth: bool = False, collect: bool = False, workers: int = 1,
+                    auth: bool = False, collect: bool = False, workers: int = 1, port: int | None = None,
                     registry: Registry | None = None) -> str:
     """What deploying (or updating to) ``ref`` would change on the cluster, as a unified diff ('' for nothing).
 
-    The diff compares the live objects with the server's dry-run apply of ours. Applies nothing.
+    The diff compares the live objects with the server's dry-run apply of ours. Applies nothing. ``port`` is the
+    one a new service would get (a live service keeps its own, as an update does).
 
     Raises:
         EngineError: no cluster answers.
     """
     reg = or_default(registry)
-    spec = _spec(reg, ref, name, target_options or {}, auth=auth, collect=collect, workers=workers)
+    spec = _spec(reg, ref, name, target_options or {}, auth=auth, collect=collect, workers=workers, port=port)
     target = KubernetesTarget(reg)
     chosen = target.settings(spec)
     cluster = target.cluster(chosen)
     live = {d.name: d for d in reg.deployments()}.get(spec.service)
-    port: int | None = None
+    live_port: int | None = None  # None: the spec's, as a new deployment's
     keys: tuple[str, str] | None = None
     if live is not None and live.is_live and live.target == "kubernetes":
-        port = int(live.config["port"])
+        live_port = int(live.config["port"])
         if chosen.auth:  # the live pods' template carries the digest of their keys: the same keys, the same template
             with contextlib.suppress(NotFoundError):  # deployed without --auth: the diff shows that change
                 kept = reg.keys.get(spec.service)
                 keys = (kept.primary, kept.secondary)
-    _, _, objects = target.plan(spec, cluster=cluster, keys=keys, port=port)
+    _, _, objects = target.plan(spec, cluster=cluster, keys=keys, port=live_port)
     new_namespace = cluster.get("v1", "Namespace", chosen.namespace, None) is None  # then it is part of the change
     return cluster.diff([o for o in objects if o["kind"] != "Secret" and (o["kind"] != "Namespace" or new_namespace)])
 
@@ -191,10 +192,7 @@ def scale(name: str, *, replicas: int | None = None, autoscale: tuple[int, int] 
         body["spec"]["replicas"] = chosen.replicas
     for api_version in ("autoscaling/v2", "autoscaling/v2beta2"):  # the old bounds go first
         if cluster.serves(api_version, "HorizontalPodAutoscaler") and not chosen.autoscale:
-            found = cluster.get(api_version, "HorizontalPodAutoscaler", str(d.config["object"]), chosen.namespace)
-            if found is not None:
-                cluster.dynamic.resources.get(api_version=api_version, kind="HorizontalPodAutoscaler").delete(
-                    name=str(d.config["object"]), namespace=chosen.namespace)
+            cluster.delete(api_version, "HorizontalPodAutoscaler", str(d.config["object"]), chosen.namespace)
     cluster.apply(body)
     kept = [o for o in d.config["objects"] if o.get("kind") != "HorizontalPodAutoscaler"]
     spec = dataclasses.replace(deploy_spec(reg, d.name, f"{d.model_name}:{d.model_version}"),

@@ -42,7 +42,7 @@ def _deploy(args: argparse.Namespace) -> Any:
                                         auth=args.auth, collect=args.collect, workers=args.workers, port=args.port)
     if args.diff:
         changes = api.kubernetes_diff(args.ref, name=args.name, target_options=options, auth=args.auth,
-                                      collect=args.collect, workers=args.workers)
+                                      collect=args.collect, workers=args.workers, port=args.port)
         return Status(changes or "Nothing would change: the cluster has these objects as they are.",
                       {"diff": changes})
     return api.deploy(args.ref, target=args.target, name=args.name, port=args.port, workers=args.workers,

@@ -75,7 +75,7 @@ class DeploymentMagics(MagicsBase):
                                                 workers=args.workers, port=args.port)
             if args.diff:
                 changes = api.kubernetes_diff(args.ref, name=args.name, target_options=options, auth=args.auth,
-                                              collect=args.collect, workers=args.workers)
+                                              collect=args.collect, workers=args.workers, port=args.port)
                 print(changes or "Nothing would change: the cluster has these objects as they are.")
                 return None
         with user_errors(), LiveStatus(f"deploying {args.ref}") as status:

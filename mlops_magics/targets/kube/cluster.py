@@ -223,6 +223,24 @@ class Cluster:
                                               f"{api_reason(exc)}") from None
         return deleted
 
+    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
+        """Delete one object; False when it was not there.
+
+        Raises:
+            DeployError: the cluster refused (the reason said); EngineError: it does not answer.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        with self.answering(f"deleting {kind}/{name}"):
+            try:
+                self._resource({"apiVersion": api_version, "kind": kind}).delete(
+                    name=name, namespace=namespace, _request_timeout=CALL_TIMEOUT)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise DeployError(f"The cluster refused to delete {kind}/{name}: {api_reason(exc)}") from None
+        return True
+
     def wait_service_account(self, namespace: str, timeout: float = 30.0) -> None:
         """Wait until a new namespace's ``default`` service account exists (pods are refused before).
 
@@ -261,19 +279,43 @@ class Cluster:
             time.sleep(0.5)
         return False
 
+    def remove_stopped_pods(self, name: str, namespace: str) -> int:
+        """Remove the objects of the service's stopped pods at once (their containers have ended, so nothing is
+        cut short): a kubelet may keep them for up to a minute, and while one names a claim the claim cannot go.
+        How many were removed."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        removed = 0
+        for pod in self.pods(name, namespace):
+            if not _stopped(pod):
+                continue
+            with self.answering(f"removing the stopped pod {pod.metadata.name}"):
+                try:
+                    client.CoreV1Api(self.api).delete_namespaced_pod(
+                        pod.metadata.name, namespace, grace_period_seconds=0, _request_timeout=CALL_TIMEOUT)
+                    removed += 1
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise DeployError(f"The cluster refused to remove the stopped pod {pod.metadata.name}: "
+                                          f"{api_reason(exc)}") from None
+        return removed
+
     def log(self, pod: str, namespace: str, *, tail: int, previous: bool = False,
             container: str = "mlops-serve") -> str:
-        """The last ``tail`` lines of a pod's server container ('' when there is none yet)."""
+        """The last ``tail`` lines of a pod's server container ('' when there is none, yet or any more)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         with self.answering(f"reading the log of pod {pod}"):
             try:
-                return str(client.CoreV1Api(self.api).read_namespaced_pod_log(
+                text = str(client.CoreV1Api(self.api).read_namespaced_pod_log(
                     pod, namespace, container=container, tail_lines=tail, previous=previous,
                     _request_timeout=CALL_TIMEOUT))
             except ApiException:
                 return ""
+        # a container already removed: the kubelet answers with this sentence in place of the log
+        return "" if text.startswith("unable to retrieve container logs") else text
 
     def log_stream(self, pod: str, namespace: str, container: str = "mlops-serve") -> Any:
         """A streaming response of the pod's new log lines (``.stream()`` yields bytes; ``.close()`` ends it)."""
@@ -325,6 +367,17 @@ class Cluster:
                               f"{''.join(err).strip()[-500:]}")
         return base64.b64decode("".join(out))
 
+    def events(self, kind: str, name: str, namespace: str) -> list[tuple[str, str]]:
+        """What the cluster said of an object: (reason, message) of its events, oldest first."""
+        from kubernetes import client
+
+        with self.answering(f"reading the events of {kind}/{name}"):
+            found = client.CoreV1Api(self.api).list_namespaced_event(
+                namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+                _request_timeout=CALL_TIMEOUT).items
+        found.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp or 0)
+        return [(str(e.reason or ""), str(e.message).strip()) for e in found if e.message]
+
     def node_capacity(self) -> list[tuple[str, str, str]]:
         """(node, allocatable CPU, allocatable memory) of every node."""
         from kubernetes import client
@@ -346,6 +399,14 @@ class Cluster:
         """
         if self.get("v1", "Namespace", namespace, None) is None:
             raise NotFoundError(f"No namespace {namespace!r} on the cluster ({self.where()}).")
+
+
+def pod_state(pod: Any) -> str:
+    """A pod's state in a word or two: its phase, else 'stopping' (being deleted, a container still running)
+    or 'stopped' (being deleted, every container ended)."""
+    if pod.metadata.deletion_timestamp is None:
+        return str(pod.status.phase or "Pending")
+    return "stopped" if _stopped(pod) else "stopping"
 
 
 def _stopped(pod: Any) -> bool:

@@ -151,11 +151,12 @@ def deployment(spec: DeploySpec, settings: KubeSettings, layout: Layout) -> dict
         resources["limits"] = limits
     env = [{"name": key, "value": value} for key, value in {
         "SERVICE_NAME": spec.service, "MLOPS_MODEL_NAME": spec.version.name,
-        "MLOPS_MODEL_VERSION": str(spec.version.version), "HOME": "/tmp", "MLOPS_DATA_DIR": DATA,
+        "MLOPS_MODEL_VERSION": str(spec.version.version), "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1"}.items()]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     if collects(spec, settings):  # the data folder holds collected data only: without it, no volume to provision
+        env.append({"name": "MLOPS_DATA_DIR", "value": DATA})  # named only where it is (the root is read-only)
         mounts.append({"name": "data", "mountPath": DATA})
         volumes.append({"name": "data", "hostPath": {"path": layout.host_data, "type": "DirectoryOrCreate"}}
                        if settings.volume == "host" else

@@ -15,12 +15,17 @@ from mlops_magics.errors import DeployError
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.targets.base import Steps
 from mlops_magics.targets.kube.cluster import Cluster
-from mlops_magics.targets.kube.manifests import SCRIPT
+from mlops_magics.targets.kube.manifests import SCRIPT, object_name
 from mlops_magics.targets.kube.settings import KubeSettings
 from mlops_magics.targets.local import map_script_lines, start_failure
 
 #: Seconds a pod may stay unschedulable before the rollout is given up (the scheduler retries meanwhile).
 UNSCHEDULABLE_GRACE = 15.0
+#: Seconds a pod may wait for its data claim while a provisioner is still making the volume (a cloud disk can
+#: take a minute); a claim nothing can provision fails after UNSCHEDULABLE_GRACE.
+PROVISIONING_GRACE = 180.0
+#: Claim events that say no volume is coming.
+_CANNOT_PROVISION = ("FailedBinding", "ProvisioningFailed")
 _LOG_TAIL = 40
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 
@@ -75,7 +80,9 @@ def wait(cluster: Cluster, name: str, spec: DeploySpec, settings: KubeSettings, 
             if reason == "Unschedulable":
                 first = unschedulable_since.setdefault(pod.metadata.name, time.monotonic())
                 if time.monotonic() - first > UNSCHEDULABLE_GRACE:
-                    raise _unschedulable(cluster, pod, spec, settings)
+                    problem = _unschedulable(cluster, pod, spec, settings, waited=time.monotonic() - first)
+                    if problem is not None:
+                        raise problem
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
                 raise DeployError(f"Deployment {spec.service!r} of {spec.version.ref} did not progress: "
@@ -92,6 +99,26 @@ def wait(cluster: Cluster, name: str, spec: DeploySpec, settings: KubeSettings, 
                               f"{timeout:.0f} s: {min(ready, updated)}/{wanted} new pods ready "
                               f"({reason or 'waiting'}).")
         time.sleep(0.5)
+
+
+def wait_retired(cluster: Cluster, name: str, namespace: str, *, timeout: float) -> None:
+    """After a rollout: block until no pod of an older template still runs (a retiring pod keeps serving while
+    it drains; when the keys changed, what it accepts must stop being accepted before the caller is told).
+
+    Raises:
+        DeployError: some still run after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        template = _newest_template_hash(cluster, name, namespace)
+        old = [p.metadata.name for p in cluster.running_pods(name, namespace)
+               if (p.metadata.labels or {}).get("pod-template-hash") != template]
+        if not old:
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"The pods of {name}'s previous rollout ({', '.join(old)}) still run after "
+                              f"{timeout:.0f} s; until they stop they accept what they accepted before.")
+        time.sleep(0.3)
 
 
 def _pod_problem(cluster: Cluster, pod: Any, spec: DeploySpec, settings: KubeSettings,
@@ -143,10 +170,37 @@ def _ended(cluster: Cluster, pod: Any, container: str, ended: Any, previous: boo
                          f"%logs {spec.service} (or kubectl logs -n {settings.namespace} {pod.metadata.name})")
 
 
-def _unschedulable(cluster: Cluster, pod: Any, spec: DeploySpec, settings: KubeSettings) -> DeployError:
+def _unschedulable(cluster: Cluster, pod: Any, spec: DeploySpec, settings: KubeSettings, *,
+                   waited: float) -> DeployError | None:
+    """Why no node takes the pod (None: its claim's volume is still being provisioned, wait on)."""
     said = next((c.message for c in pod.status.conditions or [] if c.type == "PodScheduled"), "") or ""
+    if "PersistentVolumeClaim" in said:
+        return _unbound_claim(cluster, said, spec, settings, waited=waited)
     nodes = "; ".join(f"{name}: {cpu} CPU, {memory}" for name, cpu, memory in cluster.node_capacity())
     return DeployError(
         f"Deployment {spec.service!r} of {spec.version.ref} failed: no node can run its pod ({said}). Each pod asks "
         f"for {settings.cpu} CPU and {settings.memory_gb} GB; the nodes can give: {nodes or 'none'}. Ask for less "
         "(--set cpu=0.1 --set memory_gb=0.25) or fewer replicas, or add nodes.")
+
+
+def _unbound_claim(cluster: Cluster, said: str, spec: DeploySpec, settings: KubeSettings, *,
+                   waited: float) -> DeployError | None:
+    """The pod waits for its data claim: why the claim has no volume, and the ways out (None while a
+    provisioner is making it, up to PROVISIONING_GRACE)."""
+    name = f"{object_name(spec.service)}-data"
+    found = cluster.get("v1", "PersistentVolumeClaim", name, settings.namespace) or {}
+    claim_spec = found.get("spec") or {}
+    events = cluster.events("PersistentVolumeClaim", name, settings.namespace)
+    if events and events[-1][0] not in _CANNOT_PROVISION and waited < PROVISIONING_GRACE:
+        return None
+    storage = (f"storage class {claim_spec['storageClassName']!r}" if claim_spec.get("storageClassName") else
+               "the cluster's default storage class")
+    many = "ReadWriteMany" in (claim_spec.get("accessModes") or [])
+    return DeployError(
+        f"Deployment {spec.service!r} of {spec.version.ref} failed: its pods wait for PersistentVolumeClaim "
+        f"{name!r}, which has no volume ({events[-1][1] if events else said}). It asks {storage} for "
+        + ("ReadWriteMany storage (several pods write to it), which few classes provide: on AKS --set "
+           "storage_class=azurefile-csi; " if many else "a volume: name a class the cluster has (--set "
+                                                        "storage_class=NAME; kubectl get storageclass); ")
+        + "or keep collected data on the node (--set data_volume=host, with --set network=host on a one-node "
+          "cluster), or collect nothing there (--set data_volume=none).")

@@ -26,7 +26,7 @@ from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.base import Steps, data_dir
 from mlops_magics.targets.kube import forward, manifests, rollout
-from mlops_magics.targets.kube.cluster import Cluster, connect
+from mlops_magics.targets.kube.cluster import Cluster, connect, pod_state
 from mlops_magics.targets.kube.manifests import Layout
 from mlops_magics.targets.kube.settings import KubeSettings, settings
 from mlops_magics.targets.local import answers_ready, map_script_lines, replace_failed, script_record
@@ -176,12 +176,27 @@ class KubernetesTarget:
                 self._copy_out_of_claim(deployment, cluster)
             cluster.delete_service(name, namespace)
             cluster.wait_pods_gone(name, namespace, timeout=60)
-            deadline = time.monotonic() + 60  # a claim goes once no pod uses it: a redeploy must not find it going
-            while cluster.get("v1", "PersistentVolumeClaim", f"{name}-data", namespace) is not None and (
-                    time.monotonic() < deadline):
-                time.sleep(0.5)
+            if self._volume(deployment) == "claim":
+                self._wait_claim_gone(cluster, f"{name}-data", name, namespace)
         self.registry.keys.remove(deployment.name)
         self.registry.set_deployment_state(deployment.name, "deleted")
+
+    @staticmethod
+    def _wait_claim_gone(cluster: Cluster, claim: str, name: str, namespace: str) -> None:
+        """A claim goes once no pod object names it (a redeploy must not find it going): the stopped pods' objects
+        are removed rather than waited for.
+
+        Raises:
+            DeployError: it is still there after 60 s (its data is kept; what to do is said).
+        """
+        deadline = time.monotonic() + 60
+        while cluster.get("v1", "PersistentVolumeClaim", claim, namespace) is not None:
+            cluster.remove_stopped_pods(name, namespace)
+            if time.monotonic() > deadline:
+                raise DeployError(f"PersistentVolumeClaim {claim!r} in namespace {namespace!r} was not removed "
+                                  f"within 60 s (kubectl describe pvc {claim} -n {namespace} says what holds it); "
+                                  "the collected data was copied to this machine first.")
+            time.sleep(0.5)
 
     def status(self, deployment: Deployment) -> str:
         config = deployment.config
@@ -208,8 +223,11 @@ class KubernetesTarget:
             return f"[mlops] {deployment.name} has no pod on the cluster ({cluster.where()})."
         parts = []
         for pod in pods:
-            text = cluster.log(pod.metadata.name, namespace, tail=lines)
-            parts.append(f"[mlops] pod {pod.metadata.name} ({pod.status.phase}):\n{text.rstrip()}")
+            text = cluster.log(pod.metadata.name, namespace, tail=lines).rstrip()
+            if not text:
+                text = ("(no log yet: its container has not started)" if pod.metadata.deletion_timestamp is None
+                        else "(no log: its container is gone)")
+            parts.append(f"[mlops] pod {pod.metadata.name} ({pod_state(pod)}):\n{text}")
         return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
 
     def fetch_collected(self, deployment: Deployment) -> None:
@@ -308,7 +326,8 @@ class KubernetesTarget:
 
     def keys_changed(self, deployment: Deployment) -> None:
         """Put the new keys in the Secret and roll the pods (they copy the keys when they start); no request fails:
-        the old pods serve until new ones are ready."""
+        the old pods serve until new ones are ready, and return once they have stopped (the old keys are refused
+        from then on)."""
         config = deployment.config
         kept = self.registry.keys.get(deployment.name)
         keys = (kept.primary, kept.secondary)
@@ -325,6 +344,7 @@ class KubernetesTarget:
                 rolled["spec"]["template"]["metadata"]["annotations"]["mlops-magics/keys-sha256"] = digest
                 cluster.apply(rolled)
                 rollout.wait(cluster, str(config["object"]), spec, chosen, timeout=ROLLOUT_TIMEOUT)
+                rollout.wait_retired(cluster, str(config["object"]), chosen.namespace, timeout=60)
                 objects = [rolled if o.get("kind") == "Deployment" else o for o in config["objects"]]
                 self.registry.record_deployment(deployment.name, spec.version.ref, target=self.name,
                                                 state=deployment.state, url=deployment.url,
