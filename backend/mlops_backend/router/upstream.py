@@ -1,0 +1,201 @@
+"""Keep-alive HTTP/1.1 connections from the router to each member, parsed with httptools.
+
+A member's idle connections are kept (up to a bound) and reused; one idle for longer than
+:data:`IDLE_S` is closed first, before the member's own keep-alive timeout could close it under a request.
+A request that meets a reused connection closed by the member before any byte of the answer came is sent
+again on a new connection (the member never read it: its server answers a request it has begun, even while
+it stops). A member that refuses the connection is :class:`Unreachable`: the caller may send elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import httptools
+
+#: Seconds an idle connection is kept (the scoring server closes its own after 30 s).
+IDLE_S = 15.0
+#: Idle connections kept per member.
+MAX_IDLE = 64
+#: Largest answer read from a member (larger is a 502).
+MAX_ANSWER_BYTES = 100 * 1024 * 1024
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"upgrade",
+                         b"proxy-connection", b"te", b"trailer"))
+
+
+class Unreachable(Exception):
+    """The member could not be reached (refused, reset before answering): the request was not delivered."""
+
+
+class UpstreamError(Exception):
+    """The member was reached but gave no usable answer (timed out, closed mid-answer, too large)."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Answer:
+    """A member's answer: status, headers (hop-by-hop ones left out) and body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to a member; one request at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[Answer] | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.received = False  # a byte of the current answer came
+        self.closed = False
+        self.keep_alive = True
+        self.idle_since = time.monotonic()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"the member sent an invalid HTTP answer ({exc})"))
+        except UpstreamError as exc:
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            if self.received:
+                self.waiter.set_exception(UpstreamError("the member closed the connection in the middle of its "
+                                                        "answer"))
+            else:
+                self.waiter.set_exception(Unreachable("the member closed the connection before answering"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name not in _HOP_BY_HOP:
+            self.headers.append((name, value))
+        elif name == b"connection" and value.lower() == b"close":
+            self.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_ANSWER_BYTES:
+            raise UpstreamError(f"the member's answer is larger than {MAX_ANSWER_BYTES} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        answer = Answer(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        if not self.parser.should_keep_alive():
+            self.keep_alive = False
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
+
+    def _fail(self, exc: Exception) -> None:
+        self.keep_alive = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def time_out(self, seconds: float) -> None:
+        self._fail(UpstreamError(f"the member did not answer within {seconds:g} s", status=504))
+
+    def send(self, data: bytes) -> asyncio.Future[Answer]:
+        self.headers, self.body, self.size, self.received = [], [], 0, False
+        self.waiter = self.loop.create_future()
+        self.transport.write(data)
+        return self.waiter
+
+
+class Upstream:
+    """The connections to one member (``host:port``)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: deque[_Connection] = deque()
+        self.host_header = f"{host}:{port}".encode()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(lambda: _Connection(loop), self.host, self.port)
+        except OSError as exc:
+            raise Unreachable(f"{self.host}:{self.port} refused the connection ({exc.strerror or exc})") from None
+        return connection
+
+    async def request(self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes,
+                      timeout: float) -> Answer:
+        """Send one request and return the answer.
+
+        Raises:
+            Unreachable: the request could not be delivered (the member refused or closed before answering).
+            UpstreamError: delivered, no usable answer (``status`` 504 after ``timeout`` seconds, else 502).
+        """
+        head = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header,
+                b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
+        for name, value in headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        data = b"".join(head) + body
+        reused = bool(self.idle)
+        connection = self.idle.pop() if reused else await self._connect()
+        try:
+            answer = await self._exchange(connection, data, timeout)
+        except Unreachable:
+            if not reused:
+                raise
+            connection = await self._connect()  # the member had closed the idle connection: it never read this
+            answer = await self._exchange(connection, data, timeout)
+        if connection.keep_alive and not connection.closed and len(self.idle) < MAX_IDLE:
+            connection.idle_since = time.monotonic()
+            self.idle.append(connection)
+        elif not connection.closed:
+            connection.transport.close()
+        return answer
+
+    async def _exchange(self, connection: _Connection, data: bytes, timeout: float) -> Answer:
+        if connection.closed:
+            raise Unreachable("the member closed the idle connection")
+        # a timer rather than asyncio.wait_for: no task per request
+        timer = connection.loop.call_later(timeout, connection.time_out, timeout)
+        try:
+            return await connection.send(data)
+        except BaseException:
+            connection.keep_alive = False
+            connection.transport.close()
+            raise
+        finally:
+            timer.cancel()
+
+    def prune(self, now: float | None = None) -> None:
+        """Close idle connections kept longer than :data:`IDLE_S` (called from the router's tick)."""
+        now = time.monotonic() if now is None else now
+        while self.idle and (self.idle[0].closed or now - self.idle[0].idle_since > IDLE_S):
+            connection = self.idle.popleft()
+            if not connection.closed:
+                connection.transport.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self.idle:
+            connection = self.idle.popleft()
+            if not connection.closed:
+                connection.transport.close()
