@@ -123,7 +123,7 @@ def deploy(
                                 "(a local process runs without limits).")
     reg = or_default(registry)
     if require_validation:
-        _require_validated(reg, ref)
+        require_validated(reg, ref)
     if target == "docker" and cpu is None and memory is None:
         cpu, memory = _profiled_limits(reg, ref)
     service = check_name(name or parse_ref(ref).name)
@@ -152,7 +152,7 @@ def deploy(
         reg.release_claim(service, me, existing)  # a no-op once the target recorded the deployment
 
 
-def _require_validated(registry: Registry, ref: str) -> None:
+def require_validated(registry: Registry, ref: str) -> None:
     """Refuse a version whose last validation did not pass (or that has none).
 
     Raises:
@@ -191,6 +191,14 @@ def _profiled_limits(reg: Registry, ref: str) -> tuple[float | None, str | None]
 
 def _target(reg: Registry, deployment: Deployment) -> DeploymentTarget:
     return get_target(deployment.target, reg)
+
+
+def reachable_url(deployment: Deployment, registry: Registry | None = None) -> str:
+    """An address on this machine that reaches the deployment now (its URL, or a cluster's port forward)."""
+    target = _target(or_default(registry), deployment)
+    if isinstance(target, Reaches):
+        return target.local_url(deployment)
+    return str(deployment.url)
 
 
 def list_deployments(*, include_deleted: bool = False, registry: Registry | None = None) -> DeploymentList:
