@@ -21,6 +21,7 @@ UNDO: dict[int, tuple[str, ...]] = {
     7: (),
     8: ("DROP TABLE measured_metrics", "ALTER TABLE versions DROP COLUMN metrics"),
     9: ("ALTER TABLE inference_configs DROP COLUMN script_origin",),
+    10: ("DROP TABLE endpoint_changes", "DROP TABLE endpoints"),
 }
 
 

@@ -152,7 +152,7 @@ def test_a_registry_from_before_script_origins_keeps_its_scripts(home: Path, iri
     registry.close()
     conn = roll_back(home / "registry.db", 8)
     info = api.script_info("old", registry=Registry(home))
-    assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION == 9
+    assert conn.execute("SELECT max(id) FROM _migrations").fetchone()[0] == SCHEMA_VERSION == 10
     assert (info.source, info.origin) == (GOOD, "saved")  # when and where: not known
 
 

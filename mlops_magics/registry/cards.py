@@ -1,4 +1,4 @@
-"""How registry records show themselves: listings and HTML cards of versions, deployments and images."""
+"""How registry records show themselves: listings and HTML cards of versions, deployments, endpoints and images."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mlops_magics.display import card, human_size, table, when
 from mlops_magics.registry import trust
 
 if TYPE_CHECKING:
-    from mlops_magics.registry.records import Deployment, Image, Lineage, ModelVersion
+    from mlops_magics.registry.records import Deployment, Endpoint, Image, Lineage, ModelVersion
 
 _INNER = "border-collapse:collapse;font-size:11px;margin-top:2px"
 #: Rows a listing shows inline; the rest are summarised (filter, or use ``to_dataframe()``).
@@ -251,6 +251,33 @@ def deployments_html(items: Sequence[Deployment], details: Mapping[str, str] | N
              "url": d.url or "", "updated": when(d.updated_at),
              **({"details": (details or {}).get(d.name, "")} if details else {})} for d in items]
     return table(rows)
+
+
+def routing_text(routing: Mapping[str, Any]) -> str:
+    """An endpoint's routing in one line: ``blue 90% (iris-blue), green 10% (iris-green); shadow green 100%; sticky
+    header x-user; generation 3``."""
+    members = ", ".join(f"{m['name']} {m['weight']}% ({m['service']})" for m in routing.get("members") or ())
+    parts = [members or "no members"]
+    shadow = routing.get("shadow")
+    if shadow:
+        parts.append(f"shadow {shadow['name']} {shadow['percent']}%")
+    if routing.get("sticky_header"):
+        parts.append(f"sticky header {routing['sticky_header']}")
+    parts.append(f"generation {routing.get('generation', 0)}")
+    return "; ".join(parts)
+
+
+def endpoint_html(e: Endpoint) -> str:
+    """An HTML card for one endpoint: where it is, its state, how it routes to its members."""
+    colour = {"running": "#2e7d32", "failed": "#c62828", "unhealthy": "#ef6c00"}.get(e.state, "#616161")
+    rows = [
+        ("target", escape(e.target)),
+        ("state", f'<span style="color:{colour};font-weight:bold">{escape(e.state)}</span>'),
+    ]
+    if e.url:
+        rows.append(("scoring URI", f"<code>{escape(e.url)}/score</code>"))
+    rows += [("routing", escape(routing_text(e.routing))), ("updated", escape(when(e.updated_at)))]
+    return card(f"<strong>{escape(e.name)}</strong>", rows)
 
 
 def image_html(image: Image) -> str:

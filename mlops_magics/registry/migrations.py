@@ -1,7 +1,8 @@
 """Schema migrations of the registry database.
 
 Deployments keep no foreign key to versions on purpose: the record of a finished deployment
-outlives the version it served (only live deployments block a delete).
+outlives the version it served (only live deployments block a delete). Endpoints name their members' services
+in their routing (JSON), not by a foreign key, for the same reason.
 
 Append a new migration to :data:`MIGRATIONS` for every schema change; never edit one that has
 shipped. Each runs inside the write transaction that records it in ``_migrations``.
@@ -216,6 +217,36 @@ def _script_origin(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE inference_configs ADD COLUMN script_origin TEXT")
 
 
+def _endpoints(db: sqlite_utils.Database) -> None:
+    # An endpoint is one router in front of member deployments. Its routing (JSON: generation, members with their
+    # services and weights, shadow, sticky header) changes only by set_endpoint_routing, which gives each change the
+    # next generation and records it in endpoint_changes (what a rollback goes back to). Its config holds the router
+    # process's facts (port, pid...), opaque to the registry.
+    db.execute(
+        """CREATE TABLE endpoints (
+            name TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            state TEXT NOT NULL,
+            url TEXT,
+            routing TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE endpoint_changes (
+            endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
+            generation INTEGER NOT NULL,
+            routing TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL,
+            by TEXT NOT NULL,
+            PRIMARY KEY (endpoint, generation)
+        )"""
+    )
+
+
 #: (id, name, apply). Ids are 1, 2, 3... in order.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema: models, versions, tags, aliases, alias history, deployments", _initial),
@@ -228,6 +259,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (7, "deployment keys out of the database, into 0600 files under secrets/", _keys_out_of_the_database),
     (8, "metrics: given at registration (part of the version) and measured later (with their source)", _metrics),
     (9, "when an entry script was saved, and from which notebook cell", _script_origin),
+    (10, "endpoints (a router in front of member deployments) and the history of their routing", _endpoints),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

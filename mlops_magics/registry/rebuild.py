@@ -42,7 +42,8 @@ class RebuildReport:
     def __repr__(self) -> str:
         aside = f" Kept aside: {', '.join(map(str, self.kept_aside))}." if self.kept_aside else ""
         lost = ("" if self.source != "manifests" else
-                " Aliases, deployments, inference configurations and reports are not in manifests: set them again.")
+                " Aliases, deployments, endpoints, inference configurations and reports are not in manifests: "
+                "set them again.")
         issues = "".join(f"\n  {p}" for p in self.problems)
         return (f"Rebuilt the registry database from its {self.source}: {self.versions} version(s) of "
                 f"{self.models} model(s).{aside}{lost}{issues}")

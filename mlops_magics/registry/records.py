@@ -292,6 +292,68 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """An endpoint, as the registry records it: one router (one address) in front of member deployments.
+
+    ``routing`` is the JSON the registry validated and numbered (see
+    :func:`mlops_magics.registry.endpoints.check_routing`): ``{"generation": int, "members": [{"name": "blue",
+    "service": "iris-blue", "weight": 90, "owned": true}, ...], "shadow": {"name": "green", "percent": 100} | None,
+    "sticky_header": "x-user" | None}``. ``config`` holds the router process's facts (port, pid...), opaque to the
+    registry.
+    """
+
+    name: str
+    #: Where the router runs: 'local' (later 'docker', 'kubernetes').
+    target: str
+    #: One of :attr:`STATES`.
+    state: str
+    url: str | None
+    routing: Mapping[str, Any]
+    config: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    #: The states an endpoint can be recorded in.
+    STATES = ("creating", "running", "unhealthy", "stopped", "failed", "deleted")
+    #: States in which an endpoint routes (or may route) to its members.
+    LIVE_STATES = ("creating", "running", "unhealthy")
+
+    @property
+    def is_live(self) -> bool:
+        """True while the endpoint's router is (or may be) routing to its members."""
+        return self.state in self.LIVE_STATES
+
+    @property
+    def generation(self) -> int:
+        """The number of its routing's last change (0: never routed)."""
+        return int(self.routing.get("generation", 0))
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The names of its members, in routing order."""
+        return tuple(str(m["name"]) for m in self.routing.get("members") or ())
+
+    def _repr_html_(self) -> str:
+        return cards.endpoint_html(self)
+
+    def __repr__(self) -> str:
+        url = f" {self.url}" if self.url else ""
+        return f"<Endpoint {self.name} on {self.target}, {self.state}{url}: {cards.routing_text(self.routing)}>"
+
+
+@dataclass(frozen=True)
+class EndpointChange:
+    """One change of an endpoint's routing: from ``at`` on, it routed as ``routing`` (numbered ``generation``)."""
+
+    endpoint: str
+    generation: int
+    routing: Mapping[str, Any]
+    reason: str
+    at: datetime
+    by: str
+
+
+@dataclass(frozen=True)
 class Image:
     """A Docker image built for a model version, as the registry records it."""
 

@@ -2,7 +2,7 @@
 
 :class:`Registry` is the one entry object. Its connection and transactions come from
 :class:`~mlops_magics.registry.db.Database`; each of its other methods calls one function of
-:mod:`.versions`, :mod:`.aliases` or :mod:`.operations`.
+:mod:`.versions`, :mod:`.aliases`, :mod:`.operations`, :mod:`.endpoints` or :mod:`.metrics`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_magics.registry import aliases, metrics, operations, records, versions
+from mlops_magics.registry import aliases, endpoints, metrics, operations, records, versions
 from mlops_magics.registry.artifacts import StagedArtifact
 from mlops_magics.registry.db import Database
 from mlops_magics.registry.operations import KEEP, Keep
@@ -267,6 +267,90 @@ class Registry(Database):
             NotFoundError: there is none; the message lists those that exist.
         """
         return operations.get_deployment(self, name)
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def record_endpoint(
+        self,
+        name: str,
+        *,
+        target: str,
+        state: str,
+        url: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> records.Endpoint:
+        """Create or update the record of an endpoint (its router), keeping its routing.
+
+        A new endpoint routes nowhere yet: ``{"generation": 0, "members": [], "shadow": None, "sticky_header": None}``;
+        only :meth:`set_endpoint_routing` changes that.
+
+        Args:
+            target: where the router runs ('local', ...).
+            state: one of :attr:`records.Endpoint.STATES <mlops_magics.registry.records.Endpoint.STATES>`.
+            url: the router's address (None: not known yet).
+            config: the router process's facts (port, pid...), stored as given (replacing what was there).
+
+        Raises:
+            InvalidInputError: an invalid name or state.
+        """
+        return endpoints.record_endpoint(self, name, target=target, state=state, url=url, config=config)
+
+    def set_endpoint_routing(self, name: str, routing: Mapping[str, Any], *, reason: str,
+                             expected_generation: int | None = None) -> records.Endpoint:
+        """Give an endpoint a new routing, atomically: numbered with the next generation and recorded in its history.
+
+        Args:
+            routing: ``{"members": [{"name", "service", "weight", "owned"}, ...], "shadow": {"name", "percent"} | None,
+                "sticky_header": str | None}`` (see :func:`mlops_magics.registry.endpoints.check_routing`); a
+                ``generation`` in it is ignored: the registry gives the next one.
+            reason: why it changes (recorded with the change: "add green", "rollback to 3"...).
+            expected_generation: the generation the caller based the routing on; the change is refused if another
+                process changed the routing since (None: change it whatever it is now).
+
+        Returns:
+            The endpoint, routing as given, numbered.
+
+        Raises:
+            InvalidInputError: the routing is malformed, or the reason empty; the message says what is wrong.
+            NotFoundError: no endpoint has that name.
+            ConflictError: the routing is no longer at ``expected_generation``.
+        """
+        return endpoints.set_endpoint_routing(self, name, routing, reason=reason,
+                                              expected_generation=expected_generation)
+
+    def endpoint_history(self, name: str) -> list[records.EndpointChange]:
+        """Every change of the endpoint's routing, oldest first (what a rollback goes back to).
+
+        Raises:
+            NotFoundError: no endpoint has that name.
+        """
+        return endpoints.endpoint_history(self, name)
+
+    def set_endpoint_state(self, name: str, state: str) -> records.Endpoint:
+        """Change the recorded state of an endpoint.
+
+        Raises:
+            InvalidInputError: an invalid state.
+            NotFoundError: no endpoint has that name.
+        """
+        return endpoints.set_endpoint_state(self, name, state)
+
+    def endpoints(self) -> list[records.Endpoint]:
+        """Every recorded endpoint, by name."""
+        return endpoints.endpoints(self)
+
+    def get_endpoint(self, name: str) -> records.Endpoint:
+        """The endpoint with this name.
+
+        Raises:
+            NotFoundError: there is none; the message lists those that exist.
+        """
+        return endpoints.get_endpoint(self, name)
+
+    def endpoints_routing_to(self, service: str) -> list[records.Endpoint]:
+        """The live endpoints with a member whose service is ``service``, by name (a service they route to should
+        not be undeployed under them)."""
+        return endpoints.endpoints_routing_to(self, service)
 
     # -- reports ---------------------------------------------------------------------------------
 
