@@ -8,6 +8,7 @@ One module per family of magics:
 - :mod:`~mlops_magics.api.images`: build contexts, images, Dockerfile steps
 - :mod:`~mlops_magics.api.deployments`: deploy, list, undeploy, logs, reload, update, call, keys
 - :mod:`~mlops_magics.api.clusters`: Kubernetes manifests (dry run), what an apply would change, scaling
+- :mod:`~mlops_magics.api.endpoints`: several deployments behind one address (weights, shadow, sticky, rollback)
 - :mod:`~mlops_magics.api.quality`: validate, ONNX, profile (each stores its report with the version)
 - :mod:`~mlops_magics.api.monitoring`: what deployments collected, labels, the dashboard
 - :mod:`~mlops_magics.api.upkeep`: copying a version out; registry backup, restore, check, rebuild
@@ -52,6 +53,14 @@ from mlops_magics.api.deployments import (
     reload,
     undeploy,
     update,
+)
+from mlops_magics.api.endpoints import (
+    EndpointStatus,
+    MemberStatus,
+    delete_endpoint,
+    endpoint,
+    endpoint_status,
+    list_endpoints,
 )
 from mlops_magics.api.images import (
     ImageList,
@@ -102,8 +111,10 @@ __all__ = [
     "AliasSet",
     "Deleted",
     "DeploymentList",
+    "EndpointStatus",
     "ImageList",
     "ManifestSet",
+    "MemberStatus",
     "RemovedImages",
     "ScriptInfo",
     "TrialResult",
@@ -116,8 +127,11 @@ __all__ = [
     "collected",
     "collection_stats",
     "compare_models",
+    "delete_endpoint",
     "delete_model",
     "deploy",
+    "endpoint",
+    "endpoint_status",
     "entry_script",
     "export_model",
     "follow",
@@ -129,6 +143,7 @@ __all__ = [
     "kubernetes_options",
     "label",
     "list_deployments",
+    "list_endpoints",
     "list_images",
     "list_models",
     "load_model",

@@ -237,15 +237,42 @@ def undeploy(name: str | None = None, *, all_services: bool = False,
     """
     reg = or_default(registry)
     if all_services:
+        from mlops_magics.api.endpoints import delete_endpoint  # late: endpoints deploy through this module
+
+        for endpoint in reg.endpoints():  # nothing is left routing to services that are gone
+            if endpoint.is_live:
+                delete_endpoint(endpoint.name, keep_members=True, registry=reg)
         targets = [d for d in reg.deployments() if d.state != "deleted"]
     elif name:
         targets = [reg.get_deployment(name)]
+        _not_routed_to(reg, name)
     else:
         raise InvalidInputError("Name the service to undeploy, or use --all.")
     for d in targets:
         if d.state != "deleted":
             _target(reg, d).delete(d)
     return [d.name for d in targets]
+
+
+def _not_routed_to(reg: Registry, service: str) -> None:
+    """Refuse to undeploy a service a live endpoint sends requests to (its clients would get errors).
+
+    Raises:
+        ConflictError: naming the endpoint, the member and what to do.
+    """
+    for endpoint in reg.endpoints_routing_to(service):
+        shadow = endpoint.routing.get("shadow") or {}
+        for m in endpoint.routing.get("members") or []:
+            if m["service"] != service:
+                continue
+            if m["weight"] > 0:
+                raise ConflictError(f"Service {service!r} is member {m['name']!r} of endpoint {endpoint.name!r} and "
+                                    f"takes {m['weight']}% of its traffic: move it first (%endpoint {endpoint.name} "
+                                    f"--traffic OTHER=100), remove the member (%endpoint {endpoint.name} --remove "
+                                    f"{m['name']}), or delete the endpoint (%endpoint {endpoint.name} --delete).")
+            if shadow.get("name") == m["name"]:
+                raise ConflictError(f"Service {service!r} is the shadow of endpoint {endpoint.name!r}: stop the "
+                                    f"copies first (%endpoint {endpoint.name} --shadow off).")
 
 
 def logs(name: str, *, tail: int = 50, registry: Registry | None = None) -> str:

@@ -8,7 +8,7 @@ pure functions (a new routing from the old one and what the user asked), checked
 
 from __future__ import annotations
 
-import copy
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -91,6 +91,13 @@ def shadow_from(text: str | None) -> tuple[str, int] | None:
     return name, percent
 
 
+def plain(routing: Mapping[str, Any]) -> dict[str, Any]:
+    """A routing as plain, mutable JSON values (the registry's is read-only)."""
+    copied: dict[str, Any] = json.loads(json.dumps(dict(routing), default=dict))
+    copied["members"] = list(copied.get("members") or [])
+    return copied
+
+
 def member(routing: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     """The member ``name`` of ``routing``, or None."""
     return next((dict(m) for m in routing.get("members") or [] if m["name"] == name), None)
@@ -108,7 +115,7 @@ def with_members(routing: Mapping[str, Any], added: Sequence[Mapping[str, Any]],
     Raises:
         ConflictError: an added name is taken, a removed one is absent, takes traffic or is the shadow.
     """
-    new = copy.deepcopy(dict(routing))
+    new = plain(routing)
     new["members"] = [dict(m) for m in new.get("members") or []]
     for name in removed:
         found = member(new, name)
@@ -141,7 +148,7 @@ def with_traffic(routing: Mapping[str, Any], weights: Mapping[str, int], endpoin
         ConflictError: a name is not a member.
         InvalidInputError: the weights do not add up to 100.
     """
-    new = copy.deepcopy(dict(routing))
+    new = plain(routing)
     known = names(new)
     for name in weights:
         if name not in known:
@@ -166,7 +173,7 @@ def with_shadow(routing: Mapping[str, Any], shadow: tuple[str, int] | None, endp
     Raises:
         ConflictError: the shadow is not a member.
     """
-    new = copy.deepcopy(dict(routing))
+    new = plain(routing)
     if shadow is not None and member(new, shadow[0]) is None:
         raise ConflictError(f"Endpoint {endpoint!r} has no member {shadow[0]!r} to copy requests to (members: "
                             f"{', '.join(names(new)) or 'none'}).")
@@ -180,7 +187,7 @@ def with_sticky(routing: Mapping[str, Any], header: str | None) -> dict[str, Any
     Raises:
         InvalidInputError: not a header name.
     """
-    new = copy.deepcopy(dict(routing))
+    new = plain(routing)
     if header is None or header.strip().lower() in ("", "off", "none"):
         new["sticky_header"] = None
         return new

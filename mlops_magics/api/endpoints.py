@@ -1,0 +1,363 @@
+"""Endpoints: several deployments (members) behind one address, with weights, a shadow copy and a sticky header.
+
+:func:`endpoint` creates or changes one (deploying the members it adds), :func:`endpoint_status` says what it
+serves and what each member answered, :func:`delete_endpoint` removes it. Every change of the routing is one
+generation, recorded with its reason, taken up by the router between two requests (no request fails), and
+``rollback`` goes back to the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_magics.api.deployments import deploy, reachable_url, require_validated, undeploy
+from mlops_magics.endpoints import router, routing
+from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_magics.registry import Endpoint, Registry, or_default
+from mlops_magics.targets.base import Progress, Steps
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """One member: the deployment it is, its share, and what it answered (live and shadow)."""
+
+    name: str
+    service: str
+    model: str
+    target: str
+    weight: int
+    shadow_percent: int
+    owned: bool
+    state: str
+    answers: Mapping[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """One row of the status table."""
+        live, shadow = self.answers.get("live") or {}, self.answers.get("shadow") or {}
+        return {"member": self.name, "weight": f"{self.weight}%",
+                "shadow": f"{self.shadow_percent}%" if self.shadow_percent else "",
+                "model": self.model, "service": f"{self.service} ({self.target}, {self.state})",
+                "requests": live.get("requests", 0), "errors": live.get("errors", 0),
+                "p50 ms": live.get("p50_ms") or "", "p99 ms": live.get("p99_ms") or "",
+                "shadow requests": shadow.get("requests", "") if self.shadow_percent or shadow else ""}
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """What an endpoint serves now, as the registry and its router say."""
+
+    name: str
+    url: str | None
+    state: str
+    generation: int
+    members: tuple[MemberStatus, ...]
+    sticky_header: str | None
+    router: str
+    shadow_dropped: int = 0
+    failovers: int = 0
+    note: str = ""
+
+    def member(self, name: str) -> MemberStatus:
+        """The member ``name``.
+
+        Raises:
+            NotFoundError: no such member.
+        """
+        for found in self.members:
+            if found.name == name:
+                return found
+        raise NotFoundError(f"Endpoint {self.name!r} has no member {name!r} "
+                            f"(members: {', '.join(m.name for m in self.members) or 'none'}).")
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Each member's share of the requests, in percent."""
+        return {m.name: m.weight for m in self.members}
+
+    def headline(self) -> str:
+        """One line: where, what generation, who takes what."""
+        shares = ", ".join(f"{m.name}={m.weight}%" for m in self.members) or "no members"
+        shadow = next((f"; shadow {m.name} {m.shadow_percent}%" for m in self.members if m.shadow_percent), "")
+        sticky = f"; sticky {self.sticky_header}" if self.sticky_header else ""
+        return (f"Endpoint {self.name!r} at {self.url or '(no address)'} ({self.state}, generation "
+                f"{self.generation}): {shares}{shadow}{sticky}")
+
+    def __repr__(self) -> str:
+        lines = [self.headline()]
+        for m in self.members:
+            row = m.row()
+            lines.append(f"  {row['member']:<10} {row['weight']:>4}  {row['model']:<16} {row['service']:<36} "
+                         f"{row['requests']:>6} requests, {row['errors']} errors"
+                         + (f", p50 {row['p50 ms']} ms" if row["p50 ms"] != "" else "")
+                         + (f", shadow {m.shadow_percent}%: {row['shadow requests']} copies" if m.shadow_percent
+                            else ""))
+        lines.append(f"  router: {self.router}")
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from mlops_magics.display import table
+
+        note = f"<div>{html.escape(self.note)}</div>" if self.note else ""
+        return (f"<div><b>{html.escape(self.headline())}</b></div>{table([m.row() for m in self.members])}"
+                f"<div style='color:#666'>router: {html.escape(self.router)}</div>{note}")
+
+
+def endpoint(
+    name: str,
+    *,
+    add: Mapping[str, str] | Sequence[str] | str | None = None,
+    remove: Sequence[str] = (),
+    traffic: Mapping[str, int] | Sequence[str] | str | None = None,
+    shadow: str | None = None,
+    sticky: str | None = None,
+    rollback: bool = False,
+    require_validation: bool | None = None,
+    target: str = "local",
+    port: int | None = None,
+    progress: Progress | None = None,
+    registry: Registry | None = None,
+) -> EndpointStatus:
+    """Create or change an endpoint, as one new generation of its routing; block until its router serves it.
+
+    Args:
+        name: the endpoint (its members' services are ``NAME-MEMBER``).
+        add: members to add, ``{'blue': 'iris:2'}`` or ``'blue=iris:2,green=iris:3'``: a model reference
+            (``NAME:VERSION``, ``NAME@ALIAS``) is deployed on ``target`` as service ``NAME-MEMBER`` (removed with the
+            member); the bare name of a live deployment routes to it as it is. A new member takes no traffic,
+            except the first one (100%).
+        remove: members to remove (they must take no traffic and not be the shadow).
+        traffic: the weights, ``'blue=90,green=10'`` (percent; members left out get 0 when those named add up
+            to 100).
+        shadow: ``'green=100'``: copy that share of the requests to a member after the client has its answer (the
+            copy's answer is recorded, never returned); ``'off'``: no copies.
+        sticky: a header name: requests carrying it stay on one member (by its value); ``'off'``: none.
+        rollback: go back to the routing before the current one (anything else given is refused).
+        require_validation: members that take traffic must have passed ``%validate`` (kept for later changes).
+        target: where added members are deployed (``local``, ``docker``, ``kubernetes``...).
+        port: the endpoint's port when it is created (default: a free one).
+
+    Raises:
+        InvalidInputError: a malformed argument, or weights that do not add up to 100.
+        ConflictError: a member named twice, absent, still taking traffic when removed; a gate refuses.
+        NotFoundError: no such endpoint (and nothing to add), model or deployment.
+        DeployError: a member or the router did not start (nothing of this change is left running).
+    """
+    reg = or_default(registry)
+    steps = Steps.of(progress)
+    current = _find(reg, name)
+    if rollback:
+        if add or remove or traffic is not None or shadow is not None or sticky is not None:
+            raise InvalidInputError("--rollback goes back to the previous routing as it was: give it alone.")
+        if current is None:
+            raise NotFoundError(f"No endpoint named {name!r} to roll back.")
+        return _roll_back(reg, current, steps)
+    added = routing.parse_pairs(add, "--add", "--add blue=iris:2") if add else {}
+    asked = bool(added or remove) or any(v is not None for v in (traffic, shadow, sticky, require_validation))
+    if not asked:  # what it serves; a router that stopped (a reboot) starts again on its port
+        if current is None:
+            raise NotFoundError(f"No endpoint named {name!r}: create it with %endpoint {name} --add "
+                                "blue=MODEL:VERSION.")
+        if current.state != "deleted" and current.routing.get("members") and not router.running(current.config):
+            _serve(reg, current, dict(current.config), port, steps)
+        return endpoint_status(name, registry=reg)
+    if current is None or not current.is_live:
+        if not added:
+            raise NotFoundError(f"No endpoint named {name!r}: create it with %endpoint {name} --add "
+                                "blue=MODEL:VERSION.")
+        current = reg.record_endpoint(name, target="local", state="creating", url=None,
+                                      config={"require_validation": bool(require_validation)})
+    config = dict(current.config)
+    if require_validation is not None:
+        config["require_validation"] = require_validation
+    new = routing.plain(current.routing)
+    started: list[str] = []
+    try:
+        members = [_member(reg, name, member, value, target, steps, started) for member, value in added.items()]
+        new = routing.with_members(new, members, list(remove), name)
+        if traffic is not None:
+            new = routing.with_traffic(new, routing.weights_from(traffic), name)
+        if shadow is not None:
+            new = routing.with_shadow(new, routing.shadow_from(shadow), name)
+        if sticky is not None:
+            new = routing.with_sticky(new, sticky)
+        if config.get("require_validation"):
+            _gate(reg, new)
+        reasons = [f"add {', '.join(f'{k}={v}' for k, v in added.items())}" if added else "",
+                   f"remove {', '.join(remove)}" if remove else "",
+                   f"traffic {routing.describe({'members': [m for m in new['members'] if m['weight']]})}"
+                   if traffic is not None else "", f"shadow {shadow}" if shadow is not None else "",
+                   f"sticky {sticky}" if sticky is not None else ""]
+        reason = "; ".join(r for r in reasons if r) or "no change"
+        changed = reg.set_endpoint_routing(name, new, reason=reason, expected_generation=current.generation)
+        live = _serve(reg, changed, config, port, steps)
+    except BaseException:
+        for service in started:  # members this call deployed go again: nothing of a failed change stays
+            with contextlib.suppress(Exception):
+                undeploy(service, registry=reg)
+        raise
+    for gone in remove:
+        was = routing.member(current.routing, gone)
+        if was is not None and was.get("owned"):
+            steps.say(f"undeploying {was['service']}")
+            undeploy(was["service"], registry=reg)
+    return endpoint_status(live.name, registry=reg)
+
+
+def endpoint_status(name: str, *, registry: Registry | None = None) -> EndpointStatus:
+    """What the endpoint serves and what each member answered since its router started.
+
+    Raises:
+        NotFoundError: no such endpoint.
+    """
+    reg = or_default(registry)
+    found = reg.get_endpoint(name)
+    answers: dict[str, Any] = {}
+    note = ""
+    summary: dict[str, Any] = {}
+    url = found.url
+    if found.is_live and url:
+        if not router.running(found.config):
+            note = f"Its router is not running: %endpoint {name} starts it again."
+            found = reg.set_endpoint_state(name, "stopped")
+        else:
+            try:
+                summary = router.ask(url, "/endpoint")
+                answers = summary.get("answers") or {}
+            except (OSError, ValueError) as exc:
+                note = f"Its router did not answer: {exc}."
+    deployments = {d.name: d for d in reg.deployments()}
+    shadow = found.routing.get("shadow") or {}
+    members = []
+    for m in found.routing.get("members") or []:
+        d = deployments.get(m["service"])
+        members.append(MemberStatus(
+            name=m["name"], service=m["service"],
+            model="?" if d is None else f"{d.model_name}:{d.model_version}",
+            target="?" if d is None else d.target, weight=int(m["weight"]),
+            shadow_percent=int(shadow.get("percent") or 0) if shadow.get("name") == m["name"] else 0,
+            owned=bool(m.get("owned")), state="missing" if d is None else d.state,
+            answers=answers.get(m["name"]) or {}))
+    where = (f"an mlops-route process of this machine (pid {found.config.get('pid')}), recording answers in "
+             f"{router.traffic_folder(reg.home, name)}" if found.config.get("router") == "process" else "none")
+    return EndpointStatus(name=found.name, url=found.url, state=found.state, generation=found.generation,
+                          members=tuple(members), sticky_header=found.routing.get("sticky_header"), router=where,
+                          shadow_dropped=int(summary.get("shadow_dropped") or 0),
+                          failovers=int(summary.get("failovers") or 0), note=note)
+
+
+def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry | None = None) -> list[str]:
+    """Stop the endpoint's router and undeploy the members it deployed (``keep_members``: leave them running).
+    Idempotent.
+
+    Returns:
+        The services undeployed.
+
+    Raises:
+        NotFoundError: no such endpoint.
+    """
+    reg = or_default(registry)
+    found = reg.get_endpoint(name)
+    if found.config.get("pid"):
+        router.stop(int(found.config["pid"]), found.config.get("pid_stamp"))
+    reg.set_endpoint_state(name, "deleted")
+    gone = []
+    if not keep_members:
+        deployments = {d.name: d for d in reg.deployments()}
+        for m in found.routing.get("members") or []:
+            d = deployments.get(m["service"])
+            if m.get("owned") and d is not None and d.state != "deleted":
+                undeploy(m["service"], registry=reg)
+                gone.append(m["service"])
+    return gone
+
+
+def list_endpoints(*, registry: Registry | None = None) -> list[Endpoint]:
+    """Every endpoint not deleted, by name."""
+    return [e for e in or_default(registry).endpoints() if e.state != "deleted"]
+
+
+# -- the steps --------------------------------------------------------------------------------
+
+
+def _find(reg: Registry, name: str) -> Endpoint | None:
+    try:
+        return reg.get_endpoint(name)
+    except NotFoundError:
+        return None
+
+
+def _member(reg: Registry, endpoint: str, member: str, value: str, target: str, steps: Steps,
+            started: list[str]) -> dict[str, Any]:
+    """The member ``member`` = ``value``: a live deployment as it is, else a model reference deployed now."""
+    routing.check_member(member)
+    live = {d.name: d for d in reg.deployments() if d.is_live}
+    if ":" not in value and "@" not in value and value in live:
+        return {"name": member, "service": value, "owned": False}
+    service = f"{endpoint}-{member}"
+    steps.say(f"deploying {value} as {service} ({target})")
+    deploy(value, target=target, name=service, progress=steps, registry=reg)
+    started.append(service)
+    return {"name": member, "service": service, "owned": True}
+
+
+def _gate(reg: Registry, new: Mapping[str, Any]) -> None:
+    deployments = {d.name: d for d in reg.deployments()}
+    for m in new["members"]:
+        d = deployments.get(m["service"])
+        if m["weight"] > 0 and d is not None:
+            try:
+                require_validated(reg, f"{d.model_name}:{d.model_version}")
+            except ConflictError as exc:
+                raise ConflictError(f"Member {m['name']!r} cannot take traffic: {exc}") from None
+
+
+def _serve(reg: Registry, endpoint: Endpoint, config: dict[str, Any], port: int | None, steps: Steps) -> Endpoint:
+    """Write the routes file of the endpoint's routing, start its router if need be, and wait until it serves
+    this generation."""
+    deployments = {d.name: d for d in reg.deployments()}
+    urls: dict[str, str] = {}
+    keys: dict[str, str | None] = {}
+    for m in endpoint.routing.get("members") or []:
+        d = deployments.get(m["service"])
+        if d is None or not d.is_live or not d.url:
+            raise ConflictError(f"Member {m['name']!r} of endpoint {endpoint.name!r} is service {m['service']!r}, "
+                                "which is not deployed: deploy it again, or remove the member.")
+        urls[m["name"]] = reachable_url(d, reg)
+        keys[m["name"]] = str(reg.keys.path(d.name)) if d.config.get("key_file") or d.config.get("auth") else None
+    routes = routing.routes_file(endpoint.name, endpoint.routing, urls, keys)
+    router.write_routes(reg.home, endpoint.name, routes)
+    if endpoint.url and router.running(endpoint.config):
+        steps.say(f"switching the router to generation {endpoint.generation}")
+        router.wait_generation(endpoint.url, endpoint.generation, endpoint.name)
+        return reg.record_endpoint(endpoint.name, target=endpoint.target, state="running", url=endpoint.url,
+                                   config={**dict(endpoint.config), **config})
+    steps.say(f"starting the router of {endpoint.name}")
+    chosen = port or endpoint.config.get("port")
+    process = router.start(reg.home, endpoint.name, int(chosen) if chosen else None)
+    try:
+        router.wait_generation(process.url, endpoint.generation, endpoint.name)
+        return reg.record_endpoint(endpoint.name, target="local", state="running", url=process.url,
+                                   config={**dict(endpoint.config), **config, **process.config()})
+    except BaseException:
+        router.stop(process.pid, process.stamp)
+        raise
+
+
+def _roll_back(reg: Registry, current: Endpoint, steps: Steps) -> EndpointStatus:
+    history = reg.endpoint_history(current.name)
+    earlier = [c for c in history if c.generation < current.generation]
+    if not earlier:
+        raise ConflictError(f"Endpoint {current.name!r} has no earlier routing to go back to (generation "
+                            f"{current.generation} is its first).")
+    previous = earlier[-1]
+    changed = reg.set_endpoint_routing(current.name, routing.plain(previous.routing),
+                                       reason=f"rollback to generation {previous.generation}",
+                                       expected_generation=current.generation)
+    _serve(reg, changed, dict(current.config), None, steps)
+    return endpoint_status(current.name, registry=reg)

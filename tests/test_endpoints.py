@@ -1,0 +1,166 @@
+"""Endpoints through the API: real local deployments behind a real router process, a real registry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mlops_magics as mm
+from mlops_magics import api
+from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_magics.registry import Registry
+
+
+@pytest.fixture
+def models(registry: Registry, iris: Any, iris_lr: Any, iris_tree: Any) -> Iterator[Registry]:
+    X, _ = iris
+    mm.register(iris_lr, "iris", sample=X[:2], registry=registry)
+    mm.register(iris_tree, "iris", sample=X[:2], registry=registry)
+    yield registry
+    for e in api.list_endpoints(registry=registry):
+        api.delete_endpoint(e.name, registry=registry)
+    api.undeploy(all_services=True, registry=registry)
+
+
+def _member(url: str, rows: Any) -> str:
+    """Which member answered (the router says so in x-mlops-member)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/score", json.dumps({"data": rows}).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(response.headers["x-mlops-member"])
+
+
+def test_an_endpoint_splits_traffic_by_weight_and_says_who_answered(models: Registry, iris: Any) -> None:
+    X, _ = iris
+    rows = X[:2].tolist()
+    first = api.endpoint("iris", add="blue=iris:1", registry=models)
+    assert (first.weights, first.generation, first.state) == ({"blue": 100}, 1, "running")
+    assert first.member("blue").service == "iris-blue" and first.member("blue").model == "iris:1"
+    both = api.endpoint("iris", add={"green": "iris:2"}, registry=models)
+    assert both.weights == {"blue": 100, "green": 0} and both.url == first.url  # one address throughout
+    split = api.endpoint("iris", traffic="blue=80,green=20", registry=models)
+    assert split.weights == {"blue": 80, "green": 20} and split.generation == 3
+    answered = Counter(_member(str(split.url), rows) for _ in range(400))
+    assert 48 <= answered["green"] <= 112, answered  # 20% +- 8 points
+    status = api.endpoint_status("iris", registry=models)
+    assert status.member("green").answers["live"]["requests"] == answered["green"]
+    assert "iris-green" in repr(status) and "generation 3" in status.headline()
+    assert [c.reason for c in models.endpoint_history("iris")] == [
+        "add blue=iris:1", "add green=iris:2", "traffic blue=80, green=20"]
+
+
+def test_promotion_and_rollback_under_load_fail_no_request(models: Registry, iris: Any) -> None:
+    X, _ = iris
+    rows = X[:3].tolist()
+    api.endpoint("iris", add="blue=iris:1,green=iris:2", registry=models)
+    url = str(api.endpoint_status("iris", registry=models).url)
+    failures: list[Any] = []
+    answered: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                answered[_member(url, rows)] += 1
+            except OSError as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        promoted = api.endpoint("iris", traffic="green=100", registry=models)
+        assert promoted.weights == {"blue": 0, "green": 100}
+        time.sleep(0.5)
+        back = api.endpoint("iris", rollback=True, registry=models)
+        assert back.weights == {"blue": 100, "green": 0} and back.generation == 3
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert failures == [] and answered["green"] > 0 and answered["blue"] > 0
+    assert models.endpoint_history("iris")[-1].reason == "rollback to generation 1"
+
+
+def test_a_shadow_gets_a_copy_of_each_request_and_never_answers(models: Registry, iris: Any) -> None:
+    X, _ = iris
+    api.endpoint("iris", add="blue=iris:1,green=iris:2", shadow="green=100", registry=models)
+    url = str(api.endpoint_status("iris", registry=models).url)
+    for _ in range(10):
+        assert _member(url, X[:2].tolist()) == "blue"
+    time.sleep(0.3)
+    status = api.endpoint_status("iris", registry=models)
+    assert status.member("green").shadow_percent == 100
+    assert status.member("green").answers["shadow"]["requests"] == 10
+    assert "live" not in status.member("green").answers
+
+
+def test_gates_refuse_an_unvalidated_member_traffic_and_change_nothing(models: Registry, iris: Any) -> None:
+    X, y = iris
+    assert api.validate("iris:1", X, y, metrics=["accuracy"], registry=models).passed
+    api.endpoint("iris", add="blue=iris:1,green=iris:2", registry=models)
+    with pytest.raises(ConflictError, match=r"Member 'green' cannot take traffic: iris:2 has never been validated"):
+        api.endpoint("iris", traffic="blue=50,green=50", require_validation=True, registry=models)
+    assert api.endpoint_status("iris", registry=models).weights == {"blue": 100, "green": 0}
+    assert models.get_endpoint("iris").generation == 1
+
+
+def test_bad_changes_say_what_is_wrong_and_leave_the_endpoint_as_it_was(models: Registry) -> None:
+    with pytest.raises(NotFoundError, match=r"No endpoint named 'iris': create it with %endpoint iris --add"):
+        api.endpoint("iris", traffic="blue=100", registry=models)
+    api.endpoint("iris", add="blue=iris:1", registry=models)
+    with pytest.raises(InvalidInputError, match=r"The weights must add up to 100: blue=60 adds up to 60"):
+        api.endpoint("iris", traffic="blue=60", registry=models)
+    with pytest.raises(ConflictError, match=r"Member 'blue' takes 100% of 'iris''s traffic: move it first"):
+        api.endpoint("iris", remove=["blue"], registry=models)
+    with pytest.raises(ConflictError, match=r"has no member 'red'"):
+        api.endpoint("iris", traffic="red=100", registry=models)
+    with pytest.raises(NotFoundError):  # a model that does not exist: nothing deployed, nothing changed
+        api.endpoint("iris", add="green=nosuch:1", registry=models)
+    assert models.get_endpoint("iris").generation == 1
+    assert "iris-green" not in {d.name for d in models.deployments() if d.is_live}
+    with pytest.raises(InvalidInputError, match="--rollback goes back to the previous routing as it was"):
+        api.endpoint("iris", rollback=True, traffic="blue=100", registry=models)
+    with pytest.raises(ConflictError, match="has no earlier routing"):
+        api.endpoint("iris", rollback=True, registry=models)
+
+
+def test_removing_a_member_and_deleting_the_endpoint_undeploy_what_it_deployed(models: Registry,
+                                                                              iris: Any) -> None:
+    X, _ = iris
+    plain = api.deploy("iris:2", name="standalone", registry=models)
+    api.endpoint("iris", add="blue=iris:1,green=standalone", registry=models)  # green: an existing service
+    assert not api.endpoint_status("iris", registry=models).member("green").owned
+    api.endpoint("iris", add="red=iris:2", registry=models)
+    api.endpoint("iris", remove=["red"], registry=models)
+    live = {d.name for d in models.deployments() if d.is_live}
+    assert "iris-red" not in live and {"iris-blue", "standalone"} <= live
+    assert api.delete_endpoint("iris", registry=models) == ["iris-blue"]
+    live = {d.name for d in models.deployments() if d.is_live}
+    assert "iris-blue" not in live and "standalone" in live  # not the endpoint's to remove
+    assert api.call("standalone", X[:1].tolist(), registry=models) == [int(v) for v in mm.load_model(
+        plain.model_name + ":2", registry=models).predict(X[:1])]
+    assert models.get_endpoint("iris").state == "deleted"
+
+
+def test_a_service_taking_an_endpoints_traffic_is_not_undeployed_under_it(models: Registry) -> None:
+    api.endpoint("iris", add="blue=iris:1,green=iris:2", shadow="green=50", registry=models)
+    with pytest.raises(ConflictError, match=r"Service 'iris-blue' is member 'blue' of endpoint 'iris' and takes 100% "
+                                            r"of its traffic: move it first"):
+        api.undeploy("iris-blue", registry=models)
+    with pytest.raises(ConflictError, match=r"Service 'iris-green' is the shadow of endpoint 'iris'"):
+        api.undeploy("iris-green", registry=models)
+    assert {d.name for d in models.deployments() if d.is_live} == {"iris-blue", "iris-green"}
+    api.undeploy(all_services=True, registry=models)  # everything: the endpoint goes first, then the services
+    assert models.get_endpoint("iris").state == "deleted"
+    assert not [d.name for d in models.deployments() if d.is_live]
