@@ -18,7 +18,8 @@ def _modules_after(statement: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("statement", ["import mlops_magics", "import mlops_magics.api", "import mlops_magics.cli"])
+@pytest.mark.parametrize("statement", ["import mlops_magics", "import mlops_magics.api", "import mlops_magics.cli",
+                                       "import mlops_magics.endpoints.comparison"])
 def test_importing_the_package_loads_no_notebook_server_or_heavy_library(statement: str) -> None:
     loaded = _modules_after(statement)
     assert not loaded & set(HEAVY), f"{statement} imported {sorted(loaded & set(HEAVY))}"
