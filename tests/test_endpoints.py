@@ -164,3 +164,23 @@ def test_a_service_taking_an_endpoints_traffic_is_not_undeployed_under_it(models
     api.undeploy(all_services=True, registry=models)  # everything: the endpoint goes first, then the services
     assert models.get_endpoint("iris").state == "deleted"
     assert not [d.name for d in models.deployments() if d.is_live]
+
+
+def test_the_magic_and_the_verb_are_adapters_of_the_api(ip: Any, models: Registry,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+
+    from tests.cli_run import mlops
+
+    made = ip.run_line_magic("endpoint", "iris --add blue=iris:1 --add green=iris:2 --traffic blue=90,green=10")
+    assert made.weights == {"blue": 90, "green": 10}
+    assert "endpoint iris: Endpoint 'iris' at http://127.0.0.1:" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="The weights must add up to 100"):
+        ip.run_line_magic("endpoint", "iris --traffic blue=20")
+    shown = mlops(capsys, "endpoint", "iris", "--json")
+    assert shown.code == 0 and shown.json["generation"] == 1 and [m["weight"] for m in shown.json["members"]] == [
+        90, 10]
+    bad = mlops(capsys, "endpoint", "iris", "--shadow", "green=500")
+    assert bad.code == 2 and "the percent of requests copied is 1 to 100" in bad.err
+    gone = mlops(capsys, "endpoint", "iris", "--delete")
+    assert gone.code == 0 and gone.out.startswith("Endpoint 'iris' deleted; undeployed iris-blue, iris-green.")

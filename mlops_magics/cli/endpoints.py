@@ -1,0 +1,43 @@
+"""Verbs of endpoints: endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from mlops_magics import api
+from mlops_magics.cli.deployments import StatusLines
+from mlops_magics.cli.output import Status, Verbs
+
+
+def _endpoint(args: argparse.Namespace) -> Any:
+    if args.delete:
+        gone = api.delete_endpoint(args.name)
+        return Status(f"Endpoint {args.name!r} deleted" + (f"; undeployed {', '.join(gone)}." if gone else "."),
+                      {"name": args.name, "undeployed": gone})
+    result = api.endpoint(args.name, add=args.add, remove=args.remove, traffic=args.traffic, shadow=args.shadow,
+                          sticky=args.sticky, rollback=args.rollback, require_validation=args.require_validation,
+                          target=args.target, port=args.port, progress=StatusLines(f"endpoint {args.name}"))
+    return Status(repr(result), dataclasses.asdict(result))
+
+
+def add_verbs(verbs: Verbs) -> None:
+    """Add the endpoint verbs."""
+    p = verbs.add("endpoint", _endpoint, "One address in front of several deployments: weights, a shadow copy, a "
+                                         "sticky header, rollback; without changes, what it serves.")
+    p.add_argument("name", help="The endpoint (its members' services are NAME-MEMBER).")
+    p.add_argument("--add", action="append", metavar="MEMBER=REF",
+                   help="Add a member: a model (iris:2) deployed as NAME-MEMBER, or a live service by name.")
+    p.add_argument("--remove", action="append", default=[], metavar="MEMBER",
+                   help="Remove a member that takes no traffic (a service it deployed is undeployed).")
+    p.add_argument("--traffic", metavar="M=PCT,...", help="Weights in percent: blue=90,green=10.")
+    p.add_argument("--shadow", metavar="MEMBER=PCT",
+                   help="Copy that share of the requests to MEMBER after the answer (recorded, never returned); off.")
+    p.add_argument("--sticky", metavar="HEADER", help="Requests with this header stay on one member; off.")
+    p.add_argument("--rollback", action="store_true", help="Go back to the routing before the current one.")
+    p.add_argument("--require-validation", action="store_true", default=None,
+                   help="Members that take traffic must have passed validation (from now on).")
+    p.add_argument("--target", default="local", help="Where --add deploys members (default: local).")
+    p.add_argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
+    p.add_argument("--delete", action="store_true", help="Stop the router and undeploy the members it deployed.")
