@@ -184,3 +184,45 @@ def test_the_magic_and_the_verb_are_adapters_of_the_api(ip: Any, models: Registr
     assert bad.code == 2 and "the percent of requests copied is 1 to 100" in bad.err
     gone = mlops(capsys, "endpoint", "iris", "--delete")
     assert gone.code == 0 and gone.out.startswith("Endpoint 'iris' deleted; undeployed iris-blue, iris-green.")
+
+
+def _expected_agreement(models: Registry, rows: Any) -> float:
+    import numpy as np
+
+    lr, tree = mm.load_model("iris:1", registry=models), mm.load_model("iris:2", registry=models)
+    return float(np.mean(lr.predict(rows) == tree.predict(rows)))
+
+
+def test_shadow_answers_compare_row_by_row_with_the_live_ones(models: Registry, iris: Any) -> None:
+    X, _ = iris
+    api.endpoint("iris", add="blue=iris:1,green=iris:2", shadow="green=100", registry=models)
+    url = str(api.endpoint_status("iris", registry=models).url)
+    for start in range(0, 150, 5):  # every row of iris, five per request
+        assert _member(url, X[start:start + 5].tolist()) == "blue"
+    time.sleep(0.8)  # the router writes its records twice a second
+    compared = api.compare_traffic("iris", "blue", "green", registry=models)
+    assert (compared.pairs, compared.rows_compared) == (30, 150)
+    assert compared.agreement == pytest.approx(_expected_agreement(models, X))
+    assert compared.rows_differing == round((1 - compared.agreement) * 150) > 0  # the tree and the LR differ
+    assert len(compared.disagreements) == min(10, compared.rows_differing)
+    status = api.endpoint_status("iris", registry=models)
+    assert status.shadow is not None and status.shadow.agreement == compared.agreement
+    assert "shadow: blue vs green" in repr(status)
+
+
+def test_replay_sends_collected_requests_to_a_member_and_compares_the_answers(models: Registry, iris: Any) -> None:
+    X, _ = iris
+    api.deploy("iris:1", name="prod", collect=True, registry=models)
+    api.endpoint("iris", add="blue=prod,green=iris:2", registry=models)
+    url = str(api.endpoint_status("iris", registry=models).url)
+    for start in range(0, 150, 10):
+        _member(url, X[start:start + 10].tolist())
+    time.sleep(1.2)  # collected within the flush interval
+    replayed = api.replay("iris", to="green", rate=200, registry=models)
+    assert (replayed.a, replayed.b, replayed.pairs, replayed.rows_compared) == ("blue", "green", 15, 150)
+    assert replayed.agreement == pytest.approx(_expected_agreement(models, X))
+    assert api.endpoint_status("iris", registry=models).member("green").answers == {}  # not through the router
+    with pytest.raises(NotFoundError, match="has no member 'red'"):
+        api.replay("iris", to="red", registry=models)
+    with pytest.raises(InvalidInputError, match="--rate 0"):
+        api.replay("iris", to="green", rate=0, registry=models)

@@ -57,10 +57,12 @@ from mlops_magics.api.deployments import (
 from mlops_magics.api.endpoints import (
     EndpointStatus,
     MemberStatus,
+    compare_traffic,
     delete_endpoint,
     endpoint,
     endpoint_status,
     list_endpoints,
+    replay,
 )
 from mlops_magics.api.images import (
     ImageList,
@@ -127,6 +129,7 @@ __all__ = [
     "collected",
     "collection_stats",
     "compare_models",
+    "compare_traffic",
     "delete_endpoint",
     "delete_model",
     "deploy",
@@ -158,6 +161,7 @@ __all__ = [
     "reload",
     "remove_alias",
     "remove_images",
+    "replay",
     "resolve_variable",
     "restore_registry",
     "scale",

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
+import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from mlops_magics.api.deployments import deploy, reachable_url, require_validated, undeploy
-from mlops_magics.endpoints import router, routing
+from mlops_magics.api.monitoring import collection_folder, feature_names
+from mlops_magics.endpoints import comparison, router, routing, traffic
+from mlops_magics.endpoints.comparison import TrafficComparison
 from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_magics.monitoring import store
+from mlops_magics.monitoring.collection import parse_since
 from mlops_magics.registry import Endpoint, Registry, or_default
 from mlops_magics.targets.base import Progress, Steps
 
@@ -60,6 +68,8 @@ class EndpointStatus:
     shadow_dropped: int = 0
     failovers: int = 0
     note: str = ""
+    #: The shadow's answers against the member answering the same requests (None: no shadow, or no copies yet).
+    shadow: TrafficComparison | None = None
 
     def member(self, name: str) -> MemberStatus:
         """The member ``name``.
@@ -96,6 +106,8 @@ class EndpointStatus:
                          + (f", shadow {m.shadow_percent}%: {row['shadow requests']} copies" if m.shadow_percent
                             else ""))
         lines.append(f"  router: {self.router}")
+        if self.shadow is not None:
+            lines.append(f"  shadow: {self.shadow.headline()}")
         if self.note:
             lines.append(f"  {self.note}")
         return "\n".join(lines)
@@ -104,8 +116,11 @@ class EndpointStatus:
         from mlops_magics.display import table
 
         note = f"<div>{html.escape(self.note)}</div>" if self.note else ""
+        shadow = "" if self.shadow is None else (f"<div><b>Shadow:</b> {html.escape(self.shadow.headline())} "
+                                                 f"(%compare_traffic {self.name} {self.shadow.a} {self.shadow.b} "
+                                                 "for the rows and plots)</div>")
         return (f"<div><b>{html.escape(self.headline())}</b></div>{table([m.row() for m in self.members])}"
-                f"<div style='color:#666'>router: {html.escape(self.router)}</div>{note}")
+                f"{shadow}<div style='color:#666'>router: {html.escape(self.router)}</div>{note}")
 
 
 def endpoint(
@@ -248,7 +263,8 @@ def endpoint_status(name: str, *, registry: Registry | None = None) -> EndpointS
     return EndpointStatus(name=found.name, url=found.url, state=found.state, generation=found.generation,
                           members=tuple(members), sticky_header=found.routing.get("sticky_header"), router=where,
                           shadow_dropped=int(summary.get("shadow_dropped") or 0),
-                          failovers=int(summary.get("failovers") or 0), note=note)
+                          failovers=int(summary.get("failovers") or 0), note=note,
+                          shadow=_shadow_comparison(reg, found, answers))
 
 
 def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry | None = None) -> list[str]:
@@ -280,6 +296,164 @@ def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry
 def list_endpoints(*, registry: Registry | None = None) -> list[Endpoint]:
     """Every endpoint not deleted, by name."""
     return [e for e in or_default(registry).endpoints() if e.state != "deleted"]
+
+
+def compare_traffic(name: str, a: str, b: str, *, since: str | float | datetime | None = None,
+                    tolerance: float = 1e-6, examples: int = 10, registry: Registry | None = None) -> TrafficComparison:
+    """Compare what two members answered: on the same requests (a shadow's copies, a replay) row by row, else (a
+    canary) their predictions, latency and errors side by side.
+
+    Args:
+        a: the member whose answers are the reference (``blue``); ``b``: the one compared with it.
+        since: only traffic from then on (``'1h'``, ``'30m'``, a datetime...).
+        tolerance: numbers agree within this relative tolerance (labels must be equal).
+        examples: how many differing rows to show.
+
+    Raises:
+        NotFoundError: no such endpoint, or a member answered nothing yet.
+        InvalidInputError: ``a`` and ``b`` are the same, or a bad ``since``.
+    """
+    reg = or_default(registry)
+    found = reg.get_endpoint(name)
+    frame = traffic.read_traffic(router.traffic_folder(reg.home, name), since=parse_since(since), members=(a, b))
+    return comparison.compare(frame, a, b, feature_names=_features(reg, found, a), tolerance=tolerance,
+                              examples=examples, endpoint=name)
+
+
+def replay(name: str, *, to: str, since: str | float | datetime | None = None, source: str | None = None,
+           rate: float = 50.0, limit: int = 1000, tolerance: float = 1e-6, progress: Progress | None = None,
+           registry: Registry | None = None) -> TrafficComparison:
+    """Send requests a service collected (``--collect``) to member ``to``, at most ``rate`` a second, and compare
+    its answers with the ones the clients got (recorded as ``original`` and ``replay`` in the endpoint's traffic).
+
+    Args:
+        to: the member that gets the requests (it need not take traffic: replay before promoting).
+        since: only requests collected from then on (``'1h'``...).
+        source: the service whose collected requests are sent (default: the member with the most weight).
+        rate: requests per second at most (a replay must not swamp what it tests).
+        limit: the newest ``limit`` collected requests at most.
+
+    Raises:
+        NotFoundError: no such endpoint or member; the source collects nothing.
+        InvalidInputError: a bad rate, limit or ``since``; nothing collected in the window.
+    """
+    if not 0 < rate <= 10_000:
+        raise InvalidInputError(f"--rate {rate}: give requests per second, more than 0 and at most 10000.")
+    if limit < 1:
+        raise InvalidInputError(f"--limit {limit}: give 1 or more requests.")
+    reg = or_default(registry)
+    steps = Steps.of(progress)
+    found = reg.get_endpoint(name)
+    target = routing.member(found.routing, to)
+    if target is None:
+        raise NotFoundError(f"Endpoint {name!r} has no member {to!r} (members: "
+                            f"{', '.join(routing.names(found.routing)) or 'none'}).")
+    members = list(found.routing.get("members") or [])
+    origin = (next((m for m in members if m["service"] == source), None) if source else
+              max((m for m in members if m["name"] != to), key=lambda m: m["weight"], default=None))
+    service = source or (origin["service"] if origin else None)
+    if service is None:
+        raise InvalidInputError(f"Endpoint {name!r} has no member besides {to!r} to take collected requests from: "
+                                "name the service with --source.")
+    label = origin["name"] if origin else service
+    _, folder = collection_folder(reg, service)
+    start = parse_since(since)
+    collected = [r for r in store.records(folder, since=start) if r.get("input") is not None
+                 and 200 <= int(r.get("status") or 0) < 300][-limit:]
+    if not collected:
+        raise InvalidInputError(f"Service {service!r} collected no answered request"
+                                + (f" since {since}" if since else "") + ": nothing to replay.")
+    deployment = reg.get_deployment(target["service"])
+    url = reachable_url(deployment, reg)
+    key = reg.keys.get(deployment.name).primary if deployment.config.get("key_file") else None
+    lines: list[bytes] = []
+    every = 1.0 / rate
+    began = time.monotonic()
+    for number, record in enumerate(collected, 1):
+        wait = began + (number - 1) * every - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        request_id = str(record.get("request_id") or f"replay-{number}")
+        body = record["input"] if isinstance(record["input"], str) else json.dumps(record["input"])
+        sent = time.perf_counter()
+        status, answer = _post(url, body.encode(), key, request_id)
+        elapsed = round((time.perf_counter() - sent) * 1000, 3)
+        lines.append(_line(record.get("time"), request_id, label, "original", int(record.get("status") or 0),
+                           record.get("latency_ms"), record["input"], record.get("output")))
+        lines.append(_line(time.time(), request_id, to, "replay", status, elapsed, None, answer))
+        if number % 25 == 0 or number == len(collected):
+            steps.say(f"replayed {number}/{len(collected)} requests of {service} to {to}")
+    place = router.traffic_folder(reg.home, name)
+    place.mkdir(parents=True, exist_ok=True)
+    path = place / f"traffic-{int(time.time() * 1000)}-{os.getpid()}.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(b"".join(lines))
+    frame = traffic.read_traffic(place, members=(label, to), kinds=("original", "replay"))
+    frame = frame[frame["id"].isin({str(r.get("request_id") or "") for r in collected})]
+    return comparison.compare(frame, label, to, feature_names=_features(reg, found, to), tolerance=tolerance,
+                              endpoint=name)
+
+
+def _post(url: str, body: bytes, key: str | None, request_id: str) -> tuple[int, Any]:
+    """POST a replayed request; (status, the answer as JSON or text); status 0 when nothing answered."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", "x-request-id": request_id,
+               **({"Authorization": f"Bearer {key}"} if key else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/score", body, headers), timeout=60) as response:
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    except OSError as exc:
+        return 0, str(exc)
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", errors="replace")
+
+
+def _line(moment: Any, request_id: str, member: str, kind: str, status: int, ms: Any, body: Any,
+          answer: Any) -> bytes:
+    """One traffic record (the router's format: see :mod:`mlops_backend.router.traffic`)."""
+    record: dict[str, Any] = {"t": float(moment or time.time()), "id": request_id, "m": member, "kind": kind,
+                              "status": status, "ms": float(ms or 0.0)}
+    if body is not None:
+        record["in"] = body
+    record["out"] = answer
+    if status == 0:
+        record["error"] = str(answer)
+    return (json.dumps(record) + "\n").encode()
+
+
+#: Traffic records read for the status view's shadow comparison (the newest; %compare_traffic reads more).
+STATUS_RECORDS = 20_000
+
+
+def _shadow_comparison(reg: Registry, found: Endpoint, answers: Mapping[str, Any]) -> TrafficComparison | None:
+    shadow = (found.routing.get("shadow") or {}).get("name")
+    if not shadow or not (answers.get(shadow) or {}).get("shadow"):
+        return None
+    serving = max((m for m in found.routing.get("members") or [] if m["name"] != shadow),
+                  key=lambda m: m["weight"], default=None)
+    if serving is None:
+        return None
+    frame = traffic.read_traffic(router.traffic_folder(reg.home, found.name), members=(serving["name"], shadow),
+                                 limit=STATUS_RECORDS)
+    try:
+        return comparison.compare(frame, serving["name"], shadow, feature_names=_features(reg, found, shadow),
+                                  examples=5, endpoint=found.name)
+    except NotFoundError:  # no record written yet (within half a second of the first copies)
+        return None
+
+
+def _features(reg: Registry, found: Endpoint, name: str) -> list[str] | None:
+    m = routing.member(found.routing, name)
+    deployments = {d.name: d for d in reg.deployments()}
+    d = deployments.get(m["service"]) if m else None
+    return feature_names(reg, d) if d is not None else None
 
 
 # -- the steps --------------------------------------------------------------------------------

@@ -21,7 +21,12 @@ from mlops_magics.targets import get_target
 from mlops_magics.targets.base import Collects, data_dir
 
 
-def _collection(reg: Registry, service: str) -> tuple[Deployment, Path]:
+def collection_folder(reg: Registry, service: str) -> tuple[Deployment, Path]:
+    """A deployment and its folder of collected records (fetched first from a cluster's volume).
+
+    Raises:
+        NotFoundError: no such deployment, or it collects nothing (the message says how to collect).
+    """
     try:
         deployment = reg.get_deployment(service)
     except NotFoundError as exc:  # the registry's message (close names, live ones first), for collection
@@ -37,7 +42,8 @@ def _collection(reg: Registry, service: str) -> tuple[Deployment, Path]:
     return deployment, folder
 
 
-def _feature_names(reg: Registry, deployment: Deployment) -> list[str] | None:
+def feature_names(reg: Registry, deployment: Deployment) -> list[str] | None:
+    """The feature names of the deployment's model (its input example's columns), or None."""
     try:
         version = reg.get(f"{deployment.model_name}:{deployment.model_version}")
     except NotFoundError:  # deleted since it was undeployed: the records stay readable
@@ -70,14 +76,14 @@ def collected(service: str, *, since: str | float | datetime | None = None, limi
         InvalidInputError: a bad ``since``, ``limit`` or designation.
     """
     reg = or_default(registry)
-    deployment, folder = _collection(reg, service)
+    deployment, folder = collection_folder(reg, service)
     start = collection.parse_since(since)
     if limit is not None and limit < 1:
         raise InvalidInputError(f"--limit {limit} is invalid: give 1 or more.")
     if designation is not None:
         frame = collection.csv_frame(folder, designation, start, service, limit)
     else:
-        frame = collection.records_frame(folder, since=start, limit=limit, names=_feature_names(reg, deployment))
+        frame = collection.records_frame(folder, since=start, limit=limit, names=feature_names(reg, deployment))
     frame.attrs["stats"] = store.stats(service, folder, running=deployment.state == "running")
     return frame.reset_index(drop=True)
 
@@ -85,7 +91,7 @@ def collected(service: str, *, since: str | float | datetime | None = None, limi
 def collection_stats(service: str, *, registry: Registry | None = None) -> CollectionStats:
     """How many records a deployment's workers received, wrote, left out, dropped, or lost in a crash."""
     reg = or_default(registry)
-    deployment, folder = _collection(reg, service)
+    deployment, folder = collection_folder(reg, service)
     return store.stats(service, folder, running=deployment.state == "running")
 
 
@@ -106,7 +112,7 @@ def label(service: str, data: Any, *, registry: Registry | None = None) -> Label
         InvalidInputError: labels in a shape we cannot read, or none of the request ids was ever collected.
     """
     reg = or_default(registry)
-    _, folder = _collection(reg, service)
+    _, folder = collection_folder(reg, service)
     pairs = collection.label_pairs(data)
     seen = {str(r.get("request_id")) for r in store.records(folder)}
     unknown = [rid for rid, _ in pairs if rid not in seen]
@@ -160,13 +166,13 @@ def monitor(service: str, *, baseline: str | None = None, data: Any = None,
         InvalidInputError: nothing collected in the window, or no baseline to compare with.
     """
     reg = or_default(registry)
-    deployment, _ = _collection(reg, service)
+    deployment, _ = collection_folder(reg, service)
     frame = collected(service, since=since, registry=reg)
     stats = frame.attrs["stats"]
     if frame.empty:
         raise InvalidInputError(f"Service {service!r} has no records{' in that window' if since else ''} yet: send "
                                 f"it requests (records are written within a second). {stats!r}")
-    names = _feature_names(reg, deployment)
+    names = feature_names(reg, deployment)
     reference, described = _baseline(reg, deployment, baseline, data, names)
 
     def again() -> MonitorReport:

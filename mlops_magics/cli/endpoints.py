@@ -1,4 +1,4 @@
-"""Verbs of endpoints: endpoint."""
+"""Verbs of endpoints: endpoint, replay, compare-traffic."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def _endpoint(args: argparse.Namespace) -> Any:
     return Status(repr(result), dataclasses.asdict(result))
 
 
+def _replay(args: argparse.Namespace) -> Any:
+    result = api.replay(args.name, to=args.to, since=args.since, source=args.source, rate=args.rate,
+                        limit=args.limit, progress=StatusLines(f"replay to {args.to}"))
+    return Status(result.headline(), result.to_dict())
+
+
+def _compare_traffic(args: argparse.Namespace) -> Any:
+    result = api.compare_traffic(args.name, args.a, args.b, since=args.since, tolerance=args.tolerance,
+                                 examples=args.examples)
+    return Status(result.headline() + (f"\n{result.note}" if result.note else ""), result.to_dict())
+
+
 def add_verbs(verbs: Verbs) -> None:
     """Add the endpoint verbs."""
     p = verbs.add("endpoint", _endpoint, "One address in front of several deployments: weights, a shadow copy, a "
@@ -41,3 +53,22 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("--target", default="local", help="Where --add deploys members (default: local).")
     p.add_argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
     p.add_argument("--delete", action="store_true", help="Stop the router and undeploy the members it deployed.")
+
+    p = verbs.add("replay", _replay, "Send collected requests to a member and compare its answers with the ones "
+                                     "clients got.")
+    p.add_argument("name", help="The endpoint.")
+    p.add_argument("--to", required=True, metavar="MEMBER", help="The member that gets the requests.")
+    p.add_argument("--since", help="Only requests collected from then on (1h, 30m, an ISO time).")
+    p.add_argument("--source", metavar="SERVICE", help="The service whose collected requests are sent (default: the "
+                                                       "member with the most weight).")
+    p.add_argument("--rate", type=float, default=50.0, help="Requests per second at most (default 50).")
+    p.add_argument("--limit", type=int, default=1000, help="The newest N collected requests at most (default 1000).")
+
+    p = verbs.add("compare-traffic", _compare_traffic, "How two members' answers compare: agreement, predictions, "
+                                                       "latency, errors.")
+    p.add_argument("name", help="The endpoint.")
+    p.add_argument("a", help="The reference member (e.g. blue).")
+    p.add_argument("b", help="The member compared with it (e.g. green).")
+    p.add_argument("--since", help="Only traffic from then on (1h, 30m, an ISO time).")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="Numbers agree within this relative tolerance.")
+    p.add_argument("--examples", type=int, default=10, help="How many differing rows to show (default 10).")

@@ -1,4 +1,4 @@
-"""Endpoints: %endpoint."""
+"""Endpoints: %endpoint, %replay, %compare_traffic."""
 
 from __future__ import annotations
 
@@ -54,3 +54,42 @@ class EndpointMagics(MagicsBase):
                                   progress=status)
         status.done(result.headline())
         return result
+
+    @examples("%replay iris --to green --since 1h          # collected requests to green, answers compared",
+              "%replay iris --to green --source iris-blue --rate 20 --limit 200")
+    @magic_arguments()
+    @argument("name", help="The endpoint.")
+    @argument("--to", required=True, metavar="MEMBER", help="The member that gets the requests.")
+    @argument("--since", help="Only requests collected from then on (1h, 30m, an ISO time).")
+    @argument("--source", metavar="SERVICE",
+              help="The service whose collected requests are sent (default: the member with the most weight).")
+    @argument("--rate", type=float, default=50.0, help="Requests per second at most (default 50).")
+    @argument("--limit", type=int, default=1000, help="The newest N collected requests at most (default 1000).")
+    @line_magic
+    def replay(self, line: str) -> Any:
+        """Send collected requests to a member and compare its answers with the ones clients got."""
+        args = self.parse(self.replay, line)
+        with user_errors(), LiveStatus(f"replay to {args.to}") as status:
+            result = api.replay(args.name, to=args.to, since=args.since, source=args.source, rate=args.rate,
+                                limit=args.limit, progress=status)
+        status.done(result.headline())
+        return result
+
+    @examples("%compare_traffic iris blue green            # agreement, predictions, latency, errors",
+              "%compare_traffic iris blue green --since 1h --plot")
+    @magic_arguments()
+    @argument("name", help="The endpoint.")
+    @argument("a", help="The reference member (e.g. blue).")
+    @argument("b", help="The member compared with it (e.g. green).")
+    @argument("--since", help="Only traffic from then on (1h, 30m, an ISO time).")
+    @argument("--tolerance", type=float, default=1e-6, help="Numbers agree within this relative tolerance.")
+    @argument("--examples", type=int, default=10, help="How many differing rows to show (default 10).")
+    @argument("--plot", action="store_true", help="Return the plots (predictions, latency) instead of the report.")
+    @line_magic
+    def compare_traffic(self, line: str) -> Any:
+        """How two members' answers compare: agreement rate, predictions, latency p50/p99, errors."""
+        args = self.parse(self.compare_traffic, line)
+        with user_errors():
+            result = api.compare_traffic(args.name, args.a, args.b, since=args.since, tolerance=args.tolerance,
+                                         examples=args.examples)
+        return result.plot() if args.plot else result
