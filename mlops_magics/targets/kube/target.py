@@ -225,8 +225,8 @@ class KubernetesTarget:
         for pod in pods:
             text = cluster.log(pod.metadata.name, namespace, tail=lines).rstrip()
             if not text:
-                text = ("(no log yet: its container has not started)" if pod.metadata.deletion_timestamp is None
-                        else "(no log: its container is gone)")
+                text = {"stopping": "(no log left: the pod is stopping)", "stopped": "(no log: its container is gone)"
+                        }.get(pod_state(pod), "(no log yet: its container has not started)")
             parts.append(f"[mlops] pod {pod.metadata.name} ({pod_state(pod)}):\n{text}")
         return map_script_lines("\n".join(parts), manifests.SCRIPT, config.get("script_line_offset"))
 
