@@ -412,3 +412,28 @@ def test_a_container_collects_into_the_service_volume_and_flushes_when_stopped(d
     assert (stats.written, stats.dropped, stats.lost) == (50, 0, 0)
     store = dreg.home / "deployments" / "iris-collect" / "volume" / "data" / "collected"
     assert all(p.stat().st_uid == os.getuid() for p in store.rglob("*.jsonl")), "files belong to the caller"
+
+
+@pytest.mark.docker
+def test_an_endpoint_routes_to_a_container_with_its_key_and_a_local_process(dreg: Registry, docker_client: Any,
+                                                                             iris: Any, cleanup: None) -> None:
+    import json
+    import urllib.request
+
+    X, _ = iris
+    boxed = api.deploy("iris", target="docker", name="ep-boxed", auth=True, registry=dreg)
+    try:
+        made = api.endpoint("ep", add="blue=ep-boxed,green=iris:1", traffic="blue=50,green=50", registry=dreg)
+        assert made.member("blue").target == "docker" and made.member("green").target == "local"
+        answered = set()
+        for _ in range(40):  # the router sends blue's key to the container; the client sends none
+            request = urllib.request.Request(f"{made.url}/score", json.dumps({"data": X[:2].tolist()}).encode(),
+                                             {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200 and json.loads(response.read())["variant"] == "first"
+                answered.add(response.headers["x-mlops-member"])
+        assert answered == {"blue", "green"}
+        assert api.endpoint_status("ep", registry=dreg).member("blue").answers["live"]["errors"] == 0
+    finally:
+        api.delete_endpoint("ep", registry=dreg)
+    assert boxed.name in {d.name for d in dreg.deployments() if d.is_live}  # not the endpoint's to remove

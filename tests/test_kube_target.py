@@ -378,3 +378,20 @@ def test_the_image_is_pushed_to_the_registry_the_nodes_pull_from(kreg: Registry,
     with urllib.request.urlopen(f"http://{image_registry}/v2/{repository}/tags/list", timeout=10) as response:
         assert tag in json.loads(response.read())["tags"]
     assert _post(d.url, ROWS)[0] == 200
+
+
+def test_an_endpoint_routes_to_a_kubernetes_service_and_a_local_process(kreg: Registry, cleanup: None) -> None:
+    api.deploy("iris", target="kubernetes", name="k-member", target_options=HOST, registry=kreg)
+    try:
+        made = api.endpoint("kep", add="blue=k-member,green=iris:1", traffic="blue=50,green=50", registry=kreg)
+        assert made.member("blue").target == "kubernetes" and made.member("green").target == "local"
+        answered = set()
+        for _ in range(40):
+            request = urllib.request.Request(f"{made.url}/score", json.dumps({"data": ROWS}).encode(),
+                                             {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200 and json.loads(response.read())["labels"] == [0, 2]
+                answered.add(response.headers["x-mlops-member"])
+        assert answered == {"blue", "green"}
+    finally:
+        api.delete_endpoint("kep", registry=kreg)
