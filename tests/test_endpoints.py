@@ -226,3 +226,39 @@ def test_replay_sends_collected_requests_to_a_member_and_compares_the_answers(mo
         api.replay("iris", to="red", registry=models)
     with pytest.raises(InvalidInputError, match="--rate 0"):
         api.replay("iris", to="green", rate=0, registry=models)
+
+
+def test_an_endpoint_with_auth_wants_its_own_keys_and_gives_members_theirs(models: Registry, iris: Any) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    X, _ = iris
+    api.deploy("iris:1", name="locked", auth=True, registry=models)
+    made = api.endpoint("safe", add="blue=locked", auth=True, registry=models)
+    keys = api.endpoint_keys("safe", registry=models)
+    member_key = api.keys("locked", registry=models).primary
+
+    def post(key: str | None) -> int:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        request = urllib.request.Request(f"{made.url}/score", json.dumps({"data": X[:1].tolist()}).encode(), headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    assert post(None) == 401 and post(member_key) == 401  # the member's key is not the endpoint's
+    assert post(keys.primary) == 200 and post(keys.secondary) == 200  # the router sends the member's own
+    rotated = api.endpoint_keys("safe", regenerate="secondary", registry=models)
+    deadline = time.monotonic() + 5
+    while post(rotated.secondary) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert post(rotated.secondary) == 200 and post(keys.secondary) == 401 and post(keys.primary) == 200
+    assert keys.primary not in repr(keys) and keys.primary not in (models.home / "endpoints" / "safe" /
+                                                                  "router.log").read_text()
+    api.endpoint("open", add="blue=iris:1", registry=models)
+    with pytest.raises(InvalidInputError, match="an endpoint's keys are set when it is created"):
+        api.endpoint("open", auth=True, traffic="blue=100", registry=models)
+    with pytest.raises(NotFoundError, match="it was created without --auth"):
+        api.endpoint_keys("open", registry=models)

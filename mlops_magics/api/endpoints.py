@@ -26,6 +26,7 @@ from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops_magics.monitoring import store
 from mlops_magics.monitoring.collection import parse_since
 from mlops_magics.registry import Endpoint, Registry, or_default
+from mlops_magics.registry.secrets import ServiceKeys
 from mlops_magics.targets.base import Progress, Steps
 
 
@@ -135,6 +136,7 @@ def endpoint(
     require_validation: bool | None = None,
     target: str = "local",
     port: int | None = None,
+    auth: bool = False,
     progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> EndpointStatus:
@@ -156,6 +158,8 @@ def endpoint(
         require_validation: members that take traffic must have passed ``%validate`` (kept for later changes).
         target: where added members are deployed (``local``, ``docker``, ``kubernetes``...).
         port: the endpoint's port when it is created (default: a free one).
+        auth: when it is created: clients must send one of the endpoint's own keys (``Authorization: Bearer KEY``;
+            :func:`endpoint_keys` shows and rotates them). Members that require keys get theirs from the router.
 
     Raises:
         InvalidInputError: a malformed argument, or weights that do not add up to 100.
@@ -186,7 +190,12 @@ def endpoint(
             raise NotFoundError(f"No endpoint named {name!r}: create it with %endpoint {name} --add "
                                 "blue=MODEL:VERSION.")
         current = reg.record_endpoint(name, target="local", state="creating", url=None,
-                                      config={"require_validation": bool(require_validation)})
+                                      config={"require_validation": bool(require_validation), "auth": auth})
+        if auth:
+            reg.endpoint_keys.create(name)
+    elif auth and not current.config.get("auth"):
+        raise InvalidInputError(f"Endpoint {name!r} was created without --auth: an endpoint's keys are set when it "
+                                f"is created (%endpoint {name} --delete, then create it with --auth).")
     config = dict(current.config)
     if require_validation is not None:
         config["require_validation"] = require_validation
@@ -282,6 +291,7 @@ def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry
     if found.config.get("pid"):
         router.stop(int(found.config["pid"]), found.config.get("pid_stamp"))
     reg.set_endpoint_state(name, "deleted")
+    reg.endpoint_keys.remove(name)
     gone = []
     if not keep_members:
         deployments = {d.name: d for d in reg.deployments()}
@@ -291,6 +301,23 @@ def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry
                 undeploy(m["service"], registry=reg)
                 gone.append(m["service"])
     return gone
+
+
+def endpoint_keys(name: str, *, regenerate: str | None = None, registry: Registry | None = None) -> ServiceKeys:
+    """The keys clients of an endpoint send (shown masked); ``regenerate='primary'`` or ``'secondary'`` replaces
+    one, the other staying valid (the router takes the new file up within a second).
+
+    Raises:
+        NotFoundError: no such endpoint, or it was created without ``auth``.
+        InvalidInputError: ``regenerate`` names no key.
+    """
+    reg = or_default(registry)
+    found = reg.get_endpoint(name)
+    if not found.config.get("auth"):
+        raise NotFoundError(f"Endpoint {name!r} has no keys: it was created without --auth.")
+    if regenerate is not None:
+        return reg.endpoint_keys.regenerate(name, regenerate)
+    return reg.endpoint_keys.get(name)
 
 
 def list_endpoints(*, registry: Registry | None = None) -> list[Endpoint]:
@@ -513,7 +540,8 @@ def _serve(reg: Registry, endpoint: Endpoint, config: dict[str, Any], port: int 
                                    config={**dict(endpoint.config), **config})
     steps.say(f"starting the router of {endpoint.name}")
     chosen = port or endpoint.config.get("port")
-    process = router.start(reg.home, endpoint.name, int(chosen) if chosen else None)
+    key_file = reg.endpoint_keys.path(endpoint.name) if endpoint.config.get("auth") or config.get("auth") else None
+    process = router.start(reg.home, endpoint.name, int(chosen) if chosen else None, key_file)
     try:
         router.wait_generation(process.url, endpoint.generation, endpoint.name)
         return reg.record_endpoint(endpoint.name, target="local", state="running", url=process.url,

@@ -12,13 +12,17 @@ from mlops_magics.cli.output import Status, Verbs
 
 
 def _endpoint(args: argparse.Namespace) -> Any:
+    if args.keys or args.regenerate_key:
+        keys = api.endpoint_keys(args.name, regenerate=args.regenerate_key)
+        return Status(repr(keys), {"name": args.name, "regenerated": args.regenerate_key})
     if args.delete:
         gone = api.delete_endpoint(args.name)
         return Status(f"Endpoint {args.name!r} deleted" + (f"; undeployed {', '.join(gone)}." if gone else "."),
                       {"name": args.name, "undeployed": gone})
     result = api.endpoint(args.name, add=args.add, remove=args.remove, traffic=args.traffic, shadow=args.shadow,
                           sticky=args.sticky, rollback=args.rollback, require_validation=args.require_validation,
-                          target=args.target, port=args.port, progress=StatusLines(f"endpoint {args.name}"))
+                          target=args.target, port=args.port, auth=args.auth,
+                          progress=StatusLines(f"endpoint {args.name}"))
     return Status(repr(result), dataclasses.asdict(result))
 
 
@@ -52,6 +56,9 @@ def add_verbs(verbs: Verbs) -> None:
                    help="Members that take traffic must have passed validation (from now on).")
     p.add_argument("--target", default="local", help="Where --add deploys members (default: local).")
     p.add_argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
+    p.add_argument("--auth", action="store_true", help="When creating it: clients must send one of its own keys.")
+    p.add_argument("--keys", action="store_true", help="Show its keys, masked (mlops keys-style; --json: names only).")
+    p.add_argument("--regenerate-key", choices=["primary", "secondary"], help="Replace one of its keys.")
     p.add_argument("--delete", action="store_true", help="Stop the router and undeploy the members it deployed.")
 
     p = verbs.add("replay", _replay, "Send collected requests to a member and compare its answers with the ones "

@@ -76,9 +76,10 @@ def write_routes(home: Path, endpoint: str, routes: dict[str, Any]) -> Path:
     return path
 
 
-def start(home: Path, endpoint: str, port: int | None = None) -> RouterProcess:
+def start(home: Path, endpoint: str, port: int | None = None, key_file: Path | None = None) -> RouterProcess:
     """Start the endpoint's router on ``port`` (default: a free one) with the routes file written already;
-    block until it serves.
+    block until it serves. With ``key_file``, clients must send one of its keys (the router reads the file: a key
+    never goes on a command line).
 
     Raises:
         ConflictError: the port is in use.
@@ -91,6 +92,8 @@ def start(home: Path, endpoint: str, port: int | None = None) -> RouterProcess:
     command = [sys.executable, "-m", "mlops_backend.router.serve", "--routes", str(place / "routes.json"),
                "--port", str(chosen), "--host", "127.0.0.1", "--traffic-dir", str(place / "traffic"),
                "--ready-file", str(ready), "--reuse-port"]
+    if key_file is not None:
+        command += ["--auth-key-file", str(key_file)]
     with claim_port(chosen, f"endpoint {endpoint}"):
         with open(log, "ab") as err:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,

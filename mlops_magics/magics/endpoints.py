@@ -37,11 +37,17 @@ class EndpointMagics(MagicsBase):
               help="Members that take traffic must have passed %%validate (from now on).")
     @argument("--target", default="local", help="Where --add deploys members (default: local).")
     @argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
+    @argument("--auth", action="store_true", help="When creating it: clients must send one of its own keys.")
+    @argument("--keys", action="store_true", help="Show its keys (masked; .primary / .secondary for the values).")
+    @argument("--regenerate-key", choices=["primary", "secondary"], help="Replace one of its keys.")
     @argument("--delete", action="store_true", help="Stop the router and undeploy the members it deployed.")
     @line_magic
     def endpoint(self, line: str) -> Any:
         """One address in front of several deployments: weights, a shadow copy, a sticky header, rollback."""
         args = self.parse(self.endpoint, line)
+        if args.keys or args.regenerate_key:
+            with user_errors():
+                return api.endpoint_keys(args.name, regenerate=args.regenerate_key)
         if args.delete:
             with user_errors():
                 gone = api.delete_endpoint(args.name)
@@ -51,7 +57,7 @@ class EndpointMagics(MagicsBase):
             result = api.endpoint(args.name, add=args.add, remove=args.remove, traffic=args.traffic,
                                   shadow=args.shadow, sticky=args.sticky, rollback=args.rollback,
                                   require_validation=args.require_validation, target=args.target, port=args.port,
-                                  progress=status)
+                                  auth=args.auth, progress=status)
         status.done(result.headline())
         return result
 

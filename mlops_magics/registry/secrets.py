@@ -63,10 +63,10 @@ def read_key_file(path: Path | str) -> tuple[str, ...]:
 
 
 class KeyStore:
-    """The key files of a registry's services, under ``home/secrets``."""
+    """The key files of a registry's services, under ``home/secrets`` (endpoints': ``home/endpoint-secrets``)."""
 
-    def __init__(self, home: Path) -> None:
-        self.root = home / "secrets"
+    def __init__(self, home: Path, folder: str = "secrets") -> None:
+        self.root = home / folder
 
     def folder(self, service: str) -> Path:
         """The folder holding ``service``'s key file (what a container mounts read-only)."""

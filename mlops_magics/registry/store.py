@@ -37,6 +37,8 @@ class Registry(Database):
     def __init__(self, home: Path | str | None = None, *, lock_timeout: float | None = None) -> None:
         super().__init__(home, lock_timeout=lock_timeout)
         self.keys = KeyStore(self.home)
+        #: The keys clients of an endpoint send (its router's own; a member's are in ``keys``).
+        self.endpoint_keys = KeyStore(self.home, "endpoint-secrets")
         self.db  # noqa: B018 - open now so that schema and lock errors surface at construction
 
     def __repr__(self) -> str:
