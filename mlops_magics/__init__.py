@@ -58,6 +58,7 @@ __all__ = [  # noqa: RUF022  (grouped by family, not sorted)
     "package", "build", "list_images",
     "deploy", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",
     "kubernetes_manifests", "kubernetes_diff", "scale",
+    "endpoint", "endpoint_status", "endpoint_keys", "compare_traffic", "replay", "delete_endpoint", "list_endpoints",
     "validate", "to_onnx", "profile",
     "collected", "label", "monitor",
 ]  # fmt: skip

@@ -96,3 +96,25 @@ def figure_png(figure: Any) -> str:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+_SHOWN: Any = None
+
+
+def new_figure(**options: Any) -> Any:
+    """A matplotlib Figure that shows itself as a PNG in a notebook, ``%matplotlib inline`` or not (a bare
+    ``Figure`` shows as its repr there)."""
+    global _SHOWN
+    if _SHOWN is None:
+        import io
+
+        from matplotlib.figure import Figure
+
+        class ShownFigure(Figure):
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png")
+                return buffer.getvalue()
+
+        _SHOWN = ShownFigure
+    return _SHOWN(**options)

@@ -204,6 +204,8 @@ def test_plot_draws_predictions_and_latency_side_by_side(comparison: TrafficComp
 
     figure = comparison.plot()
     assert isinstance(figure, Figure) and len(figure.axes) == 2
+    # it shows itself as a PNG in a notebook without %matplotlib inline (a bare Figure showed as its repr)
+    assert figure._repr_png_().startswith(b"\x89PNG")
     shares, latency = figure.axes
     assert shares.get_title() == "predictions" and shares.get_ylabel() == "share of rows"
     assert len(shares.patches) == 2 * 3  # a bar per class and member

@@ -150,8 +150,11 @@ def test_mistakes_get_clear_messages(registry: Registry, iris_lr: Any, iris: Any
             api.monitor("plain", registry=registry)
     finally:
         mm.undeploy("plain", registry=registry)
-    with pytest.raises(InvalidInputError, match="--since 'yesterday' is not a duration"):
+    with pytest.raises(InvalidInputError, match="--since 'yesterday' is neither a duration nor a time"):
         collection.parse_since("yesterday")
+    # an ISO time, as the help says (it was refused as "not a duration"); UTC unless it names a zone
+    assert collection.parse_since("2026-12-02T07:00:00") == 1796194800.0
+    assert collection.parse_since("2026-12-02T08:00:00+01:00") == 1796194800.0
     with pytest.raises(InvalidInputError, match="--sample-rate 1.5 is out of range"):
         mm.deploy("plain", sample_rate=1.5, registry=registry)
 

@@ -47,12 +47,15 @@ class MemberStatus:
     def row(self) -> dict[str, Any]:
         """One row of the status table."""
         live, shadow = self.answers.get("live") or {}, self.answers.get("shadow") or {}
+        def ms(value: Any) -> Any:
+            return "" if value is None else round(float(value), 1)
+
         return {"member": self.name, "weight": f"{self.weight}%",
                 "shadow": f"{self.shadow_percent}%" if self.shadow_percent else "",
                 "model": self.model, "service": f"{self.service} ({self.target}, {self.state})",
                 "requests": live.get("requests", 0), "errors": live.get("errors", 0),
-                "p50 ms": live.get("p50_ms") or "", "p99 ms": live.get("p99_ms") or "",
-                "shadow requests": shadow.get("requests", "") if self.shadow_percent or shadow else ""}
+                "p50 ms": ms(live.get("p50_ms")), "p99 ms": ms(live.get("p99_ms")),
+                "shadow requests": shadow.get("requests", 0) if self.shadow_percent or shadow else ""}
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("--rollback", action="store_true", help="Go back to the routing before the current one.")
     p.add_argument("--require-validation", action="store_true", default=None,
                    help="Members that take traffic must have passed validation (from now on).")
+    p.add_argument("--no-require-validation", dest="require_validation", action="store_false",
+                   help="Members need not have passed validation any more.")
     p.add_argument("--target", default="local", help="Where --add deploys members (default: local).")
     p.add_argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
     p.add_argument("--auth", action="store_true", help="When creating it: clients must send one of its own keys.")

@@ -131,9 +131,10 @@ class TrafficComparison:
         """A matplotlib Figure of two panels: the share of rows per prediction of each member (bars, side by side)
         and each member's latency (the share of requests answered within x ms, on a log axis)."""
         from matplotlib import ticker
-        from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(11, 3.8), dpi=80)
+        from mlops_magics.display import new_figure
+
+        figure = new_figure(figsize=(11, 3.8), dpi=80)
         shares, latency = figure.subplots(1, 2)
         labels = [str(v) for v in self.distribution.index]
         width = 0.4
@@ -144,7 +145,8 @@ class TrafficComparison:
             slanted = self.prediction_kind == "bins" or max(map(len, labels)) > 6
             shares.set_xticks(list(range(len(labels))), labels, rotation=30 if slanted else 0,
                               ha="right" if slanted else "center", fontsize=8)
-            shares.legend(fontsize=8)
+            shares.set_ylim(0, max(1e-9, float(self.distribution[[self.a, self.b]].to_numpy().max())) * 1.25)
+            shares.legend(fontsize=8, loc="upper right", ncols=2)  # above the bars: the axis leaves room
         else:
             shares.text(0.5, 0.5, "no predictions recorded", ha="center", va="center", transform=shares.transAxes)
         shares.set_title("predictions" + (" (quantile bins)" if self.prediction_kind == "bins" else ""),

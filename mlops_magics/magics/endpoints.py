@@ -35,6 +35,8 @@ class EndpointMagics(MagicsBase):
     @argument("--rollback", action="store_true", help="Go back to the routing before the current one.")
     @argument("--require-validation", action="store_true", default=None,
               help="Members that take traffic must have passed %%validate (from now on).")
+    @argument("--no-require-validation", dest="require_validation", action="store_false",
+              help="Members need not have passed validation any more.")
     @argument("--target", default="local", help="Where --add deploys members (default: local).")
     @argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
     @argument("--auth", action="store_true", help="When creating it: clients must send one of its own keys.")

@@ -11,7 +11,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_since(since: str | float | datetime | None) -> float | None:
-    """Epoch seconds from ``'90s'``, ``'30m'``, ``'1h'``, ``'2d'``, ``'1w'``, a datetime or epoch seconds.
+    """Epoch seconds from ``'90s'``, ``'30m'``, ``'1h'``, ``'2d'``, ``'1w'``, an ISO time (UTC unless it says), a
+    datetime or epoch seconds.
 
     Raises:
         InvalidInputError: not one of those.
@@ -35,8 +36,13 @@ def parse_since(since: str | float | datetime | None) -> float | None:
         return since.timestamp()
     match = _SINCE.match(since)
     if not match:
-        raise InvalidInputError(f"--since {since!r} is not a duration: use a number and a unit, e.g. 90s, 30m, 1h, "
-                                "2d or 1w.")
+        try:  # an ISO time, UTC when it names no zone
+            moment = datetime.fromisoformat(since.strip())
+        except ValueError:
+            raise InvalidInputError(f"--since {since!r} is neither a duration nor a time: use a number and a unit "
+                                    "(90s, 30m, 1h, 2d, 1w) or an ISO time (2026-12-02T07:00, UTC unless it "
+                                    "says otherwise).") from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
     return time.time() - float(match[1]) * _UNITS[match[2]]
 
 
