@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -58,10 +60,17 @@ class RouterApp:
         self.shadows_in_flight = 0
         self.pending: set[asyncio.Task[None]] = set()
         self.set_keys(keys)
+        # request ids in the form of a UUID 4: a random one's first 74 bits, then a counter from a random start
+        # (unique in the process, random across processes; a fresh uuid4() per request cost ~3 us)
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._ids = itertools.count(int.from_bytes(os.urandom(6), "big"))
 
     def set_keys(self, keys: tuple[str, ...]) -> None:
         """The keys a client must send (none: no auth)."""
         self._keys = [f"Bearer {k}".encode() for k in keys]
+
+    def _new_id(self) -> bytes:
+        return f"{self._id_prefix}{next(self._ids) & 0xFFFFFFFFFFFF:012x}".encode()
 
     def upstream(self, member: Member) -> Upstream:
         """The connections to ``member``."""
@@ -107,7 +116,7 @@ class RouterApp:
                 if name == sticky_name:
                     sticky = value
         if request_id is None:
-            request_id = str(uuid.uuid4()).encode()
+            request_id = self._new_id()
         headers: list[tuple[bytes, bytes]] = [(b"server", _SERVER)]
         member: Member | None = None
         answer: Answer | None = None
