@@ -80,6 +80,13 @@ class RouterApp:
             found = self.upstreams[key] = Upstream(member.host, member.port)
         return found
 
+    def expire(self) -> None:
+        """Fail the requests whose member's answer is overdue (504; called from the tick)."""
+        now = time.monotonic()
+        for upstream in self.upstreams.values():
+            if upstream.busy:
+                upstream.expire(now)
+
     def prune(self) -> None:
         """Close idle connections kept too long, and those to addresses no member has any more."""
         wanted = {(m.host, m.port) for m in self.table.members}
