@@ -115,3 +115,4 @@ bench: setup
 	$(BIN)/python benchmarks/collection.py
 	$(BIN)/python benchmarks/sidebar.py
 	$(BIN)/python benchmarks/hostile.py
+	$(BIN)/python benchmarks/endpoints.py

@@ -359,3 +359,25 @@ def test_a_router_whose_routes_file_is_bad_exits_2_saying_why(tmp_path: Path) ->
                            str(tmp_path / "routes.json"), "--port", "0"], capture_output=True, text=True, timeout=30,
                           env={**os.environ})
     assert done.returncode == 2 and "is not JSON" in done.stderr
+
+
+def test_traffic_records_keep_bodies_as_json_as_text_or_as_their_size(tmp_path: Path) -> None:
+    from mlops_backend.router.traffic import MAX_BODY, TrafficLog
+
+    log = TrafficLog(tmp_path)
+    log.record(b"a", "blue", "live", 200, 0.0012, b'{"data":\n[[1, 2]]}', b"[0]")
+    log.record(b"b", "blue", "live", 400, 0.002, b"not json", b'{"message": "bad"}')
+    log.record(b"c", "green", "shadow", 200, 0.003, None, b"x" * (MAX_BODY + 1))
+    log.record(b"c", "blue", "live", 0, 0.5, b"[" + b"1," * MAX_BODY + b"1]", None, "refused")
+    assert log.written == 0  # queued, not written: the tick writes
+    log.close()
+    lines = (tmp_path / next(p.name for p in tmp_path.glob("traffic-*.jsonl"))).read_bytes().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["id"], r["m"], r["kind"], r["status"], r["ms"]) for r in records] == [
+        ("a", "blue", "live", 200, 1.2), ("b", "blue", "live", 400, 2.0), ("c", "green", "shadow", 200, 3.0),
+        ("c", "blue", "live", 0, 500.0)]
+    assert (records[0]["in"], records[0]["out"]) == ({"data": [[1, 2]]}, [0])  # one line per record
+    assert (records[1]["in"], records[1]["out"]) == ("not json", {"message": "bad"})
+    assert "in" not in records[2] and records[2]["out"] == {"truncated": True, "bytes": MAX_BODY + 1}
+    assert records[3]["in"] == {"truncated": True, "bytes": 2 * MAX_BODY + 3} and records[3]["out"] is None
+    assert records[3]["error"] == "refused" and log.written == 4 and log.dropped == 0

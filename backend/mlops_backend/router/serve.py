@@ -3,8 +3,9 @@
     mlops-route --routes ROUTES.json --port 8080 [--traffic-dir DIR] [--auth-key-file FILE] [--ready-file F]
 
 One process, one event loop, serving with the scoring server's protocol and bounds. Its tick (every 0.1 s)
-takes up a changed routes file or member key file (then ``/ready`` reports the new generation), writes the
-queued traffic records, closes overdue client connections and stale member connections. SIGTERM stops it:
+fails the requests a member is too slow to answer (504), takes up a changed routes file or member key file
+(then ``/ready`` reports the new generation), writes the queued traffic records, closes overdue client
+connections and stale member connections. SIGTERM stops it:
 the requests in flight are answered, the shadow copies in flight finish (5 s at most), records are written.
 
 Exit status: 0 after a clean stop, 2 for a bad command line or routes file, 3 when the port cannot be bound.
@@ -111,6 +112,7 @@ def _run(app: RouterApp, sock: Any, routes: Path, key_file: KeyFile | None, limi
             super().handle_exit(sig, frame)
 
         async def on_tick(self, counter: int) -> bool:
+            app.expire()
             if counter % 2 == 0:
                 watched.check()
             if counter % 5 == 0:
@@ -124,8 +126,12 @@ def _run(app: RouterApp, sock: Any, routes: Path, key_file: KeyFile | None, limi
             return bool(await super().on_tick(counter))
 
         async def shutdown(self, sockets: Any = None) -> None:
-            await super().shutdown(sockets)
-            await app.drain()
+            expiring = asyncio.get_running_loop().create_task(_expire_until_cancelled(app))  # the tick has stopped
+            try:
+                await super().shutdown(sockets)
+                await app.drain()
+            finally:
+                expiring.cancel()
 
     server = Server(config)
     host, port = sock.getsockname()[:2]
@@ -138,6 +144,12 @@ def _run(app: RouterApp, sock: Any, routes: Path, key_file: KeyFile | None, limi
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.run(sockets=[sock])
     asyncio.set_event_loop(None)
+
+
+async def _expire_until_cancelled(app: RouterApp) -> None:
+    while True:
+        await asyncio.sleep(0.1)
+        app.expire()
 
 
 class Watched:

@@ -5,6 +5,8 @@ A member's idle connections are kept (up to a bound) and reused; one idle for lo
 A request that meets a reused connection closed by the member before any byte of the answer came is sent
 again on a new connection (the member never read it: its server answers a request it has begun, even while
 it stops). A member that refuses the connection is :class:`Unreachable`: the caller may send elsewhere.
+A request's deadline is checked by :meth:`Upstream.expire`, called from the router's tick (a timer per request
+cost more than the rest of the exchange).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.keep_alive = True
         self.idle_since = time.monotonic()
+        #: When the answer in progress is overdue (time.monotonic()), and the timeout it came from.
+        self.deadline = 0.0
+        self.timeout = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -131,6 +136,8 @@ class Upstream:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.idle: deque[_Connection] = deque()
+        #: The connections waiting for an answer.
+        self.busy: set[_Connection] = set()
         self.host_header = f"{host}:{port}".encode()
 
     async def _connect(self) -> _Connection:
@@ -174,8 +181,10 @@ class Upstream:
     async def _exchange(self, connection: _Connection, data: bytes, timeout: float) -> Answer:
         if connection.closed:
             raise Unreachable("the member closed the idle connection")
-        # a timer rather than asyncio.wait_for: no task per request
-        timer = connection.loop.call_later(timeout, connection.time_out, timeout)
+        connection.timeout = timeout
+        connection.deadline = time.monotonic() + timeout
+        busy = self.busy
+        busy.add(connection)
         try:
             return await connection.send(data)
         except BaseException:
@@ -183,7 +192,13 @@ class Upstream:
             connection.transport.close()
             raise
         finally:
-            timer.cancel()
+            busy.discard(connection)
+
+    def expire(self, now: float | None = None) -> None:
+        """Fail the requests whose answer is overdue (504; called from the router's tick)."""
+        now = time.monotonic() if now is None else now
+        for connection in [c for c in self.busy if now >= c.deadline]:
+            connection.time_out(connection.timeout)
 
     def prune(self, now: float | None = None) -> None:
         """Close idle connections kept longer than :data:`IDLE_S` (called from the router's tick)."""
