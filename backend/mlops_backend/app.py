@@ -10,7 +10,6 @@ liveness answers while ``run()`` works).
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,7 +24,7 @@ from mlops_backend.collector import Collector
 from mlops_backend.config import ServeConfig
 from mlops_backend.entry import EntryScript
 from mlops_backend.execution import Busy, ClientGone, Executor
-from mlops_backend.inputs import HTTPError, Receive, RunArguments, Scope, parse_query, read_body
+from mlops_backend.inputs import HTTPError, Receive, RunArguments, Scope, check_bearer, parse_query, read_body
 from mlops_backend.keys import KeyFile
 from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
 from mlops_backend.outputs import JSON_TYPE, NOT_FAILED, Answers, log_exception
@@ -192,12 +191,7 @@ class ScoringApp:
                                    "ms": round(elapsed * 1000, 3), "bytes": len(body)})
 
     def _check_auth(self, auth: bytes | None) -> None:
-        if auth is not None:
-            for key in self._keys:
-                if hmac.compare_digest(auth, key):
-                    return
-        raise HTTPError(401, "Missing or invalid key: send the header 'Authorization: Bearer <key>'.",
-                        [(b"www-authenticate", b"Bearer")])
+        check_bearer(auth, self._keys)
 
     def _busy(self, exc: Busy) -> HTTPError:
         return HTTPError(503, f"Server busy: this worker is scoring its limit of {exc.places} request"

@@ -5,6 +5,7 @@ A request that cannot be given to run() is refused with :class:`HTTPError`.
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import io
 import json
@@ -33,6 +34,21 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.extra = extra or []
+
+
+def check_bearer(auth: bytes | None, accepted: list[bytes]) -> None:
+    """Accept a request whose ``Authorization`` header is one of ``accepted`` (``b"Bearer KEY"``), compared in
+    constant time.
+
+    Raises:
+        HTTPError: 401, saying what to send.
+    """
+    if auth is not None:
+        for key in accepted:
+            if hmac.compare_digest(auth, key):
+                return
+    raise HTTPError(401, "Missing or invalid key: send the header 'Authorization: Bearer <key>'.",
+                    [(b"www-authenticate", b"Bearer")])
 
 
 class JSONTooDeep(Exception):

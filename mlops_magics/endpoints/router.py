@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 from mlops_magics.errors import DeployError
 from mlops_magics.targets.local import tail
-from mlops_magics.targets.process import alive, claim_port, free_port, process_stamp
+from mlops_magics.targets.process import alive, claim_port, free_port, process_stamp, stop_group
 
 #: Seconds the router has to start, and to take up a new routes file.
 START_TIMEOUT = 30.0
@@ -123,17 +122,7 @@ def stop(pid: int, stamp: str | None = None) -> None:
     SIGKILL after a grace period. A pid that now belongs to another process is left alone."""
     if stamp is not None and not alive(pid, stamp):
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_GRACE
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    process = _STARTED.pop(pid, None)
-    if process is not None:
-        process.wait()
+    stop_group(pid, grace=_STOP_GRACE, started=_STARTED.pop(pid, None))
 
 
 def ask(url: str, path: str, timeout: float = 5.0) -> Any:

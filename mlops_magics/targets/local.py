@@ -42,6 +42,7 @@ from mlops_magics.targets.process import (
     free_port,
     is_listening,
     process_stamp,
+    stop_group,
     wait_until_not_listening,
 )
 
@@ -338,17 +339,7 @@ class LocalTarget:
         """
         if stamp is not None and not alive(pid, stamp):
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        process = _STARTED.pop(pid, None)
-        if process is not None:
-            process.wait()
+        stop_group(pid, grace=_STOP_GRACE, started=_STARTED.pop(pid, None))
 
     def delete(self, deployment: Deployment) -> None:
         pid = deployment.config.get("pid")

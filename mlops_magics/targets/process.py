@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -192,3 +194,24 @@ def claim_port(port: int, service: str, *, owner: Iterable[int] = (), timeout: f
         yield
     finally:
         os.close(fd)
+
+
+def stop_group(pid: int, stamp: str | None = None, *, grace: float = 10.0,
+               started: subprocess.Popen[bytes] | None = None) -> None:
+    """Stop the process group ``pid`` (a server started in a session of its own): SIGTERM, then SIGKILL after
+    ``grace`` seconds; ``started``, when this process started it, is reaped.
+
+    With ``stamp`` (:func:`process_stamp` at start), a pid that now belongs to another process is left alone.
+    """
+    if stamp is not None and not alive(pid, stamp):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    if started is not None:
+        started.wait()

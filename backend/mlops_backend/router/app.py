@@ -12,7 +12,6 @@ counters, as JSON) are the router's own; ``GET /swagger.json`` is the heaviest m
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import os
 import time
@@ -24,7 +23,7 @@ import orjson
 
 from mlops_backend import __version__
 from mlops_backend.execution import ClientGone
-from mlops_backend.inputs import HTTPError, Receive, Scope, read_body
+from mlops_backend.inputs import HTTPError, Receive, Scope, check_bearer, read_body
 from mlops_backend.outputs import log_exception
 from mlops_backend.router.stats import RouterStats
 from mlops_backend.router.table import Member, RouteTable
@@ -249,12 +248,7 @@ class RouterApp:
             self.traffic.record(request_id, shadow.name, "shadow", status, elapsed, None, body, error)
 
     def _check_auth(self, auth: bytes | None) -> None:
-        if auth is not None:
-            for key in self._keys:
-                if hmac.compare_digest(auth, key):
-                    return
-        raise HTTPError(401, "Missing or invalid key: send the header 'Authorization: Bearer <key>'.",
-                        [(b"www-authenticate", b"Bearer")])
+        check_bearer(auth, self._keys)
 
     # -- the router's own routes ------------------------------------------------------------
 
