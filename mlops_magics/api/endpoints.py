@@ -307,8 +307,10 @@ def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry
 
 
 def endpoint_keys(name: str, *, regenerate: str | None = None, registry: Registry | None = None) -> ServiceKeys:
-    """The keys clients of an endpoint send (shown masked); ``regenerate='primary'`` or ``'secondary'`` replaces
-    one, the other staying valid (the router takes the new file up within a second).
+    """The keys clients of an endpoint send, shown masked.
+
+    ``regenerate='primary'`` or ``'secondary'`` replaces one, the other staying valid (the router takes the new
+    file up within a second).
 
     Raises:
         NotFoundError: no such endpoint, or it was created without ``auth``.
@@ -330,8 +332,10 @@ def list_endpoints(*, registry: Registry | None = None) -> list[Endpoint]:
 
 def compare_traffic(name: str, a: str, b: str, *, since: str | float | datetime | None = None,
                     tolerance: float = 1e-6, examples: int = 10, registry: Registry | None = None) -> TrafficComparison:
-    """Compare what two members answered: on the same requests (a shadow's copies, a replay) row by row, else (a
-    canary) their predictions, latency and errors side by side.
+    """Compare what two members answered.
+
+    On the same requests (a shadow's copies, a replay) row by row; else (a canary) their predictions, latency and
+    errors side by side.
 
     Args:
         a: the member whose answers are the reference (``blue``); ``b``: the one compared with it.
@@ -353,8 +357,10 @@ def compare_traffic(name: str, a: str, b: str, *, since: str | float | datetime 
 def replay(name: str, *, to: str, since: str | float | datetime | None = None, source: str | None = None,
            rate: float = 50.0, limit: int = 1000, tolerance: float = 1e-6, progress: Progress | None = None,
            registry: Registry | None = None) -> TrafficComparison:
-    """Send requests a service collected (``--collect``) to member ``to``, at most ``rate`` a second, and compare
-    its answers with the ones the clients got (recorded as ``original`` and ``replay`` in the endpoint's traffic).
+    """Send requests a service collected to member ``to`` and compare its answers with the ones clients got.
+
+    At most ``rate`` requests a second; both sides are recorded in the endpoint's traffic as ``original`` and
+    ``replay`` (the service must have been deployed with ``--collect``).
 
     Args:
         to: the member that gets the requests (it need not take traffic: replay before promoting).
