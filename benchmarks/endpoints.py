@@ -27,12 +27,14 @@ Goal (issue 19): p50 overhead <= 0.3 ms and throughput >= 80% of direct at c=16.
 
 ``--against REF`` adds ``routed-REF``: the router of commit REF's ``backend/`` (taken out of git, run with it
 first on PYTHONPATH), recording on, beside this checkout's, to measure a change of the router in one run.
-``--router-loop uvloop`` runs every router on uvloop (it must be installed); ``--setups routed,shadow`` measures
+``--router-loop asyncio|uvloop`` runs every router on that loop (default: the router's own, uvloop when installed);
+``--setups routed,shadow`` measures
 only those (and ``direct``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -121,7 +123,7 @@ def start_router(work: Path, name: str, routes: dict[str, Any], members: dict[st
     port = free_port()
     command = [sys.executable, "-m", "mlops_backend.router.serve", "--routes", str(place / "routes.json"),
                "--port", str(port), "--host", "127.0.0.1", "--traffic-dir", str(place / "traffic"),
-               "--ready-file", str(place / "ready"), "--reuse-port", *(["--loop", loop] if loop != "asyncio" else [])]
+               "--ready-file", str(place / "ready"), "--reuse-port", *(["--loop", loop] if loop != "auto" else [])]
     with open(place / "router.log", "ab") as err:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
@@ -250,7 +252,9 @@ def run(args: Any, work: Path) -> dict[str, Any]:
         for process in processes:
             stop(process)
     return {"arguments": "".join(f" {a}" for a in sys.argv[1:]), "rounds": args.rounds, "seconds": args.seconds,
-            "router_loop": args.router_loop, "code": checkout_ref(),
+            "router_loop": args.router_loop if args.router_loop != "auto" else
+            f"auto ({'uvloop' if importlib.util.find_spec('uvloop') else 'asyncio'}; a router of --against runs its "
+            "own default)", "code": checkout_ref(),
             "against": args.against, "router_code": seen, "setups": {s.name: WHAT.get(s.name, WHAT["routed"] + " at "
                                                                      + str(args.against)) for s in setups},
             "runs": runs, "medians": {name: medians(rows) for name, rows in runs.items()},
@@ -314,8 +318,8 @@ def main() -> int:
     parser = command_line(__doc__, "One short round, nothing recorded.")
     parser.add_argument("--seconds", type=int, default=5, help="Duration of each wrk run.")
     parser.add_argument("--rounds", type=int, default=5, help="Rounds (the order rotates); medians are reported.")
-    parser.add_argument("--router-loop", choices=["asyncio", "uvloop"], default="asyncio",
-                        help="The routers' event loop (uvloop must be installed).")
+    parser.add_argument("--router-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                        help="The routers' event loop (default: the router's own default, uvloop when installed).")
     parser.add_argument("--against", metavar="REF", help="Also the router of commit REF, recording on.")
     parser.add_argument("--setups", type=lambda text: text.split(","), metavar="A,B",
                         help="Only these router set-ups (direct is always measured), e.g. routed,shadow.")

@@ -167,6 +167,87 @@ def test_shadow_copies_go_after_the_answer_and_are_recorded_under_the_request_id
         made.stop()
 
 
+def test_a_member_that_is_also_the_shadow_gets_no_copy_of_what_it_answered(tmp_path: Path,
+                                                                            fleet: dict[str, Served]) -> None:
+    made = Router(tmp_path, {"generation": 1, "endpoint": "iris", "members": members(blue=50, green=50),
+                             "shadow": {"name": "green", "percent": 100}})
+    try:
+        answered = Counter(made.score({"x-request-id": f"r-{i}"}).json()["member"] for i in range(100))
+        assert answered["blue"] and answered["green"], answered
+        shadowed = {r["id"] for r in made.records() if r["kind"] == "shadow"}
+        assert len(shadowed) == answered["blue"]  # copies of blue's answers only, none of green's own
+        assert made.status()["answers"]["green"]["shadow"]["requests"] == answered["blue"]
+    finally:
+        made.stop()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_pipelined_chunked_and_http_1_0_requests_are_answered_in_order(tmp_path: Path, fleet: dict[str, Served],
+                                                                       loop: str) -> None:
+    """/score is answered without ASGI on its fast path: what the fast path does not take goes the other way,
+    and requests sent together on one connection are answered one after the other, in order (on either loop)."""
+    router = Router(tmp_path, {"generation": 1, "endpoint": "iris", "members": members(blue=100)}, "--loop", loop)
+    try:
+        _pipelined(router)
+    finally:
+        router.stop()
+
+
+def _pipelined(router: Router) -> None:
+    import socket
+
+    body = json.dumps({"data": ROWS}).encode()
+    score = b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" \
+            b"x-request-id: %s\r\n\r\n%s"
+    chunked = (b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+               b"transfer-encoding: chunked\r\nx-request-id: c-1\r\n\r\n"
+               + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:7], body[7:])) + b"0\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", router.served.port), timeout=10) as client:
+        client.sendall(score % (len(body), b"p-1", body) + b"GET /ready HTTP/1.1\r\nhost: x\r\n\r\n"
+                       + score % (len(body), b"p-2", body) + chunked)
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 4 or not got.endswith(b"}"):
+            chunk = client.recv(65536)
+            assert chunk, got
+            got += chunk
+    answers = got.split(b"HTTP/1.1 ")[1:]
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"200 OK"] * 4
+    assert [json.loads(a.split(b"\r\n\r\n", 1)[1]).get("request_id") for a in answers] == ["p-1", None, "p-2", "c-1"]
+    assert b'"generation":1' in answers[1].replace(b" ", b"")
+    with socket.create_connection(("127.0.0.1", router.served.port), timeout=10) as client:
+        client.sendall(b"POST /score HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                       % (len(body), body))
+        got = b""
+        while chunk := client.recv(65536):  # HTTP/1.0: the router closes the connection after the answer
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200") and json.loads(got.split(b"\r\n\r\n", 1)[1])["labels"] == [0, 1]
+
+
+def test_a_client_gone_before_its_answer_leaves_the_router_serving(tmp_path: Path, fleet: dict[str, Served]) -> None:
+    import socket
+
+    slow = serving.start("member.py", "--no-access-log", env={"MEMBER": "slow", "MEMBER_SLEEP_S": "0.5"},
+                         logs=tmp_path / "slow")
+    serving.wait_healthy(slow)
+    made = Router(tmp_path / "router", {"generation": 1, "endpoint": "iris",
+                                        "members": [{"name": "slow", "url": slow.url, "weight": 100}]})
+    try:
+        body = json.dumps({"data": ROWS}).encode()
+        for _ in range(5):  # each leaves while its request is at the member
+            with socket.create_connection(("127.0.0.1", made.served.port), timeout=10) as client:
+                client.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 15
+        while made.status()["answers"].get("slow", {}).get("live", {}).get("requests") != 5:  # answered, to nobody
+            assert time.monotonic() < deadline, made.status()
+            time.sleep(0.1)
+        assert made.score().json()["member"] == "slow"
+        assert made.status()["answers"]["slow"]["live"]["requests"] == 6
+        assert "Traceback" not in made.served.log()
+    finally:
+        made.stop()
+        serving.stop(slow)
+
+
 def test_a_shadow_that_hangs_or_fails_never_holds_or_fails_the_client(tmp_path: Path, fleet: dict[str, Served]) -> None:
     gate = tmp_path / "release"
     stuck = serving.start("member.py", "--no-access-log", "--max-concurrent-requests", "100",
@@ -317,12 +398,14 @@ def test_the_routers_own_routes_and_bounds(router: Router) -> None:
     broken = served.request("POST", "/score", b"x" * 2048, {"Content-Type": "application/json"})
     assert broken.status == 500 and broken.headers["x-mlops-member"] in ("blue", "green")  # the member's, as it was
     assert broken.message.startswith("An unexpected error occurred in scoring script")
-    router.score()
+    who = router.score().json()["member"]
     metrics = served.request("GET", "/metrics").body.decode()
-    assert serving.metric(metrics, "mlops_endpoint_requests_total", member="blue", kind="live", code="200") or (
-        serving.metric(metrics, "mlops_endpoint_requests_total", member="green", kind="live", code="200"))
-    swagger = served.request("GET", "/swagger.json")
-    assert swagger.status in (200, 404) and swagger.headers["content-type"].startswith("application/json")
+    assert serving.metric(metrics, "mlops_endpoint_requests_total", member=who, kind="live", code="200") == 1
+    assert serving.metric(metrics, "mlops_endpoint_requests_total", member=broken.headers["x-mlops-member"],
+                          kind="live", code="500") == 1
+    swagger, own = served.request("GET", "/swagger.json"), MEMBERS["blue"].request("GET", "/swagger.json")
+    assert (swagger.status, swagger.body) == (own.status, own.body)  # the heaviest member's (blue, 90)
+    assert swagger.headers["content-type"] == own.headers["content-type"]
 
 
 def test_a_body_over_the_limit_is_413_and_never_forwarded(tmp_path: Path, fleet: dict[str, Served]) -> None:

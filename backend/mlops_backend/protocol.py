@@ -38,7 +38,7 @@ DRAIN_GRACE_S = 1.0
 #: Paths a probe asks; answered even past the connection cap.
 PROBE_PATHS = (b"/", b"/ready")
 _HEAD, _BODY = 1, 2
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 _SERVER = f"mlops-serve/{__version__}".encode()
 _GONE = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
@@ -138,15 +138,22 @@ class ServingProtocol(HttpToolsProtocol):
             if (size > limits.max_header_bytes or len(self.headers) > limits.max_header_count
                     or len(self.url) > limits.max_url_bytes or self.over_capacity):
                 self._check_complete_head()
-        scope: Any = self.scope
         accepted = self.accepted_at
         if accepted:
             self.accepted_at = 0.0
-        scope["mlops.arrived"] = accepted or _clock()
-        scope["mlops.connection"] = self
-        _start_request(self)
+        self.start(accepted or _clock())
         if self.draining:  # served, with connection: close
             self.cycle.keep_alive = False
+
+    def start(self, arrived: float) -> None:
+        """Start the request whose head is in, as uvicorn does (a task running the application), stamped with
+        its arrival (``time.perf_counter()``). A subclass may answer some requests its own way: it then sets
+        ``cycle`` to an object with the attributes of uvicorn's cycle that this class and uvicorn's read
+        (``scope``, ``more_body``, ``response_complete``, ``keep_alive``, ``disconnected``, ``message_event``)."""
+        scope: Any = self.scope
+        scope["mlops.arrived"] = arrived
+        scope["mlops.connection"] = self
+        _start_request(self)
 
     def shutdown(self) -> None:
         """The server stops: finish the request in flight, then close. An idle keep-alive connection is not

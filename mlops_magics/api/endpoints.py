@@ -254,8 +254,9 @@ def endpoint_status(name: str, *, registry: Registry | None = None) -> EndpointS
             found = reg.set_endpoint_state(name, "stopped")
         else:
             try:
-                summary = router.ask(url, "/endpoint")
+                summary = router.ask(url, "/endpoint", key=_key(reg, found))
                 answers = summary.get("answers") or {}
+                router.settle(url, _key(reg, found), summary)
             except (OSError, ValueError) as exc:
                 note = f"Its router did not answer: {exc}."
     deployments = {d.name: d for d in reg.deployments()}
@@ -349,6 +350,8 @@ def compare_traffic(name: str, a: str, b: str, *, since: str | float | datetime 
     """
     reg = or_default(registry)
     found = reg.get_endpoint(name)
+    if found.is_live and found.url and router.running(found.config):
+        router.settle(found.url, _key(reg, found))  # the answers given until now are in what is read
     frame = traffic.read_traffic(router.traffic_folder(reg.home, name), since=parse_since(since), members=(a, b))
     return comparison.compare(frame, a, b, feature_names=_features(reg, found, a), tolerance=tolerance,
                               examples=examples, endpoint=name)
@@ -483,6 +486,11 @@ def _shadow_comparison(reg: Registry, found: Endpoint, answers: Mapping[str, Any
                                   examples=5, endpoint=found.name)
     except NotFoundError:  # no record written yet (within half a second of the first copies)
         return None
+
+
+def _key(reg: Registry, found: Endpoint) -> str | None:
+    """The endpoint's primary key when it has keys (its router's own routes want one too)."""
+    return reg.endpoint_keys.get(found.name).primary if found.config.get("auth") else None
 
 
 def _features(reg: Registry, found: Endpoint, name: str) -> list[str] | None:

@@ -125,14 +125,39 @@ def stop(pid: int, stamp: str | None = None) -> None:
     stop_group(pid, grace=_STOP_GRACE, started=_STARTED.pop(pid, None))
 
 
-def ask(url: str, path: str, timeout: float = 5.0) -> Any:
-    """GET ``path`` of the router, as JSON.
+def ask(url: str, path: str, timeout: float = 5.0, key: str | None = None) -> Any:
+    """GET ``path`` of the router, as JSON (``key``: the endpoint's, when it has keys).
 
     Raises:
         OSError: it did not answer (urllib's errors are OSErrors).
     """
-    with urllib.request.urlopen(f"{url}{path}", timeout=timeout) as response:
+    request = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {key}"} if key else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+#: Seconds to wait for the router to write the records of the answers it gave before it was asked.
+SETTLE_TIMEOUT = 2.0
+
+
+def settle(url: str, key: str | None = None, summary: dict[str, Any] | None = None,
+           timeout: float = SETTLE_TIMEOUT) -> bool:
+    """Wait until the router has written the traffic records of every answer it gave so far (it writes them a
+    few times a second), so that what is read next holds them; ``summary``: its ``/endpoint`` asked already.
+    True when they are written, False after ``timeout`` seconds or when it does not answer (what is on disk
+    then is what there is)."""
+    deadline = time.monotonic() + timeout
+    try:
+        counts = (summary if summary is not None else ask(url, "/endpoint", key=key)).get("traffic") or {}
+        wanted = int(counts.get("recorded") or 0)
+        while int(counts.get("written") or 0) + int(counts.get("lost") or 0) < wanted:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+            counts = ask(url, "/endpoint", key=key).get("traffic") or {}
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def wait_generation(url: str, generation: int, endpoint: str, timeout: float = SWITCH_TIMEOUT) -> None:

@@ -25,12 +25,16 @@ from mlops_backend import __version__
 from mlops_backend.execution import ClientGone
 from mlops_backend.inputs import HTTPError, Receive, Scope, check_bearer, read_body
 from mlops_backend.outputs import log_exception
+from mlops_backend.router.protocol import Exchange
 from mlops_backend.router.stats import RouterStats
 from mlops_backend.router.table import Member, RouteTable
 from mlops_backend.router.traffic import TrafficLog
 from mlops_backend.router.upstream import Answer, Unreachable, Upstream, UpstreamError
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: What the router reads of a request's headers: request id, authorization, sticky value, content length, and
+#: the headers passed on.
+Inbound = tuple[bytes, bytes | None, bytes | None, int, list[tuple[bytes, bytes]]]
 
 #: Shadow copies in flight at most; past it a copy is dropped (counted) rather than queued.
 MAX_SHADOWS = 64
@@ -99,18 +103,11 @@ class RouterApp:
 
     # -- the request path -------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        started = time.perf_counter()
-        table = self.table
-        path: str = scope["path"]
-        method: str = scope["method"]
+    def _inbound(self, headers: list[tuple[bytes, bytes]], sticky_name: bytes | None) -> Inbound:
         request_id = auth = sticky = None
         content_length = -1
         forwarded: list[tuple[bytes, bytes]] = []
-        sticky_name = table.sticky_header
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"x-request-id":
                 request_id = value
             elif name == b"content-length":
@@ -121,12 +118,101 @@ class RouterApp:
                 forwarded.append((name, value))
                 if name == sticky_name:
                     sticky = value
-        if request_id is None:
-            request_id = self._new_id()
+        return request_id or self._new_id(), auth, sticky, content_length, forwarded
+
+    # -- the fast path ----------------------------------------------------------------------
+
+    def take(self, exchange: Exchange) -> None:
+        """Serve a ``/score`` request the protocol took on its fast path: sent on an idle connection to the
+        chosen member and answered from the callback, without a task (one is made only when a connection must
+        be opened, or the member had closed the idle one)."""
+        table = self.table
+        request_id, auth, sticky, _, forwarded = self._inbound(exchange.headers, table.sticky_header)
+        headers: list[tuple[bytes, bytes]] = [(b"server", _SERVER)]
+        try:
+            if len(request_id) > HEADER_LIMIT:
+                raise HTTPError(431, f"x-request-id must not exceed {HEADER_LIMIT} characters")
+            headers.append((b"x-request-id", request_id))
+            if self._keys:
+                self._check_auth(auth)
+        except HTTPError as error:
+            exchange.reply(*_error_answer(error, headers))
+            return
+        payload = exchange.payload if exchange.method == b"POST" else b""
+        member = table.choose(sticky)
+        upstream = self.upstream(member)
+        data = upstream.encode(exchange.method, b"/score", self._member_headers(member, forwarded, request_id, auth),
+                               payload)
+
+        def done(answer: Answer | None, error: Exception | None) -> None:
+            if answer is not None:
+                self._answered(exchange, table, member, answer, headers, request_id, payload, forwarded)
+            elif isinstance(error, Unreachable):  # the idle connection was closed: again, on a new one
+                self._later(exchange, table, sticky, forwarded, payload, request_id, auth, headers)
+            else:
+                assert isinstance(error, UpstreamError)
+                self._member_failed(exchange, table, member, error, headers)
+
+        if not upstream.send(data, table.timeout_s, done):
+            self._later(exchange, table, sticky, forwarded, payload, request_id, auth, headers)
+
+    def _answered(self, exchange: Exchange, table: RouteTable, member: Member, answer: Answer,
+                  headers: list[tuple[bytes, bytes]], request_id: bytes, payload: bytes,
+                  forwarded: list[tuple[bytes, bytes]]) -> None:
+        for name, value in answer.headers:
+            if name not in _NOT_RETURNED:
+                headers.append((name, value))
+        headers.append((b"x-mlops-member", member.name.encode()))
+        status, body = answer.status, answer.body
+        exchange.reply(status, headers, body)
+        self._after(table, member, exchange.method, b"/score", status, time.perf_counter() - exchange.arrived,
+                    request_id, payload, body, forwarded)
+
+    def _member_failed(self, exchange: Exchange, table: RouteTable, member: Member, error: UpstreamError,
+                       headers: list[tuple[bytes, bytes]]) -> None:
+        failure = HTTPError(error.status, f"Member {member.name!r} of endpoint {table.endpoint!r}: {error}.",
+                            [(b"x-mlops-member", member.name.encode())])
+        exchange.reply(*_error_answer(failure, headers))
+        self.stats.add(member.name, "live", error.status, time.perf_counter() - exchange.arrived)
+
+    def _later(self, exchange: Exchange, table: RouteTable, sticky: bytes | None,
+               forwarded: list[tuple[bytes, bytes]], payload: bytes, request_id: bytes, auth: bytes | None,
+               headers: list[tuple[bytes, bytes]]) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._take_slowly(exchange, table, sticky, forwarded, payload, request_id, auth, headers))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _take_slowly(self, exchange: Exchange, table: RouteTable, sticky: bytes | None,
+                           forwarded: list[tuple[bytes, bytes]], payload: bytes, request_id: bytes,
+                           auth: bytes | None, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            member, answer = await self._forward(table, sticky, exchange.method.decode(), b"/score", forwarded,
+                                                 payload, request_id, auth)
+        except HTTPError as error:
+            exchange.reply(*_error_answer(error, headers))
+            return
+        except Exception:  # noqa: BLE001 - a router bug must still answer, and be logged
+            log_exception("unexpected router error")
+            exchange.reply(*_error_answer(_INTERNAL, headers))
+            return
+        self._answered(exchange, table, member, answer, headers, request_id, payload, forwarded)
+
+    # -- the ASGI path ----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        table = self.table
+        path: str = scope["path"]
+        method: str = scope["method"]
+        request_id, auth, sticky, content_length, forwarded = self._inbound(scope["headers"], table.sticky_header)
         headers: list[tuple[bytes, bytes]] = [(b"server", _SERVER)]
         member: Member | None = None
         answer: Answer | None = None
         payload = b""
+        target = _target(scope)
         try:
             if len(request_id) > HEADER_LIMIT:
                 raise HTTPError(431, f"x-request-id must not exceed {HEADER_LIMIT} characters")
@@ -134,7 +220,7 @@ class RouterApp:
             if path == "/score":
                 if method not in ("POST", "GET"):
                     if method == "OPTIONS":
-                        member, answer = await self._forward(table, None, method, scope, forwarded, b"",
+                        member, answer = await self._forward(table, None, method, target, forwarded, b"",
                                                              request_id, auth)
                     else:
                         raise HTTPError(405, "Method not allowed", [(b"allow", b"GET, POST, OPTIONS")])
@@ -143,7 +229,7 @@ class RouterApp:
                         self._check_auth(auth)
                     if method == "POST":
                         payload = await read_body(receive, content_length, self.max_body_bytes)
-                    member, answer = await self._forward(table, sticky, method, scope, forwarded, payload,
+                    member, answer = await self._forward(table, sticky, method, target, forwarded, payload,
                                                          request_id, auth)
                 status, body = answer.status, answer.body
                 for name, value in answer.headers:
@@ -153,10 +239,7 @@ class RouterApp:
             else:
                 status, body = await self._other(path, method, scope, headers, forwarded, request_id, auth)
         except HTTPError as error:
-            status = error.status
-            body = orjson.dumps({"message": error.message})
-            headers += error.extra
-            headers.append((b"content-type", JSON_TYPE))
+            status, _, body = _error_answer(error, headers)
         except ClientGone:
             connection = scope.get("mlops.connection")
             if connection is not None:
@@ -164,27 +247,32 @@ class RouterApp:
             return
         except Exception:  # noqa: BLE001 - a router bug must still answer, and be logged
             log_exception("unexpected router error")
-            status, member = 500, None
-            body = b'{"message": "An unexpected internal error occurred in the router. Check its log."}'
-            headers.append((b"content-type", JSON_TYPE))
+            member = None
+            status, _, body = _error_answer(_INTERNAL, headers)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if member is not None and path == "/score" and method != "OPTIONS":
-            elapsed = time.perf_counter() - started
-            self.stats.add(member.name, "live", status, elapsed)
-            if self.traffic is not None and table.record:
-                self.traffic.record(request_id, member.name, "live", status, elapsed,
-                                    payload if method == "POST" else None, body)
-            if status < 500 and table.shadows():
-                self._shadow(table, method, scope, forwarded, payload, request_id)
+            self._after(table, member, method.encode(), target, status, time.perf_counter() - started, request_id,
+                        payload, body, forwarded)
 
-    async def _forward(self, table: RouteTable, sticky: bytes | None, method: str, scope: Scope,
+    def _after(self, table: RouteTable, member: Member, method: bytes, target: bytes, status: int, elapsed: float,
+               request_id: bytes, payload: bytes, body: bytes, forwarded: list[tuple[bytes, bytes]]) -> None:
+        """Once the client has its answer: count it, record it, send the shadow copy."""
+        self.stats.add(member.name, "live", status, elapsed)
+        if self.traffic is not None and table.record:
+            self.traffic.record(request_id, member.name, "live", status, elapsed,
+                                payload if method == b"POST" else None, body)
+        shadow = table.shadow
+        # a request the shadow answered itself gets no copy
+        if status < 500 and shadow is not None and shadow.name != member.name and table.shadows():
+            self._shadow(table, shadow, method, target, forwarded, payload, request_id)
+
+    async def _forward(self, table: RouteTable, sticky: bytes | None, method: str, target: bytes,
                        forwarded: list[tuple[bytes, bytes]], payload: bytes, request_id: bytes,
                        auth: bytes | None) -> tuple[Member, Answer]:
         """Send the request to the chosen member, or to the next one with weight when it is unreachable."""
         member = table.choose(sticky)
-        target = _target(scope)
         tried: dict[str, str] = {}  # member -> why it could not be reached
         while True:
             try:
@@ -214,26 +302,24 @@ class RouterApp:
             headers.append((b"authorization", auth))
         return headers
 
-    def _shadow(self, table: RouteTable, method: str, scope: Scope, forwarded: list[tuple[bytes, bytes]],
-                payload: bytes, request_id: bytes) -> None:
-        shadow = table.shadow
-        assert shadow is not None
+    def _shadow(self, table: RouteTable, shadow: Member, method: bytes, target: bytes,
+                forwarded: list[tuple[bytes, bytes]], payload: bytes, request_id: bytes) -> None:
         if self.shadows_in_flight >= MAX_SHADOWS:
             self.stats.shadow_dropped += 1
             return
         self.shadows_in_flight += 1
         task = asyncio.get_running_loop().create_task(
-            self._send_shadow(table, shadow, method, _target(scope), forwarded, payload, request_id))
+            self._send_shadow(table, shadow, method, target, forwarded, payload, request_id))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def _send_shadow(self, table: RouteTable, shadow: Member, method: str, target: bytes,
+    async def _send_shadow(self, table: RouteTable, shadow: Member, method: bytes, target: bytes,
                            forwarded: list[tuple[bytes, bytes]], payload: bytes, request_id: bytes) -> None:
         started = time.perf_counter()
         status, body, error = 0, None, None
         try:
             answer = await self.upstream(shadow).request(
-                method.encode(), target, self._member_headers(shadow, forwarded, request_id, None), payload,
+                method, target, self._member_headers(shadow, forwarded, request_id, None), payload,
                 table.timeout_s)
             status, body = answer.status, answer.body
         except (Unreachable, UpstreamError) as exc:
@@ -276,7 +362,8 @@ class RouterApp:
             headers.append((b"content-type", JSON_TYPE))
             return 200, orjson.dumps({**self.table.describe(), **self.stats.summary(),
                                       "traffic": None if self.traffic is None else {
-                                          "folder": str(self.traffic.folder), "written": self.traffic.written,
+                                          "folder": str(self.traffic.folder), "recorded": self.traffic.recorded,
+                                          "written": self.traffic.written, "lost": self.traffic.lost,
                                           "dropped": self.traffic.dropped}})
         heaviest = max(self.table.members, key=lambda m: m.weight)
         try:
@@ -294,6 +381,16 @@ class RouterApp:
             await asyncio.wait(set(self.pending), timeout=timeout)
         for upstream in self.upstreams.values():
             upstream.close()
+
+
+_INTERNAL = HTTPError(500, "An unexpected internal error occurred in the router. Check its log.")
+
+
+def _error_answer(error: HTTPError, headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The answer to a request the router refuses or cannot serve: ``{"message": ...}``."""
+    headers += error.extra
+    headers.append((b"content-type", JSON_TYPE))
+    return error.status, headers, orjson.dumps({"message": error.message})
 
 
 def _target(scope: Scope) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ from mlops_backend.config import BOUNDS, ConnectionLimits
 from mlops_backend.keys import KeyFile, KeyFileError, read_key_file
 from mlops_backend.router import table as tables
 from mlops_backend.router.app import RouterApp
+from mlops_backend.router.protocol import router_protocol_class
 from mlops_backend.router.traffic import TrafficLog
 from mlops_backend.server import listening_socket
 
@@ -52,8 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=100 * 1024 * 1024, help="Largest request body (413).")
     p.add_argument("--reuse-port", action="store_true", help="Bind with SO_REUSEPORT (a successor takes over "
                    "the port while this one drains).")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                   help="Event loop (uvloop must be installed: pip install uvloop).")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="Event loop: auto (the default) is uvloop when it is installed (a third less CPU per request "
+                        "routed), else asyncio.")
     p.add_argument("--version", action="version", version=f"mlops-route {__version__}")
     for bound in BOUNDS:
         p.add_argument(bound.flag, type=float if bound.field.endswith("_s") else int, metavar=bound.metavar,
@@ -64,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mlops-route``."""
     args = parser().parse_args(argv)
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        _say("--loop uvloop needs uvloop: pip install uvloop (or leave the default, auto).")
+        return EXIT_BAD_SETTING
     if args.ready_file is not None:
         args.ready_file.unlink(missing_ok=True)
     try:
@@ -101,9 +107,13 @@ def _run(app: RouterApp, sock: Any, routes: Path, key_file: KeyFile | None, limi
 
     from mlops_backend import protocol
 
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
     config = uvicorn.Config(app, loop=loop, lifespan="off", access_log=False, proxy_headers=False,
                             server_header=False, ws="none", log_level="warning", timeout_keep_alive=30,
-                            timeout_graceful_shutdown=30, http=protocol.protocol_class(limits, None))
+                            timeout_graceful_shutdown=30,
+                            http=router_protocol_class(limits, app.take, app.max_body_bytes))
     watched = Watched(routes, app)
 
     class Server(uvicorn.Server):
@@ -136,7 +146,8 @@ def _run(app: RouterApp, sock: Any, routes: Path, key_file: KeyFile | None, limi
     server = Server(config)
     host, port = sock.getsockname()[:2]
     _say(f"endpoint {app.table.endpoint!r} (generation {app.table.generation}: "
-         f"{', '.join(f'{m.name}={m.weight}' for m in app.table.members)}) serving on http://{host}:{port}")
+         f"{', '.join(f'{m.name}={m.weight}' for m in app.table.members)}) serving on http://{host}:{port} "
+         f"({loop})")
     if ready_file is not None:
         ready_file.parent.mkdir(parents=True, exist_ok=True)
         ready_file.write_text(f"{os.getpid()}\n")

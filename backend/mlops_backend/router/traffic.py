@@ -50,7 +50,8 @@ class TrafficLog:
         self.queued_bytes = 0
         self.fd = -1
         self.size = 0
-        self.written = self.dropped = 0
+        #: Records taken (queued), written, lost to a failed write, and not taken (the queue was full).
+        self.recorded = self.written = self.lost = self.dropped = 0
         self.error: str | None = None
 
     def record(self, request_id: bytes, member: str, kind: str, status: int, seconds: float,
@@ -73,6 +74,7 @@ class TrafficLog:
             self.dropped += 1
             return
         self.queued_bytes = size
+        self.recorded += 1
         self.queue.append((time.time(), request_id, member, kind, status, seconds, kept, answer, error))
 
     def encode(self) -> bytes:
@@ -109,7 +111,7 @@ class TrafficLog:
         self.written += data.count(b"\n", 0, done)
         if error is not None:
             lost = data.count(b"\n", done)
-            self.dropped += lost
+            self.lost += lost
             message = f"cannot write traffic records in {self.folder}: {error.strerror or error}"
             if message != self.error:
                 print(f"mlops-route[{os.getpid()}]: {message}; {lost} record(s) dropped", file=sys.stderr,

@@ -6,7 +6,8 @@ A request that meets a reused connection closed by the member before any byte of
 again on a new connection (the member never read it: its server answers a request it has begun, even while
 it stops). A member that refuses the connection is :class:`Unreachable`: the caller may send elsewhere.
 A request's deadline is checked by :meth:`Upstream.expire`, called from the router's tick (a timer per request
-cost more than the rest of the exchange).
+cost more than the rest of the exchange). :meth:`Upstream.send` is the router's fast path: no coroutine, no
+future, the outcome handed to a callback; :meth:`Upstream.request` the general one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httptools
@@ -50,14 +51,18 @@ class Answer:
         self.status, self.headers, self.body = status, headers, body
 
 
-class _Connection(asyncio.Protocol):
-    """One connection to a member; one request at a time."""
+#: Called with a request's answer, or with why there is none.
+Done = Callable[[Answer | None, Exception | None], None]
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+
+class _Connection(asyncio.Protocol):
+    """One connection to a member; one request at a time, whose ``done`` is called once with its outcome."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Answer] | None = None
+        self.done: Done | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.size = 0
@@ -84,12 +89,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.waiter is not None and not self.waiter.done():
+        if self.done is not None:
             if self.received:
-                self.waiter.set_exception(UpstreamError("the member closed the connection in the middle of its "
-                                                        "answer"))
+                self._finish(None, UpstreamError("the member closed the connection in the middle of its answer"))
             else:
-                self.waiter.set_exception(Unreachable("the member closed the connection before answering"))
+                self._finish(None, Unreachable("the member closed the connection before answering"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -106,28 +110,34 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        answer = Answer(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        body = self.body
+        answer = Answer(self.parser.get_status_code(), self.headers, body[0] if len(body) == 1 else b"".join(body))
         if not self.parser.should_keep_alive():
             self.keep_alive = False
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(answer)
+        self._finish(answer, None)
+
+    def _finish(self, answer: Answer | None, error: Exception | None) -> None:
+        done, self.done = self.done, None
+        if done is None:
+            return
+        if error is not None:
+            self.keep_alive = False
+        self.upstream.release(self)
+        done(answer, error)
 
     def _fail(self, exc: Exception) -> None:
         self.keep_alive = False
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
         if self.transport is not None:
             self.transport.close()
+        self._finish(None, exc)
 
     def time_out(self, seconds: float) -> None:
         self._fail(UpstreamError(f"the member did not answer within {seconds:g} s", status=504))
 
-    def send(self, data: bytes) -> asyncio.Future[Answer]:
+    def send(self, data: bytes, done: Done) -> None:
         self.headers, self.body, self.size, self.received = [], [], 0, False
-        self.waiter = self.loop.create_future()
+        self.done = done
         self.transport.write(data)
-        return self.waiter
 
 
 class Upstream:
@@ -140,10 +150,34 @@ class Upstream:
         self.busy: set[_Connection] = set()
         self.host_header = f"{host}:{port}".encode()
 
+    def encode(self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """A request to this member, as sent."""
+        head = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header,
+                b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
+        for name, value in headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"\r\n", body]
+        return b"".join(head)
+
+    def send(self, data: bytes, timeout: float, done: Done) -> bool:
+        """Send ``data`` (from :meth:`encode`) on an idle connection and have ``done`` called with the outcome,
+        from the event loop; False, and nothing sent, when no connection is idle (then use :meth:`request`).
+
+        ``done`` gets :class:`Unreachable` when the member had closed the idle connection (it never read the
+        request: send it again with :meth:`request`), :class:`UpstreamError` when it gave no usable answer.
+        """
+        idle = self.idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                self._start(connection, data, timeout, done)
+                return True
+        return False
+
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(lambda: _Connection(loop), self.host, self.port)
+            _, connection = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
         except OSError as exc:
             raise Unreachable(f"{self.host}:{self.port} refused the connection ({exc.strerror or exc})") from None
         return connection
@@ -156,43 +190,56 @@ class Upstream:
             Unreachable: the request could not be delivered (the member refused or closed before answering).
             UpstreamError: delivered, no usable answer (``status`` 504 after ``timeout`` seconds, else 502).
         """
-        head = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header,
-                b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
-        for name, value in headers:
-            head += [name, b": ", value, b"\r\n"]
-        head.append(b"\r\n")
-        data = b"".join(head) + body
-        reused = bool(self.idle)
-        connection = self.idle.pop() if reused else await self._connect()
+        return await self.resend(self.encode(method, target, headers, body), timeout)
+
+    async def resend(self, data: bytes, timeout: float) -> Answer:
+        """Send ``data`` (from :meth:`encode`) and return the answer, as :meth:`request` does."""
+        idle = self.idle
+        while idle and idle[-1].closed:
+            idle.pop()
+        reused = bool(idle)
+        connection = idle.pop() if reused else await self._connect()
         try:
-            answer = await self._exchange(connection, data, timeout)
+            return await self._exchange(connection, data, timeout)
         except Unreachable:
             if not reused:
                 raise
             connection = await self._connect()  # the member had closed the idle connection: it never read this
-            answer = await self._exchange(connection, data, timeout)
-        if connection.keep_alive and not connection.closed and len(self.idle) < MAX_IDLE:
-            connection.idle_since = time.monotonic()
-            self.idle.append(connection)
-        elif not connection.closed:
-            connection.transport.close()
-        return answer
+            return await self._exchange(connection, data, timeout)
 
-    async def _exchange(self, connection: _Connection, data: bytes, timeout: float) -> Answer:
+    def _exchange(self, connection: _Connection, data: bytes, timeout: float) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def done(answer: Answer | None, error: Exception | None) -> None:
+            if future.done():  # the caller was cancelled: the connection was released all the same
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(answer)  # type: ignore[arg-type]
+
         if connection.closed:
-            raise Unreachable("the member closed the idle connection")
+            future.set_exception(Unreachable("the member closed the idle connection"))
+        else:
+            self._start(connection, data, timeout, done)
+        return future
+
+    def _start(self, connection: _Connection, data: bytes, timeout: float, done: Done) -> None:
         connection.timeout = timeout
         connection.deadline = time.monotonic() + timeout
-        busy = self.busy
-        busy.add(connection)
-        try:
-            return await connection.send(data)
-        except BaseException:
-            connection.keep_alive = False
+        self.busy.add(connection)
+        connection.send(data, done)
+
+    def release(self, connection: _Connection) -> None:
+        """A connection's request is over: keep it for the next one when it can be, else close it."""
+        self.busy.discard(connection)
+        if connection.closed:
+            return
+        if connection.keep_alive and len(self.idle) < MAX_IDLE:
+            connection.idle_since = time.monotonic()
+            self.idle.append(connection)
+        else:
             connection.transport.close()
-            raise
-        finally:
-            busy.discard(connection)
 
     def expire(self, now: float | None = None) -> None:
         """Fail the requests whose answer is overdue (504; called from the router's tick)."""
