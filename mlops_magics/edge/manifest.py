@@ -334,7 +334,7 @@ def module_create_options(manifest: Mapping[str, Any], module: str) -> dict[str,
     """The create options of ``module`` in ``manifest``, chunks joined and parsed (what a device starts it with).
 
     Raises:
-        NotFoundError-like ManifestError: no such module; ManifestError: they are not valid JSON.
+        ManifestError: no such module, or its create options are not a JSON object.
     """
     desired = manifest.get("modulesContent", {}).get("$edgeAgent", {}).get("properties.desired", {})
     entry = (desired.get("modules") or {}).get(module) or (desired.get("systemModules") or {}).get(module)
@@ -370,13 +370,13 @@ def _parsed_options(settings: Mapping[str, Any], module_path: str) -> dict[str, 
     try:
         options = json.loads(text)
     except ValueError as exc:
-        raise ManifestError(f"The deployment manifest is not valid at {module_path}.settings.createOptions: it is "
-                            f"not JSON ({exc}).", path=f"{module_path}.settings.createOptions",
-                            reason="not JSON") from None
+        reason = f"it is not JSON ({exc})"
+        raise ManifestError(f"The deployment manifest is not valid at {module_path}.settings.createOptions: {reason}.",
+                            path=f"{module_path}.settings.createOptions", reason=reason) from None
     if not isinstance(options, dict):
-        raise ManifestError(f"The deployment manifest is not valid at {module_path}.settings.createOptions: it "
-                            f"holds a {type(options).__name__}, not a JSON object.",
-                            path=f"{module_path}.settings.createOptions", reason="not an object")
+        reason = f"it holds a {type(options).__name__}, not a JSON object"
+        raise ManifestError(f"The deployment manifest is not valid at {module_path}.settings.createOptions: {reason}.",
+                            path=f"{module_path}.settings.createOptions", reason=reason)
     return options
 
 

@@ -16,9 +16,11 @@ The image has no pip: nothing is installed on a device. ``importlib.metadata`` l
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,8 @@ from mlops_magics.packaging.context import (
 from mlops_magics.packaging.engine import BuildStep
 from mlops_magics.packaging.image import build_context, spec_environment
 from mlops_magics.packaging.layout import write_layout
-from mlops_magics.packaging.spec import deploy_spec
-from mlops_magics.registry import Image, Lineage, Registry
+from mlops_magics.packaging.spec import DeploySpec, default_script, deploy_spec
+from mlops_magics.registry import Image, InferenceConfig, Lineage, Registry
 
 #: What a module needs beyond the model's own libraries, the edge runtime's pure-Python dependencies (the MQTT
 #: client of the module's message input and output). Extend it here, or per call with ``extra_requirements``.
@@ -49,6 +51,8 @@ NOT_IN_A_MODULE = ("scikit-learn", "pandas", "scipy", "skl2onnx", "onnx", "torch
 EDGE_ENTRY = "mlops_backend.edge.module"
 SERVER_ENTRY = "mlops_backend.cli"
 VENV = "/opt/mlops-venv"
+#: The label of the build stage's images (their value: the stage's key).
+STAGE_LABEL = "mlops.edge.stage"
 
 #: What the build stage removes: paths a running module never reads. Globs; a path that is not there is skipped.
 PRUNED = (
@@ -116,8 +120,12 @@ class ModuleImage:
                 f"</p>{quantized}</div>")
 
 
-def dockerfile(base: str, model_dir: str, name: str, entry: str, extra_steps: str = "") -> str:
-    """The module's Dockerfile: a build stage that installs and prunes, and a flattened ``FROM scratch`` stage."""
+def dockerfile(base: str, model_dir: str, name: str, entry: str, extra_steps: str = "", stage_key: str = "") -> str:
+    """The module's Dockerfile: a build stage that installs and prunes, and a flattened ``FROM scratch`` stage.
+
+    The build stage is labelled ``mlops.edge.stage=<stage_key>`` (a digest of what it is built from), so that its
+    cached images, which no tag holds once the module image is removed, can be found and removed too.
+    """
     steps = extra_steps.strip()
     checks = "import numpy, onnxruntime, mlops_backend.server, mlops_backend.app"
     return "\n".join([
@@ -125,6 +133,7 @@ def dockerfile(base: str, model_dir: str, name: str, entry: str, extra_steps: st
         "# Stage 1 installs the wheels offline and removes what a running module never reads; the build needs no "
         "network.",
         f"FROM {base} AS build",
+        *([f"LABEL {STAGE_LABEL}={stage_key}"] if stage_key else []),
         "ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
         *(["# extra steps", steps] if steps else []),
         f"RUN python3 -m venv {VENV}",
@@ -176,6 +185,17 @@ def module_requirements(environment_pip: Sequence[str], extra: Sequence[str] = (
     return requirements
 
 
+def module_spec(registry: Registry, model: EdgeModel) -> DeploySpec:
+    """What the module image holds: the served ONNX version with the generated ONNX entry script, nothing else.
+
+    Scripts, environments and assets saved for the model as a whole (``%%score_script iris``) were written for its
+    original flavor (they load ``model.pkl`` with scikit-learn) and would make the module neither lean nor working,
+    so the module always runs the generated ONNX script (onnxruntime and numpy only).
+    """
+    spec = deploy_spec(registry, model.version.name, model.version.ref)
+    return replace(spec, script=default_script(model.version), script_line_offset=None, inference=InferenceConfig())
+
+
 def write_module_context(
     registry: Registry,
     model: EdgeModel,
@@ -193,7 +213,7 @@ def write_module_context(
         MlopsError: pip could not find wheels.
     """
     version = model.version
-    spec = deploy_spec(registry, version.name, version.ref)
+    spec = module_spec(registry, model)
     folder = output or registry.home / "contexts" / f"{version.name}-{version.version}-edge"
     if folder.exists():
         shutil.rmtree(folder)
@@ -206,12 +226,43 @@ def write_module_context(
     entry = EDGE_ENTRY if (folder / "runtime" / "mlops_backend" / "edge" / "module.py").exists() else SERVER_ENTRY
     model_dir = f"{APP_ROOT}/azureml-models/{version.name}/{version.version}"
     chosen = base_image(base, False)
-    (folder / "Dockerfile").write_text(dockerfile(chosen, model_dir, version.name, entry, extra_steps))
     (folder / "prune.sh").write_text(prune_script())
+    stage = hashlib.sha256()
+    for part in (chosen, extra_steps, (folder / "requirements.txt").read_text(), (folder / "prune.sh").read_text(),
+                 context_digest(folder / "runtime")[0]):
+        stage.update(part.encode() + b"\0")
+    (folder / "Dockerfile").write_text(dockerfile(chosen, model_dir, version.name, entry, extra_steps,
+                                                  stage.hexdigest()[:16]))
     (folder / ".dockerignore").write_text("environment/\n")
     digest, files = context_digest(folder)
     tag = f"mlops/{version.name.lower()}:{version.version}-edge-{digest[:12]}"
     return BuildContext(folder, digest, tag, chosen, False, files)
+
+
+def stage_key_of(dockerfile_text: str) -> str:
+    """The key a module Dockerfile labels its build stage with (:data:`STAGE_LABEL`); empty when it has none."""
+    match = re.search(rf"^LABEL {re.escape(STAGE_LABEL)}=(\S+)$", dockerfile_text, re.MULTILINE)
+    return match[1] if match else ""
+
+
+def remove_build_stage(key: str, engine: Any = None) -> int:
+    """Remove the build stage's cached images labelled ``key`` that no tag holds; return how many went.
+
+    Images still used (a tag, a child, a container) stay: the engine refuses, and that is not an error.
+    """
+    import docker
+
+    from mlops_magics.packaging import engine as docker_engine
+
+    client = engine or docker_engine.client()
+    removed = 0
+    for image in client.images.list(all=True, filters={"label": f"{STAGE_LABEL}={key}", "dangling": True}):
+        try:
+            client.images.remove(image.id, noprune=False)
+            removed += 1
+        except docker.errors.APIError:
+            continue
+    return removed
 
 
 def context_entry(context: BuildContext) -> str:
@@ -258,6 +309,6 @@ def module_image(
     """
     model = served_version(registry, ref, quantize=quantize, data=data, labels=labels, provenance=provenance)
     context = write_module_context(registry, model, base=base, extra_requirements=extra_requirements)
-    spec = deploy_spec(registry, model.version.name, model.version.ref)
-    image = build_context(registry, spec, context, no_cache=no_cache, progress=progress, engine=engine)
+    image = build_context(registry, module_spec(registry, model), context, no_cache=no_cache, progress=progress,
+                          engine=engine)
     return ModuleImage(image, model, context, context_entry(context))
