@@ -278,7 +278,7 @@ def measure(native: Callable[[Any], Any], onnx_run: Callable[[Any], Any], one: A
 QUANTIZABLE = {"MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"}
 
 
-def _quantize(proto: Any) -> Any:
+def quantize_int8(proto: Any) -> Any:
     """Dynamic int8 quantization of the weights of MatMul/Gemm/Conv... nodes.
 
     Raises:
@@ -335,7 +335,7 @@ def convert_model(model: Any, data: Any, *, source: str, opset: int | None = Non
     kind = _kind(model)
     proto, converter = _convert(model, data, opset)
     if quantize:
-        proto = _quantize(proto)
+        proto = quantize_int8(proto)
     import onnxruntime as ort
 
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -166,13 +166,36 @@ def runtime_pins() -> list[str]:
     return pins
 
 
-def _digest(folder: Path) -> tuple[str, tuple[str, ...]]:
+def context_digest(folder: Path) -> tuple[str, tuple[str, ...]]:
+    """The digest of a build context (every file's path and sha256) and its files, relative and sorted."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for path in files:
         relative = path.relative_to(folder).as_posix()
         digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest(), tuple(p.relative_to(folder).as_posix() for p in files)
+
+
+def copy_runtime(output: Path) -> None:
+    """Copy the scoring server (package ``mlops_backend``, without caches) into ``output/runtime``."""
+    shutil.copytree(Path(mlops_backend.__file__).parent, output / "runtime" / "mlops_backend",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def write_requirements(registry: Registry, requirements: list[str], python: str, output: Path, *,
+                       wheels: bool = True) -> None:
+    """Write ``output/requirements.txt`` and, with ``wheels``, their wheels into ``output/wheels`` (from the cache).
+
+    Raises:
+        MlopsError: pip could not find wheels.
+    """
+    (output / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+    if wheels:
+        wheel_dir = cached_wheels(requirements, python, registry.home / "wheels")
+        shutil.copytree(wheel_dir, output / "wheels", copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(".complete"))
+    else:
+        (output / "wheels").mkdir()
 
 
 def write_context(
@@ -196,18 +219,11 @@ def write_context(
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     write_layout(registry, spec, output)
-    shutil.copytree(Path(mlops_backend.__file__).parent, output / "runtime" / "mlops_backend",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_runtime(output)
     requirements = sorted({*runtime_pins(), *environment.pip})
-    (output / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
-    if wheels:
-        wheel_dir = cached_wheels(requirements, environment.python, registry.home / "wheels")
-        shutil.copytree(wheel_dir, output / "wheels", copy_function=_link_or_copy,
-                        ignore=shutil.ignore_patterns(".complete"))
-    else:
-        (output / "wheels").mkdir()
+    write_requirements(registry, requirements, environment.python, output, wheels=wheels)
     (output / "Dockerfile").write_text(dockerfile(spec, base, extra_steps))
     (output / ".dockerignore").write_text("environment/\n")
-    digest, files = _digest(output)
+    digest, files = context_digest(output)
     tag = f"mlops/{spec.version.name.lower()}:{spec.version.version}-{digest[:12]}"
     return BuildContext(output, digest, tag, base, gpu, files)

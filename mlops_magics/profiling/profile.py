@@ -52,7 +52,7 @@ def parse_configs(text: str) -> list[dict[str, Any]]:
     Raises:
         InvalidInputError: a part is not ``cpu=NUMBER`` or ``memory=SIZE``, or a configuration lacks one.
     """
-    from mlops_magics.targets.docker import parse_memory
+    from mlops_magics.packaging.limits import parse_memory
 
     configs = []
     for chunk in (c for c in text.split(";") if c.strip()):
@@ -285,7 +285,7 @@ def measure_config(deployment: Any, probe: Any, body: Path, concurrency: Sequenc
 
 def memory_bytes(text: str) -> int:
     """Docker's memory syntax (``512m``, ``1g``) in bytes."""
-    from mlops_magics.targets.docker import parse_memory
+    from mlops_magics.packaging.limits import parse_memory
 
     return parse_memory(text)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ from mlops_magics.errors import DeployError, EngineError, InvalidInputError
 from mlops_magics.packaging import engine as docker_engine
 from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.packaging.image import build_context, write_spec_context
+from mlops_magics.packaging.limits import parse_memory
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Image, Registry
 from mlops_magics.targets.base import Steps, data_dir, new_key_file, on_free_port, server_options
@@ -45,25 +45,6 @@ SECRETS = "/run/mlops-secrets"
 SCRIPT = f"{APP_ROOT}/score.py"
 _STOP_GRACE = 10
 _LOG_TAIL = 30
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-#: Docker refuses containers with less memory than this.
-MIN_MEMORY = 6 * 1024**2
-
-
-def parse_memory(text: str) -> int:
-    """Bytes in a Docker memory size (``512m``, ``1g``, ``1.5g``, ``268435456``).
-
-    Raises:
-        InvalidInputError: not a size, or below Docker's minimum of 6 MB.
-    """
-    match = _MEMORY.match(text.strip())
-    if not match:
-        raise InvalidInputError(f"--memory {text!r} is not a size: use a number with k, m or g (512m, 1g, 1.5g).")
-    size = int(float(match[1]) * _UNITS[match[2].lower()])
-    if size < MIN_MEMORY:
-        raise InvalidInputError(f"--memory {text} is below Docker's minimum of 6m: give a container at least 6m.")
-    return size
 
 
 def check_limits(cpu: float | None, memory: str | None) -> tuple[int | None, int | None]:
