@@ -147,6 +147,43 @@ def test_a_new_routes_file_takes_over_between_requests_and_a_bad_one_changes_not
     assert {router.score().json()["member"] for _ in range(20)} == {"green"}
 
 
+def test_of_several_routes_files_the_highest_generation_is_served(tmp_path: Path, fleet: dict[str, Served]) -> None:
+    # On Kubernetes: a ConfigMap's file (a change reaches the pod a minute later) and the pod's own scratch file
+    # (written at once); the scratch file is missing until the first change.
+    scratch = tmp_path / "scratch" / "routes.json"
+    made = Router(tmp_path, {"generation": 1, "endpoint": "iris", "members": members(blue=100, green=0)},
+                  "--routes", str(scratch))
+    try:
+        assert {made.score().json()["member"] for _ in range(10)} == {"blue"}
+        scratch.parent.mkdir()
+        scratch.write_text(json.dumps({"generation": 2, "endpoint": "iris", "members": members(blue=0, green=100)}))
+        deadline = time.monotonic() + 10
+        while made.served.request("GET", "/ready").json()["generation"] != 2:
+            assert time.monotonic() < deadline, made.served.log()
+            time.sleep(0.05)
+        assert {made.score().json()["member"] for _ in range(10)} == {"green"}
+        scratch.write_text("{broken")  # the newer file goes bad: the older one never takes the router back
+        time.sleep(0.5)
+        assert made.served.request("GET", "/ready").json()["generation"] == 2
+        assert {made.score().json()["member"] for _ in range(10)} == {"green"}
+        made.switch({"generation": 3, "endpoint": "iris", "members": members(blue=100, green=0)})  # the other file
+        assert {made.score().json()["member"] for _ in range(10)} == {"blue"}
+    finally:
+        made.stop()
+
+
+def test_the_newest_of_several_routes_files_or_why_none_can_be_used(tmp_path: Path) -> None:
+    one, two, missing = tmp_path / "one.json", tmp_path / "two.json", tmp_path / "missing.json"
+    member = [{"name": "a", "url": "http://127.0.0.1:1", "weight": 100}]
+    one.write_text(json.dumps({"generation": 4, "members": member}))
+    two.write_text(json.dumps({"generation": 7, "members": member}))
+    assert tables.load_newest([one, missing, two]).generation == 7
+    assert tables.load_newest([missing, one]).generation == 4
+    two.write_text("{")
+    with pytest.raises(tables.RoutesError, match=r"(?s)missing.json' cannot be read.*two.json' is not JSON"):
+        tables.load_newest([missing, two])
+
+
 def test_shadow_copies_go_after_the_answer_and_are_recorded_under_the_request_id(tmp_path: Path,
                                                                                   fleet: dict[str, Served]) -> None:
     made = Router(tmp_path, {"generation": 1, "endpoint": "iris", "members": members(blue=100, green=0),

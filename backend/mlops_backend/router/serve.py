@@ -1,6 +1,7 @@
 """``mlops-route``: the router process.
 
-    mlops-route --routes ROUTES.json --port 8080 [--traffic-dir DIR] [--auth-key-file FILE] [--ready-file F]
+    mlops-route --routes ROUTES.json [--routes MORE.json] --port 8080 [--traffic-dir DIR] [--auth-key-file FILE]
+                [--ready-file F]
 
 One process, one event loop, serving with the scoring server's protocol and bounds. Its tick (every 0.1 s)
 fails the requests a member is too slow to answer (504), takes up a changed routes file or member key file
@@ -44,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="mlops-route", description="The endpoint router: one address in front of "
                                 "several deployments (weights, a sticky header, a shadow copy).")
-    p.add_argument("--routes", type=Path, required=True, help="The routes file (JSON), re-read when it changes.")
+    p.add_argument("--routes", type=Path, action="append", required=True,
+                   help="The routes file (JSON), re-read when it changes. Given more than once: the file of highest "
+                        "generation is served (a missing or bad one is passed over while another can be used).")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=8080, help="Port to listen on (default 8080; 0: any free one).")
     p.add_argument("--traffic-dir", type=Path, help="Record every answer here (JSON lines) for comparing members.")
@@ -73,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ready_file is not None:
         args.ready_file.unlink(missing_ok=True)
     try:
-        table = tables.load(args.routes)
+        table = tables.load_newest(args.routes)
     except tables.RoutesError as exc:
         _say(str(exc))
         return EXIT_BAD_SETTING
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run(app: RouterApp, sock: Any, routes: Path, key_file: KeyFile | None, limits: ConnectionLimits,
+def _run(app: RouterApp, sock: Any, routes: list[Path], key_file: KeyFile | None, limits: ConnectionLimits,
          ready_file: Path | None, loop: str) -> None:
     import uvicorn
 
@@ -164,24 +167,25 @@ async def _expire_until_cancelled(app: RouterApp) -> None:
 
 
 class Watched:
-    """The routes file and the members' key files: a change makes a new table."""
+    """The routes files and the members' key files: a change makes a new table."""
 
-    def __init__(self, routes: Path, app: RouterApp) -> None:
+    def __init__(self, routes: Sequence[Path], app: RouterApp) -> None:
         self.routes, self.app = routes, app
         self.identity = self._identity()
         self.problem: str | None = None
 
     def _identity(self) -> tuple[Any, ...]:
         keys = [m.key_file for m in self.app.table.members if m.key_file is not None]
-        return (tables.file_identity(self.routes), *(tables.file_identity(k) for k in keys))
+        return (*(tables.file_identity(r) for r in self.routes), *(tables.file_identity(k) for k in keys))
 
     def check(self) -> None:
-        """Take up a changed routes file (a bad one keeps the table in force, said once)."""
+        """Take up a changed routes file (a bad one keeps the table in force, said once; of several files, one of
+        a generation older than the one in force is not taken up)."""
         identity = self._identity()
         if identity == self.identity:
             return
         try:
-            table = tables.load(self.routes)
+            table = tables.load_newest(self.routes)
         except tables.RoutesError as exc:
             self.identity = identity  # read again once it changes
             if str(exc) != self.problem:
@@ -189,6 +193,10 @@ class Watched:
                 _say(f"{exc} The routes in force (generation {self.app.table.generation}) stay.")
             return
         self.problem = None
+        if len(self.routes) > 1 and table.generation < self.app.table.generation:
+            # the newer file went bad (or away): the older ones never take the router back
+            self.identity = identity
+            return
         self.app.table = table
         self.identity = self._identity()  # the new table's key files
         _say(f"routes: generation {table.generation}: {', '.join(f'{m.name}={m.weight}' for m in table.members)}"

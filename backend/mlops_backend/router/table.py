@@ -12,6 +12,7 @@ import os
 import random
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,26 @@ def load(path: Path) -> RouteTable:
     except orjson.JSONDecodeError as exc:
         raise RoutesError(f"The routes file {str(path)!r} is not JSON: {exc}.") from None
     return parse(data, path.parent)
+
+
+def load_newest(paths: Sequence[Path]) -> RouteTable:
+    """The table of highest generation among the routes files ``paths`` (the first of equal ones). A file that
+    is missing or cannot be used is passed over while another one can be used: several files let a routes file
+    written now (a pod's own scratch file) overtake one that a slower channel brings later (a ConfigMap volume).
+
+    Raises:
+        RoutesError: no file can be used (what is wrong with each).
+    """
+    tables: list[RouteTable] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            tables.append(load(path))
+        except RoutesError as exc:
+            problems.append(str(exc))
+    if not tables:
+        raise RoutesError(" ".join(problems) or "No routes file was given.")
+    return max(tables, key=lambda table: table.generation)
 
 
 def parse(data: Any, base: Path | None = None) -> RouteTable:
