@@ -14,15 +14,16 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from mlops_magics.api.deployments import deploy, reachable_url, require_validated, undeploy
 from mlops_magics.api.monitoring import collection_folder, feature_names
-from mlops_magics.endpoints import comparison, router, routing, traffic
+from mlops_magics.endpoints import comparison, kube_router, router, routing, traffic
 from mlops_magics.endpoints.comparison import TrafficComparison
-from mlops_magics.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_magics.endpoints.kube_objects import IN_CLUSTER
+from mlops_magics.errors import ConflictError, EngineError, InvalidInputError, NotFoundError
 from mlops_magics.monitoring import store
 from mlops_magics.monitoring.collection import parse_since
 from mlops_magics.registry import Endpoint, Registry, or_default
@@ -138,8 +139,11 @@ def endpoint(
     rollback: bool = False,
     require_validation: bool | None = None,
     target: str = "local",
+    target_options: Mapping[str, Any] | None = None,
     port: int | None = None,
     auth: bool = False,
+    router: str | None = None,
+    gateway: str | None = None,
     progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> EndpointStatus:
@@ -160,9 +164,17 @@ def endpoint(
         rollback: go back to the routing before the current one (anything else given is refused).
         require_validation: members that take traffic must have passed ``%validate`` (kept for later changes).
         target: where added members are deployed (``local``, ``docker``, ``kubernetes``...).
+        target_options: the settings of the members deployed on ``target`` (as ``deploy(target_options=)``).
         port: the endpoint's port when it is created (default: a free one).
         auth: when it is created: clients must send one of the endpoint's own keys (``Authorization: Bearer KEY``;
             :func:`endpoint_keys` shows and rotates them). Members that require keys get theirs from the router.
+        router: when it is created, how it routes: ``auto`` (the default: a process of this machine, unless every
+            member runs on one Kubernetes cluster and namespace; then a Gateway API HTTPRoute if the cluster serves
+            one, else an Istio VirtualService if it serves one, else ``deployment``), ``process``, ``deployment``
+            (our router as a Deployment beside the members), ``httproute`` or ``virtualservice``. Weights never
+            rely on replica ratios. Only our router offers a sticky header and records answers.
+        gateway: with an HTTPRoute or a VirtualService: the Gateway (``NAME`` or ``NAMESPACE/NAME``) it attaches
+            to (default: the mesh, through the endpoint's own Service).
 
     Raises:
         InvalidInputError: a malformed argument, or weights that do not add up to 100.
@@ -185,7 +197,9 @@ def endpoint(
         if current is None:
             raise NotFoundError(f"No endpoint named {name!r}: create it with %endpoint {name} --add "
                                 "blue=MODEL:VERSION.")
-        if current.state != "deleted" and current.routing.get("members") and not router.running(current.config):
+        if router is not None:
+            _router_kind(reg, name, dict(current.config), router, current.routing)  # refused when it differs
+        if current.state != "deleted" and current.routing.get("members") and not _router_running(current.config):
             _serve(reg, current, dict(current.config), port, steps)
         return endpoint_status(name, registry=reg)
     if current is None or not current.is_live:
@@ -205,7 +219,8 @@ def endpoint(
     new = routing.plain(current.routing)
     started: list[str] = []
     try:
-        members = [_member(reg, name, member, value, target, steps, started) for member, value in added.items()]
+        members = [_member(reg, name, member, value, target, target_options, steps, started)
+                   for member, value in added.items()]
         new = routing.with_members(new, members, list(remove), name)
         if traffic is not None:
             new = routing.with_traffic(new, routing.weights_from(traffic), name)
@@ -215,6 +230,8 @@ def endpoint(
             new = routing.with_sticky(new, sticky)
         if config.get("require_validation"):
             _gate(reg, new)
+        kind = _router_kind(reg, name, config, router, new)
+        kube_router.check(kind, name, new)
         reasons = [f"add {', '.join(f'{k}={v}' for k, v in added.items())}" if added else "",
                    f"remove {', '.join(remove)}" if remove else "",
                    f"traffic {routing.describe({'members': [m for m in new['members'] if m['weight']]})}"
@@ -222,7 +239,7 @@ def endpoint(
                    f"sticky {sticky}" if sticky is not None else ""]
         reason = "; ".join(r for r in reasons if r) or "no change"
         changed = reg.set_endpoint_routing(name, new, reason=reason, expected_generation=current.generation)
-        live = _serve(reg, changed, config, port, steps)
+        live = _serve(reg, changed, config, port, steps, kind=kind, gateway=gateway)
     except BaseException:
         for service in started:  # members this call deployed go again: nothing of a failed change stays
             with contextlib.suppress(Exception):
@@ -248,7 +265,10 @@ def endpoint_status(name: str, *, registry: Registry | None = None) -> EndpointS
     note = ""
     summary: dict[str, Any] = {}
     url = found.url
-    if found.is_live and url:
+    in_cluster = kube_router.is_in_cluster(found.config)
+    if found.is_live and url and in_cluster:
+        answers, summary, note = _cluster_answers(reg, found)
+    elif found.is_live and url:
         if not router.running(found.config):
             note = f"Its router is not running: %endpoint {name} starts it again."
             found = reg.set_endpoint_state(name, "stopped")
@@ -271,7 +291,8 @@ def endpoint_status(name: str, *, registry: Registry | None = None) -> EndpointS
             shadow_percent=int(shadow.get("percent") or 0) if shadow.get("name") == m["name"] else 0,
             owned=bool(m.get("owned")), state="missing" if d is None else d.state,
             answers=answers.get(m["name"]) or {}))
-    where = (f"an mlops-route process of this machine (pid {found.config.get('pid')}), recording answers in "
+    where = (kube_router.describe(found.config, reg.home, name) if in_cluster else
+             f"an mlops-route process of this machine (pid {found.config.get('pid')}), recording answers in "
              f"{router.traffic_folder(reg.home, name)}" if found.config.get("router") == "process" else "none")
     return EndpointStatus(name=found.name, url=found.url, state=found.state, generation=found.generation,
                           members=tuple(members), sticky_header=found.routing.get("sticky_header"), router=where,
@@ -282,7 +303,9 @@ def endpoint_status(name: str, *, registry: Registry | None = None) -> EndpointS
 
 def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry | None = None) -> list[str]:
     """Stop the endpoint's router and undeploy the members it deployed (``keep_members``: leave them running).
-    Idempotent.
+
+    On a cluster the router's Deployment, Service, ConfigMap and Secret go (or its HTTPRoute or VirtualService
+    and its Service). Idempotent.
 
     Returns:
         The services undeployed.
@@ -292,7 +315,9 @@ def delete_endpoint(name: str, *, keep_members: bool = False, registry: Registry
     """
     reg = or_default(registry)
     found = reg.get_endpoint(name)
-    if found.config.get("pid"):
+    if kube_router.is_in_cluster(found.config) and found.state != "deleted":
+        kube_router.delete(found.config, reg.home, name)
+    elif found.config.get("pid"):
         router.stop(int(found.config["pid"]), found.config.get("pid_stamp"))
     reg.set_endpoint_state(name, "deleted")
     reg.endpoint_keys.remove(name)
@@ -322,7 +347,10 @@ def endpoint_keys(name: str, *, regenerate: str | None = None, registry: Registr
     if not found.config.get("auth"):
         raise NotFoundError(f"Endpoint {name!r} has no keys: it was created without --auth.")
     if regenerate is not None:
-        return reg.endpoint_keys.regenerate(name, regenerate)
+        keys = reg.endpoint_keys.regenerate(name, regenerate)
+        if found.is_live and found.config.get("router") == "deployment":  # the pods get the new key file now
+            _serve(reg, found, dict(found.config), None, Steps.of(None))
+        return keys
     return reg.endpoint_keys.get(name)
 
 
@@ -350,7 +378,10 @@ def compare_traffic(name: str, a: str, b: str, *, since: str | float | datetime 
     """
     reg = or_default(registry)
     found = reg.get_endpoint(name)
-    if found.is_live and found.url and router.running(found.config):
+    if found.is_live and found.config.get("router") == "deployment":  # its pods' records, written and here
+        kube_router.wait_settled(found.config, _key(reg, found))
+        kube_router.fetch_traffic(found.config, reg.home, name)
+    elif found.is_live and found.url and router.running(found.config):
         router.settle(found.url, _key(reg, found))  # the answers given until now are in what is read
     frame = traffic.read_traffic(router.traffic_folder(reg.home, name), since=parse_since(since), members=(a, b))
     return comparison.compare(frame, a, b, feature_names=_features(reg, found, a), tolerance=tolerance,
@@ -488,6 +519,23 @@ def _shadow_comparison(reg: Registry, found: Endpoint, answers: Mapping[str, Any
         return None
 
 
+def _cluster_answers(reg: Registry, found: Endpoint) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """What the router on a cluster says (answers, its summary) and a note; the router pods' records fetched."""
+    if not kube_router.running(found.config):
+        return {}, {}, (f"Its router is not on the cluster, or has no ready pod: %endpoint {found.name} makes it "
+                        "again.")
+    if found.config.get("router") != "deployment":
+        return {}, {}, ""
+    try:
+        url = str(kube_router.local_url(found.config))
+        summary = router.ask(url, "/endpoint", key=_key(reg, found))
+        router.settle(url, _key(reg, found), summary)
+        kube_router.fetch_traffic(found.config, reg.home, found.name)
+    except (OSError, ValueError, EngineError) as exc:
+        return {}, {}, f"Its router did not answer: {exc}."
+    return dict(summary.get("answers") or {}), dict(summary), ""
+
+
 def _key(reg: Registry, found: Endpoint) -> str | None:
     """The endpoint's primary key when it has keys (its router's own routes want one too)."""
     return reg.endpoint_keys.get(found.name).primary if found.config.get("auth") else None
@@ -510,8 +558,8 @@ def _find(reg: Registry, name: str) -> Endpoint | None:
         return None
 
 
-def _member(reg: Registry, endpoint: str, member: str, value: str, target: str, steps: Steps,
-            started: list[str]) -> dict[str, Any]:
+def _member(reg: Registry, endpoint: str, member: str, value: str, target: str,
+            target_options: Mapping[str, Any] | None, steps: Steps, started: list[str]) -> dict[str, Any]:
     """The member ``member`` = ``value``: a live deployment as it is, else a model reference deployed now."""
     routing.check_member(member)
     live = {d.name: d for d in reg.deployments() if d.is_live}
@@ -519,7 +567,8 @@ def _member(reg: Registry, endpoint: str, member: str, value: str, target: str, 
         return {"name": member, "service": value, "owned": False}
     service = f"{endpoint}-{member}"
     steps.say(f"deploying {value} as {service} ({target})")
-    deploy(value, target=target, name=service, progress=steps, registry=reg)
+    deploy(value, target=target, name=service, target_options=dict(target_options or {}), progress=steps,
+           registry=reg)
     started.append(service)
     return {"name": member, "service": service, "owned": True}
 
@@ -535,17 +584,50 @@ def _gate(reg: Registry, new: Mapping[str, Any]) -> None:
                 raise ConflictError(f"Member {m['name']!r} cannot take traffic: {exc}") from None
 
 
-def _serve(reg: Registry, endpoint: Endpoint, config: dict[str, Any], port: int | None, steps: Steps) -> Endpoint:
-    """Write the routes file of the endpoint's routing, start its router if need be, and wait until it serves
-    this generation."""
+def _router_kind(reg: Registry, name: str, config: Mapping[str, Any], asked: str | None,
+                 new: Mapping[str, Any]) -> str:
+    """How the endpoint routes: what it was created with, else what ``asked`` (``auto`` by default) chooses.
+
+    Raises:
+        ConflictError: ``asked`` differs from the router the endpoint has (chosen when it is created).
+    """
+    recorded = config.get("router")
+    if recorded:
+        if asked is not None and asked.lower() not in ("auto", recorded):
+            raise ConflictError(f"Endpoint {name!r} routes with {recorded!r}: its router is chosen when it is created. "
+                                f"To change it: delete it keeping its members (delete_endpoint({name!r}, "
+                                f"keep_members=True)), then create it again with --router {asked}, adding the members "
+                                "by their service names.")
+        return str(recorded)
+    return kube_router.choose(asked, name, new, {d.name: d for d in reg.deployments()})
+
+
+def _router_running(config: Mapping[str, Any]) -> bool:
+    """Whether the endpoint's router (a process of this machine, or on a cluster) is there."""
+    if kube_router.is_in_cluster(config):
+        return kube_router.running(config)
+    return router.running(config)
+
+
+def _serve(reg: Registry, endpoint: Endpoint, config: dict[str, Any], port: int | None, steps: Steps, *,
+           kind: str | None = None, gateway: str | None = None) -> Endpoint:
+    """Make the endpoint's router serve its routing: for a process of this machine, write the routes file, start
+    the router if need be, and wait until it serves this generation; on a cluster, see :mod:`.kube_router`."""
     deployments = {d.name: d for d in reg.deployments()}
-    urls: dict[str, str] = {}
-    keys: dict[str, str | None] = {}
     for m in endpoint.routing.get("members") or []:
         d = deployments.get(m["service"])
         if d is None or not d.is_live or not d.url:
             raise ConflictError(f"Member {m['name']!r} of endpoint {endpoint.name!r} is service {m['service']!r}, "
                                 "which is not deployed: deploy it again, or remove the member.")
+    kind = kind or str(config.get("router") or endpoint.config.get("router") or "process")
+    if kind in IN_CLUSTER:
+        merged = replace(endpoint, config={**dict(endpoint.config), **config})
+        url, recorded = kube_router.serve(reg, merged, kind, deployments, steps, gateway)
+        return reg.record_endpoint(endpoint.name, target="kubernetes", state="running", url=url, config=recorded)
+    urls: dict[str, str] = {}
+    keys: dict[str, str | None] = {}
+    for m in endpoint.routing.get("members") or []:
+        d = deployments[m["service"]]
         urls[m["name"]] = reachable_url(d, reg)
         keys[m["name"]] = str(reg.keys.path(d.name)) if d.config.get("key_file") or d.config.get("auth") else None
     routes = routing.routes_file(endpoint.name, endpoint.routing, urls, keys)

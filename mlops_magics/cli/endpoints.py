@@ -21,8 +21,8 @@ def _endpoint(args: argparse.Namespace) -> Any:
                       {"name": args.name, "undeployed": gone})
     result = api.endpoint(args.name, add=args.add, remove=args.remove, traffic=args.traffic, shadow=args.shadow,
                           sticky=args.sticky, rollback=args.rollback, require_validation=args.require_validation,
-                          target=args.target, port=args.port, auth=args.auth,
-                          progress=StatusLines(f"endpoint {args.name}"))
+                          target=args.target, port=args.port, auth=args.auth, router=args.router,
+                          gateway=args.gateway, progress=StatusLines(f"endpoint {args.name}"))
     return Status(repr(result), dataclasses.asdict(result))
 
 
@@ -58,6 +58,12 @@ def add_verbs(verbs: Verbs) -> None:
                    help="Members need not have passed validation any more.")
     p.add_argument("--target", default="local", help="Where --add deploys members (default: local).")
     p.add_argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
+    p.add_argument("--router", choices=["auto", "process", "deployment", "httproute", "virtualservice"],
+                   help="When creating it, how it routes (auto: this machine's process, unless every member is on "
+                        "one Kubernetes cluster: an HTTPRoute or VirtualService it serves, else our router as a "
+                        "Deployment).")
+    p.add_argument("--gateway", metavar="[NAMESPACE/]NAME",
+                   help="With --router httproute or virtualservice: the Gateway it attaches to (default: the mesh).")
     p.add_argument("--auth", action="store_true", help="When creating it: clients must send one of its own keys.")
     p.add_argument("--keys", action="store_true", help="Show its keys, masked (mlops keys-style; --json: names only).")
     p.add_argument("--regenerate-key", choices=["primary", "secondary"], help="Replace one of its keys.")

@@ -40,6 +40,12 @@ class EndpointMagics(MagicsBase):
     @argument("--target", default="local", help="Where --add deploys members (default: local).")
     @argument("--port", type=int, help="The endpoint's port when it is created (default: a free one).")
     @argument("--auth", action="store_true", help="When creating it: clients must send one of its own keys.")
+    @argument("--router", choices=["auto", "process", "deployment", "httproute", "virtualservice"],
+              help="When creating it, how it routes: auto (default: this machine's process, unless every member is on "
+                   "one Kubernetes cluster: an HTTPRoute or Istio VirtualService the cluster serves, else our router "
+                   "as a Deployment), process, deployment, httproute, virtualservice.")
+    @argument("--gateway", metavar="[NAMESPACE/]NAME",
+              help="With --router httproute or virtualservice: the Gateway it attaches to (default: the mesh).")
     @argument("--keys", action="store_true", help="Show its keys (masked; .primary / .secondary for the values).")
     @argument("--regenerate-key", choices=["primary", "secondary"], help="Replace one of its keys.")
     @argument("--delete", action="store_true", help="Stop the router and undeploy the members it deployed.")
@@ -59,7 +65,7 @@ class EndpointMagics(MagicsBase):
             result = api.endpoint(args.name, add=args.add, remove=args.remove, traffic=args.traffic,
                                   shadow=args.shadow, sticky=args.sticky, rollback=args.rollback,
                                   require_validation=args.require_validation, target=args.target, port=args.port,
-                                  auth=args.auth, progress=status)
+                                  auth=args.auth, router=args.router, gateway=args.gateway, progress=status)
         status.done(result.headline())
         return result
 

@@ -24,9 +24,11 @@ from mlops_magics.targets.kube.manifests import INSTANCE, MANAGER
 
 #: Seconds any single API call may take.
 CALL_TIMEOUT = 15.0
-#: What a service's objects may be, in the order they are deleted (the autoscaler first: it would scale back up).
+#: What a service's (or an endpoint router's) objects may be, in the order they are deleted (the autoscaler first:
+#: it would scale back up).
 KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("autoscaling/v2beta2", "HorizontalPodAutoscaler"),
-         ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "Pod"), ("v1", "PersistentVolumeClaim"))
+         ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "Pod"), ("v1", "PersistentVolumeClaim"),
+         ("v1", "ConfigMap"))
 #: Fields the server sets that an apply never changes: left out of diffs.
 _SERVER_FIELDS = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp", "selfLink")
 
@@ -336,36 +338,71 @@ class Cluster:
         """
         import base64
 
-        from kubernetes import client
-        from kubernetes.stream import stream
-
         code = ("import base64, io, os, sys, tarfile\n"
                 "buffer = io.BytesIO()\n"
                 "with tarfile.open(fileobj=buffer, mode='w') as archive:\n"
                 f"    if os.path.isdir({folder!r}):\n"
                 f"        archive.add({folder!r}, arcname='.')\n"
                 "sys.stdout.write(base64.b64encode(buffer.getvalue()).decode())\n")
-        with self.answering(f"reading {folder} in pod {pod}"):
+        return base64.b64decode(self.run_python(pod, namespace, code, container=container, timeout=timeout,
+                                                doing=f"reading {folder}"))
+
+    def run_python(self, pod: str, namespace: str, code: str, *, container: str, stdin_line: str | None = None,
+                   timeout: float = 60.0, doing: str = "running a command") -> str:
+        """Run ``code`` with the Python of a pod's container (exec); what it wrote on standard output. ``stdin_line``
+        (one line, no newline in it) is its standard input: what must not be on a command line (keys) goes there.
+
+        Raises:
+            EngineError: the command could not run or failed (its standard error quoted), or ``timeout`` passed.
+        """
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        with self.answering(f"{doing} in pod {pod}"):
             ws = stream(client.CoreV1Api(self.api).connect_get_namespaced_pod_exec, pod, namespace,
-                        container=container, command=["python", "-c", code], stderr=True, stdin=False,
-                        stdout=True, tty=False, _preload_content=False)
+                        container=container, command=["python", "-c", code], stderr=True,
+                        stdin=stdin_line is not None, stdout=True, tty=False, _preload_content=False)
             out, err = [], []
             deadline = time.monotonic() + timeout
-            while ws.is_open() and time.monotonic() < deadline:
-                ws.update(timeout=1)
-                out.append(ws.read_stdout() or "")
-                err.append(ws.read_stderr() or "")
             try:
+                if stdin_line is not None:
+                    ws.write_stdin(stdin_line + "\n")
+                while ws.is_open() and time.monotonic() < deadline:
+                    ws.update(timeout=1)
+                    out.append(ws.read_stdout() or "")
+                    err.append(ws.read_stderr() or "")
                 if ws.is_open():
-                    raise EngineError(f"Reading {folder} in pod {pod} took more than {timeout:.0f} s.")
+                    raise EngineError(f"{doing.capitalize()} in pod {pod} took more than {timeout:.0f} s.")
                 status = ws.returncode
             finally:
                 ws.close()
                 ws.sock.shutdown()  # a websocket the server closed first keeps its socket open otherwise
         if status != 0:
-            raise EngineError(f"Reading {folder} in pod {pod} failed (status {status}): "
+            raise EngineError(f"{doing.capitalize()} in pod {pod} failed (status {status}): "
                               f"{''.join(err).strip()[-500:]}")
-        return base64.b64decode("".join(out))
+        return "".join(out)
+
+    def api_resources(self, group: str) -> dict[str, set[str]]:
+        """The kinds the cluster serves in API ``group``, by version (``{'v1': {'HTTPRoute', ...}}``), asked now
+        (not from a discovery cache: a custom resource definition may have come or gone); {} when it serves none.
+        """
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        found: dict[str, set[str]] = {}
+        with self.answering(f"discovering the {group} API"):
+            groups = client.ApisApi(self.api).get_api_versions(_request_timeout=CALL_TIMEOUT).groups or []
+            versions = next(([v.version for v in g.versions or []] for g in groups if g.name == group), [])
+            for version in versions:
+                try:
+                    resources = client.CustomObjectsApi(self.api).get_api_resources(
+                        group, version, _request_timeout=CALL_TIMEOUT).resources or []
+                except ApiException as exc:
+                    if exc.status == 404:  # a version going away as it is asked
+                        continue
+                    raise DeployError(f"The cluster refused to list {group}/{version}: {api_reason(exc)}") from None
+                found[str(version)] = {str(r.kind) for r in resources if "/" not in str(r.name)}
+        return found
 
     def events(self, kind: str, name: str, namespace: str) -> list[tuple[str, str]]:
         """What the cluster said of an object: (reason, message) of its events, oldest first."""

@@ -113,7 +113,7 @@ class KubernetesTarget:
             chosen, layout, objects = self.plan(spec, cluster=cluster, keys=keys)
             name = manifests.object_name(spec.service)
             if chosen.volume == "host":
-                _own_folder(Path(str(layout.host_data)), layout.uid, layout.gid)
+                own_folder(Path(str(layout.host_data)), layout.uid, layout.gid)
             config = self._config(spec, chosen, layout, cluster, objects, image)
             try:
                 self._apply(cluster, objects, steps)
@@ -486,8 +486,8 @@ def push(engine: Any, tag: str, image_registry: str, steps: Steps) -> str:
     return target
 
 
-def _own_folder(folder: Path, uid: int, gid: int) -> None:
-    """Make the host data folder, writable by the pods' user."""
+def own_folder(folder: Path, uid: int, gid: int) -> None:
+    """Make a host folder (a service's data, an endpoint's traffic), writable by the pods' user."""
     folder.mkdir(parents=True, exist_ok=True)
     if os.getuid() == 0:
         for path in (folder, *folder.rglob("*")):
