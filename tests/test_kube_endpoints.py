@@ -162,6 +162,8 @@ def test_a_router_that_cannot_start_leaves_nothing_and_says_why(kreg: Registry, 
                                target="kubernetes", state=recorded.state, url=recorded.url,
                                config={**config, "image": image})
     assert _left(cluster, "k19-bad", namespace) == []
+    # Once: the endpoint stayed 'creating', routing to the member, and the member could not be undeployed.
+    assert kreg.get_endpoint("k19-bad").state == "failed"
 
 
 def _crd(group: str, kind: str, version: str) -> dict[str, Any]:

@@ -202,6 +202,7 @@ def endpoint(
         if current.state != "deleted" and current.routing.get("members") and not _router_running(current.config):
             _serve(reg, current, dict(current.config), port, steps)
         return endpoint_status(name, registry=reg)
+    creating = current is None or not current.is_live
     if current is None or not current.is_live:
         if not added:
             raise NotFoundError(f"No endpoint named {name!r}: create it with %endpoint {name} --add "
@@ -241,6 +242,9 @@ def endpoint(
         changed = reg.set_endpoint_routing(name, new, reason=reason, expected_generation=current.generation)
         live = _serve(reg, changed, config, port, steps, kind=kind, gateway=gateway)
     except BaseException:
+        if creating:  # an endpoint whose router never served routes to nothing: its members may go
+            with contextlib.suppress(Exception):
+                reg.set_endpoint_state(name, "failed")
         for service in started:  # members this call deployed go again: nothing of a failed change stays
             with contextlib.suppress(Exception):
                 undeploy(service, registry=reg)

@@ -240,6 +240,7 @@ def _serve_deployment(reg: Registry, endpoint: Endpoint, config: dict[str, Any],
     except BaseException:
         steps.say("removing the router's objects")
         cluster.delete_service(name, members.namespace)
+        cluster.wait_pods_gone(name, members.namespace, timeout=60)
         raise
     url = (f"http://127.0.0.1:{port}" if members.network == "host" else
            f"http://{name}.{members.namespace}.svc.cluster.local:{SERVICE_PORT}")
