@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -359,3 +360,84 @@ def test_agent_settings_that_cannot_work_are_refused_saying_why(tmp_path: Path) 
         done = subprocess.run([sys.executable, "-m", "mlops_backend.edge.agent", *args], capture_output=True,
                               text=True, timeout=60, cwd=tmp_path, env=env)
         assert (done.returncode, message in done.stderr) == (2, True), (args, done.stderr)
+
+
+# -- MQTT -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[int]:
+    """A real mosquitto on 127.0.0.1 (its port)."""
+    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+    if exe is None:
+        if os.environ.get("MLOPS_REQUIRE_MQTT") == "1":
+            pytest.fail("MLOPS_REQUIRE_MQTT=1 but mosquitto is not installed: apt-get install -y mosquitto")
+        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto): the MQTT path is not tested")
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    log = tmp_path / "mosquitto.log"
+    with open(log, "wb") as err:
+        process = subprocess.Popen([exe, "-c", str(config)], stdout=err, stderr=subprocess.STDOUT)
+    proc = Proc(process, log)
+    with running(proc):
+        def listening() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return process.poll() is not None
+        wait_for(listening, "mosquitto to listen", logs=proc.log)
+        assert process.poll() is None, f"mosquitto exited:\n{proc.log()}"
+        yield port
+        proc.stop()
+
+
+def mqtt_client(port: int, on_message: Callable[[Any], None] | None = None) -> Any:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    if on_message is not None:
+        client.on_message = lambda _c, _u, message: on_message(message)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def test_mqtt_input_messages_are_scored_and_answered_on_the_output_topic(tmp_path: Path, broker: int) -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    collect = tmp_path / "collected"
+    answers: list[Any] = []
+    listener = mqtt_client(broker, answers.append)
+    subscribed = listener.subscribe("dev/out", qos=1)
+    assert subscribed[0] == 0
+    with serving("json_echo.py", "--collect-dir", str(collect), logs=tmp_path) as served:
+        bridge = python_m("mlops_backend.edge.mqtt", "--broker", f"127.0.0.1:{broker}", "--input-topic", "dev/in",
+                          "--output-topic", "dev/out", "--score-url", f"{served.url}/score", logs=tmp_path,
+                          name="mqtt")
+        with running(bridge):
+            wait_for(lambda: "subscribed to 'dev/in'" in bridge.log(), "the bridge to subscribe", logs=bridge.log)
+            sender = mqtt_client(broker)
+            for i in range(20):
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.CorrelationData = f"corr-{i}".encode()
+                sender.publish("dev/in", json.dumps({"data": [[i]]}), qos=1, properties=properties).wait_for_publish(10)
+            plain = Properties(PacketTypes.PUBLISH)
+            plain.UserProperty = [("request_id", "by-property")]
+            sender.publish("dev/in", b"not json", qos=1, properties=plain).wait_for_publish(10)
+            wait_for(lambda: len(answers) == 21, "21 answers on dev/out", logs=bridge.log)
+            sender.disconnect()
+            assert bridge.stop() == 0
+    listener.disconnect()
+    listener.loop_stop()
+    bodies = [json.loads(m.payload) for m in answers]
+    assert [b["request_id"] for b in bodies] == [f"corr-{i}" for i in range(20)] + ["by-property"]
+    assert [b["output"]["received"] for b in bodies[:20]] == [{"data": [[i]]} for i in range(20)]
+    assert all(b["status"] == 200 for b in bodies[:20]) and bodies[20]["status"] == 500
+    assert [bytes(m.properties.CorrelationData) for m in answers[:20]] == [f"corr-{i}".encode() for i in range(20)]
+    assert ("status", "200") in answers[0].properties.UserProperty
+    collected = {r["request_id"] for r in store.records(collect)}
+    assert collected == {f"corr-{i}" for i in range(20)} | {"by-property"}, "the records carry the message's id"
