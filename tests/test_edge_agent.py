@@ -339,6 +339,60 @@ def test_a_kill_9_of_the_agent_and_of_the_hub_mid_forward_loses_and_duplicates_n
     assert (final["forwarded_records"], final["evicted_records"], final["acked_offset"]) == (total, 0, total)
 
 
+def test_past_its_size_the_buffer_evicts_the_oldest_records_and_the_hub_gets_the_rest(tmp_path: Path) -> None:
+    collect, root, buffer, status = tmp_path / "collected", tmp_path / "hub", tmp_path / "buffer.sqlite", \
+        tmp_path / "agent.json"
+    port = free_port()
+    with scoring(collect, tmp_path) as served, \
+            running(start_agent(collect, buffer, port, status, tmp_path, "--max-buffer-bytes", "8k")) as agent:
+        sent = [served.post_json("/score", {"data": [[i]]}).headers["x-request-id"] for i in range(150)]
+        offline = wait_for(lambda: (s := status_of(status)).get("taken_records") == 150 and s,
+                           "the agent to take 150 records", logs=agent.log)
+        assert offline["evicted_records"] > 0 and offline["buffered_bytes"] <= 8192
+        assert offline["buffered_records"] + offline["evicted_records"] == 150
+        with running(start_hub(root, port, tmp_path)) as hub:
+            wait_for(lambda: status_of(status).get("buffered_records") == 0, "the buffer to drain", logs=agent.log)
+            assert agent.stop() == 0 and hub.stop() == 0
+    kept = 150 - offline["evicted_records"]
+    assert [r["request_id"] for r in hub_records(root)] == sent[-kept:], "the newest records, once, in order"
+    assert json.loads((root / DEVICE / "hub.json").read_text())["device_evicted"] == offline["evicted_records"]
+
+
+def _hub_has_unread_request(port: int) -> bool:
+    """Some connection to ``port`` holds bytes the (frozen) hub has not read: a request waits for its answer."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                local, state, queues = fields[1], fields[3], fields[4]
+                established = state == "01"  # not the listening socket, whose queue counts connections
+                if established and int(local.rsplit(":", 1)[1], 16) == port and int(queues.split(":")[1], 16) > 0:
+                    return True
+    return False
+
+
+def test_sigterm_stops_an_agent_waiting_for_a_frozen_hub_and_nothing_is_lost(tmp_path: Path) -> None:
+    collect, root, buffer, status = tmp_path / "collected", tmp_path / "hub", tmp_path / "buffer.sqlite", \
+        tmp_path / "agent.json"
+    port = free_port()
+    hub = start_hub(root, port, tmp_path)
+    with running(hub), scoring(collect, tmp_path) as served:
+        hub.process.send_signal(signal.SIGSTOP)
+        agent = start_agent(collect, buffer, port, status, tmp_path)
+        with running(agent):
+            sent = [served.post_json("/score", {"data": [[i]]}).headers["x-request-id"] for i in range(10)]
+            wait_for(lambda: _hub_has_unread_request(port), "the agent's batch to wait at the frozen hub",
+                     logs=agent.log)
+            assert agent.stop(timeout=10) == 0, "SIGTERM gives up the batch in flight (the hub would take 30 s)"
+        hub.process.send_signal(signal.SIGCONT)
+        with running(start_agent(collect, buffer, port, status, tmp_path)) as agent:
+            wait_for(lambda: status_of(status).get("buffered_records") == 0 and hub_count(root) >= 10,
+                     "the 10 records at the hub", logs=agent.log)
+            assert agent.stop() == 0
+        assert hub.stop() == 0
+    assert [r["request_id"] for r in hub_records(root)] == sent
+
+
 def _load(served: Served, requests: int, tmp_path: Path) -> None:
     (tmp_path / "body.json").write_bytes(b'{"data": [[1.5, 2, 3]]}')
     done = subprocess.run([sys.executable, "-m", "mlops_magics.profiling.loadgen", "--url", f"{served.url}/score",
@@ -441,3 +495,89 @@ def test_mqtt_input_messages_are_scored_and_answered_on_the_output_topic(tmp_pat
     assert ("status", "200") in answers[0].properties.UserProperty
     collected = {r["request_id"] for r in store.records(collect)}
     assert collected == {f"corr-{i}" for i in range(20)} | {"by-property"}, "the records carry the message's id"
+
+
+# -- the module's supervisor ----------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start_module(tmp_path: Path, port: int, env: dict[str, str]) -> tuple[Proc, Path]:
+    data = tmp_path / "device"
+    module = python_m("mlops_backend.edge.module", "--entry_script", str(Path(__file__).parent / "entry_scripts" /
+                                                                            "json_echo.py"),
+                      "--port", str(port), logs=tmp_path, name="module",
+                      env={"MLOPS_EDGE_DATA": str(data), "MLOPS_EDGE_DEVICE": DEVICE, **env})
+    return module, data
+
+
+def module_state(data: Path) -> dict[str, Any]:
+    return status_of(data / "module.json").get("children", {})
+
+
+def test_the_module_restarts_a_killed_child_and_sigterm_stops_everything(tmp_path: Path) -> None:
+    root, hub_port, port = tmp_path / "hub", free_port(), free_port()
+    served = Served(port, None, tmp_path / "none", tmp_path / "none")  # type: ignore[arg-type]  # HTTP only
+    with running(start_hub(root, hub_port, tmp_path)) as hub:
+        module, data = start_module(tmp_path, port, {"MLOPS_EDGE_HUB": f"http://127.0.0.1:{hub_port}"})
+        with running(module):
+            first = wait_for(lambda: (s := module_state(data)) and all(c["running"] for c in s.values()) and s,
+                             "the module's children to run", logs=module.log)
+            assert set(first) == {"serve", "agent"}, "no MLOPS_EDGE_MQTT: no bridge"
+            wait_for(lambda: _healthy(served), "the module's scoring server", logs=module.log)
+            ids = [served.post_json("/score", {"data": [[i]]}).headers["x-request-id"] for i in range(5)]
+            wait_for(lambda: hub_count(root) == 5, "the module's records at the hub", logs=module.log)
+            for name in ("agent", "serve"):
+                os.kill(first[name]["pid"], signal.SIGKILL)
+                again = wait_for(lambda n=name: (c := module_state(data).get(n, {})).get("restarts") == 1
+                                 and c["running"] and c, f"{name} to be restarted", logs=module.log)
+                assert again["pid"] != first[name]["pid"] and again["last_exit"] == -signal.SIGKILL
+            assert "agent (pid" in module.log() and "was killed by signal 9; restarting it" in module.log()
+            wait_for(lambda: _healthy(served), "the restarted scoring server", logs=module.log)
+            ids.append(served.post_json("/score", {"data": [[5]]}).headers["x-request-id"])
+            wait_for(lambda: hub_count(root) == 6, "the record scored after the restarts at the hub", logs=module.log)
+            pids = [c["pid"] for c in module_state(data).values()]
+            assert module.stop(timeout=40) == 0
+        assert hub.stop() == 0
+    assert not [pid for pid in pids if alive(pid)], "SIGTERM stopped every child"
+    assert not _healthy(served)
+    assert [r["request_id"] for r in hub_records(root)] == ids
+    final = status_of(data / "module.json")
+    assert final["stopping"] and not any(c["running"] for c in final["children"].values())
+
+
+def _healthy(served: Served) -> bool:
+    try:
+        return served.request("GET", "/", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def test_the_module_bridges_mqtt_when_a_broker_is_configured(tmp_path: Path, broker: int) -> None:
+    answers: list[Any] = []
+    listener = mqtt_client(broker, answers.append)
+    listener.subscribe("mod/out", qos=1)
+    port = free_port()
+    module, data = start_module(tmp_path, port, {"MLOPS_EDGE_MQTT": f"127.0.0.1:{broker}", "MLOPS_EDGE_MQTT_INPUT":
+                                                 "mod/in", "MLOPS_EDGE_MQTT_OUTPUT": "mod/out"})
+    served = Served(port, None, tmp_path / "none", tmp_path / "none")  # type: ignore[arg-type]  # HTTP only
+    with running(module):
+        wait_for(lambda: set(module_state(data)) == {"serve", "mqtt"}, "serve and mqtt", logs=module.log)
+        wait_for(lambda: _healthy(served) and "subscribed to 'mod/in'" in module.log(), "the module to subscribe",
+                 logs=module.log)
+        sender = mqtt_client(broker)
+        sender.publish("mod/in", json.dumps({"data": [[7]]}), qos=1).wait_for_publish(10)
+        wait_for(lambda: answers, "an answer on mod/out", logs=module.log)
+        sender.disconnect()
+        assert module.stop(timeout=40) == 0
+    listener.disconnect()
+    listener.loop_stop()
+    answer = json.loads(answers[0].payload)
+    assert (answer["status"], answer["output"]["received"]) == (200, {"data": [[7]]})
+    assert [r["input"] for r in store.records(data / "collected")] == [{"data": [[7]]}], "collected on the volume"

@@ -18,16 +18,19 @@ Status: a JSON file (``--status-file``), replaced whole at most every ``--poll-s
 ``evicted_records``, ``evicted_bytes``, ``forwarded_records``, ``acked_offset``, ``last_offset``, ``last_sync``
 (epoch seconds of the last answer of the hub, or null), ``hub_reachable`` (null before the first try),
 ``last_error``, ``pid``, ``updated``. A file, not a port, so that it can be read on the device's volume while the
-device is offline. SIGTERM or SIGINT: the batch in flight finishes (or times out), the status is written, exit 0.
+device is offline. SIGTERM or SIGINT: a batch waiting for the hub's answer is given up (sent again next time,
+stored once), the status is written, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -120,6 +123,15 @@ class Agent:
         self._written: dict[str, Any] = {}
         self._written_at = 0.0
         self.buffer.settle(settings.collect_dir / "records")
+
+    def request_stop(self) -> None:
+        """Stop soon: from a signal handler too. A batch waiting for the hub's answer is given up (its socket shut
+        down): the hub, if it stored it, answers its offset for it next time, and nothing is stored twice."""
+        self.stop.set()
+        connection = self._connection
+        if connection is not None and connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the hub connection and the buffer, writing the status a last time."""
@@ -338,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"cannot start: {exc.strerror or exc} ({getattr(exc, 'filename', '')}).")
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stop.set())
+        signal.signal(sig, lambda *_: agent.request_stop())
     _say(f"device {settings.device!r}: forwarding {settings.collect_dir} to {settings.hub} through the buffer "
          f"{settings.buffer} (at most {settings.max_buffer_bytes:,} bytes)")
     try:
