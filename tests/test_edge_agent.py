@@ -228,6 +228,9 @@ def test_the_hub_keeps_only_the_new_part_of_an_overlapping_batch_and_knows_its_o
         assert post(port, records_path(5, 15), batch(range(5, 16)))[1]["stored"] == 15
         assert post(port, records_path(3, 8), batch(range(3, 9)))[1]["stored"] == 15, "all known: nothing stored"
         assert post(port, records_path(18, 20), batch([18, 20]))[1]["stored"] == 20, "gaps: evicted on the device"
+        second = subprocess.run([sys.executable, "-m", "mlops_backend.edge.hub", "--root", str(root), "--port", "0"],
+                                capture_output=True, text=True, timeout=60)
+        assert (second.returncode, "Another hub stores into" in second.stderr) == (2, True), second.stderr
         assert hub.stop() == 0
     (root / DEVICE / "records" / ".half-written.jsonl.tmp").write_bytes(b'{"request_id": "r99"')  # a killed write
     with running(start_hub(root, port, tmp_path)) as hub:
@@ -523,7 +526,7 @@ def module_state(data: Path) -> dict[str, Any]:
 
 def test_the_module_restarts_a_killed_child_and_sigterm_stops_everything(tmp_path: Path) -> None:
     root, hub_port, port = tmp_path / "hub", free_port(), free_port()
-    served = Served(port, None, tmp_path / "none", tmp_path / "none")  # type: ignore[arg-type]  # HTTP only
+    served = Served(port, None, tmp_path / "none", tmp_path / "none")
     with running(start_hub(root, hub_port, tmp_path)) as hub:
         module, data = start_module(tmp_path, port, {"MLOPS_EDGE_HUB": f"http://127.0.0.1:{hub_port}"})
         with running(module):
@@ -566,7 +569,7 @@ def test_the_module_bridges_mqtt_when_a_broker_is_configured(tmp_path: Path, bro
     port = free_port()
     module, data = start_module(tmp_path, port, {"MLOPS_EDGE_MQTT": f"127.0.0.1:{broker}", "MLOPS_EDGE_MQTT_INPUT":
                                                  "mod/in", "MLOPS_EDGE_MQTT_OUTPUT": "mod/out"})
-    served = Served(port, None, tmp_path / "none", tmp_path / "none")  # type: ignore[arg-type]  # HTTP only
+    served = Served(port, None, tmp_path / "none", tmp_path / "none")
     with running(module):
         wait_for(lambda: set(module_state(data)) == {"serve", "mqtt"}, "serve and mqtt", logs=module.log)
         wait_for(lambda: _healthy(served) and "subscribed to 'mod/in'" in module.log(), "the module to subscribe",

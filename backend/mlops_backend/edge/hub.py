@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -103,12 +104,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class HubInUse(Exception):
+    """Another hub process stores into the same folder."""
+
+
 class HubStore:
-    """The hub's folder: each device's records and the highest offset stored per buffer (thread-safe)."""
+    """The hub's folder: each device's records and the highest offset stored per buffer (thread-safe).
+
+    One process at a time (a lock file in the folder): two would not know each other's offsets.
+
+    Raises:
+        HubInUse: another hub has the folder.
+        OSError: the folder cannot be created or read.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(root / ".hub.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise HubInUse(f"Another hub stores into {root}: stop it first, or give another --root.") from None
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         #: (device, epoch) -> the highest offset stored.
@@ -296,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         store = HubStore(args.root)
+    except HubInUse as exc:
+        _say(str(exc))
+        return 2
     except OSError as exc:
         _say(f"cannot use {args.root}: {exc.strerror or exc}.")
         return 2
