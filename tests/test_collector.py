@@ -108,6 +108,8 @@ def test_sample_rate_is_respected_within_statistical_tolerance(tmp_path: Path) -
     (["--collect-dir", "COLLECT", "--sample-rate", "0"], "Sample rate 0.0 is out of range"),
     (["--collect-dir", "COLLECT", "--sample-rate", "1.5"], "Sample rate 1.5 is out of range"),
     (["--sample-rate", "0.5"], "--sample-rate applies to collection: give --collect-dir DIR too"),
+    (["--collect-dir", "COLLECT", "--collect-segment-s", "0"], "--collect-segment-s 0 is out of range"),
+    (["--collect-segment-s", "5"], "--collect-segment-s applies to collection: give --collect-dir DIR too"),
 ])
 def test_bad_collection_settings_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
     from tests.serving import SCRIPTS, mlops_serve
@@ -188,6 +190,39 @@ def test_segments_rotate_and_closed_ones_can_be_forwarded(tmp_path: Path) -> Non
     assert offered == closed[:3] and list(segments(tmp_path, closed_only=True)) == closed[2:]
     collector.close()
     assert len(_lines(tmp_path)) == 200 - shipped
+
+
+def test_segments_close_by_age_when_they_hold_records(tmp_path: Path) -> None:
+    collector = Collector(tmp_path, segment_seconds=0.1, flush_interval=0.02)
+    try:
+        time.sleep(0.3)  # no record: the segment stays open (no empty closed files)
+        assert list(segments(tmp_path, closed_only=True)) == []
+        for round_ in range(3):
+            for i in range(5):
+                collector.record(f"id-{round_}-{i}".encode(), 200, 0.001, b"[1]", b"[2]")
+            deadline = time.monotonic() + 10
+            while len(list(segments(tmp_path, closed_only=True))) <= round_ and time.monotonic() < deadline:
+                time.sleep(0.01)
+            closed = list(segments(tmp_path, closed_only=True))
+            assert len(closed) == round_ + 1, f"no segment closed by age after round {round_}: {closed}"
+    finally:
+        collector.close()
+    assert not list((tmp_path / "records").glob("*.part"))
+    ids = [r["request_id"] for r in _lines(tmp_path)]
+    assert ids == [f"id-{r}-{i}" for r in range(3) for i in range(5)]
+
+
+def test_the_server_closes_segments_by_age(tmp_path: Path) -> None:
+    collect = tmp_path / "collected"
+    with serving("json_echo.py", "--collect-dir", str(collect), "--collect-segment-s", "0.2", logs=tmp_path,
+                 env={"MLOPS_COLLECT_FLUSH_S": "0.05"}) as served:
+        ids = [served.post_json("/score", {"data": [[i]]}).headers["x-request-id"] for i in range(10)]
+        deadline = time.monotonic() + 10
+        while not list(segments(collect, closed_only=True)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        closed = list(segments(collect, closed_only=True))
+        assert closed, "the server closed no segment while running"
+        assert [orjson.loads(line)["request_id"] for line in closed[0].read_bytes().splitlines()] == ids
 
 
 def test_metrics_expose_the_collection_counters(tmp_path: Path) -> None:

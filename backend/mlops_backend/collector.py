@@ -97,6 +97,8 @@ class Collector:
         queue_bytes: the same bound in bytes, for the records and, separately, for the CSV rows.
         max_body_bytes: larger inputs or outputs are recorded as their size only.
         segment_bytes: a segment is closed and a new one begun past this size.
+        segment_seconds: a segment that holds records is also closed this long after it was begun (None: by
+            size only), checked every flush interval; an edge agent forwards closed segments only.
 
     Raises:
         ValueError: the sample rate is not in (0, 1].
@@ -106,15 +108,15 @@ class Collector:
     # Slots: over 29 attributes a plain instance's dict stops sharing its keys and every attribute read on the
     # request path gets slower (measured: 8% more instructions for record() with 30).
     __slots__ = ("_bytes_ceiling", "_bytes_in", "_closing", "_csv_bytes", "_csv_dropped_at_refusal", "_csv_lock",
-                 "_cut", "_dropped_at_refusal", "_fd", "_lock", "_segment", "_sequence", "_size", "_thread", "_wake",
-                 "csv_queue", "csv_refusing", "flush_interval", "folder", "max_body_bytes", "queue", "queue_bytes",
-                 "queue_limit", "refusing", "request_id", "sample_rate", "segment_bytes", "stats", "stats_path",
-                 "token")
+                 "_cut", "_dropped_at_refusal", "_fd", "_lock", "_opened", "_segment", "_sequence", "_size", "_thread",
+                 "_wake", "csv_queue", "csv_refusing", "flush_interval", "folder", "max_body_bytes", "queue",
+                 "queue_bytes", "queue_limit", "refusing", "request_id", "sample_rate", "segment_bytes",
+                 "segment_seconds", "stats", "stats_path", "token")
 
     def __init__(self, folder: Path, *, worker: int = 0, sample_rate: float = 1.0,
                  flush_interval: float = DEFAULT_FLUSH_S, queue_limit: int = DEFAULT_QUEUE_LIMIT,
                  queue_bytes: int = DEFAULT_QUEUE_BYTES, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, segment_seconds: float | None = None) -> None:
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample rate {sample_rate} is out of range: use a share in (0, 1].")
         self.folder = folder
@@ -125,6 +127,7 @@ class Collector:
         self.queue_bytes = queue_bytes
         self.max_body_bytes = max_body_bytes
         self.segment_bytes = segment_bytes
+        self.segment_seconds = segment_seconds
         #: The request being scored now (what ModelDataCollector records as $aml_request_id; decoded there only).
         self.request_id = b""
         self.queue: deque[bytes] = deque()
@@ -150,6 +153,7 @@ class Collector:
         self._fd = -1
         self._segment: Path | None = None
         self._size = 0
+        self._opened = 0.0
         #: The offset the segment must be cut back to before anything more is written (a cut that failed).
         self._cut: int | None = None
         self._sequence = 0
@@ -282,6 +286,10 @@ class Collector:
                 break
         while self.csv_queue and self._write_csv():
             pass
+        if self.segment_seconds is not None and self._size and time.monotonic() - self._opened >= self.segment_seconds:
+            with self._lock:
+                if self._size:  # the next write begins the next segment
+                    self._close_segment()
         self.stats[HEARTBEAT] = time.time()
 
     def _write_csv(self) -> bool:
@@ -337,6 +345,7 @@ class Collector:
         self._fd = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._segment = segment
         self._size = 0
+        self._opened = time.monotonic()
         self._cut = None
 
     def _reopen(self) -> bool:
@@ -397,10 +406,11 @@ class Collector:
 
 
 def start(folder: Path, *, worker: int, sample_rate: float, flush_interval: float = DEFAULT_FLUSH_S,
-          metrics_dir: Path | None = None) -> Collector:
+          segment_seconds: float | None = None, metrics_dir: Path | None = None) -> Collector:
     """Start this worker's collector and make it :func:`current`; link its counters into ``metrics_dir``."""
     global _current
-    collector = Collector(folder, worker=worker, sample_rate=sample_rate, flush_interval=flush_interval)
+    collector = Collector(folder, worker=worker, sample_rate=sample_rate, flush_interval=flush_interval,
+                          segment_seconds=segment_seconds)
     if metrics_dir is not None:
         with contextlib.suppress(OSError):
             os.symlink(collector.stats_path, metrics_dir / f"collect-{collector.token}.bin")

@@ -122,6 +122,9 @@ class ServeConfig:
     sample_rate: float = 1.0
     #: Seconds between collection writes: the most a crash can lose (env MLOPS_COLLECT_FLUSH_S).
     collect_flush_s: float = 0.5
+    #: Seconds after which a segment holding records is closed (None: by size only), so that an edge agent,
+    #: which forwards closed segments only, gets them soon.
+    collect_segment_s: float | None = None
     #: Warnings about the settings, printed once at start (e.g. a key on the command line).
     notices: tuple[str, ...] = ()
 
@@ -193,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--sample-rate", type=float,
                       help="With --collect-dir: the share of requests recorded, 0 < R <= 1 (env MLOPS_SAMPLE_RATE; "
                            "default 1, every request).")
+    ours.add_argument("--collect-segment-s", type=float, metavar="S",
+                      help="With --collect-dir: close the record file being written once it is S seconds old and "
+                           "holds records, beginning a new one (env MLOPS_COLLECT_SEGMENT_S; default: only past "
+                           "64 MiB). Closed files are what an edge agent forwards: S bounds how late it sees a record.")
     ours.add_argument("--verbose-errors", action="store_true",
                       help="Put the exception type and message of a failed run() in the 500 response.")
     return parser
@@ -289,6 +296,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                        "or the environment variable MLOPS_AUTH_KEYS instead.")
     rate = args.sample_rate if args.sample_rate is not None else _env_float(settings, "MLOPS_SAMPLE_RATE")
     flush = _env_float(settings, "MLOPS_COLLECT_FLUSH_S")
+    segment_s = (args.collect_segment_s if args.collect_segment_s is not None
+                 else _env_float(settings, "MLOPS_COLLECT_SEGMENT_S"))
     cors = tuple(o.strip() for o in str(settings.get("AML_CORS_ORIGINS", "")).split(",") if o.strip())
 
     def number(cli: _N | None, name: str, default: _N) -> _N:
@@ -328,6 +337,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         collect_dir=Path(collect).resolve() if (collect := pick(args.collect_dir, "MLOPS_COLLECT_DIR")) else None,
         sample_rate=1.0 if rate is None else rate,
         collect_flush_s=0.5 if flush is None else flush,
+        collect_segment_s=segment_s,
         notices=tuple(notices),
     )
     _validate(config)
@@ -348,6 +358,11 @@ def _validate(config: ServeConfig) -> None:
                           "to record one request in ten.")
     if not 0.01 <= config.collect_flush_s <= 3600:
         raise ConfigError(f"MLOPS_COLLECT_FLUSH_S={config.collect_flush_s} is out of range: use 0.01-3600 seconds.")
+    if config.collect_segment_s is not None and not 0.05 <= config.collect_segment_s <= 86400:
+        raise ConfigError(f"--collect-segment-s {config.collect_segment_s:g} is out of range: use 0.05-86400 "
+                          "seconds.")
+    if config.collect_segment_s is not None and config.collect_dir is None:
+        raise ConfigError("--collect-segment-s applies to collection: give --collect-dir DIR too.")
     if config.sample_rate != 1.0 and config.collect_dir is None:
         raise ConfigError("--sample-rate applies to collection: give --collect-dir DIR too.")
     if config.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:

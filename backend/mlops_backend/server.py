@@ -86,7 +86,8 @@ def run_worker(config: ServeConfig, metrics_dir: Path, index: int = 0, ready_fd:
 
         try:
             collector = collection.start(config.collect_dir, worker=index, sample_rate=config.sample_rate,
-                                         flush_interval=config.collect_flush_s, metrics_dir=metrics_dir)
+                                         flush_interval=config.collect_flush_s,
+                                         segment_seconds=config.collect_segment_s, metrics_dir=metrics_dir)
         except OSError as exc:
             _say(f"cannot collect data in {config.collect_dir}: {exc.strerror or exc}.")
             return EXIT_STARTUP_FAILED

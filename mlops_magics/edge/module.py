@@ -44,7 +44,7 @@ from mlops_magics.registry import Image, InferenceConfig, Lineage, Registry
 
 #: What a module needs beyond the model's own libraries, the edge runtime's pure-Python dependencies (the MQTT
 #: client of the module's message input and output). Extend it here, or per call with ``extra_requirements``.
-MODULE_REQUIREMENTS: tuple[str, ...] = ()
+MODULE_REQUIREMENTS: tuple[str, ...] = ("paho-mqtt>=2.1",)
 #: Distributions a lean module must not hold (the image is refused when its requirements name one).
 NOT_IN_A_MODULE = ("scikit-learn", "pandas", "scipy", "skl2onnx", "onnx", "torch")
 #: The module's command: the edge runtime when the runtime copied into the image has it, else the scoring server.

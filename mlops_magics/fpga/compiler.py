@@ -1,0 +1,506 @@
+"""From an ONNX feed-forward network to a program for a Brainwave-style narrow-precision matrix-vector engine.
+
+The instruction set follows Project Brainwave's single-threaded SIMD ISA (Fowers et al., "A Configurable
+Cloud-Scale DNN Processor for Real-Time AI", ISCA 2018; its LSTM example reads ``v_rd; mv_mul; vv_add; v_sigm;
+vv_mul; v_tanh; v_wr``): every instruction works on native vectors (``native_dim`` values) or native matrix
+tiles (``native_dim`` x ``native_dim``), and carries a repeat count rather than being unrolled.
+
+- ``m_rd``: load a weight tile into the matrix register file, once, when the program is loaded (Brainwave pins
+  a model's weights on chip), so it is listed apart from the per-request instructions.
+- ``v_rd`` / ``v_wr``: read / write a native vector from / to the vector memory (or the network queue).
+- ``mv_mul``: one weight tile times one native vector, products accumulated in float32.
+- ``vv_add``, ``vv_mul``, ``v_max``: point-wise add / multiply / maximum of two vectors (partial sums of the row
+  tiles, bias, residuals; pooling windows); ``v_relu``, ``v_sigm``, ``v_tanh``: point-wise activations.
+
+Supported operators: Gemm, MatMul (+ Add of a bias), Conv (2D, group 1, lowered to matrix-vector work over
+im2col patches: one ``mv_mul`` chain per output position), MaxPool / AveragePool (no padding), Relu, Sigmoid,
+Tanh, Add / Mul (with a constant or another activation), Flatten and Reshape that only flatten, Identity,
+Dropout, and Cast to float. Softmax runs on the host, in float32, outside the engine (the ISA has no exponent
+or reduction), as do a classifier's label outputs: ArgMax and what follows it (ArrayFeatureExtractor over the
+classes, Reshape, Cast, ZipMap) become ``label = classes[argmax(probabilities)]`` on the host. Any other
+operator is refused, naming the operator and the node. GRU / LSTM are not compiled yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlops_magics.errors import ConversionError, InvalidInputError
+from mlops_magics.fpga.formats import NumberFormat, fake_quantize, get_format
+
+OPCODES = ("m_rd", "v_rd", "v_wr", "mv_mul", "vv_add", "vv_mul", "v_max", "v_relu", "v_sigm", "v_tanh")
+ACTIVATIONS = {"Relu": "v_relu", "Sigmoid": "v_sigm", "Tanh": "v_tanh"}
+SUPPORTED = ("Gemm", "MatMul", "Add", "Mul", "Conv", "MaxPool", "AveragePool", "Relu", "Sigmoid", "Tanh",
+             "Softmax", "Flatten", "Reshape", "Identity", "Dropout", "Cast")
+_LABEL_TAIL = {"ArgMax", "ArrayFeatureExtractor", "Reshape", "Cast", "ZipMap", "Identity"}
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction of the engine, issued ``repeat`` times (tiles x output positions)."""
+
+    op: str
+    operands: tuple[str, ...] = ()
+    repeat: int = 1
+
+    def __str__(self) -> str:
+        text = f"{self.op}({', '.join(self.operands)})"
+        return f"{text} x{self.repeat}" if self.repeat != 1 else text
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a program: the ONNX nodes it covers, its instructions and its work.
+
+    ``kind`` is ``dense`` (matrix-vector), ``conv`` (matrix-vector per output position), ``pointwise``,
+    ``pool``, ``reshape`` (no work) or ``host`` (softmax, run on the host in float32). ``weights`` are already
+    rounded to the program's format along the reduction axis (rows of the K x N matrix); ``bias`` and other
+    vectors are rounded to the vector format. Shapes are per request (no batch axis).
+    """
+
+    name: str
+    kind: str
+    ops: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    instructions: tuple[Instruction, ...]
+    load_instructions: tuple[Instruction, ...] = ()
+    macs: int = 0
+    tiles: int = 0
+    weight_bits: int = 0
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    output: str = ""
+
+    @property
+    def instruction_count(self) -> int:
+        """Instructions issued per request (repeats counted)."""
+        return sum(i.repeat for i in self.instructions)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled network: layers in execution order, the number format, the engine's native dimension.
+
+    ``outputs`` maps each ONNX output name to what gives it: ``("tensor", name)`` for a tensor the layers
+    compute (probabilities, scores), ``("label", name)`` for a label taken on the host as
+    ``classes[argmax(tensor)]`` (``classes`` is None when the graph's label is the index itself).
+    """
+
+    layers: tuple[Layer, ...]
+    format: NumberFormat
+    vector_format: NumberFormat
+    native_dim: int
+    input_name: str
+    input_shape: tuple[int, ...]
+    outputs: dict[str, tuple[str, str]]
+    classes: np.ndarray | None = None
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per request."""
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def tiles(self) -> int:
+        """Weight tiles of native_dim x native_dim."""
+        return sum(layer.tiles for layer in self.layers)
+
+    @property
+    def weight_bits(self) -> int:
+        """Weight memory in the program's format (biases in the vector format included)."""
+        return sum(layer.weight_bits for layer in self.layers)
+
+    @property
+    def instruction_count(self) -> int:
+        """Instructions issued per request."""
+        return sum(layer.instruction_count for layer in self.layers)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per layer: name, kind, shapes, instructions, tiles, MACs, weight bytes."""
+        return [{"layer": layer.name, "kind": layer.kind, "ops": "+".join(layer.ops),
+                 "input": layer.input_shape, "output": layer.output_shape,
+                 "instructions": layer.instruction_count, "tiles": layer.tiles, "macs": layer.macs,
+                 "weight_bytes": layer.weight_bits / 8,
+                 "program": "; ".join(str(i) for i in layer.instructions)} for layer in self.layers]
+
+    def __repr__(self) -> str:
+        lines = [f"Program: {len(self.layers)} layers, format {self.format.name} (vectors {self.vector_format.name}),"
+                 f" native dimension {self.native_dim}: {self.macs:,} MACs, {self.tiles} tiles,"
+                 f" {self.instruction_count:,} instructions per request, weights {self.weight_bits / 8:,.0f} bytes"]
+        for row in self.table():
+            lines.append(f"  {row['layer']:<20} {row['kind']:<9} {row['input']!s:>14} -> {row['output']!s:<14}"
+                         f" {row['macs']:>9,} MACs {row['tiles']:>3} tiles  {row['program']}")
+        return "\n".join(lines)
+
+
+def compile_model(model: Any, format: str | NumberFormat = "fp32", *, native_dim: int = 400,
+                  vector_format: str | NumberFormat | None = None) -> Program:
+    """Compile an ONNX feed-forward network (an ``onnx.ModelProto``) to a :class:`Program` for the engine.
+
+    Args:
+        model: the ONNX model (one float input, batch axis first).
+        format: the number format of weights and of the activations entering each ``mv_mul``.
+        native_dim: the engine's native vector length (tiles are native_dim x native_dim); 400 is Brainwave's
+            (:data:`mlops_magics.fpga.latency.BRAINWAVE_S10`).
+        vector_format: the precision of point-wise operations; default ``fp32`` for an fp32 program and ``bf16``
+            for a narrow one (the MX practice: element-wise work in bfloat16).
+
+    Returns:
+        The program, its weights rounded once, at compile time.
+
+    Raises:
+        ConversionError: an operator (or an attribute of one) the engine does not support; names the operator and
+            the node.
+        InvalidInputError: a bad format or native dimension.
+    """
+    fmt = get_format(format)
+    vfmt = get_format(vector_format or ("fp32" if fmt.is_exact else "bf16"))
+    if native_dim < 1:
+        raise InvalidInputError(f"The native dimension must be >= 1, got {native_dim}.")
+    return _Compiler(model, fmt, vfmt, native_dim).run()
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _node_label(node: Any, index: int) -> str:
+    return node.name or f"#{index} ({node.op_type})"
+
+
+class _Compiler:
+    def __init__(self, model: Any, fmt: NumberFormat, vfmt: NumberFormat, native_dim: int) -> None:
+        from onnx import numpy_helper
+
+        self.graph = model.graph
+        self.fmt, self.vfmt, self.dim = fmt, vfmt, native_dim
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # activation name -> per-request shape
+        self.alias: dict[str, str] = {}
+        self.layers: list[Layer] = []
+        self.producer: dict[str, int] = {}  # activation name -> index of the layer writing it
+        self.consumers: dict[str, int] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers[name] = self.consumers.get(name, 0) + 1
+        for node in self.graph.node:
+            if node.op_type == "Constant":
+                self.consts[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+        self.labels: dict[str, str] = {}  # tensor name in the label tail -> the probabilities it derives from
+        self.classes: np.ndarray | None = None
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def name(self, tensor: str) -> str:
+        while tensor in self.alias:
+            tensor = self.alias[tensor]
+        return tensor
+
+    def refuse(self, node: Any, index: int, why: str) -> ConversionError:
+        return ConversionError(f"Cannot compile node {_node_label(node, index)!r} (operator {node.op_type}) for the "
+                               f"FPGA engine: {why}. Supported operators: {', '.join(SUPPORTED)}.")
+
+    def tiles(self, k: int, n: int) -> tuple[int, int]:
+        return math.ceil(k / self.dim), math.ceil(n / self.dim)
+
+    def add(self, layer: Layer) -> None:
+        self.producer[layer.output] = len(self.layers)
+        self.shapes[layer.output] = layer.output_shape
+        self.layers.append(layer)
+
+    def weight(self, matrix: np.ndarray) -> tuple[np.ndarray, int]:
+        w = np.asarray(matrix, np.float32)
+        return fake_quantize(w, self.fmt, axis=0), self.fmt.memory_bits(w.shape, axis=0)
+
+    def vector(self, values: np.ndarray) -> np.ndarray:
+        return fake_quantize(np.asarray(values, np.float32), self.vfmt)
+
+    # -- the pass ------------------------------------------------------------------------------------------------
+    def run(self) -> Program:
+        inputs = [i for i in self.graph.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            raise ConversionError(f"The FPGA engine compiles a network with one input; this graph has {len(inputs)}"
+                                  f" ({', '.join(i.name for i in inputs)}).")
+        source = inputs[0]
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in source.type.tensor_type.shape.dim]
+        if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
+            raise ConversionError(f"Input {source.name!r} must have a batch axis and fixed other dimensions; "
+                                  f"its shape is {dims}. Export the model with a known feature count.")
+        input_shape = tuple(dims[1:])
+        self.shapes[source.name] = input_shape
+        for index, node in enumerate(self.graph.node):
+            self.node(node, index)
+        outputs: dict[str, tuple[str, str]] = {}
+        for out in self.graph.output:
+            name = self.name(out.name)
+            if name in self.labels:
+                outputs[out.name] = ("label", self.labels[name])
+            elif name in self.shapes:
+                outputs[out.name] = ("tensor", name)
+            else:
+                raise ConversionError(f"Output {out.name!r} is not computed by operators the FPGA engine supports.")
+        return Program(tuple(self.layers), self.fmt, self.vfmt, self.dim, source.name, input_shape, outputs,
+                       self.classes)
+
+    def node(self, node: Any, index: int) -> None:
+        op = node.op_type
+        ins = [self.name(i) for i in node.input]
+        if any(i in self.labels for i in ins if i):
+            return self.label_tail(node, index, ins)
+        if op == "Constant":
+            return None
+        if op in ("Identity", "Dropout"):
+            self.alias[node.output[0]] = ins[0]
+            return None
+        if op == "Cast":
+            if _attrs(node).get("to") != _FLOAT:
+                raise self.refuse(node, index, "only a cast to float is supported inside the network")
+            self.alias[node.output[0]] = ins[0]
+            return None
+        if op == "ZipMap":  # probabilities as a list of dicts: here, the probabilities themselves
+            self.alias[node.output[0]] = ins[0]
+            return None
+        if op in ("Add", "Mul"):
+            return self.binary(node, index, ins)
+        x = ins[0]
+        if x not in self.shapes:
+            raise self.refuse(node, index, f"its input {x!r} is neither the network's input nor computed before")
+        if op == "ArgMax":
+            return self.label_tail(node, index, ins)
+        if op in ("MatMul", "Gemm"):
+            return self.dense(node, index, ins)
+        if op == "Conv":
+            return self.conv(node, index, ins)
+        if op in ACTIVATIONS:
+            return self.activation(node, index, x)
+        if op in ("MaxPool", "AveragePool"):
+            return self.pool(node, index, x)
+        if op in ("Flatten", "Reshape"):
+            return self.flatten(node, index, ins)
+        if op == "Softmax":
+            return self.softmax(node, index, x)
+        raise self.refuse(node, index, "this operator is not supported")
+
+    def dense(self, node: Any, index: int, ins: list[str]) -> None:
+        x, shape = ins[0], self.shapes[ins[0]]
+        if len(shape) != 1:
+            raise self.refuse(node, index, f"it needs a flat input; {x!r} has shape {shape} (add a Flatten)")
+        if len(ins) < 2 or ins[1] not in self.consts:
+            raise self.refuse(node, index, "the weight matrix must be a constant (an initializer)")
+        w = np.asarray(self.consts[ins[1]], np.float32)
+        bias = None
+        if node.op_type == "Gemm":
+            a = _attrs(node)
+            if a.get("transA", 0):
+                raise self.refuse(node, index, "transA=1 is not supported")
+            if a.get("transB", 0):
+                w = w.T
+            w = w * np.float32(a.get("alpha", 1.0))
+            if len(ins) > 2 and ins[2]:
+                if ins[2] not in self.consts:
+                    raise self.refuse(node, index, "the bias C must be a constant")
+                bias = np.broadcast_to(self.consts[ins[2]] * np.float32(a.get("beta", 1.0)), (w.shape[1],))
+        if w.ndim != 2 or w.shape[0] != shape[0]:
+            raise self.refuse(node, index, f"weights of shape {w.shape} do not fit an input of {shape[0]} values")
+        self.add(self.matrix_layer(node, index, "dense", x, shape, (w.shape[1],), w, bias, positions=1))
+
+    def matrix_layer(self, node: Any, index: int, kind: str, x: str, in_shape: tuple[int, ...],
+                     out_shape: tuple[int, ...], w: np.ndarray, bias: np.ndarray | None, *, positions: int,
+                     attrs: dict[str, Any] | None = None) -> Layer:
+        k, n = w.shape
+        rows, cols = self.tiles(k, n)
+        wq, bits = self.weight(w)
+        name = _node_label(node, index)
+        program = [Instruction("v_rd", (x,), rows * positions), Instruction("mv_mul", (name + ".W",),
+                                                                              rows * cols * positions)]
+        if rows > 1:
+            program.append(Instruction("vv_add", ("partial sums",), (rows - 1) * cols * positions))
+        bq = None
+        if bias is not None:
+            bq = self.vector(bias)
+            bits += self.vfmt.memory_bits(bq.shape)
+            program.append(Instruction("vv_add", (name + ".b",), cols * positions))
+        program.append(Instruction("v_wr", (node.output[0],), cols * positions))
+        return Layer(name, kind, (node.op_type,), in_shape, out_shape, tuple(program),
+                     (Instruction("m_rd", (name + ".W",), rows * cols),), k * n * positions, rows * cols, bits, wq, bq,
+                     attrs or {}, (x,), node.output[0])
+
+    def fusable(self, x: str) -> Layer | None:
+        """The layer writing ``x`` if a point-wise op may join it (x is read once, by that op, and not an output)."""
+        index = self.producer.get(x)
+        outputs = {o.name for o in self.graph.output}
+        if index is None or self.consumers.get(x, 0) != 1 or x in outputs or index != len(self.layers) - 1:
+            return None
+        layer = self.layers[index]
+        return layer if layer.kind in ("dense", "conv", "pointwise") else None
+
+    def extend(self, layer: Layer, node: Any, extra: list[Instruction], **changes: Any) -> None:
+        body = list(layer.instructions[:-1])  # the v_wr moves to the end
+        last = layer.instructions[-1]
+        self.layers.pop()
+        self.producer.pop(layer.output, None)
+        attrs = {**layer.attrs, **changes.pop("attrs", {})}
+        fused = Layer(layer.name, layer.kind, (*layer.ops, node.op_type), layer.input_shape, layer.output_shape,
+                      tuple(body + extra + [Instruction("v_wr", (node.output[0],), last.repeat)]),
+                      layer.load_instructions, layer.macs, layer.tiles, layer.weight_bits + changes.pop("bits", 0),
+                      layer.weights, changes.pop("bias", layer.bias), attrs, layer.inputs, node.output[0])
+        self.add(fused)
+
+    def vectors(self, shape: tuple[int, ...]) -> int:
+        """Native vectors holding one activation of ``shape`` (channels of a feature map are the vector axis)."""
+        if len(shape) == 3:
+            return math.ceil(shape[0] / self.dim) * shape[1] * shape[2]
+        return math.ceil(math.prod(shape) / self.dim)
+
+    def activation(self, node: Any, index: int, x: str) -> None:
+        fn = node.op_type.lower()
+        layer = self.fusable(x)
+        count = self.vectors(self.shapes[x])
+        if layer is not None and "activation" not in layer.attrs:
+            return self.extend(layer, node, [Instruction(ACTIVATIONS[node.op_type], (), count)],
+                               attrs={"activation": fn})
+        shape = self.shapes[x]
+        self.add(Layer(_node_label(node, index), "pointwise", (node.op_type,), shape, shape,
+                       (Instruction("v_rd", (x,), count), Instruction(ACTIVATIONS[node.op_type], (), count),
+                        Instruction("v_wr", (node.output[0],), count)), attrs={"steps": [(fn, None)]}, inputs=(x,),
+                       output=node.output[0]))
+
+    def binary(self, node: Any, index: int, ins: list[str]) -> None:
+        op = "add" if node.op_type == "Add" else "mul"
+        opcode = "vv_add" if op == "add" else "vv_mul"
+        x, other = ins[0], ins[1]
+        if x in self.consts and other in self.shapes:
+            x, other = other, x
+        if x not in self.shapes:
+            raise self.refuse(node, index, f"its input {x!r} is neither the network's input nor computed before")
+        shape = self.shapes[x]
+        count = self.vectors(shape)
+        if other in self.consts:
+            raw = np.asarray(self.consts[other], np.float32)
+            try:  # the constant broadcasts against (batch, *shape) without growing the batch axis
+                const = np.array(np.broadcast_to(raw, (1, *shape))[0])
+            except ValueError:
+                raise self.refuse(node, index, f"a constant of shape {raw.shape} does not broadcast to one "
+                                               f"request's {shape}") from None
+            layer = self.fusable(x)
+            if (op == "add" and layer is not None and layer.kind == "dense" and layer.bias is None
+                    and "activation" not in layer.attrs):
+                bias = self.vector(const)
+                return self.extend(layer, node, [Instruction("vv_add", (_node_label(node, index) + ".b",), count)],
+                                   bias=bias, bits=self.vfmt.memory_bits(bias.shape))
+            steps = [(op, self.vector(const))]
+            self.add(Layer(_node_label(node, index), "pointwise", (node.op_type,), shape, shape,
+                           (Instruction("v_rd", (x,), count), Instruction(opcode, (other,), count),
+                            Instruction("v_wr", (node.output[0],), count)), weight_bits=self.vfmt.memory_bits(
+                                raw.shape or (1,)), attrs={"steps": steps}, inputs=(x,), output=node.output[0]))
+            return None
+        if other not in self.shapes:
+            raise self.refuse(node, index, f"its input {other!r} is neither a constant nor computed before")
+        if self.shapes[other] != shape:
+            raise self.refuse(node, index, f"inputs of shapes {shape} and {self.shapes[other]} (no broadcasting)")
+        self.add(Layer(_node_label(node, index), "pointwise", (node.op_type,), shape, shape,
+                       (Instruction("v_rd", (x,), count), Instruction(opcode, (other,), count),
+                        Instruction("v_wr", (node.output[0],), count)), attrs={"steps": [(op + "_tensor", other)]},
+                       inputs=(x, other), output=node.output[0]))
+        return None
+
+    def conv(self, node: Any, index: int, ins: list[str]) -> None:
+        x, shape = ins[0], self.shapes[ins[0]]
+        a = _attrs(node)
+        if len(shape) != 3:
+            raise self.refuse(node, index, f"only 2D convolutions (input C x H x W) are supported, not {shape}")
+        if ins[1] not in self.consts:
+            raise self.refuse(node, index, "the kernel must be a constant (an initializer)")
+        kernel = np.asarray(self.consts[ins[1]], np.float32)
+        m, c, kh, kw = kernel.shape
+        if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise self.refuse(node, index, "groups and dilations other than 1 are not supported")
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise self.refuse(node, index, "auto_pad is not supported; give explicit pads")
+        if c != shape[0]:
+            raise self.refuse(node, index, f"a kernel for {c} channels on an input of {shape[0]}")
+        sh, sw = a.get("strides", [1, 1])
+        top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
+        ho = (shape[1] + top + bottom - kh) // sh + 1
+        wo = (shape[2] + left + right - kw) // sw + 1
+        w = kernel.reshape(m, c * kh * kw).T  # K = C*kh*kw rows (the reduction axis), M columns
+        bias = self.consts[ins[2]] if len(ins) > 2 and ins[2] else None
+        if len(ins) > 2 and ins[2] and ins[2] not in self.consts:
+            raise self.refuse(node, index, "the bias must be a constant")
+        attrs = {"kernel": (kh, kw), "strides": (sh, sw), "pads": (top, left, bottom, right)}
+        self.add(self.matrix_layer(node, index, "conv", x, shape, (m, ho, wo), w, bias, positions=ho * wo,
+                                   attrs=attrs))
+
+    def pool(self, node: Any, index: int, x: str) -> None:
+        a = _attrs(node)
+        shape = self.shapes[x]
+        if len(shape) != 3:
+            raise self.refuse(node, index, f"pooling needs a C x H x W input, not {shape}")
+        kh, kw = a["kernel_shape"]
+        sh, sw = a.get("strides", [1, 1])
+        if any(a.get("pads", [0, 0, 0, 0])) or a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise self.refuse(node, index, "padding, ceil_mode and dilations are not supported in pooling")
+        ho, wo = (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1
+        out = (shape[0], ho, wo)
+        per = math.ceil(shape[0] / self.dim) * ho * wo
+        window = kh * kw
+        kind = "max" if node.op_type == "MaxPool" else "avg"
+        program = [Instruction("v_rd", (x,), per * window)]
+        program.append(Instruction("v_max" if kind == "max" else "vv_add", (), per * (window - 1)))
+        if kind == "avg":
+            program.append(Instruction("vv_mul", (f"1/{window}",), per))
+        program.append(Instruction("v_wr", (node.output[0],), per))
+        self.add(Layer(_node_label(node, index), "pool", (node.op_type,), shape, out, tuple(program),
+                       attrs={"pool": kind, "kernel": (kh, kw), "strides": (sh, sw)}, inputs=(x,),
+                       output=node.output[0]))
+
+    def flatten(self, node: Any, index: int, ins: list[str]) -> None:
+        x, shape = ins[0], self.shapes[ins[0]]
+        size = math.prod(shape)
+        if node.op_type == "Flatten":
+            if _attrs(node).get("axis", 1) != 1:
+                raise self.refuse(node, index, "only Flatten with axis=1 (keep the batch axis) is supported")
+        else:
+            target = [int(v) for v in np.asarray(self.consts.get(ins[1], np.array([]))).reshape(-1)]
+            if len(target) != 2 or target[1] not in (size, -1) or (target[0] not in (-1, 0, 1) and target[1] == -1):
+                raise self.refuse(node, index, f"only a Reshape to (batch, {size}) is supported, not {target}")
+        self.add(Layer(_node_label(node, index), "reshape", (node.op_type,), shape, (size,), (), inputs=(x,),
+                       output=node.output[0]))
+
+    def softmax(self, node: Any, index: int, x: str) -> None:
+        shape = self.shapes[x]
+        axis = _attrs(node).get("axis", -1)
+        if len(shape) != 1 or axis not in (-1, 1):
+            raise self.refuse(node, index, "only a softmax over the features of a flat vector is supported")
+        self.add(Layer(_node_label(node, index), "host", ("Softmax",), shape, shape, (), attrs={"host": "softmax"},
+                       inputs=(x,), output=node.output[0]))
+
+    def label_tail(self, node: Any, index: int, ins: list[str]) -> None:
+        op = node.op_type
+        if op not in _LABEL_TAIL:
+            raise self.refuse(node, index, "after an ArgMax only the label's own operators are supported")
+        if op == "ArgMax":
+            a = _attrs(node)
+            if a.get("axis", 0) not in (1, -1) or len(self.shapes[ins[0]]) != 1:
+                raise self.refuse(node, index, "only an ArgMax over the features of a flat vector is supported")
+            self.labels[node.output[0]] = ins[0]
+            return None
+        if op == "ArrayFeatureExtractor":
+            classes, indices = ins[0], ins[1]
+            if classes not in self.consts or indices not in self.labels:
+                raise self.refuse(node, index, "only the label lookup classes[argmax] is supported")
+            self.classes = np.asarray(self.consts[classes]).reshape(-1)
+            self.labels[node.output[0]] = self.labels[indices]
+            return None
+        source = next(i for i in ins if i in self.labels)
+        self.labels[node.output[0]] = self.labels[source]
+        return None
