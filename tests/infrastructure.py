@@ -83,6 +83,25 @@ class KubeCluster:
         return {"KUBECONFIG": str(self.kubeconfig)}
 
 
+def docker_engine(base: str, why: str = "These tests need a real Docker engine.") -> Any:
+    """The local Docker engine holding the base image ``base``, or a skip saying how to get them (a failure where
+    MLOPS_REQUIRE_DOCKER is on, as in CI)."""
+    import docker
+
+    from mlops_magics.packaging import engine
+
+    ok, problem = engine.available()
+    if not ok:
+        give_up("MLOPS_REQUIRE_DOCKER", f"{problem} ({why})")
+    client = engine.client()
+    try:
+        client.images.get(base)
+    except docker.errors.ImageNotFound:
+        give_up("MLOPS_REQUIRE_DOCKER", f"The base image {base} is not on the Docker engine: build it without a "
+                "registry with `sudo make docker-engine`, or set MLOPS_BASE_IMAGE to one you have.")
+    return client
+
+
 def kube_answers(kubeconfig: Path) -> tuple[KubeCluster | None, str]:
     """The cluster of ``kubeconfig`` (its current context) if its API server answers, else None and why not."""
     try:

@@ -22,6 +22,7 @@ from mlops_magics import api
 from mlops_magics.errors import BuildError, DeployError, EngineError, InvalidInputError
 from mlops_magics.packaging import engine
 from mlops_magics.registry import Registry
+from tests.infrastructure import docker_engine
 
 BASE = os.environ.get("MLOPS_BASE_IMAGE") or "mlops-base:bookworm"
 SCRIPT = """\
@@ -41,20 +42,8 @@ VARIANT = "first"
 
 
 def _engine_or_skip() -> Any:
-    """The engine, or a skip saying how to get one (a failure where MLOPS_REQUIRE_DOCKER is set, as in CI)."""
-    give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
-    ok, why = engine.available()
-    if not ok:
-        give_up(f"{why} (These tests need a real Docker engine.)")
-    import docker
-
-    client = engine.client()
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        give_up(f"The base image {BASE} is not on the Docker engine: build it without a registry with "
-                "`sudo make docker-engine`, or set MLOPS_BASE_IMAGE to one you have.")
-    return client
+    """The engine with the base image, or a skip saying how to get them (a failure in CI)."""
+    return docker_engine(BASE)
 
 
 @pytest.fixture(scope="module")

@@ -16,26 +16,17 @@ from pathlib import Path
 import pytest
 
 from mlops_magics.errors import InvalidInputError, NotFoundError
-from mlops_magics.packaging import engine
 from mlops_magics.targets.edge.device import Device, Devices, check_name
+from tests.infrastructure import docker_engine, give_up
 
 BASE = os.environ.get("MLOPS_BASE_IMAGE", "mlops-base:bookworm")
 
 
 def _devices_or_skip(home: Path) -> Devices:
-    give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
-    ok, why = engine.available()
-    if not ok:
-        give_up(f"{why} (A simulated edge device is a container of a real Docker engine.)")
+    client = docker_engine(BASE, "A simulated edge device is a container of a real Docker engine.")
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        give_up("A simulated edge device needs root and iproute2 (a veth link, nsenter): run the tests as root.")
-    import docker
-
-    client = engine.client()
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        give_up(f"The base image {BASE} is not on the Docker engine: `make docker-engine` builds it.")
+        give_up("MLOPS_REQUIRE_DOCKER", "A simulated edge device needs root and iproute2 (a veth link, nsenter): "
+                "run the tests as root.")
     return Devices(home, client, BASE)
 
 
@@ -86,8 +77,8 @@ def test_ensure_is_idempotent_and_restores_a_lost_link(devices: Devices) -> None
 
 def test_the_devices_broker_listens_in_its_namespace(devices: Devices) -> None:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        (pytest.fail if os.environ.get("MLOPS_REQUIRE_MQTT") else pytest.skip)(
-            "Debian's mosquitto is not installed (apt-get install mosquitto): the device's broker cannot run.")
+        give_up("MLOPS_REQUIRE_MQTT", "Debian's mosquitto is not installed (apt-get install mosquitto): the device's "
+                "broker cannot run.")
     device = devices.ensure("sim-1")
     assert devices.start_broker(device) and devices.broker_running(device)
     with socket.create_connection((device.address, 1883), timeout=5):

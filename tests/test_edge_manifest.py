@@ -26,6 +26,7 @@ from mlops_magics.edge.onnx_version import served_version
 from mlops_magics.errors import ConversionError, InvalidInputError
 from mlops_magics.packaging import engine
 from mlops_magics.registry import Registry
+from tests.infrastructure import docker_engine
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 EXAMPLE = REFERENCE / "schemastore-deployment-2.0-test.json"
@@ -245,20 +246,8 @@ def test_int8_quantization_is_compared_with_the_float_model_and_registered(regis
 
 
 def _engine_or_skip() -> Any:
-    """The engine, or a skip saying how to get one (a failure where MLOPS_REQUIRE_DOCKER is set, as in CI)."""
-    give_up = pytest.fail if os.environ.get("MLOPS_REQUIRE_DOCKER") else pytest.skip
-    ok, why = engine.available()
-    if not ok:
-        give_up(f"{why} (These tests need a real Docker engine.)")
-    import docker
-
-    client = engine.client()
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        give_up(f"The base image {BASE} is not on the Docker engine: build it without a registry with "
-                "`sudo make docker-engine`, or set MLOPS_BASE_IMAGE to one you have.")
-    return client
+    """The engine with the base image, or a skip saying how to get them (a failure in CI)."""
+    return docker_engine(BASE)
 
 
 @pytest.fixture(scope="module")
