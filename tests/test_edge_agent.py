@@ -243,6 +243,31 @@ def test_the_hub_keeps_only_the_new_part_of_an_overlapping_batch_and_knows_its_o
     assert (state["stored"], state["epoch"]) == (21, EPOCH)
 
 
+def test_the_hub_stores_a_named_devices_records_in_its_own_folder_and_reads_its_offset_there(
+        tmp_path: Path) -> None:
+    root, folder, port = tmp_path / "hub", tmp_path / "service" / "collected", free_port()
+    ready = tmp_path / "hub-ready"
+
+    def named_hub() -> Proc:
+        ready.unlink(missing_ok=True)
+        hub = python_m("mlops_backend.edge.hub", "--root", str(root), "--device-folder", f"{DEVICE}={folder}",
+                       "--port", str(port), "--ready-file", str(ready), logs=tmp_path, name="hub")
+        wait_for(lambda: ready.exists() or hub.process.poll() is not None, "the hub to listen", logs=hub.log)
+        return hub
+
+    with running(named_hub()) as hub:
+        assert post(port, records_path(1, 5), batch(range(1, 6)))[1]["stored"] == 5
+        assert hub.stop() == 0
+    with running(named_hub()) as hub:
+        assert post(port, records_path(3, 8), batch(range(3, 9)))[1]["stored"] == 8, "offset 5 read from the folder"
+        assert hub.stop() == 0
+    assert [r["request_id"] for r in store.records(folder)] == [f"r{i}" for i in range(1, 9)]
+    assert not (root / DEVICE).exists() and json.loads((folder / "hub.json").read_text())["stored"] == 8
+    bad = subprocess.run([sys.executable, "-m", "mlops_backend.edge.hub", "--root", str(root), "--device-folder",
+                          "no-equals", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert (bad.returncode, "is not DEVICE=PATH" in bad.stderr) == (2, True), bad.stderr
+
+
 def test_the_hub_refuses_malformed_and_oversized_batches_saying_why(tmp_path: Path) -> None:
     root, port = tmp_path / "hub", free_port()
     ready = tmp_path / "ready"
@@ -568,7 +593,8 @@ def test_the_module_bridges_mqtt_when_a_broker_is_configured(tmp_path: Path, bro
     listener.subscribe("mod/out", qos=1)
     port = free_port()
     module, data = start_module(tmp_path, port, {"MLOPS_EDGE_MQTT": f"127.0.0.1:{broker}", "MLOPS_EDGE_MQTT_INPUT":
-                                                 "mod/in", "MLOPS_EDGE_MQTT_OUTPUT": "mod/out"})
+                                                 "mod/in", "MLOPS_EDGE_MQTT_OUTPUT": "mod/out",
+                                                 "MLOPS_COLLECT_DIR": str(tmp_path / "device" / "collected")})
     served = Served(port, None, tmp_path / "none", tmp_path / "none")
     with running(module):
         wait_for(lambda: set(module_state(data)) == {"serve", "mqtt"}, "serve and mqtt", logs=module.log)
@@ -584,3 +610,18 @@ def test_the_module_bridges_mqtt_when_a_broker_is_configured(tmp_path: Path, bro
     answer = json.loads(answers[0].payload)
     assert (answer["status"], answer["output"]["received"]) == (200, {"data": [[7]]})
     assert [r["input"] for r in store.records(data / "collected")] == [{"data": [[7]]}], "collected on the volume"
+
+
+def test_the_module_collects_only_when_it_forwards_or_is_told_to() -> None:
+    from mlops_backend.edge.module import children
+
+    def serve_args(environ: dict[str, str]) -> list[str]:
+        return children(["--port", "5001"], {"MLOPS_EDGE_DATA": "/data", **environ})[0].argv
+
+    assert "--collect-dir" not in serve_args({}), "no hub: nothing fills the device with records nobody takes"
+    assert [c.name for c in children([], {"MLOPS_EDGE_DATA": "/data"})] == ["serve"]
+    forwarding = children([], {"MLOPS_EDGE_DATA": "/data", "MLOPS_EDGE_HUB": "http://10.213.0.1:5380"})
+    assert [c.name for c in forwarding] == ["serve", "agent"]
+    assert forwarding[0].argv[-4:] == ["--collect-dir", "/data/collected", "--collect-segment-s", "1"]
+    told = serve_args({"MLOPS_COLLECT_DIR": "/elsewhere"})
+    assert told[-2:] == ["--collect-segment-s", "1"], "collecting anyway: segments close for the agent to take"

@@ -8,6 +8,7 @@ One module per family of magics:
 - :mod:`~mlops_magics.api.images`: build contexts, images, Dockerfile steps
 - :mod:`~mlops_magics.api.deployments`: deploy, list, undeploy, logs, reload, update, call, keys
 - :mod:`~mlops_magics.api.clusters`: Kubernetes manifests (dry run), what an apply would change, scaling
+- :mod:`~mlops_magics.api.edge`: edge devices: a deployment's IoT Edge manifest, a device's link, its status
 - :mod:`~mlops_magics.api.endpoints`: several deployments behind one address (weights, shadow, sticky, rollback)
 - :mod:`~mlops_magics.api.quality`: validate, ONNX, profile (each stores its report with the version)
 - :mod:`~mlops_magics.api.monitoring`: what deployments collected, labels, the dashboard
@@ -53,6 +54,19 @@ from mlops_magics.api.deployments import (
     reload,
     undeploy,
     update,
+)
+from mlops_magics.api.edge import (
+    DEFAULT_DEVICE,
+    EdgeDevices,
+    EdgeManifest,
+    EdgeStatus,
+    ModuleStatus,
+    edge_manifest,
+    edge_offline,
+    edge_online,
+    edge_options,
+    edge_status,
+    remove_device,
 )
 from mlops_magics.api.endpoints import (
     EndpointStatus,
@@ -109,15 +123,20 @@ from mlops_magics.api.upkeep import (
 )
 
 __all__ = [
+    "DEFAULT_DEVICE",
     "KEY_PICKUP_SECONDS",
     "AliasHistory",
     "AliasSet",
     "Deleted",
     "DeploymentList",
+    "EdgeDevices",
+    "EdgeManifest",
+    "EdgeStatus",
     "EndpointStatus",
     "ImageList",
     "ManifestSet",
     "MemberStatus",
+    "ModuleStatus",
     "RemovedImages",
     "ScriptInfo",
     "TrialResult",
@@ -134,6 +153,11 @@ __all__ = [
     "delete_endpoint",
     "delete_model",
     "deploy",
+    "edge_manifest",
+    "edge_offline",
+    "edge_online",
+    "edge_options",
+    "edge_status",
     "endpoint",
     "endpoint_keys",
     "endpoint_status",
@@ -162,6 +186,7 @@ __all__ = [
     "register",
     "reload",
     "remove_alias",
+    "remove_device",
     "remove_images",
     "replay",
     "resolve_variable",

@@ -124,7 +124,7 @@ def deploy(
     reg = or_default(registry)
     if require_validation:
         require_validated(reg, ref)
-    if target == "docker" and cpu is None and memory is None:
+    if target in ("docker", "edge") and cpu is None and memory is None:
         cpu, memory = _profiled_limits(reg, ref)
     service = check_name(name or parse_ref(ref).name)
     existing = {d.name: d for d in reg.deployments()}.get(service)

@@ -37,6 +37,8 @@ def _deploy(args: argparse.Namespace) -> Any:
                                      target_utilization=args.target_utilization, namespace=args.namespace,
                                      context=args.context, image_registry=args.registry,
                                      plan=bool(args.dry_run or args.diff))
+    options.update(api.edge_options(args.target, device=args.device, quantize=args.quantize,
+                                    max_buffer=args.max_buffer, mqtt=False if args.no_mqtt else None))
     if args.dry_run:
         return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run, target_options=options,
                                         auth=args.auth, collect=args.collect, workers=args.workers, port=args.port)
@@ -109,7 +111,7 @@ def add_verbs(verbs: Verbs) -> None:
     p = verbs.add("deploy", _deploy, "Deploy a model version as a web service and wait until it is healthy (an "
                                      "image build prints its steps on standard error).")
     p.add_argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
-    p.add_argument("--target", default="local", help="Where to deploy: local (default), docker or kubernetes.")
+    p.add_argument("--target", default="local", help="Where to deploy: local (default), docker, kubernetes or edge.")
     p.add_argument("--name", "-n", help="Service name (default: the model name).")
     p.add_argument("--port", "-p", type=int, help="Port (default: a free one).")
     p.add_argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
@@ -117,8 +119,8 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("--isolated", action="store_true",
                    help="Run in a virtual environment built from the model's environment only (cached), to prove "
                         "the environment complete before building an image.")
-    p.add_argument("--cpu", type=float, metavar="CORES", help="--target docker: CPU cores the container may use.")
-    p.add_argument("--memory", metavar="SIZE", help="--target docker: memory the container may use (512m, 1g).")
+    p.add_argument("--cpu", type=float, metavar="CORES", help="--target docker or edge: CPU cores it may use.")
+    p.add_argument("--memory", metavar="SIZE", help="--target docker or edge: memory the container may use (512m, 1g).")
     p.add_argument("--base-image", metavar="IMAGE",
                    help="--target docker: base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
     p.add_argument("--no-build", action="store_true",
@@ -144,6 +146,13 @@ def add_verbs(verbs: Verbs) -> None:
                    help="--target kubernetes: write the manifests to DIR, validated; apply nothing.")
     p.add_argument("--diff", action="store_true",
                    help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
+
+    p.add_argument("--device", metavar="NAME",
+                   help="--target edge: the simulated device to run on (default sim-1; made when it does not exist).")
+    p.add_argument("--quantize", choices=["int8"], help="--target edge: serve an int8 quantization.")
+    p.add_argument("--max-buffer", metavar="SIZE",
+                   help="--target edge: the device's buffer of collected records while offline (default 256m).")
+    p.add_argument("--no-mqtt", action="store_true", help="--target edge: no MQTT input from the device's broker.")
 
     p = verbs.add("scale", _scale, "Set how many pods a Kubernetes service runs, or its autoscaler's bounds.")
     p.add_argument("service", help="The Kubernetes service to scale.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mlops_magics.magics.authoring import AuthoringMagics
 from mlops_magics.magics.deployments import DeploymentMagics
+from mlops_magics.magics.edge import EdgeMagics
 from mlops_magics.magics.endpoints import EndpointMagics
 from mlops_magics.magics.images import ImageMagics
 from mlops_magics.magics.models import ModelMagics
@@ -15,8 +16,8 @@ from mlops_magics.magics.monitoring import MonitoringMagics
 from mlops_magics.magics.quality import QualityMagics
 
 #: Every family of magics, registered by ``%load_ext mlops_magics``.
-MAGICS = (ModelMagics, AuthoringMagics, ImageMagics, DeploymentMagics, EndpointMagics, QualityMagics,
+MAGICS = (ModelMagics, AuthoringMagics, ImageMagics, DeploymentMagics, EndpointMagics, EdgeMagics, QualityMagics,
           MonitoringMagics)
 
-__all__ = ["MAGICS", "AuthoringMagics", "DeploymentMagics", "EndpointMagics", "ImageMagics", "ModelMagics",
-           "MonitoringMagics", "QualityMagics"]
+__all__ = ["MAGICS", "AuthoringMagics", "DeploymentMagics", "EdgeMagics", "EndpointMagics", "ImageMagics",
+           "ModelMagics", "MonitoringMagics", "QualityMagics"]

@@ -18,8 +18,8 @@ class DeploymentMagics(MagicsBase):
     """Deployments."""
 
     @examples("%deploy iris:2                            # a local process, healthy when this returns",
-              "%deploy iris:2 --target docker --cpu 1 --memory 1g --collect --auth",
-              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated")
+              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated",
+              "%deploy iris --target edge --device sim-1 --cpu 0.5 --memory 256m --collect   # an IoT Edge module")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--target", default="local", help="Where to deploy (default: local).")
@@ -30,8 +30,8 @@ class DeploymentMagics(MagicsBase):
     @argument("--isolated", action="store_true",
               help="Run in a virtual environment built from the model's environment only (cached), to prove "
                    "the environment complete before building an image.")
-    @argument("--cpu", type=float, metavar="CORES", help="--target docker: CPU cores the container may use (0.5).")
-    @argument("--memory", metavar="SIZE", help="--target docker: memory the container may use (512m, 1g).")
+    @argument("--cpu", type=float, metavar="CORES", help="--target docker or edge: CPU cores it may use (0.5).")
+    @argument("--memory", metavar="SIZE", help="--target docker or edge: memory the container may use (512m, 1g).")
     @argument("--base-image", metavar="IMAGE",
               help="--target docker: base image (default: $MLOPS_BASE_IMAGE or python:3.11-slim).")
     @argument("--no-build", action="store_true",
@@ -58,6 +58,15 @@ class DeploymentMagics(MagicsBase):
     @argument("--dry-run", metavar="DIR",
               help="--target kubernetes: write the manifests to DIR, validated for Kubernetes 1.25-1.37; apply "
                    "nothing.")
+    @argument("--device", metavar="NAME",
+              help="--target edge: the simulated device to run on (default sim-1; made when it does not exist).")
+    @argument("--quantize", choices=["int8"],
+              help="--target edge: serve an int8 quantization of the ONNX version (its accuracy is shown).")
+    @argument("--max-buffer", metavar="SIZE",
+              help="--target edge: the device's buffer of collected records while offline (default 256m; the "
+                   "oldest are evicted past it, and counted).")
+    @argument("--no-mqtt", action="store_true",
+              help="--target edge: no MQTT input (default: from the device's broker, when mosquitto is installed).")
     @argument("--diff", action="store_true",
               help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
     @line_magic
@@ -69,6 +78,8 @@ class DeploymentMagics(MagicsBase):
                                              replicas=args.replicas, target_utilization=args.target_utilization,
                                              namespace=args.namespace, context=args.context,
                                              image_registry=args.registry, plan=bool(args.dry_run or args.diff))
+            options.update(api.edge_options(args.target, device=args.device, quantize=args.quantize,
+                                            max_buffer=args.max_buffer, mqtt=False if args.no_mqtt else None))
             if args.dry_run:
                 return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run,
                                                 target_options=options, auth=args.auth, collect=args.collect,

@@ -1,6 +1,6 @@
 """Deployment targets: one protocol, one implementation per target, found by name.
 
-Built in: ``local``, ``docker`` and ``kubernetes`` (imported when first used). Third-party targets register an
+Built in: ``local``, ``docker``, ``kubernetes`` and ``edge`` (imported when first used). Third-party targets register an
 entry point in the group ``mlops_magics.targets`` whose object is a class taking the registry.
 """
 
@@ -19,7 +19,8 @@ __all__ = ["BUILT_IN", "DeploymentTarget", "LocalTarget", "get_target"]
 
 BUILT_IN: dict[str, str] = {"local": "mlops_magics.targets.local:LocalTarget",
                             "docker": "mlops_magics.targets.docker:DockerTarget",
-                            "kubernetes": "mlops_magics.targets.kube.target:KubernetesTarget"}
+                            "kubernetes": "mlops_magics.targets.kube.target:KubernetesTarget",
+                            "edge": "mlops_magics.targets.edge.target:EdgeTarget"}
 ENTRY_POINT_GROUP = "mlops_magics.targets"
 
 

@@ -58,9 +58,9 @@ _STOP_GRACE = 10.0
 _LOG_TAIL = 30
 
 
-def answers_ready(port: int, timeout: float = 1.0) -> bool:
-    """True when a server on 127.0.0.1:``port`` answers GET /ready with 200."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def answers_ready(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> bool:
+    """True when a server on ``host``:``port`` (default 127.0.0.1) answers GET /ready with 200."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/ready")
         return conn.getresponse().status == 200

@@ -93,7 +93,9 @@ class AgentSettings:
     poll_s: float = 0.5
     max_backoff_s: float = 2.0
     connect_timeout_s: float = 2.0
-    timeout_s: float = 30.0
+    #: Seconds to wait for the hub's answer to a batch: a link cut while a batch was on its way is noticed then
+    #: (the batch is sent again, stored once).
+    timeout_s: float = 10.0
 
 
 class Agent:

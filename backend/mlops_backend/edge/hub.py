@@ -9,7 +9,8 @@
 - ``GET /v1/devices/<device>?epoch=E``: the same answer without sending anything; ``GET /v1/devices``: every
   device's state; ``GET /``: liveness.
 
-Records land in ``DIR/<device>/records/`` as closed segments of the collection layout
+Records land in ``DIR/<device>/records/`` (or the folder ``--device-folder DEVICE=PATH`` names for a device:
+``PATH/records/``, as for a deployment's own collection folder) as closed segments of the collection layout
 (:mod:`mlops_backend.collection_store`), so what reads a deployment's collection reads them unchanged: one file
 per batch, ``<epoch>-<first>-<last>.jsonl`` (offsets zero-padded, so names sort in the device's order), written to
 a hidden temporary file, fsynced, renamed, the folder fsynced, and only then answered. The highest stored offset
@@ -35,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -118,8 +119,10 @@ class HubStore:
         OSError: the folder cannot be created or read.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, folders: Mapping[str, Path] | None = None) -> None:
         self.root = root
+        #: Devices whose records go to a folder of their own instead of ``root/<device>``.
+        self.folders = dict(folders or {})
         root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(root / ".hub.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -131,17 +134,27 @@ class HubStore:
         self._locks: dict[str, threading.Lock] = {}
         #: (device, epoch) -> the highest offset stored.
         self.stored: dict[tuple[str, str], int] = {}
-        for device in sorted(p for p in root.iterdir() if p.is_dir() and DEVICE.fullmatch(p.name)):
+        for name, device in self._folders():
             records = device / "records"
             if not records.is_dir():
                 continue
             for path in records.iterdir():
                 match = _SEGMENT.fullmatch(path.name)
                 if match:
-                    key = (device.name, match["epoch"])
+                    key = (name, match["epoch"])
                     self.stored[key] = max(self.stored.get(key, 0), int(match["last"]))
                 elif path.name.startswith(".") and path.name.endswith(".tmp"):
                     path.unlink(missing_ok=True)  # a batch never answered: the agent sends it again
+
+    def folder(self, device: str) -> Path:
+        """Where ``device``'s records and state go."""
+        return self.folders.get(device) or self.root / device
+
+    def _folders(self) -> list[tuple[str, Path]]:
+        """Every device folder: those under the root, and the named ones."""
+        found = {p.name: p for p in self.root.iterdir() if p.is_dir() and DEVICE.fullmatch(p.name)}
+        found.update(self.folders)
+        return sorted(found.items())
 
     def _device_lock(self, device: str) -> threading.Lock:
         with self._lock:
@@ -159,13 +172,13 @@ class HubStore:
         with self._device_lock(device):
             stored = self.offset(device, epoch)
             new = [(offset, record) for offset, record in records if offset > stored]
-            folder = self.root / device
+            folder = self.folder(device)
             if new:
                 records_dir = folder / "records"
                 if not records_dir.is_dir():
                     records_dir.mkdir(parents=True, exist_ok=True)
                     _fsync_dir(folder)
-                    _fsync_dir(self.root)
+                    _fsync_dir(folder.parent)
                 name = segment_name(epoch, new[0][0], new[-1][0])
                 temporary = records_dir / f".{name}.tmp"
                 with open(temporary, "wb") as fh:
@@ -187,7 +200,7 @@ class HubStore:
     def devices(self) -> list[dict[str, Any]]:
         """Every device's state (its ``hub.json``), by name."""
         found = []
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and DEVICE.fullmatch(p.name)):
+        for _, folder in self._folders():
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
                 found.append(orjson.loads((folder / "hub.json").read_bytes()))
         return found
@@ -289,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
                                 description="Receive edge devices' forwarded records, exactly once, into "
                                             "ROOT/<device>/records/ (the collection layout).")
     p.add_argument("--root", type=Path, required=True, help="Folder of the devices' collections.")
+    p.add_argument("--device-folder", action="append", default=[], metavar="DEVICE=PATH",
+                   help="Store DEVICE's records in PATH/records/ instead of ROOT/DEVICE (repeatable).")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port (default {DEFAULT_PORT}; 0 picks one).")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
@@ -312,8 +327,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_body_bytes < 1024:
         _say(f"--max-body-bytes {args.max_body_bytes} is too small: use 1024 or more.")
         return 2
+    folders: dict[str, Path] = {}
+    for item in args.device_folder:
+        device, equals, path = item.partition("=")
+        if not equals or not DEVICE.fullmatch(device) or not path:
+            _say(f"--device-folder {item!r} is not DEVICE=PATH (a device name, then a folder).")
+            return 2
+        folders[device] = Path(path)
     try:
-        store = HubStore(args.root)
+        store = HubStore(args.root, folders)
     except HubInUse as exc:
         _say(str(exc))
         return 2

@@ -2,9 +2,10 @@
 
 ``python -m mlops_backend.edge.module [mlops-serve arguments...]`` starts, each in a process group of its own:
 
-- ``serve``: ``mlops-serve`` with the arguments given, plus ``--collect-dir $MLOPS_EDGE_DATA/collected`` and
-  ``--collect-segment-s 1`` unless the arguments or the environment (``MLOPS_COLLECT_DIR``,
-  ``MLOPS_COLLECT_SEGMENT_S``) set them;
+- ``serve``: ``mlops-serve`` with the arguments given; when the module forwards (``MLOPS_EDGE_HUB`` is set), plus
+  ``--collect-dir $MLOPS_EDGE_DATA/collected`` and ``--collect-segment-s 1`` unless the arguments or the
+  environment (``MLOPS_COLLECT_DIR``, ``MLOPS_COLLECT_SEGMENT_S``) set them (without a hub nothing is collected
+  unless the arguments say so: a module does not fill its device with records nobody takes);
 - ``agent`` (:mod:`mlops_backend.edge.agent`), when ``MLOPS_EDGE_HUB`` is set: buffer
   ``$MLOPS_EDGE_DATA/buffer.sqlite``, status ``$MLOPS_EDGE_DATA/agent.json``, device ``MLOPS_EDGE_DEVICE`` (default:
   the host name), bound ``MLOPS_EDGE_MAX_BUFFER_BYTES``;
@@ -80,14 +81,15 @@ def children(serve_args: Sequence[str], environ: Mapping[str, str]) -> list[Chil
     data = Path(environ.get("MLOPS_EDGE_DATA") or DEFAULT_DATA)
     args = list(serve_args)
     collect = _value(args, "--collect-dir") or environ.get("MLOPS_COLLECT_DIR")
-    if collect is None:
+    forwards = bool(environ.get("MLOPS_EDGE_HUB"))
+    if collect is None and forwards:
         collect = str(data / "collected")
         args += ["--collect-dir", collect]
-    if not _has(args, "--collect-segment-s") and not environ.get("MLOPS_COLLECT_SEGMENT_S"):
+    if collect is not None and not _has(args, "--collect-segment-s") and not environ.get("MLOPS_COLLECT_SEGMENT_S"):
         args += ["--collect-segment-s", "1"]
     python = sys.executable
     found = [Child("serve", [python, "-m", "mlops_backend.cli", *args])]
-    if environ.get("MLOPS_EDGE_HUB"):
+    if forwards and collect is not None:
         found.append(Child("agent", [python, "-m", "mlops_backend.edge.agent", "--collect-dir", collect,
                                      "--buffer", environ.get("MLOPS_EDGE_BUFFER") or str(data / "buffer.sqlite"),
                                      "--status-file", environ.get("MLOPS_EDGE_STATUS_FILE") or str(data / "agent.json"),
