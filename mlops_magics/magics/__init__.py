@@ -9,6 +9,7 @@ from __future__ import annotations
 from mlops_magics.magics.authoring import AuthoringMagics
 from mlops_magics.magics.deployments import DeploymentMagics
 from mlops_magics.magics.endpoints import EndpointMagics
+from mlops_magics.magics.fpga import FpgaMagics
 from mlops_magics.magics.images import ImageMagics
 from mlops_magics.magics.models import ModelMagics
 from mlops_magics.magics.monitoring import MonitoringMagics
@@ -16,7 +17,7 @@ from mlops_magics.magics.quality import QualityMagics
 
 #: Every family of magics, registered by ``%load_ext mlops_magics``.
 MAGICS = (ModelMagics, AuthoringMagics, ImageMagics, DeploymentMagics, EndpointMagics, QualityMagics,
-          MonitoringMagics)
+          MonitoringMagics, FpgaMagics)
 
-__all__ = ["MAGICS", "AuthoringMagics", "DeploymentMagics", "EndpointMagics", "ImageMagics", "ModelMagics",
-           "MonitoringMagics", "QualityMagics"]
+__all__ = ["MAGICS", "AuthoringMagics", "DeploymentMagics", "EndpointMagics", "FpgaMagics", "ImageMagics",
+           "ModelMagics", "MonitoringMagics", "QualityMagics"]

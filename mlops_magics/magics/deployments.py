@@ -19,7 +19,8 @@ class DeploymentMagics(MagicsBase):
 
     @examples("%deploy iris:2                            # a local process, healthy when this returns",
               "%deploy iris:2 --target docker --cpu 1 --memory 1g --collect --auth",
-              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated")
+              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated",
+              "%deploy digits --target fpga --format mxfp8         # the emulated FPGA engine, same HTTP contract")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
     @argument("--target", default="local", help="Where to deploy (default: local).")
@@ -60,6 +61,12 @@ class DeploymentMagics(MagicsBase):
                    "nothing.")
     @argument("--diff", action="store_true",
               help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
+    @argument("--format", metavar="FORMAT",
+              help="--target fpga: the number format of the program (mxfp8 by default; msfp8, mxint8, fp32...).")
+    @argument("--native-dim", type=int, metavar="N",
+              help="--target fpga: the emulated engine's native dimension (default 400, Brainwave's).")
+    @argument("--runtime", choices=["local", "docker"],
+              help="--target fpga: serve the emulator as a local process (default) or in a container.")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
@@ -69,6 +76,8 @@ class DeploymentMagics(MagicsBase):
                                              replicas=args.replicas, target_utilization=args.target_utilization,
                                              namespace=args.namespace, context=args.context,
                                              image_registry=args.registry, plan=bool(args.dry_run or args.diff))
+            options.update(api.fpga_options(args.target, format=args.format, native_dim=args.native_dim,
+                                            runtime=args.runtime))
             if args.dry_run:
                 return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run,
                                                 target_options=options, auth=args.auth, collect=args.collect,
