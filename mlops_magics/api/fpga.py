@@ -10,19 +10,23 @@ registered as the next version of the model, derived from its ONNX version (see 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_magics.errors import InvalidInputError
-from mlops_magics.fpga.formats import FORMATS, get_format
-from mlops_magics.fpga.latency import BRAINWAVE_S10, Engine
-from mlops_magics.fpga.report import RPS_SECONDS, FpgaReport, SweepReport
 from mlops_magics.registry import Lineage, Registry, or_default
-from mlops_magics.targets import fpga as target
+
+if TYPE_CHECKING:  # the engine needs numpy: imported on first use, so that importing the API stays cheap
+    from mlops_magics.fpga.latency import Engine
+    from mlops_magics.fpga.report import FpgaReport, SweepReport
 
 #: The formats ``fpga_sweep`` compares when none are given (the issue's list).
 SWEEP_FORMATS = ("fp32", "mxint8", "mxfp8", "msfp9", "msfp8", "mxfp6", "mxfp4")
 #: At most this many formats in one sweep.
-MAX_FORMATS = len(FORMATS)
+MAX_FORMATS = 16
+#: The format ``fpga_compile`` and ``%deploy --target fpga`` use when none is given.
+DEFAULT_FORMAT = "mxfp8"
+#: Seconds the emulator's requests/s are measured for by ``fpga_compile``.
+RPS_SECONDS = 0.3
 
 
 def engine_of(native_dim: int, *, clock_mhz: float | None = None, lanes: int | None = None,
@@ -33,6 +37,8 @@ def engine_of(native_dim: int, *, clock_mhz: float | None = None, lanes: int | N
     Raises:
         InvalidInputError: a setting out of range.
     """
+    from mlops_magics.fpga.latency import BRAINWAVE_S10, Engine
+
     base = BRAINWAVE_S10
     chosen = {"clock_mhz": base.clock_mhz if clock_mhz is None else float(clock_mhz),
               "lanes": base.lanes if lanes is None else int(lanes),
@@ -53,7 +59,7 @@ def engine_of(native_dim: int, *, clock_mhz: float | None = None, lanes: int | N
 def fpga_compile(
     ref: str,
     *,
-    format: str = target.DEFAULT_FORMAT,
+    format: str = DEFAULT_FORMAT,
     native_dim: int | None = None,
     vector_format: str | None = None,
     data: Any = None,
@@ -95,6 +101,8 @@ def fpga_compile(
             names the operator and the node).
         InvalidInputError: a bad format or setting; rows that do not fit the network; labels without data.
     """
+    from mlops_magics.targets import fpga as target
+
     if not 0 <= rps_seconds <= 60:
         raise InvalidInputError(f"rps_seconds {rps_seconds:g} is out of range: give 0 to 60 seconds.")
     options = target.check_options({"format": format, "native_dim": native_dim, "vector_format": vector_format})
@@ -114,6 +122,8 @@ def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
     Raises:
         InvalidInputError: an unknown format (the known ones listed), none, or too many.
     """
+    from mlops_magics.fpga.formats import get_format
+
     if formats is None:
         return SWEEP_FORMATS
     items = formats.split(",") if isinstance(formats, str) else list(formats)
@@ -159,6 +169,9 @@ def fpga_sweep(
     Raises:
         as :func:`fpga_compile`.
     """
+    from mlops_magics.fpga.report import SweepReport
+    from mlops_magics.targets import fpga as target
+
     if data is None:
         raise InvalidInputError("A sweep measures each format on rows: give data (and labels for the accuracy).")
     names = parse_formats(formats)
@@ -182,6 +195,10 @@ def fpga_options(target_name: str, *, format: str | None = None, native_dim: int
     """
     given = {k: v for k, v in (("format", format), ("native_dim", native_dim), ("runtime", runtime))
              if v is not None}
-    if given and target_name != "fpga":
+    if not given:
+        return {}
+    if target_name != "fpga":
         raise InvalidInputError("--format, --native-dim and --runtime are for --target fpga.")
+    from mlops_magics.targets import fpga as target
+
     return target.check_options(given)

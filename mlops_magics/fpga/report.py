@@ -184,7 +184,8 @@ class FpgaReport:
         for row in self.table():
             lines.append(f"    {row['layer']:<16} {row['kind']:<9} {row['shape']:<22} {row['instructions']:>5} instr "
                          f"{row['tiles']:>3} tiles {row['MACs']:>9} MACs {row['weight bytes']:>8} B  "
-                         f"{row['emulated us']:>8} us emulated  {row['program']}")
+                         f"{row['emulated us'] + ' us emulated' if row['emulated us'] != 'host' else 'on the host':>19}"
+                         f"  {row['program']}")
         lines += [f"  note: {note}" for note in (*self.notes, EMULATED_NOTE)]
         return "\n".join(lines)
 

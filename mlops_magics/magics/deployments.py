@@ -19,11 +19,11 @@ class DeploymentMagics(MagicsBase):
 
     @examples("%deploy iris:2                            # a local process, healthy when this returns",
               "%deploy iris:2 --target docker --cpu 1 --memory 1g --collect --auth",
-              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated",
-              "%deploy digits --target fpga --format mxfp8         # the emulated FPGA engine, same HTTP contract")
+              "%deploy iris --target kubernetes --autoscale 1,4 --dry-run ./k8s   # manifests only, validated")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
-    @argument("--target", default="local", help="Where to deploy (default: local).")
+    @argument("--target", default="local",
+              help="Where to deploy (default: local): local, docker, kubernetes, fpga (the emulated FPGA engine).")
     @argument("--name", "-n", help="Service name (default: the model name).")
     @argument("--port", "-p", type=int, help="Port (default: a free one).")
     @argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
