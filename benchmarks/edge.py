@@ -12,8 +12,9 @@ offline window of 10,000 requests, 0 records lost and 0 duplicated. Side by side
 - image sizes: the edge module (``%deploy --target edge``), the scikit-learn image and the ONNX-only image
   (``%build``), of the same iris model;
 - latency of one request (p50, p99, sequential, keep-alive): a client on this machine to the same ONNX version
-  served on this machine (``--target local``, no limits), the same client to the module on the device across its link (0.5 CPU,
-  256 MB), and a client on the device itself (a process in the device's network namespace) to the module;
+  served on this machine (``--target local``, no limits), the same client to the module on the device across its
+  link (0.5 CPU, 256 MB), and a client on the device itself (a process in the device's network namespace) to the
+  module;
 - the offline window: the link cut, N requests scored on the device, the link restored; records forwarded, lost,
   duplicated and evicted, and the time from the link's return until the last record is in this machine's
   collection.

@@ -60,6 +60,7 @@ __all__ = [  # noqa: RUF022  (grouped by family, not sorted)
     "kubernetes_manifests", "kubernetes_diff", "scale",
     "endpoint", "endpoint_status", "endpoint_keys", "compare_traffic", "replay", "delete_endpoint", "list_endpoints",
     "validate", "to_onnx", "profile",
+    "fpga_compile", "fpga_sweep",
     "collected", "label", "monitor",
 ]  # fmt: skip
 

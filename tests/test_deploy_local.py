@@ -201,7 +201,8 @@ def test_deploy_mistakes(clean: Registry, iris_lr: Any) -> None:
         mm.logs("ghost")
     with pytest.raises(NotFoundError, match="No deployment named 'ghost'"):
         mm.undeploy("ghost")
-    with pytest.raises(NotFoundError, match="Unknown deployment target 'moon'. Targets: docker, kubernetes, local"):
+    with pytest.raises(NotFoundError,
+                       match="Unknown deployment target 'moon'. Targets: docker, edge, fpga, kubernetes, local"):
         mm.deploy("iris", target="moon")
     with pytest.raises(NotFoundError, match=r"Unknown deployment target 'dokcer'. Did you mean 'docker'\? Targets"):
         mm.deploy("iris", target="dokcer")

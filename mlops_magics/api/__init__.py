@@ -11,6 +11,7 @@ One module per family of magics:
 - :mod:`~mlops_magics.api.edge`: edge devices: a deployment's IoT Edge manifest, a device's link, its status
 - :mod:`~mlops_magics.api.endpoints`: several deployments behind one address (weights, shadow, sticky, rollback)
 - :mod:`~mlops_magics.api.quality`: validate, ONNX, profile (each stores its report with the version)
+- :mod:`~mlops_magics.api.fpga`: compile for the emulated FPGA engine, sweep number formats
 - :mod:`~mlops_magics.api.monitoring`: what deployments collected, labels, the dashboard
 - :mod:`~mlops_magics.api.upkeep`: copying a version out; registry backup, restore, check, rebuild
 """
@@ -78,6 +79,11 @@ from mlops_magics.api.endpoints import (
     endpoint_status,
     list_endpoints,
     replay,
+)
+from mlops_magics.api.fpga import (
+    fpga_compile,
+    fpga_options,
+    fpga_sweep,
 )
 from mlops_magics.api.images import (
     ImageList,
@@ -164,6 +170,9 @@ __all__ = [
     "entry_script",
     "export_model",
     "follow",
+    "fpga_compile",
+    "fpga_options",
+    "fpga_sweep",
     "generate_score_script",
     "get_model",
     "keys",

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlops_magics.cli import authoring, deployments, edge, endpoints, images, models, monitoring, quality
+from mlops_magics.cli import authoring, deployments, edge, endpoints, fpga, images, models, monitoring, quality
 from mlops_magics.cli.output import JSON_OPTION, Verbs, passed, show
 from mlops_magics.errors import MlopsError
 
@@ -39,7 +39,7 @@ def _build() -> tuple[argparse.ArgumentParser, Verbs]:
                                      "every magic, for terminals and CI.", epilog=EPILOG, parents=[JSON_OPTION],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = Verbs(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    for family in (models, authoring, images, deployments, endpoints, edge, quality, monitoring):
+    for family in (models, authoring, images, deployments, endpoints, edge, quality, monitoring, fpga):
         family.add_verbs(verbs)
     return parser, verbs
 

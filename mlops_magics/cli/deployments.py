@@ -39,6 +39,8 @@ def _deploy(args: argparse.Namespace) -> Any:
                                      plan=bool(args.dry_run or args.diff))
     options.update(api.edge_options(args.target, device=args.device, quantize=args.quantize,
                                     max_buffer=args.max_buffer, mqtt=False if args.no_mqtt else None))
+    options.update(api.fpga_options(args.target, format=args.format, native_dim=args.native_dim,
+                                    runtime=args.runtime))
     if args.dry_run:
         return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run, target_options=options,
                                         auth=args.auth, collect=args.collect, workers=args.workers, port=args.port)
@@ -111,7 +113,8 @@ def add_verbs(verbs: Verbs) -> None:
     p = verbs.add("deploy", _deploy, "Deploy a model version as a web service and wait until it is healthy (an "
                                      "image build prints its steps on standard error).")
     p.add_argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
-    p.add_argument("--target", default="local", help="Where to deploy: local (default), docker, kubernetes or edge.")
+    p.add_argument("--target", default="local",
+                   help="Where to deploy: local (default), docker, kubernetes, edge or fpga.")
     p.add_argument("--name", "-n", help="Service name (default: the model name).")
     p.add_argument("--port", "-p", type=int, help="Port (default: a free one).")
     p.add_argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
@@ -146,6 +149,12 @@ def add_verbs(verbs: Verbs) -> None:
                    help="--target kubernetes: write the manifests to DIR, validated; apply nothing.")
     p.add_argument("--diff", action="store_true",
                    help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
+    p.add_argument("--format", metavar="FORMAT",
+                   help="--target fpga: the program's number format (mxfp8 by default; msfp8, mxint8, fp32...).")
+    p.add_argument("--native-dim", type=int, metavar="N",
+                   help="--target fpga: the emulated engine's native dimension (default 400, Brainwave's).")
+    p.add_argument("--runtime", choices=["local", "docker"],
+                   help="--target fpga: serve the emulator as a local process (default) or in a container.")
 
     p.add_argument("--device", metavar="NAME",
                    help="--target edge: the simulated device to run on (default sim-1; made when it does not exist).")

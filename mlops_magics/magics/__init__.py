@@ -10,6 +10,7 @@ from mlops_magics.magics.authoring import AuthoringMagics
 from mlops_magics.magics.deployments import DeploymentMagics
 from mlops_magics.magics.edge import EdgeMagics
 from mlops_magics.magics.endpoints import EndpointMagics
+from mlops_magics.magics.fpga import FpgaMagics
 from mlops_magics.magics.images import ImageMagics
 from mlops_magics.magics.models import ModelMagics
 from mlops_magics.magics.monitoring import MonitoringMagics
@@ -17,7 +18,8 @@ from mlops_magics.magics.quality import QualityMagics
 
 #: Every family of magics, registered by ``%load_ext mlops_magics``.
 MAGICS = (ModelMagics, AuthoringMagics, ImageMagics, DeploymentMagics, EndpointMagics, EdgeMagics, QualityMagics,
-          MonitoringMagics)
+          MonitoringMagics, FpgaMagics)
 
-__all__ = ["MAGICS", "AuthoringMagics", "DeploymentMagics", "EdgeMagics", "EndpointMagics", "ImageMagics",
+__all__ = ["MAGICS", "AuthoringMagics", "DeploymentMagics", "EdgeMagics", "EndpointMagics", "FpgaMagics",
+           "ImageMagics",
            "ModelMagics", "MonitoringMagics", "QualityMagics"]

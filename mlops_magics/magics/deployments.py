@@ -22,7 +22,9 @@ class DeploymentMagics(MagicsBase):
               "%deploy iris --target edge --device sim-1 --cpu 0.5 --memory 256m --collect   # an IoT Edge module")
     @magic_arguments()
     @argument("ref", help="NAME (latest), NAME:VERSION or NAME@ALIAS.")
-    @argument("--target", default="local", help="Where to deploy (default: local).")
+    @argument("--target", default="local",
+              help="Where to deploy (default: local): local, docker, kubernetes, edge (a simulated IoT Edge device), "
+                   "fpga (the emulated FPGA engine).")
     @argument("--name", "-n", help="Service name (default: the model name).")
     @argument("--port", "-p", type=int, help="Port (default: a free one).")
     @argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
@@ -69,6 +71,12 @@ class DeploymentMagics(MagicsBase):
               help="--target edge: no MQTT input (default: from the device's broker, when mosquitto is installed).")
     @argument("--diff", action="store_true",
               help="--target kubernetes: show what an apply would change on the cluster; apply nothing.")
+    @argument("--format", metavar="FORMAT",
+              help="--target fpga: the number format of the program (mxfp8 by default; msfp8, mxint8, fp32...).")
+    @argument("--native-dim", type=int, metavar="N",
+              help="--target fpga: the emulated engine's native dimension (default 400, Brainwave's).")
+    @argument("--runtime", choices=["local", "docker"],
+              help="--target fpga: serve the emulator as a local process (default) or in a container.")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model version as a web service and wait until it is healthy."""
@@ -80,6 +88,8 @@ class DeploymentMagics(MagicsBase):
                                              image_registry=args.registry, plan=bool(args.dry_run or args.diff))
             options.update(api.edge_options(args.target, device=args.device, quantize=args.quantize,
                                             max_buffer=args.max_buffer, mqtt=False if args.no_mqtt else None))
+            options.update(api.fpga_options(args.target, format=args.format, native_dim=args.native_dim,
+                                            runtime=args.runtime))
             if args.dry_run:
                 return api.kubernetes_manifests(args.ref, name=args.name, write_to=args.dry_run,
                                                 target_options=options, auth=args.auth, collect=args.collect,

@@ -1,7 +1,8 @@
 """Deployment targets: one protocol, one implementation per target, found by name.
 
-Built in: ``local``, ``docker``, ``kubernetes`` and ``edge`` (imported when first used). Third-party targets register an
-entry point in the group ``mlops_magics.targets`` whose object is a class taking the registry.
+Built in: ``local``, ``docker``, ``kubernetes``, ``edge`` and ``fpga`` (imported when first used). Third-party
+targets register an entry point in the group ``mlops_magics.targets`` whose object is a class taking the
+registry.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ __all__ = ["BUILT_IN", "DeploymentTarget", "LocalTarget", "get_target"]
 BUILT_IN: dict[str, str] = {"local": "mlops_magics.targets.local:LocalTarget",
                             "docker": "mlops_magics.targets.docker:DockerTarget",
                             "kubernetes": "mlops_magics.targets.kube.target:KubernetesTarget",
-                            "edge": "mlops_magics.targets.edge.target:EdgeTarget"}
+                            "edge": "mlops_magics.targets.edge.target:EdgeTarget",
+                            "fpga": "mlops_magics.targets.fpga:FpgaTarget"}
 ENTRY_POINT_GROUP = "mlops_magics.targets"
 
 
