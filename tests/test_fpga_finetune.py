@@ -179,3 +179,11 @@ def test_tuned_values_go_back_into_an_initializer_or_a_constant_node() -> None:
         with_weights(model, {"nope": np.zeros(1, np.float32)})
     with pytest.raises(InvalidInputError, match=r"has shape \(2, 3\)"):
         with_weights(model, {"w": np.zeros(3, np.float32)})
+
+
+def test_importing_the_fine_tuning_module_does_not_import_torch() -> None:
+    import subprocess
+
+    code = "import sys, mlops_magics.fpga.finetune; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"
