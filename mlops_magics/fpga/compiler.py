@@ -54,13 +54,45 @@ class Instruction:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where a layer's weights or bias come from in the ONNX graph, so a tuned array can be written back.
+
+    ``name`` is the constant (an initializer, or a Constant node's output) of shape ``shape``; the layer's array is
+    ``layout(constant) * scale``: ``matrix`` (K x N as stored: MatMul, Gemm), ``transposed`` (N x K: Gemm with
+    transB=1), ``kernel`` (M x C x kh x kw, seen as C*kh*kw x M: Conv) or ``vector`` (a bias, broadcast to N).
+    """
+
+    name: str
+    layout: str
+    shape: tuple[int, ...]
+    scale: float = 1.0
+
+    def restore(self, array: np.ndarray) -> np.ndarray:
+        """The constant (float32, of :attr:`shape`) that compiles to the layer's ``array``.
+
+        Raises:
+            InvalidInputError: a bias that was broadcast from fewer values than ``array`` has (it has no inverse).
+        """
+        values = np.asarray(array, np.float32)
+        if self.scale != 1.0:
+            values = values / np.float32(self.scale)
+        if self.layout in ("transposed", "kernel"):
+            values = values.T
+        if values.size != math.prod(self.shape):
+            raise InvalidInputError(f"Constant {self.name!r} of shape {self.shape} was broadcast to {values.shape}; "
+                                    f"it cannot take back {values.size} separate values.")
+        return np.ascontiguousarray(values.reshape(self.shape), dtype=np.float32)
+
+
+@dataclass(frozen=True)
 class Layer:
     """One layer of a program: the ONNX nodes it covers, its instructions and its work.
 
     ``kind`` is ``dense`` (matrix-vector), ``conv`` (matrix-vector per output position), ``pointwise``,
     ``pool``, ``reshape`` (no work) or ``host`` (softmax, run on the host in float32). ``weights`` are already
     rounded to the program's format along the reduction axis (rows of the K x N matrix); ``bias`` and other
-    vectors are rounded to the vector format. Shapes are per request (no batch axis).
+    vectors are rounded to the vector format. Shapes are per request (no batch axis). ``attrs["weight_source"]``
+    and ``attrs["bias_source"]`` (a :class:`Source`) name the ONNX constants the weights and the bias come from.
     """
 
     name: str
@@ -298,20 +330,26 @@ class _Compiler:
             raise self.refuse(node, index, "the weight matrix must be a constant (an initializer)")
         w = np.asarray(self.consts[ins[1]], np.float32)
         bias = None
+        sources = {"weight_source": Source(ins[1], "matrix", w.shape)}
         if node.op_type == "Gemm":
             a = _attrs(node)
             if a.get("transA", 0):
                 raise self.refuse(node, index, "transA=1 is not supported")
+            alpha = float(a.get("alpha", 1.0))
+            sources["weight_source"] = Source(ins[1], "transposed" if a.get("transB", 0) else "matrix", w.shape, alpha)
             if a.get("transB", 0):
                 w = w.T
-            w = w * np.float32(a.get("alpha", 1.0))
+            w = w * np.float32(alpha)
             if len(ins) > 2 and ins[2]:
                 if ins[2] not in self.consts:
                     raise self.refuse(node, index, "the bias C must be a constant")
-                bias = np.broadcast_to(self.consts[ins[2]] * np.float32(a.get("beta", 1.0)), (w.shape[1],))
+                beta = float(a.get("beta", 1.0))
+                bias = np.broadcast_to(self.consts[ins[2]] * np.float32(beta), (w.shape[1],))
+                sources["bias_source"] = Source(ins[2], "vector", tuple(np.shape(self.consts[ins[2]])), beta)
         if w.ndim != 2 or w.shape[0] != shape[0]:
             raise self.refuse(node, index, f"weights of shape {w.shape} do not fit an input of {shape[0]} values")
-        self.add(self.matrix_layer(node, index, "dense", x, shape, (w.shape[1],), w, bias, positions=1))
+        self.add(self.matrix_layer(node, index, "dense", x, shape, (w.shape[1],), w, bias, positions=1,
+                                   attrs=sources))
 
     def matrix_layer(self, node: Any, index: int, kind: str, x: str, in_shape: tuple[int, ...],
                      out_shape: tuple[int, ...], w: np.ndarray, bias: np.ndarray | None, *, positions: int,
@@ -396,7 +434,8 @@ class _Compiler:
                     and "activation" not in layer.attrs):
                 bias = self.vector(const)
                 return self.extend(layer, node, [Instruction("vv_add", (_node_label(node, index) + ".b",), count)],
-                                   bias=bias, bits=self.vfmt.memory_bits(bias.shape))
+                                   bias=bias, bits=self.vfmt.memory_bits(bias.shape),
+                                   attrs={"bias_source": Source(other, "vector", raw.shape)})
             steps = [(op, self.vector(const))]
             self.add(Layer(_node_label(node, index), "pointwise", (node.op_type,), shape, shape,
                            (Instruction("v_rd", (x,), count), Instruction(opcode, (other,), count),
@@ -436,7 +475,10 @@ class _Compiler:
         bias = self.consts[ins[2]] if len(ins) > 2 and ins[2] else None
         if len(ins) > 2 and ins[2] and ins[2] not in self.consts:
             raise self.refuse(node, index, "the bias must be a constant")
-        attrs = {"kernel": (kh, kw), "strides": (sh, sw), "pads": (top, left, bottom, right)}
+        attrs: dict[str, Any] = {"kernel": (kh, kw), "strides": (sh, sw), "pads": (top, left, bottom, right),
+                                 "weight_source": Source(ins[1], "kernel", kernel.shape)}
+        if bias is not None:
+            attrs["bias_source"] = Source(ins[2], "vector", tuple(np.shape(bias)))
         self.add(self.matrix_layer(node, index, "conv", x, shape, (m, ho, wo), w, bias, positions=ho * wo,
                                    attrs=attrs))
 
