@@ -116,3 +116,4 @@ bench: setup
 	$(BIN)/python benchmarks/sidebar.py
 	$(BIN)/python benchmarks/hostile.py
 	$(BIN)/python benchmarks/endpoints.py
+	$(BIN)/python benchmarks/edge.py
