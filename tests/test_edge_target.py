@@ -331,3 +331,37 @@ def test_the_magics_deploy_cut_restore_and_show_a_device(ereg: Registry, ip: Any
     assert "sim-g" in repr(ip.run_line_magic("edge", "status"))
     listed = ip.run_line_magic("deployments", "")
     assert "device sim-g (online)" in listed.details["iris-ip"]
+
+
+def test_an_int8_module_serves_the_quantized_version_and_says_how_it_compares(ereg: Registry, iris: Any,
+                                                                              undeploy: None) -> None:
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = iris
+    mlp = MLPClassifier(hidden_layer_sizes=(32,), max_iter=3000, tol=1e-3, random_state=0).fit(X, y)  # MatMul
+    source = mm.register(mlp, "iris-mlp", sample=X[:20], registry=ereg)
+    deployed = api.deploy(source.ref, target="edge", name="iris-int8",
+                          target_options={"device": "sim-h", "quantize": "int8"}, registry=ereg)
+    served = ereg.get(f"{deployed.model_name}:{deployed.model_version}")
+    assert served.flavor == "onnx" and served.tags.get("onnx.quantized"), served.tags
+    assert deployed.config["source"] == source.ref
+    assert any("int8 vs float: PASSED" in line for line in deployed.config["quantization"])
+    answers = api.call("iris-int8", X, registry=ereg)
+    agree = sum(int(a == b) for a, b in zip(answers, mlp.predict(X), strict=True))
+    assert agree >= 0.95 * len(X), f"int8 agrees with the float MLP on {agree} of {len(X)} rows"
+
+
+def test_a_hub_that_went_is_started_again_on_its_port_and_nothing_is_lost(ereg: Registry, undeploy: None) -> None:
+    deployed = api.deploy("iris:1", target="edge", name="iris-hub", collect=True, target_options={"device": "sim-i"},
+                          registry=ereg)
+    hub = deployed.config["hub"]
+    os.kill(int(hub["pid"]), signal.SIGKILL)  # this machine's side went (a restarted machine, a killed process)
+    ids = [f"h-{i}" for i in range(15)]
+    for rid in ids:
+        _score_from_here(deployed, rid)
+    _wait(lambda: (a := _agent(deployed)).get("buffered_records") == 15 and a.get("hub_reachable") is False,
+          "the records buffered while the hub is away")
+    status = api.edge_online("sim-i", wait=60, registry=ereg)
+    again = ereg.get_deployment("iris-hub").config["hub"]
+    assert again["port"] == hub["port"] and again["pid"] != hub["pid"], "the same address, a new process"
+    assert status.module("iris-hub").buffered == 0 and _collected_ids(ereg, "iris-hub") == ids

@@ -107,6 +107,8 @@ class DeploymentMagics(MagicsBase):
                                   sample_rate=args.sample_rate, target_options=options, progress=status)
         status.done(f"{deployed.name} serves {deployed.model_name}:{deployed.model_version} at {deployed.url} "
                     f"({deployed.target})")
+        for line in deployed.config.get("quantization") or ():  # an edge module's int8 model, against its float one
+            print(line)
         return deployed
 
     @examples("%scale iris --replicas 3", "%scale iris --autoscale 2,8 --target-utilization 60")

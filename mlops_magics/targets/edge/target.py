@@ -526,6 +526,9 @@ class EdgeTarget:
         """The hub, started again on its port when it is not running (a restarted machine)."""
         if alive(int(hub["pid"]), hub.get("stamp")):
             return dict(hub)
+        gone = _HUBS.pop(int(hub["pid"]), None)
+        if gone is not None:
+            gone.poll()  # reaped: it ended
         fresh = self._start_hub(service, device, Steps(None), port=int(hub["port"]))
         deployment = self.registry.get_deployment(service)
         self.registry.record_deployment(service, f"{deployment.model_name}:{deployment.model_version}",
