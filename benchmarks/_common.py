@@ -119,3 +119,49 @@ def checkout_ref() -> str:
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "backend"], capture_output=True,
                            text=True).stdout.strip()
     return sha + ("+changes" if dirty else "")
+
+
+#: The entry scripts of the iris model's scikit-learn and ONNX-only images (benchmarks/docker.py, edge.py).
+SKLEARN_SCRIPT = """\
+import json, os
+import joblib
+import numpy as np
+
+def init():
+    global model
+    model = joblib.load(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.pkl"))
+
+def run(raw):
+    return model.predict(np.asarray(json.loads(raw)["data"])).tolist()
+"""
+ONNX_SCRIPT = """\
+import json, os
+import numpy as np
+import onnxruntime as ort
+
+def init():
+    global session
+    session = ort.InferenceSession(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+
+def run(raw):
+    rows = np.asarray(json.loads(raw)["data"], dtype=np.float32)
+    return session.run(None, {"X": rows})[0].tolist()
+"""
+
+
+def onnx_iris(clf: Any) -> Any:
+    """The iris LogisticRegression as a hand-built ONNX graph (MatMul, Add, ArgMax): no converter needed."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["Z0"]), helper.make_node("Add", ["Z0", "B"], ["Z"]),
+             helper.make_node("ArgMax", ["Z"], ["label"], axis=1, keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "iris_lr", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None])],
+        [numpy_helper.from_array(clf.coef_.T.astype(np.float32), "W"),
+         numpy_helper.from_array(clf.intercept_.astype(np.float32), "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model

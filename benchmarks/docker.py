@@ -25,37 +25,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, describe, finish, unshadow
+from _common import ONNX_SCRIPT, SKLEARN_SCRIPT, command_line, describe, finish, onnx_iris, unshadow
 
 unshadow()  # docker.py and onnx.py in this folder would hide the libraries of those names
 
 GOALS = {"rebuild": 10.0}
-SKLEARN_SCRIPT = """\
-import json, os
-import joblib
-import numpy as np
-
-def init():
-    global model
-    model = joblib.load(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.pkl"))
-
-def run(raw):
-    return model.predict(np.asarray(json.loads(raw)["data"])).tolist()
-"""
-ONNX_SCRIPT = """\
-import json, os
-import numpy as np
-import onnxruntime as ort
-
-def init():
-    global session
-    session = ort.InferenceSession(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
-
-def run(raw):
-    rows = np.asarray(json.loads(raw)["data"], dtype=np.float32)
-    return session.run(None, {"X": rows})[0].tolist()
-"""
 ECHO_SCRIPT = "def init():\n    pass\n\ndef run(raw):\n    return raw\n"
 NAIVE_DOCKERFILE = """\
 FROM {base}
@@ -72,23 +46,6 @@ def _timed(fn: Any) -> tuple[float, Any]:
     began = time.perf_counter()
     value = fn()
     return time.perf_counter() - began, value
-
-
-def _onnx_iris(clf: Any) -> Any:
-    """The iris LogisticRegression as a hand-built ONNX graph (MatMul, Add, ArgMax): no converter needed."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes = [helper.make_node("MatMul", ["X", "W"], ["Z0"]), helper.make_node("Add", ["Z0", "B"], ["Z"]),
-             helper.make_node("ArgMax", ["Z"], ["label"], axis=1, keepdims=0)]
-    graph = helper.make_graph(
-        nodes, "iris_lr", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [None])],
-        [numpy_helper.from_array(clf.coef_.T.astype(np.float32), "W"),
-         numpy_helper.from_array(clf.intercept_.astype(np.float32), "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
 
 
 def _layers(client: Any, tag: str, base: str) -> dict[str, int]:
@@ -168,7 +125,7 @@ def run(repeat: int, base: str, work: Path) -> dict[str, Any]:
     echo = api.build("echo")
     result["sizes"]["runtime only"] = echo.size
     result["layers_runtime"] = _layers(client, echo.tag, base)
-    mm.register(_onnx_iris(clf), "iris-onnx", sample=X[:2].astype(np.float32))
+    mm.register(onnx_iris(clf), "iris-onnx", sample=X[:2].astype(np.float32))
     mm.set_score_script("iris-onnx", ONNX_SCRIPT)
     mm.set_environment("iris-onnx", "onnxruntime\nnumpy\n")
     onnx_image = api.build("iris-onnx")

@@ -27,7 +27,7 @@ from mlops_magics.registry import Deployment, Registry, or_default
 from mlops_magics.targets.base import Status, Steps
 from mlops_magics.targets.edge.device import Device
 from mlops_magics.targets.edge.target import DEFAULT_DEVICE as DEFAULT_DEVICE
-from mlops_magics.targets.edge.target import FIRST_PORT, EdgeSettings, EdgeTarget, module_manifest
+from mlops_magics.targets.edge.target import FIRST_PORT, EdgeSettings, EdgeTarget, module_manifest, read_status
 
 #: Where a real device keeps a module's data when the manifest does not say (``--data-volume``).
 DEVICE_DATA = "/var/lib/mlops-edge"
@@ -197,25 +197,17 @@ def _edge_deployments(reg: Registry, device: str | None = None) -> list[Deployme
             and (device is None or (d.config.get("settings") or {}).get("device") == device)]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _status(reg: Registry, target: EdgeTarget, device: Device, note: str = "") -> EdgeStatus:
     devices = target.devices()
     modules = []
     for deployment in _edge_deployments(reg, device.name):
         volume = Path(deployment.config["volume"])
-        children = _read_json(volume / "module.json").get("children") or {}
+        children = read_status(volume / "module.json").get("children") or {}
         modules.append(ModuleStatus(
             service=deployment.name, model=f"{deployment.model_name}:{deployment.model_version}",
             source=str(deployment.config.get("source") or f"{deployment.model_name}:{deployment.model_version}"),
             state=target.status(deployment), port=int(deployment.config.get("port") or FIRST_PORT),
-            agent=_read_json(volume / "agent.json") if deployment.config.get("hub") else {},
+            agent=read_status(volume / "agent.json") if deployment.config.get("hub") else {},
             restarts=sum(int(c.get("restarts") or 0) for c in children.values() if isinstance(c, dict))))
     return EdgeStatus(device=device.name, online=devices.online(device), address=device.address,
                       host_address=device.host_address, broker=devices.broker_running(device), modules=modules,
@@ -303,7 +295,7 @@ def _pending(deployments: Sequence[Deployment]) -> int:
         for path in (volume / "collected" / "stats").glob("*.bin"):
             counters = read_stats(path)
             kept += int(counters["received"] - counters["sampled_out"] - counters["dropped"])
-        agent = _read_json(volume / "agent.json")
+        agent = read_status(volume / "agent.json")
         total += max(0, kept - int(agent.get("forwarded_records") or 0) - int(agent.get("evicted_records") or 0))
     return total
 

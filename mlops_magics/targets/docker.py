@@ -197,32 +197,10 @@ class DockerTarget:
 
     def _container(self, deployment: Deployment, *, quiet: bool = False) -> Any:
         """The deployment's container, or None when it is gone (or, with ``quiet``, when no engine answers)."""
-        import docker
-
-        container = deployment.config.get("container")
-        if not container:
-            return None
-        try:
-            return self.engine.containers.get(str(container))
-        except docker.errors.NotFound:
-            return None
-        except EngineError:
-            if quiet:
-                return None
-            raise
+        return get_container(self.engine, str(deployment.config.get("container") or ""), quiet=quiet)
 
     def _remove(self, container_id: str) -> None:
-        import docker
-
-        try:
-            container = self.engine.containers.get(container_id)
-            container.stop(timeout=_STOP_GRACE)
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: removal already in progress
-                raise EngineError(f"Docker could not remove container {container_id[:12]}: {exc.explanation}") from exc
+        remove_container(self.engine, container_id)
 
     def _start(self, spec: DeploySpec, image: Image, port: int, key_file: Path | None, *, generation: int,
                keep_record: Deployment | None = None) -> Deployment:
@@ -321,19 +299,60 @@ class DockerTarget:
                 else:
                     reason = f"the server was not ready after {START_TIMEOUT:.0f} s and was stopped"
                 log_path = Path(config["volume"]) / "logs" / "server.log"
-                log = _since(log_path, offset) or container.logs(tail=_LOG_TAIL).decode(errors="replace")
+                log = log_since(log_path, offset) or container.logs(tail=_LOG_TAIL).decode(errors="replace")
                 log = map_script_lines(log, SCRIPT, spec.script_line_offset)
                 raise start_failure(spec, reason, log, log_path)
             steps.tick()
             time.sleep(0.05)
 
 
-def _since(log: Path, offset: int) -> str:
-    """The last lines a log got after ``offset`` (what this start wrote; earlier generations append there too)."""
+def log_since(log: Path, offset: int, lines: int = _LOG_TAIL) -> str:
+    """The last ``lines`` lines a log got after ``offset`` (what this start wrote; earlier generations append there
+    too)."""
     try:
         with open(log, "rb") as fh:
             fh.seek(offset)
             text = fh.read().decode(errors="replace")
     except FileNotFoundError:
         return ""
-    return "\n".join(text.splitlines()[-_LOG_TAIL:])
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def get_container(engine: Any, container_id: str, *, quiet: bool = False) -> Any:
+    """The container ``container_id`` of ``engine``, or None when it is gone (or, with ``quiet``, when no engine
+    answers).
+
+    Raises:
+        EngineError: no engine answers (without ``quiet``).
+    """
+    import docker
+
+    if not container_id:
+        return None
+    try:
+        return engine.containers.get(container_id)
+    except docker.errors.NotFound:
+        return None
+    except EngineError:
+        if quiet:
+            return None
+        raise
+
+
+def remove_container(engine: Any, container_id: str) -> None:
+    """Stop (SIGTERM, then SIGKILL after the grace) and remove a container; one that is gone is not an error.
+
+    Raises:
+        EngineError: the engine refused.
+    """
+    import docker
+
+    try:
+        container = engine.containers.get(container_id)
+        container.stop(timeout=_STOP_GRACE)
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: removal already in progress
+            raise EngineError(f"Docker could not remove container {container_id[:12]}: {exc.explanation}") from exc

@@ -52,7 +52,7 @@ from mlops_magics.packaging.context import APP_ROOT, base_image
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Registry
 from mlops_magics.targets.base import Steps, data_dir, new_key_file
-from mlops_magics.targets.docker import check_limits
+from mlops_magics.targets.docker import check_limits, get_container, log_since, remove_container
 from mlops_magics.targets.edge.device import BROKER_PORT, Device, Devices, check_name
 from mlops_magics.targets.local import (
     START_TIMEOUT,
@@ -365,7 +365,7 @@ class EdgeTarget:
         with contextlib.suppress(docker.errors.APIError, DeployError):
             if not self.devices().online(device):
                 # cut off from this machine: what the module says of itself, on the device's volume
-                module = _read_json(self._volume(deployment) / "module.json")
+                module = read_status(self._volume(deployment) / "module.json")
                 serve = (module.get("children") or {}).get("serve") or {}
                 return "running" if serve.get("running") else "unhealthy"
         return "running" if answers_ready(int(deployment.config["port"]), host=device.address) else "unhealthy"
@@ -396,7 +396,7 @@ class EdgeTarget:
             online = self.devices().online(device)
         except Exception:  # noqa: BLE001 - a description must not fail the listing
             online = False
-        agent = _read_json(self._volume(deployment) / "agent.json")
+        agent = read_status(self._volume(deployment) / "agent.json")
         parts = [f"device {device.name} ({'online' if online else 'OFFLINE'})"]
         if agent:
             parts.append(f"{agent.get('buffered_records', 0):,} buffered, {agent.get('forwarded_records', 0):,} "
@@ -644,7 +644,7 @@ class EdgeTarget:
                     reason = f"the module exited with status {state.get('ExitCode')}"
                 else:
                     reason = f"the module's server was not ready after {START_TIMEOUT:.0f} s and was stopped"
-                log = _since(log_path, offset) or self.engine.api.logs(container_id, tail=_LOG_TAIL).decode(
+                log = log_since(log_path, offset) or self.engine.api.logs(container_id, tail=_LOG_TAIL).decode(
                     errors="replace")
                 raise start_failure(spec, reason, map_script_lines(log, SCRIPT, None), log_path)
             steps.tick()
@@ -656,36 +656,10 @@ class EdgeTarget:
             time.sleep(0.2)
 
     def _container(self, container_id: str, *, quiet: bool = False) -> Any:
-        import docker
-
-        from mlops_magics.errors import EngineError
-
-        if not container_id:
-            return None
-        try:
-            return self.engine.containers.get(container_id)
-        except docker.errors.NotFound:
-            return None
-        except EngineError:
-            if quiet:
-                return None
-            raise
+        return get_container(self.engine, container_id, quiet=quiet)
 
     def _remove(self, container_id: str) -> None:
-        import docker
-
-        from mlops_magics.errors import EngineError
-
-        try:
-            container = self.engine.containers.get(container_id)
-            container.stop(timeout=_STOP_GRACE)
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise EngineError(f"Docker could not remove module container {container_id[:12]}: "
-                                  f"{exc.explanation}") from exc
+        remove_container(self.engine, container_id)
 
 
 class _Offline(DeployError):
@@ -699,19 +673,10 @@ class _Offline(DeployError):
 _HUBS: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_status(path: Path) -> dict[str, Any]:
+    """A status file of a module (``module.json``, ``agent.json``) as a dict; empty when it is missing or torn."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _since(log: Path, offset: int) -> str:
-    try:
-        with open(log, "rb") as fh:
-            fh.seek(offset)
-            text = fh.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-_LOG_TAIL:])
