@@ -1,15 +1,18 @@
-"""Notebooks that need a Docker engine or a Kubernetes cluster skip, saying why, where none is reachable (fail where
-it is required: MLOPS_REQUIRE_DOCKER, MLOPS_REQUIRE_KUBERNETES)."""
+"""Notebooks that need a Docker engine, root or a Kubernetes cluster skip, saying why, where they cannot have one
+(fail where it is required: MLOPS_REQUIRE_DOCKER, MLOPS_REQUIRE_KUBERNETES)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 #: Notebooks that build images and run containers (08: the image its pods run).
-NEEDS_DOCKER = {"03_docker.ipynb", "08_kubernetes.ipynb"}
+NEEDS_DOCKER = {"03_docker.ipynb", "08_kubernetes.ipynb", "10_edge.ipynb"}
+#: Notebooks that need root on this machine (10: a simulated edge device's link is a veth pair it makes).
+NEEDS_ROOT = {"10_edge.ipynb"}
 #: Notebooks that deploy to the cluster of the current kubeconfig context.
 NEEDS_KUBERNETES = {"08_kubernetes.ipynb"}
 
@@ -28,6 +31,15 @@ def _docker_missing() -> str | None:
     except docker.errors.ImageNotFound:
         return (f"The base image {base} is not on the Docker engine: `sudo make docker-engine` builds one without "
                 "a registry (or set MLOPS_BASE_IMAGE).")
+    return None
+
+
+def _root_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "a simulated edge device needs root (its link is a veth pair it makes): run the notebook as root."
+    missing = [tool for tool in ("ip", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        return f"a simulated edge device needs {' and '.join(missing)}: apt-get install iproute2 util-linux."
     return None
 
 
@@ -54,6 +66,7 @@ def _required(switch: str) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for needs, missing, what, switch in ((NEEDS_DOCKER, _docker_missing, "Docker", "MLOPS_REQUIRE_DOCKER"),
+                                         (NEEDS_ROOT, _root_missing, "root", "MLOPS_REQUIRE_DOCKER"),
                                          (NEEDS_KUBERNETES, _kubernetes_missing, "Kubernetes",
                                           "MLOPS_REQUIRE_KUBERNETES")):
         chosen = [item for item in items if item.path.name in needs]
