@@ -59,6 +59,7 @@ __all__ = [  # noqa: RUF022  (grouped by family, not sorted)
     "deploy", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",
     "kubernetes_manifests", "kubernetes_diff", "scale",
     "endpoint", "endpoint_status", "endpoint_keys", "compare_traffic", "replay", "delete_endpoint", "list_endpoints",
+    "edge_manifest", "edge_status", "edge_offline", "edge_online", "remove_device",
     "validate", "to_onnx", "profile",
     "fpga_compile", "fpga_sweep",
     "collected", "label", "monitor",

@@ -625,3 +625,69 @@ def test_the_module_collects_only_when_it_forwards_or_is_told_to() -> None:
     assert forwarding[0].argv[-4:] == ["--collect-dir", "/data/collected", "--collect-segment-s", "1"]
     told = serve_args({"MLOPS_COLLECT_DIR": "/elsewhere"})
     assert told[-2:] == ["--collect-segment-s", "1"], "collecting anyway: segments close for the agent to take"
+
+
+def test_a_hub_gone_silent_while_the_agent_was_idle_is_noticed_at_the_next_batch_not_after_the_timeout(
+        tmp_path: Path) -> None:
+    """Regression: the agent kept its connection alive while idle, so after a link cut the next batch went into the
+    dead connection and waited for the answer timeout (10 s here, the status saying the hub was reachable)."""
+    import http.server
+    import threading
+
+    from mlops_backend.edge.agent import Agent, AgentSettings
+
+    silent, released = threading.Event(), threading.Event()
+    connections: list[Any] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if silent.is_set():
+                released.wait(600)  # a connection whose far end is gone: no answer while the test runs
+            last = int(body.strip().split(b"\n")[-1].split(b"\t")[0])
+            answer = json.dumps({"stored": last}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    server.daemon_threads = True
+    original = server.get_request
+    server.get_request = lambda: (found := original(), connections.append(found[0]))[0]  # type: ignore[method-assign]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    collect = tmp_path / "collected"
+    (collect / "records").mkdir(parents=True)
+    seen: dict[str, Any] = {}
+
+    def run_agent() -> None:  # the buffer's SQLite connection belongs to one thread: the agent's whole life here
+        agent = Agent(AgentSettings(collect_dir=collect, buffer=tmp_path / "buffer.sqlite", device=DEVICE,
+                                    hub=f"http://127.0.0.1:{server.server_address[1]}", timeout_s=600))
+        try:
+            (collect / "records" / "a.jsonl").write_bytes(b'{"request_id": "r1"}\n')
+            agent.take()
+            seen["first"] = (agent.forward(), agent.status()["forwarded_records"])
+            silent.set()
+            server.socket.close()  # the link is cut: no new connection gets through, the old one never answers
+            (collect / "records" / "b.jsonl").write_bytes(b'{"request_id": "r2"}\n')
+            agent.take()
+            seen["second"] = (agent.forward(), agent.hub_reachable, agent.status()["buffered_records"])
+        finally:
+            agent.request_stop()
+            agent.close()
+
+    worker = threading.Thread(target=run_agent, daemon=True)
+    try:
+        worker.start()
+        worker.join(60)
+        assert seen.get("first") == (True, 1)
+        assert seen.get("second") == (False, False, 1), "the next batch fails at once instead of waiting an answer"
+        assert len(connections) == 1
+    finally:
+        released.set()
+        server.shutdown()

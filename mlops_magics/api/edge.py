@@ -215,8 +215,9 @@ def _status(reg: Registry, target: EdgeTarget, device: Device, note: str = "") -
 
 
 def edge_status(device: str | None = None, *, registry: Registry | None = None) -> EdgeStatus | EdgeDevices:
-    """A simulated device's link, broker and modules (each module's state, buffered, forwarded and evicted records,
-    last sync), read now; every device without ``device``.
+    """A simulated device's link, broker and modules, read now; every device without ``device``.
+
+    Each module: its state, buffered, forwarded and evicted records, last sync, restarts.
 
     Raises:
         NotFoundError: no such device.
@@ -248,8 +249,10 @@ def edge_offline(device: str = DEFAULT_DEVICE, *, registry: Registry | None = No
 
 def edge_online(device: str = DEFAULT_DEVICE, *, wait: float = 60.0, progress: Callable[[Status], None] | None = None,
                 registry: Registry | None = None) -> EdgeStatus:
-    """Restore the simulated device's link, and wait (up to ``wait`` seconds; 0: not at all) until its modules'
-    agents have forwarded what they buffered while it was offline.
+    """Restore the simulated device's link, and wait until its modules have forwarded what they buffered.
+
+    It waits ``wait`` seconds at most (0: not at all), until the agents have forwarded (or evicted) every record the
+    device's servers collected.
 
     Raises:
         NotFoundError: no such device. DeployError: not root, or the device is not running.

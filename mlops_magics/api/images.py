@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlops_magics import display
+from mlops_magics.edge.module import remove_build_stage, stage_key_of
 from mlops_magics.errors import ConflictError, InvalidInputError
 from mlops_magics.packaging import engine
 from mlops_magics.packaging.context import BuildContext
@@ -190,6 +191,20 @@ def remove_images(ref: str | None = None, *, registry: Registry | None = None) -
                                 f"%undeploy {in_use[image.tag]} first.")
     engine.client()  # no engine: say so before anything is removed
     for image in found:
+        stage = _edge_build_stage(reg, image)
         engine.remove_image(image.tag)
         reg.forget_image(image.tag)
+        if stage:  # the edge module's build stage: a cached image no tag holds once the module's is gone
+            remove_build_stage(stage)
     return RemovedImages(found, ref)
+
+
+def _edge_build_stage(reg: Registry, image: Image) -> str:
+    """The build stage key of an edge module image (from its context's Dockerfile), or ''."""
+    if "-edge-" not in image.tag:
+        return ""
+    dockerfile = reg.home / "contexts" / f"{image.model_name}-{image.model_version}-edge" / "Dockerfile"
+    try:
+        return stage_key_of(dockerfile.read_text())
+    except OSError:
+        return ""

@@ -174,6 +174,9 @@ class Agent:
         while not self.stop.is_set() and time.monotonic() < until:
             batch = self.buffer.pending(self.settings.batch_records, self.batch_bytes)
             if not batch:
+                # Kept alive only while draining: an idle connection to a link cut meanwhile would take the next
+                # batch and hold it until the answer timeout; a new one fails at once ("network unreachable").
+                self._disconnect()
                 return True
             try:
                 stored = self.send(batch)
