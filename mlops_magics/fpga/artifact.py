@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlops_magics.errors import InvalidInputError
-from mlops_magics.fpga.compiler import Instruction, Layer, Program
+from mlops_magics.fpga.compiler import Instruction, Layer, Program, Source
 from mlops_magics.fpga.formats import NumberFormat
 
 SCHEMA = "mlops-fpga-program/1"
@@ -73,6 +73,8 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                     else:
                         steps.append([op, arg])
                 attrs[key] = steps
+            elif isinstance(value, Source):
+                continue  # where the weights came from in the ONNX graph (fine-tuning's): not part of the program
             else:
                 attrs[key] = list(value) if isinstance(value, tuple) else value
         if layer.weights is not None:
