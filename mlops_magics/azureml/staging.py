@@ -124,9 +124,12 @@ def entry_files(inference_config: Any) -> tuple[str, list[Path]]:
 def stage(workspace: Any, ref: str, inference_config: Any | None) -> None:
     """Save an InferenceConfig as the version's script, assets, environment and Dockerfile steps.
 
-    None leaves the version as it is (no-code deployment: the generated default entry script).
+    None is a no-code deployment: the generated default entry script of the version's flavor is saved for it.
     """
     if inference_config is None:
+        with translated(f"Generating the entry script of {ref}"):
+            api.set_score_script(ref, api.generate_score_script(ref, registry=workspace.registry),
+                                 registry=workspace.registry)
         return
     source, assets = entry_files(inference_config)
     reg = workspace.registry
