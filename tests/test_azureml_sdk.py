@@ -164,7 +164,8 @@ def test_register_deploy_locally_call_reload_and_delete_in_the_sdks_idiom(
     replaced = Model.deploy(ws, "diabetes-local", [model], inference_config, deployment_config, overwrite=True)
     assert replaced.run(test_sample)["variant"] == "second"
 
-    with pytest.raises(WebserviceException, match=r"(?s)Received bad response from service.*Response Code: 500.*JSONDecodeError"):
+    with pytest.raises(WebserviceException,
+                       match=r"(?s)Received bad response from service.*Response Code: 500.*JSONDecodeError"):
         service.run("not json")  # the script's own failure, as SDK v1 reports it
     service.delete()
     assert service.state == "Deleted"
@@ -248,7 +249,7 @@ def test_unknown_sdk_calls_raise_one_clear_error_naming_the_call_and_what_to_use
                                           r"Instead: train in the notebook"):
         from azureml.core import Experiment  # noqa: F401
     with pytest.raises(ImportError, match=r"import azureml.core.compute is not provided.*current kubectl context"):
-        import azureml.core.compute  # noqa: F401
+        import azureml.core.compute
     with pytest.raises(ImportError, match=r"import azureml.train is not provided.*train in the notebook"):
         import azureml.train.sklearn  # noqa: F401
     with pytest.raises(AttributeError, match=r"Webservice.deploy_from_image is not provided.*Instead: Model.deploy"):
@@ -276,7 +277,6 @@ def test_the_shims_deployments_import_are_the_servers_own_files(sdk: Any) -> Non
     import azureml.contrib.services.aml_response as response
     import azureml.monitoring
     from azureml.monitoring import ModelDataCollector
-
     from mlops_backend.entry import COMPAT_PATH
 
     assert Path(azureml.monitoring.__file__).is_relative_to(COMPAT_PATH)

@@ -67,6 +67,8 @@ _PACKAGES = {"azureml", "azureml.core", "azureml.core.webservice", "azureml.cont
 #: What ``azureml.core`` exports lives in these modules.
 _CORE = {"Workspace": "workspace", "Model": "model", "Environment": "environment", "Webservice": "webservice"}
 _said: set[str] = set()
+#: The ``azureml`` modules imported before :func:`install` (put back by :func:`uninstall`).
+_displaced: dict[str, ModuleType] = {}
 
 
 def real_sdk() -> str | None:
@@ -164,17 +166,19 @@ def install() -> bool:
     if installed():
         return True
     for name in [n for n in sys.modules if n == "azureml" or n.startswith("azureml.")]:
-        del sys.modules[name]  # e.g. the server's shims, imported from its folder by an in-kernel trial
+        _displaced[name] = sys.modules.pop(name)  # e.g. the server's shims, imported from its folder in-process
     sys.meta_path.insert(0, FINDER)
     return True
 
 
 def uninstall() -> None:
-    """Take the layer away: ``azureml`` imports are resolved as if it had never been installed."""
+    """Take the layer away: ``azureml`` modules are again those imported before it was installed, if any."""
     while FINDER in sys.meta_path:
         sys.meta_path.remove(FINDER)
     for name in [n for n in sys.modules if n == "azureml" or n.startswith("azureml.")]:
         del sys.modules[name]
+    sys.modules.update(_displaced)
+    _displaced.clear()
 
 
 def load_ipython_extension(ipython: Any) -> None:
