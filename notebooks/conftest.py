@@ -1,8 +1,10 @@
 """Notebooks that need a Docker engine, root or a Kubernetes cluster skip, saying why, where they cannot have one
-(fail where it is required: MLOPS_REQUIRE_DOCKER, MLOPS_REQUIRE_KUBERNETES)."""
+(fail where it is required: MLOPS_REQUIRE_DOCKER, MLOPS_REQUIRE_KUBERNETES); cells tagged ``needs-torch`` (PyTorch
+is optional: fine-tuning) skip, saying why, where it is not installed (fail where MLOPS_REQUIRE_TORCH is set)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +17,8 @@ NEEDS_DOCKER = {"03_docker.ipynb", "08_kubernetes.ipynb", "10_edge.ipynb"}
 NEEDS_ROOT = {"10_edge.ipynb"}
 #: Notebooks that deploy to the cluster of the current kubeconfig context.
 NEEDS_KUBERNETES = {"08_kubernetes.ipynb"}
+#: The tag of cells that need PyTorch (optional: quantization-aware fine-tuning); they say so when run without it.
+NEEDS_TORCH_TAG = "needs-torch"
 
 
 def _docker_missing() -> str | None:
@@ -64,7 +68,25 @@ def _required(switch: str) -> bool:
     return bool(os.environ.get(switch))
 
 
+def _skip_torch_cells(items: list[pytest.Item]) -> None:
+    cells = [item for item in items
+             if NEEDS_TORCH_TAG in getattr(getattr(item, "cell", None), "metadata", {}).get("tags", [])]
+    if not cells:
+        return
+    try:
+        if importlib.util.find_spec("torch") is not None:
+            return
+    except (ImportError, ValueError):  # a finder that refuses it, or a None entry in sys.modules
+        pass
+    why = "PyTorch is not installed (pip install torch; the CPU build is enough): fine-tuning needs it"
+    if _required("MLOPS_REQUIRE_TORCH"):
+        raise pytest.UsageError(f"MLOPS_REQUIRE_TORCH is set but the fine-tuning cells cannot run: {why}")
+    for item in cells:
+        item.add_marker(pytest.mark.skip(reason=f"needs PyTorch: {why}"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _skip_torch_cells(items)
     for needs, missing, what, switch in ((NEEDS_DOCKER, _docker_missing, "Docker", "MLOPS_REQUIRE_DOCKER"),
                                          (NEEDS_ROOT, _root_missing, "root", "MLOPS_REQUIRE_DOCKER"),
                                          (NEEDS_KUBERNETES, _kubernetes_missing, "Kubernetes",

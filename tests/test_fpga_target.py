@@ -244,6 +244,9 @@ def test_a_program_written_and_read_back_answers_the_same(make: Any, tmp_path: P
     assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
     assert (back.macs, back.tiles, back.instruction_count, back.weight_bits) == (
         program.macs, program.tiles, program.instruction_count, program.weight_bits)
+    sources = [(la.attrs.get("weight_source"), la.attrs.get("bias_source")) for la in program.layers]
+    assert any(w is not None for w, _ in sources)  # where tuned weights go back (fine-tuning a program's source)
+    assert [(la.attrs.get("weight_source"), la.attrs.get("bias_source")) for la in back.layers] == sources
     (tmp_path / artifact.PROGRAM_FILE).write_text(json.dumps({"schema": "other/9"}))
     with pytest.raises(InvalidInputError, match="schema 'other/9'"):
         artifact.load_program(tmp_path)

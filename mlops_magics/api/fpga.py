@@ -9,7 +9,7 @@ registered as the next version of the model, derived from its ONNX version (see 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlops_magics.errors import InvalidInputError
@@ -70,6 +70,11 @@ def fpga_compile(
     dispatch_cycles: int | None = None,
     register: bool = True,
     rps_seconds: float = RPS_SECONDS,
+    finetune: int = 0,
+    finetune_data: Any = None,
+    finetune_labels: Any = None,
+    finetune_overlap: bool = False,
+    finetune_settings: Mapping[str, Any] | None = None,
     provenance: Lineage | None = None,
     registry: Registry | None = None,
 ) -> FpgaReport:
@@ -78,6 +83,22 @@ def fpga_compile(
     The program is registered as the next version of the model (``derived_from`` its ONNX version, tagged
     ``fpga.format``, the report stored with it) unless the same program was registered before (then that version
     is used, and its report updated when rows are given) or ``register`` is off.
+
+    With ``finetune=EPOCHS`` the ONNX weights are first fine-tuned for the format (quantization-aware, through the
+    emulator's own rounding; needs PyTorch) on ``finetune_data`` / ``finetune_labels``, the tuned ONNX model is
+    registered as the next version (``derived_from`` the ONNX version, tagged ``fpga.finetuned=EPOCHS`` and
+    ``fpga.format``), and that is what is compiled and registered as the program (the version after it). The
+    report's ``finetune`` gives the accuracy before and after tuning, in the format and in fp32, on ``data`` when
+    it has ``labels`` (the rows of the report's accuracy), else on a share of the training rows held out and never
+    trained on. Training rows that are also ``data`` rows are refused unless ``finetune_overlap``.
+
+    Examples::
+
+        fpga_compile("digits-mlp", format="msfp9", data=X_val, labels=y_val)
+        fpga_compile("digits-mlp", format="msfp8", data=X_val, labels=y_val,
+                     finetune=5, finetune_data=X_train, finetune_labels=y_train)
+        fpga_compile("digits-mlp", format="mxfp4", finetune=10, finetune_data=X, finetune_labels=y,
+                     finetune_settings={"learning_rate": 5e-4, "holdout": 0.25}, register=False)
 
     Args:
         ref: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``: an ONNX version, a model ``%onnx`` converts (converted
@@ -90,6 +111,12 @@ def fpga_compile(
         clock_mhz, lanes, tile_engines, dispatch_cycles: the emulated engine (default: Brainwave on Stratix 10).
         register: register the program (off: compile and report only).
         rps_seconds: seconds to measure the emulator's requests/s at batch 1 (0: not measured).
+        finetune: epochs of quantization-aware fine-tuning before compiling (0: none; 1 to 1000).
+        finetune_data: the training rows of fine-tuning (required with ``finetune``), apart from ``data``.
+        finetune_labels: their classes (the model's own class values, or score indices).
+        finetune_overlap: allow training rows that are also ``data`` rows (the report counts them).
+        finetune_settings: ``learning_rate`` (1e-3), ``batch_size`` (32), ``seed`` (0), ``holdout`` (0.2: the
+            share of training rows measured on when ``data`` has no labels).
         provenance: the lineage of a version registered now (the magic passes the notebook and cell).
 
     Returns:
@@ -99,20 +126,34 @@ def fpga_compile(
         NotFoundError: no such model.
         ConversionError: no ONNX version can be made, or an operator the engine does not support (the message
             names the operator and the node).
-        InvalidInputError: a bad format or setting; rows that do not fit the network; labels without data.
+        InvalidInputError: a bad format or setting; rows that do not fit the network; labels without data;
+            fine-tuning without training rows, or on rows of ``data``.
+        TorchMissingError: ``finetune`` without PyTorch installed (``pip install torch``).
     """
     from mlops_magics.targets import fpga as target
 
+    if not 0 <= finetune <= 1000:
+        raise InvalidInputError(f"--finetune {finetune} is out of range: give the epochs, 1 to 1000 (0: no "
+                                "fine-tuning).")
+    if not finetune and (finetune_data is not None or finetune_labels is not None or finetune_settings):
+        raise InvalidInputError("Training rows were given without --finetune EPOCHS: say how many epochs to "
+                                "fine-tune for, e.g. --finetune 5.")
     if not 0 <= rps_seconds <= 60:
         raise InvalidInputError(f"rps_seconds {rps_seconds:g} is out of range: give 0 to 60 seconds.")
     options = target.check_options({"format": format, "native_dim": native_dim, "vector_format": vector_format})
     reg = or_default(registry)
     dim = options.get("native_dim")
+    engine = engine_of(dim or target.DEFAULT_NATIVE_DIM, clock_mhz=clock_mhz, lanes=lanes, tile_engines=tile_engines,
+                       dispatch_cycles=dispatch_cycles)
+    if finetune:
+        return target.finetuned_program(
+            reg, ref, epochs=finetune, train_data=finetune_data, train_labels=finetune_labels,
+            format=options["format"], native_dim=dim, vector_format=options.get("vector_format"), engine=engine,
+            data=data, labels=labels, allow_overlap=finetune_overlap, settings=finetune_settings, register=register,
+            provenance=provenance, rps_seconds=rps_seconds).report
     found = target.program_version(
         reg, ref, format=options["format"], native_dim=dim, vector_format=options.get("vector_format"),
-        engine=engine_of(dim or target.DEFAULT_NATIVE_DIM, clock_mhz=clock_mhz, lanes=lanes,
-                         tile_engines=tile_engines, dispatch_cycles=dispatch_cycles),
-        data=data, labels=labels, register=register, provenance=provenance, rps_seconds=rps_seconds)
+        engine=engine, data=data, labels=labels, register=register, provenance=provenance, rps_seconds=rps_seconds)
     return found.report
 
 

@@ -23,9 +23,12 @@ def _data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _compile(args: argparse.Namespace) -> Any:
     data, labels = _data(args)
+    train = read_data(args.train_data, "--train-data") if args.train_data else None
+    train_labels = read_column(args.train_labels, "--train-labels") if args.train_labels else None
     return api.fpga_compile(args.ref, format=args.format, native_dim=args.native_dim,
                             vector_format=args.vector_format, data=data, labels=labels,
-                            register=not args.no_register, **_engine(args))
+                            register=not args.no_register, finetune=args.finetune, finetune_data=train,
+                            finetune_labels=train_labels, finetune_overlap=args.allow_overlap, **_engine(args))
 
 
 def _sweep(args: argparse.Namespace) -> Any:
@@ -59,6 +62,16 @@ def add_verbs(verbs: Verbs) -> None:
     p.add_argument("--vector-format", metavar="FORMAT", help="Point-wise precision (default bf16; fp32 for fp32).")
     p.add_argument("--data", metavar="FILE", help=f"Rows to measure accuracy on: {ACCEPTED}.")
     p.add_argument("--no-register", action="store_true", help="Report only, register nothing.")
+    p.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                   help="Fine-tune the weights for the format first (quantization-aware, EPOCHS passes; needs "
+                        "PyTorch): the tuned ONNX is registered, then compiled; the report shows accuracy before "
+                        "and after.")
+    p.add_argument("--train-data", metavar="FILE",
+                   help=f"--finetune: the training rows (apart from --data): {ACCEPTED}.")
+    p.add_argument("--train-labels", metavar="FILE", help="--finetune: their labels, one column (as --labels).")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="--finetune: train on rows that are also --data rows (refused otherwise; the report counts "
+                        "them).")
     p = group.add("sweep", _sweep, "Compile a network in several number formats and compare accuracy drop, emulated "
                                    "latency and weight memory (a table; --json for the rows).")
     _common(p)

@@ -73,8 +73,9 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                     else:
                         steps.append([op, arg])
                 attrs[key] = steps
-            elif isinstance(value, Source):
-                continue  # where the weights came from in the ONNX graph (fine-tuning's): not part of the program
+            elif isinstance(value, Source):  # where tuned weights go back in the ONNX graph
+                attrs[key] = {"source": {"name": value.name, "layout": value.layout, "shape": list(value.shape),
+                                         "scale": value.scale}}
             else:
                 attrs[key] = list(value) if isinstance(value, tuple) else value
         if layer.weights is not None:
@@ -130,6 +131,10 @@ def load_program(folder: Path | str) -> Program:
         for key, value in item["attrs"].items():
             if key == "steps":
                 attrs[key] = [(op, arrays[arg["array"]] if isinstance(arg, dict) else arg) for op, arg in value]
+            elif isinstance(value, dict) and set(value) == {"source"}:
+                found = value["source"]
+                attrs[key] = Source(str(found["name"]), str(found["layout"]), tuple(int(n) for n in found["shape"]),
+                                    float(found["scale"]))
             else:
                 attrs[key] = tuple(value) if key in _TUPLES else value
         layers.append(Layer(item["name"], item["kind"], tuple(item["ops"]), tuple(item["input_shape"]),

@@ -142,6 +142,31 @@ def _import_torch() -> Any:
     return torch
 
 
+def require_torch() -> None:
+    """Check that PyTorch can be imported, before any work that fine-tuning would follow.
+
+    Raises:
+        TorchMissingError: PyTorch is not installed (the message says ``pip install torch``).
+    """
+    _import_torch()
+
+
+def shared_rows(rows: Any, others: Any) -> int:
+    """How many of ``rows`` (an array, batch axis first) are, value for value, also rows of ``others``.
+
+    Rows compare by their float32 bytes (so 1 and 1.0 match, and -0.0 and 0.0 do not); at most
+    :data:`MAX_ROWS` of each are compared.
+
+    Raises:
+        InvalidInputError: too many rows.
+    """
+    a, b = (np.ascontiguousarray(np.asarray(r, dtype=np.float32)) for r in (rows, others))
+    if len(a) > MAX_ROWS or len(b) > MAX_ROWS:
+        raise InvalidInputError(f"Too many rows to compare: at most {MAX_ROWS:,} of each.")
+    seen = {row.tobytes() for row in b.reshape(len(b), -1)}
+    return sum(row.tobytes() in seen for row in a.reshape(len(a), -1))
+
+
 def quantizer(format: str | NumberFormat, axis: int = -1) -> Callable[[Any], Any]:
     """A function rounding a torch tensor to ``format`` (blocks along ``axis``) exactly as
     :func:`~mlops_magics.fpga.formats.fake_quantize` does, with a straight-through gradient.

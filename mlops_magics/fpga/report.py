@@ -70,6 +70,48 @@ def requests_per_second(emulator: Emulator, rows: np.ndarray, seconds: float = R
             return done / elapsed
 
 
+@dataclass(frozen=True)
+class FineTuneSummary:
+    """What quantization-aware fine-tuning did, as a program's report shows it (``FpgaReport.finetune``).
+
+    ``accuracy_*`` are the emulated accuracy in ``format``, ``fp32_accuracy_*`` in fp32, of the weights before and
+    after tuning, all on the same ``measured_rows`` rows (``measured_on`` says which, and ``overlap_rows`` how many
+    of them were also trained on: 0 unless the user allowed it). Fractions in [0, 1]; ``drop_*`` and
+    ``fp32_change`` in points, the drops against the original weights in fp32.
+    """
+
+    epochs: int
+    format: str
+    vector_format: str
+    tuned_from: str
+    tuned_version: str | None
+    train_rows: int
+    measured_rows: int
+    measured_on: str
+    overlap_rows: int
+    accuracy_before: float
+    accuracy_after: float
+    fp32_accuracy_before: float
+    fp32_accuracy_after: float
+    drop_before: float
+    drop_after: float
+    fp32_change: float
+    learning_rate: float
+    batch_size: int
+    seed: int
+    seconds: float
+    history: tuple[dict[str, float], ...] = ()
+
+    def line(self) -> str:
+        """Before -> after in one line."""
+        cost = ", tuning cost fp32 accuracy" if self.fp32_change < 0 else ""
+        return (f"{self.format} accuracy {self.accuracy_before:.2%} -> {self.accuracy_after:.2%} (drop vs fp32 "
+                f"{self.drop_before:+.2f} -> {self.drop_after:+.2f} points), fp32 {self.fp32_accuracy_before:.2%} -> "
+                f"{self.fp32_accuracy_after:.2%} ({self.fp32_change:+.2f} points{cost}), on {self.measured_on}; "
+                f"{self.epochs} epochs on {self.train_rows} training rows (learning rate {self.learning_rate:g}, "
+                f"batch {self.batch_size}, seed {self.seed}, {self.seconds:.1f} s)")
+
+
 def _classifier(program: Program) -> bool:
     return any(kind == "label" for kind, _ in program.outputs.values())
 
@@ -109,6 +151,7 @@ class FpgaReport:
     emulator_rps: float | None = None
     registered: str | None = None
     notes: tuple[str, ...] = ()
+    finetune: FineTuneSummary | None = None
     program: Program | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -133,6 +176,10 @@ class FpgaReport:
                          f"points drop) on {self.rows} rows")
         elif self.agreement is not None:
             parts.append(f"labels agree with fp32 on {self.agreement:.2%} of {self.rows} rows")
+        if self.finetune is not None:
+            t = self.finetune
+            parts.append(f"fine-tuned {t.epochs} epochs from {t.tuned_from}: {t.format} accuracy "
+                         f"{t.accuracy_before:.2%} -> {t.accuracy_after:.2%}, fp32 {t.fp32_change:+.2f} points")
         parts.append(f"emulated latency {self.emulated_us:.3f} us")
         parts.append(f"weights {self.weight_bytes:,.0f} bytes (fp32 {self.fp32_weight_bytes:,.0f})")
         return ", ".join(parts)
@@ -156,12 +203,17 @@ class FpgaReport:
             if self.accuracy is not None:
                 measured.append(f"accuracy {self.accuracy:.2%}")
             if self.fp32_accuracy is not None:
-                measured.append(f"fp32 {self.fp32_accuracy:.2%} ({self.drop_points:+.2f} points drop)")
+                whose = " of the tuned weights" if self.finetune is not None else ""
+                measured.append(f"fp32{whose} {self.fp32_accuracy:.2%} ({self.drop_points:+.2f} points drop)")
             if self.agreement is not None:
                 measured.append(f"labels agree with fp32 on {self.agreement:.2%}")
             if self.max_abs_difference is not None:
                 measured.append(f"max abs difference from fp32 {self.max_abs_difference:.3g}")
             facts.append(("accuracy (measured)", ", ".join(measured)))
+        if self.finetune is not None:
+            t = self.finetune
+            tuned = f" (the tuned weights: {t.tuned_version})" if t.tuned_version else " (tuned weights not registered)"
+            facts.append(("fine-tuning (measured)", f"quantization-aware, from {t.tuned_from}{tuned}: {t.line()}"))
         if self.emulator_rps is not None:
             facts.append(("emulator speed (measured)", f"{self.emulator_rps:,.0f} requests/s at batch 1 in numpy on "
                                                        "this machine (the emulator, not the FPGA)"))
@@ -199,8 +251,9 @@ class FpgaReport:
 
 def assess(program: Program, fp32: Program, *, source: str, engine: Engine, data: Any = None, labels: Any = None,
            rps_seconds: float = RPS_SECONDS, registered: str | None = None,
-           notes: Sequence[str] = ()) -> FpgaReport:
-    """The report of ``program`` beside ``fp32`` (the same network compiled in fp32) on ``data`` and ``labels``.
+           notes: Sequence[str] = (), finetune: FineTuneSummary | None = None) -> FpgaReport:
+    """The report of ``program`` beside ``fp32`` (the same network compiled in fp32) on ``data`` and ``labels``;
+    ``finetune`` says what fine-tuning did when the program's weights were tuned for it.
 
     Raises:
         InvalidInputError: rows that do not fit the program; labels without data or of another length.
@@ -246,7 +299,7 @@ def assess(program: Program, fp32: Program, *, source: str, engine: Engine, data
         emulated_cycles=latency.cycles, emulated_us=latency.microseconds,
         emulated_utilization=latency.utilization, emulated_load_cycles=latency.load_cycles, kind=kind, rows=rows,
         accuracy=accuracy, fp32_accuracy=fp32_accuracy, agreement=agreement, max_abs_difference=difference,
-        emulator_rps=rps, registered=registered, notes=tuple(notes), program=program)
+        emulator_rps=rps, registered=registered, notes=tuple(notes), finetune=finetune, program=program)
 
 
 #: The columns of :attr:`SweepReport.frame`, in order.

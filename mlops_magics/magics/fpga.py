@@ -17,7 +17,9 @@ class FpgaMagics(MagicsBase):
 
     @examples("%fpga compile digits-mlp --format msfp8 --native-dim 128 --data X_val --labels y_val",
               "%fpga sweep digits-mlp --formats fp32,mxint8,mxfp8,msfp9,msfp8,mxfp6,mxfp4 --data X_val --labels y_val",
-              "%fpga compile digits-mlp:2 --format mxfp8 --clock-mhz 300 --no-register   # report only")
+              "%fpga compile digits-mlp:2 --format mxfp8 --clock-mhz 300 --no-register   # report only",
+              "%fpga compile digits-mlp --format msfp8 --data X_val --labels y_val --finetune 5 --train-data X_train "
+              "--train-labels y_train   # quantization-aware fine-tuning first (needs PyTorch)")
     @magic_arguments()
     @argument("action", choices=["compile", "sweep"],
               help="compile: one format, registered as the next version; sweep: several formats side by side.")
@@ -38,12 +40,23 @@ class FpgaMagics(MagicsBase):
     @argument("--tile-engines", type=int, help="Matrix-vector tile engines (default 6).")
     @argument("--dispatch-cycles", type=int, help="Cycles to issue one instruction (default 1, an assumption).")
     @argument("--no-register", action="store_true", help="compile: report only, register nothing.")
+    @argument("--finetune", type=int, default=0, metavar="EPOCHS",
+              help="compile: fine-tune the weights for the format first (quantization-aware, EPOCHS passes; needs "
+                   "PyTorch); the tuned ONNX is registered, then compiled. The report shows accuracy before -> after.")
+    @argument("--train-data", metavar="X_EXPR", help="compile --finetune: the training rows (apart from --data).")
+    @argument("--train-labels", metavar="Y_EXPR", help="compile --finetune: their labels.")
+    @argument("--allow-overlap", action="store_true",
+              help="compile --finetune: train on rows that are also --data rows (refused otherwise; the report "
+                   "counts them).")
     @line_magic
     def fpga(self, line: str) -> Any:
         """Compile a network for the EMULATED FPGA engine and report it, or sweep number formats (table, plot)."""
         args = self.parse(self.fpga, line)
         data = self.evaluate(args.data, "--data") if args.data else None
         labels = self.evaluate(args.labels, "--labels") if args.labels else None
+        tuning = {"finetune": args.finetune, "finetune_overlap": args.allow_overlap,
+                  "finetune_data": self.evaluate(args.train_data, "--train-data") if args.train_data else None,
+                  "finetune_labels": self.evaluate(args.train_labels, "--train-labels") if args.train_labels else None}
         engine = {"clock_mhz": args.clock_mhz, "lanes": args.lanes, "tile_engines": args.tile_engines,
                   "dispatch_cycles": args.dispatch_cycles}
         with user_errors():
@@ -52,4 +65,5 @@ class FpgaMagics(MagicsBase):
                                       native_dim=args.native_dim, **engine)
             return api.fpga_compile(args.ref, format=args.format, native_dim=args.native_dim,
                                     vector_format=args.vector_format, data=data, labels=labels,
-                                    register=not args.no_register, provenance=self.provenance(), **engine)
+                                    register=not args.no_register, provenance=self.provenance(), **engine,
+                                    **tuning)

@@ -35,7 +35,7 @@ from mlops_magics.fpga import artifact
 from mlops_magics.fpga.compiler import Program, compile_model
 from mlops_magics.fpga.formats import get_format
 from mlops_magics.fpga.latency import Engine
-from mlops_magics.fpga.report import FpgaReport, assess
+from mlops_magics.fpga.report import FineTuneSummary, FpgaReport, assess, rows_of
 from mlops_magics.packaging.spec import DeploySpec
 from mlops_magics.registry import Deployment, Lineage, ModelVersion, Registry, lineage
 from mlops_magics.targets.base import DeploymentTarget
@@ -44,6 +44,11 @@ from mlops_magics.targets.local import LocalTarget
 #: How a program version is marked: the format (also what makes a version a program version), the ONNX version it
 #: was compiled from, the native dimension, the vector format.
 FORMAT_TAG, SOURCE_TAG, DIM_TAG, VECTOR_TAG = "fpga.format", "fpga.source", "fpga.native_dim", "fpga.vector_format"
+#: How a fine-tuned ONNX version is marked: the epochs it was tuned for (what makes it one), its format (FORMAT_TAG)
+#: and the ONNX version it was tuned from.
+FINETUNED_TAG, TUNED_FROM_TAG = "fpga.finetuned", "fpga.tuned_from"
+#: The settings of fine-tuning (:func:`mlops_magics.fpga.finetune.finetune`) that ``finetuned_program`` passes on.
+FINETUNE_SETTINGS = ("learning_rate", "batch_size", "seed", "holdout")
 PROGRAM_FOLDER = "program"
 RUNTIMES = ("local", "docker")
 #: The settings of this target (``target_options``): %deploy's --format, --native-dim, --runtime.
@@ -117,7 +122,7 @@ def _find(registry: Registry, onnx: ModelVersion, tags: Mapping[str, str]) -> Mo
 def program_version(registry: Registry, ref: str, *, format: str | None = None, native_dim: int | None = None,
                     vector_format: str | None = None, engine: Engine | None = None, data: Any = None,
                     labels: Any = None, register: bool = True, provenance: Lineage | None = None,
-                    rps_seconds: float = 0.0) -> ProgramVersion:
+                    rps_seconds: float = 0.0, finetune: FineTuneSummary | None = None) -> ProgramVersion:
     """The program version for ``ref`` compiled to ``format``: found (same ONNX version and settings) or compiled
     and registered now; with its report (accuracy beside fp32 on ``data`` / ``labels`` when given).
 
@@ -132,6 +137,8 @@ def program_version(registry: Registry, ref: str, *, format: str | None = None, 
         data, labels: rows (and their labels) for the accuracy report; ``data`` also checks a conversion to ONNX.
         register: register a program that is not registered yet (False: compile and report only).
         rps_seconds: seconds to measure the emulator's requests/s for (0: not measured).
+        finetune: what fine-tuning did, for the report, when ``ref`` is a fine-tuned ONNX version
+            (:func:`finetuned_program`).
 
     Raises:
         NotFoundError: no such model.
@@ -161,7 +168,7 @@ def program_version(registry: Registry, ref: str, *, format: str | None = None, 
         program = compile_model(proto, fmt, native_dim=dim, vector_format=vfmt)
     fp32 = program if fmt.is_exact else compile_model(proto, "fp32", native_dim=dim)
     report = assess(program, fp32, source=onnx_version.ref, engine=engine, data=data, labels=labels,
-                    rps_seconds=rps_seconds, registered=found.ref if found is not None else None)
+                    rps_seconds=rps_seconds, registered=found.ref if found is not None else None, finetune=finetune)
     if found is not None:
         if data is not None and register:
             registry.set_report(found, "fpga", report.as_dict())
@@ -172,6 +179,129 @@ def program_version(registry: Registry, ref: str, *, format: str | None = None, 
     report = dataclasses.replace(report, registered=new.ref)
     registry.set_report(new, "fpga", report.as_dict())
     return ProgramVersion(source, onnx_version, new, program, report, True)
+
+
+def finetuned_program(registry: Registry, ref: str, *, epochs: int, train_data: Any, train_labels: Any,
+                      format: str | None = None, native_dim: int | None = None, vector_format: str | None = None,
+                      engine: Engine | None = None, data: Any = None, labels: Any = None,
+                      allow_overlap: bool = False, settings: Mapping[str, Any] | None = None, register: bool = True,
+                      provenance: Lineage | None = None, rps_seconds: float = 0.0) -> ProgramVersion:
+    """Fine-tune the ONNX version of ``ref`` for ``format`` (quantization-aware), register the tuned weights, and
+    compile them into the program version, whose report says what tuning did (``report.finetune``).
+
+    The tuned ONNX model is registered as the next version of the model, ``derived_from`` the ONNX version it was
+    tuned from, tagged ``fpga.finetuned`` (the epochs), ``fpga.format`` and ``fpga.tuned_from``, with the tuning's
+    summary as its ``finetune`` report; the program compiled from it is the version after, as
+    :func:`program_version` registers any. Each call tunes and registers anew (tuning is not looked up).
+
+    Which rows measure what: the training rows train; the accuracy before and after tuning is measured on ``data``
+    when it has ``labels`` (the same rows as the program's accuracy), else on a share of the training rows held out
+    (``settings["holdout"]``, 0.2 by default) and never trained on. Training rows that are also ``data`` rows are
+    refused unless ``allow_overlap`` (then the report counts them). The weights after the last epoch are kept: no
+    epoch is chosen by its accuracy on the measured rows.
+
+    Args:
+        epochs: passes over the training rows (1 to 1000).
+        train_data, train_labels: the training rows and their classes (required).
+        settings: ``learning_rate``, ``batch_size``, ``seed``, ``holdout`` for
+            :func:`~mlops_magics.fpga.finetune.finetune`.
+        register: off: tune and compile, register nothing (the report's ``registered`` is None).
+        format, native_dim, vector_format, engine, data, labels, provenance, rps_seconds: as for
+            :func:`program_version` (format default: the program version's own, else ``mxfp8``).
+
+    Raises:
+        TorchMissingError: PyTorch is not installed (``pip install torch``).
+        InvalidInputError: no training rows or labels, training rows among the measured rows, bad settings, rows
+            that do not fit, labels that are not classes.
+        NotFoundError, ConversionError: as for :func:`program_version`.
+    """
+    from mlops_magics.fpga import finetune as qat
+
+    qat.require_torch()
+    if train_data is None or train_labels is None:
+        raise InvalidInputError(f"Fine-tuning ({epochs} epochs) trains on rows of its own: give the training rows "
+                                "and their labels (--train-data X_train --train-labels y_train; finetune_data= and "
+                                "finetune_labels= in Python), apart from the rows the accuracy is measured on.")
+    unknown = sorted(set(settings or {}) - set(FINETUNE_SETTINGS))
+    if unknown:
+        raise InvalidInputError(f"Fine-tuning has no setting {', '.join(map(repr, unknown))}; its settings are "
+                                f"{', '.join(FINETUNE_SETTINGS)}.")
+    options = dict(settings or {})
+    source = registry.get(ref)
+    if format is None and is_program(source):
+        format = source.tags[FORMAT_TAG]
+    fmt = get_format(format or DEFAULT_FORMAT)
+    vfmt = get_format(vector_format or ("fp32" if fmt.is_exact else "bf16"))
+    onnx_version = _onnx_of(registry, source, data, provenance)
+    proto = flavors.get_flavor("onnx").load(registry.verified_artifact(onnx_version), onnx_version.flavor_options)
+    shape_of = compile_model(proto, "fp32")
+    x_train = rows_of(train_data, shape_of, "train_data")
+    x_data = None if data is None else rows_of(data, shape_of)
+    overlap = 0 if x_data is None else qat.shared_rows(x_data, x_train)
+    if overlap and not allow_overlap and x_data is not None:
+        raise InvalidInputError(
+            f"{overlap} of the {len(x_data)} rows the accuracy is measured on (--data) are also training rows "
+            "(--train-data): the accuracy after fine-tuning would be measured on rows it was trained on. Give "
+            "training rows apart from them (e.g. X_train and X_val of a split), or, to train on them anyway, "
+            "--allow-overlap (finetune_overlap=True in Python): the report then says how many were trained on.")
+    measured = x_data is not None and labels is not None
+    tuned = qat.finetune(proto, fmt, x_train, train_labels, epochs=epochs, vector_format=vfmt,
+                         validation=(x_data, labels) if measured else None, **options)
+    if measured:
+        assert x_data is not None
+        trained = (f", {overlap} of them also trained on (allowed): the accuracy after is optimistic" if overlap
+                   else ", none of them trained on")
+        measured_on = f"the {len(x_data)} --data rows{trained}"
+    else:
+        why = "--data has no labels" if x_data is not None else "no --data rows"
+        measured_on = (f"{tuned.validation_rows} training rows held out ({tuned.validation}), never trained on "
+                       f"({why})")
+    summary = FineTuneSummary(
+        epochs=epochs, format=fmt.name, vector_format=vfmt.name, tuned_from=onnx_version.ref, tuned_version=None,
+        train_rows=tuned.train_rows, measured_rows=tuned.validation_rows, measured_on=measured_on,
+        overlap_rows=overlap if measured else 0, accuracy_before=tuned.accuracy_before,
+        accuracy_after=tuned.accuracy_after, fp32_accuracy_before=tuned.fp32_accuracy_before,
+        fp32_accuracy_after=tuned.fp32_accuracy_after, drop_before=tuned.drop_before, drop_after=tuned.drop_after,
+        fp32_change=tuned.fp32_change, learning_rate=tuned.learning_rate, batch_size=tuned.batch_size,
+        seed=tuned.seed, seconds=tuned.seconds,
+        history=tuple({"epoch": e.epoch, "loss": e.loss, "train_accuracy": e.train_accuracy, "accuracy": e.accuracy,
+                       "seconds": e.seconds} for e in tuned.history))
+    if not register:
+        dim = native_dim or DEFAULT_NATIVE_DIM
+        program = compile_model(tuned.model, fmt, native_dim=dim, vector_format=vfmt)
+        fp32 = compile_model(tuned.model, "fp32", native_dim=dim)
+        engine = dataclasses.replace(engine, native_dim=dim) if engine is not None else Engine(native_dim=dim)
+        report = assess(program, fp32, source=f"{onnx_version.ref} fine-tuned for {fmt.name} (not registered)",
+                        engine=engine, data=data, labels=labels, rps_seconds=rps_seconds, finetune=summary)
+        return ProgramVersion(source, onnx_version, None, program, report, False)
+    version = _register_tuned(registry, tuned.model, onnx_version, summary, provenance)
+    summary = dataclasses.replace(summary, tuned_version=version.ref)
+    return program_version(registry, version.ref, format=fmt.name, native_dim=native_dim, vector_format=vfmt.name,
+                           engine=engine, data=data, labels=labels, register=True, provenance=provenance,
+                           rps_seconds=rps_seconds, finetune=summary)
+
+
+def _register_tuned(registry: Registry, proto: Any, onnx_version: ModelVersion, summary: FineTuneSummary,
+                    provenance: Lineage | None) -> ModelVersion:
+    """Register tuned ONNX weights as the next version, derived from ``onnx_version``, tagged, in one write."""
+    if provenance is None:
+        provenance = lineage.capture(script=lineage.running_script(), derived_from=onnx_version.ref)
+    else:
+        provenance = Lineage(**{**provenance.as_dict(), "derived_from": onnx_version.ref})
+    tags = {FINETUNED_TAG: str(summary.epochs), FORMAT_TAG: summary.format, TUNED_FROM_TAG: onnx_version.ref}
+    description = (f"ONNX of {onnx_version.ref} fine-tuned for {summary.format} (quantization-aware, EMULATED "
+                   f"engine): {summary.line()}")
+    with registry.write():
+        with registry.artifacts.stage() as staging:
+            saved = flavors.save_object(proto, Path(staging.folder), "onnx")
+            new = registry.add_version(onnx_version.name, staging.finish(), flavor=saved.flavor,
+                                       flavor_options=saved.options, framework=saved.framework,
+                                       framework_version=saved.framework_version, tags=tags,
+                                       description=description, signature=_plain(onnx_version.signature_json),
+                                       input_example=_plain(onnx_version.example_json), lineage=provenance,
+                                       origin="object", trusted=True)
+        registry.set_report(new, "finetune", dataclasses.asdict(dataclasses.replace(summary, tuned_version=new.ref)))
+    return new
 
 
 def _register(registry: Registry, program: Program, onnx_version: ModelVersion, tags: Mapping[str, str],
