@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlops_magics.errors import InvalidInputError
-from mlops_magics.fpga.compiler import Instruction, Layer, Program
+from mlops_magics.fpga.compiler import Instruction, Layer, Program, Source
 from mlops_magics.fpga.formats import NumberFormat
 
 SCHEMA = "mlops-fpga-program/1"
@@ -45,6 +45,26 @@ def _format_dict(fmt: NumberFormat) -> dict[str, Any]:
     return {"name": fmt.name, "family": fmt.family, "element": fmt.element, "element_bits": fmt.element_bits,
             "block_size": fmt.block_size, "scale_bits": fmt.scale_bits, "emax_elem": fmt.emax_elem,
             "max_elem": fmt.max_elem, "description": fmt.description}
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
+    """An attribute as JSON: arrays go to the npz (``{"array": key}``), a :class:`Source` to ``{"source": ...}``."""
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"array": key}
+    if isinstance(value, Source):
+        return {"source": {"name": value.name, "layout": value.layout, "shape": list(value.shape),
+                           "scale": value.scale}}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, dict) and set(value) == {"array"}:
+        return arrays[value["array"]]
+    if isinstance(value, dict) and set(value) == {"source"}:
+        source = value["source"]
+        return Source(source["name"], source["layout"], tuple(source["shape"]), float(source["scale"]))
+    return value
 
 
 def _instructions(items: tuple[Instruction, ...]) -> list[list[Any]]:
@@ -74,7 +94,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                         steps.append([op, arg])
                 attrs[key] = steps
             else:
-                attrs[key] = list(value) if isinstance(value, tuple) else value
+                attrs[key] = _encode(value, arrays, f"{index}.{key}")
         if layer.weights is not None:
             arrays[f"{index}.weights"] = layer.weights
         if layer.bias is not None:
@@ -84,7 +104,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                        "instructions": _instructions(layer.instructions),
                        "load_instructions": _instructions(layer.load_instructions), "macs": layer.macs,
                        "tiles": layer.tiles, "weight_bits": layer.weight_bits, "attrs": attrs,
-                       "inputs": list(layer.inputs), "output": layer.output,
+                       "inputs": list(layer.inputs), "output": layer.output, "time_steps": layer.time_steps,
                        "weights": layer.weights is not None, "bias": layer.bias is not None})
     if program.classes is not None:
         classes = np.asarray(program.classes)
@@ -93,7 +113,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
             "vector_format": _format_dict(program.vector_format), "native_dim": program.native_dim,
             "input_name": program.input_name, "input_shape": list(program.input_shape),
             "outputs": {name: list(source) for name, source in program.outputs.items()},
-            "classes": program.classes is not None, "layers": layers}
+            "classes": program.classes is not None, "output_axes": program.output_axes, "layers": layers}
     (out / PROGRAM_FILE).write_text(json.dumps(body, indent=1))
     savez: Any = np.savez  # numpy's stub types the keyword arrays as its allow_pickle flag
     savez(out / WEIGHTS_FILE, **arrays)
@@ -129,17 +149,18 @@ def load_program(folder: Path | str) -> Program:
             if key == "steps":
                 attrs[key] = [(op, arrays[arg["array"]] if isinstance(arg, dict) else arg) for op, arg in value]
             else:
-                attrs[key] = tuple(value) if key in _TUPLES else value
+                attrs[key] = tuple(value) if key in _TUPLES else _decode(value, arrays)
         layers.append(Layer(item["name"], item["kind"], tuple(item["ops"]), tuple(item["input_shape"]),
                             tuple(item["output_shape"]), _instruction_list(item["instructions"]),
                             _instruction_list(item["load_instructions"]), int(item["macs"]), int(item["tiles"]),
                             int(item["weight_bits"]), arrays[f"{index}.weights"] if item["weights"] else None,
                             arrays[f"{index}.bias"] if item["bias"] else None, attrs, tuple(item["inputs"]),
-                            item["output"]))
+                            item["output"], int(item.get("time_steps", 1))))
     return Program(tuple(layers), NumberFormat(**body["format"]), NumberFormat(**body["vector_format"]),
                    int(body["native_dim"]), body["input_name"], tuple(body["input_shape"]),
                    {name: (kind, tensor) for name, (kind, tensor) in body["outputs"].items()},
-                   arrays["classes"] if body["classes"] else None)
+                   arrays["classes"] if body["classes"] else None,
+                   {name: int(axis) for name, axis in body.get("output_axes", {}).items()})
 
 
 def write_runtime(folder: Path | str) -> Path:
