@@ -47,6 +47,26 @@ def _format_dict(fmt: NumberFormat) -> dict[str, Any]:
             "max_elem": fmt.max_elem, "description": fmt.description}
 
 
+def _encode(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
+    """An attribute as JSON: arrays go to the npz (``{"array": key}``), a :class:`Source` to ``{"source": ...}``."""
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"array": key}
+    if isinstance(value, Source):
+        return {"source": {"name": value.name, "layout": value.layout, "shape": list(value.shape),
+                           "scale": value.scale}}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, dict) and set(value) == {"array"}:
+        return arrays[value["array"]]
+    if isinstance(value, dict) and set(value) == {"source"}:
+        source = value["source"]
+        return Source(source["name"], source["layout"], tuple(source["shape"]), float(source["scale"]))
+    return value
+
+
 def _instructions(items: tuple[Instruction, ...]) -> list[list[Any]]:
     return [[i.op, list(i.operands), i.repeat] for i in items]
 
@@ -77,7 +97,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                 attrs[key] = {"source": {"name": value.name, "layout": value.layout, "shape": list(value.shape),
                                          "scale": value.scale}}
             else:
-                attrs[key] = list(value) if isinstance(value, tuple) else value
+                attrs[key] = _encode(value, arrays, f"{index}.{key}")
         if layer.weights is not None:
             arrays[f"{index}.weights"] = layer.weights
         if layer.bias is not None:
@@ -87,7 +107,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                        "instructions": _instructions(layer.instructions),
                        "load_instructions": _instructions(layer.load_instructions), "macs": layer.macs,
                        "tiles": layer.tiles, "weight_bits": layer.weight_bits, "attrs": attrs,
-                       "inputs": list(layer.inputs), "output": layer.output,
+                       "inputs": list(layer.inputs), "output": layer.output, "time_steps": layer.time_steps,
                        "weights": layer.weights is not None, "bias": layer.bias is not None})
     if program.classes is not None:
         classes = np.asarray(program.classes)
@@ -96,7 +116,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
             "vector_format": _format_dict(program.vector_format), "native_dim": program.native_dim,
             "input_name": program.input_name, "input_shape": list(program.input_shape),
             "outputs": {name: list(source) for name, source in program.outputs.items()},
-            "classes": program.classes is not None, "layers": layers}
+            "classes": program.classes is not None, "output_axes": program.output_axes, "layers": layers}
     (out / PROGRAM_FILE).write_text(json.dumps(body, indent=1))
     savez: Any = np.savez  # numpy's stub types the keyword arrays as its allow_pickle flag
     savez(out / WEIGHTS_FILE, **arrays)
@@ -136,17 +156,18 @@ def load_program(folder: Path | str) -> Program:
                 attrs[key] = Source(str(found["name"]), str(found["layout"]), tuple(int(n) for n in found["shape"]),
                                     float(found["scale"]))
             else:
-                attrs[key] = tuple(value) if key in _TUPLES else value
+                attrs[key] = tuple(value) if key in _TUPLES else _decode(value, arrays)
         layers.append(Layer(item["name"], item["kind"], tuple(item["ops"]), tuple(item["input_shape"]),
                             tuple(item["output_shape"]), _instruction_list(item["instructions"]),
                             _instruction_list(item["load_instructions"]), int(item["macs"]), int(item["tiles"]),
                             int(item["weight_bits"]), arrays[f"{index}.weights"] if item["weights"] else None,
                             arrays[f"{index}.bias"] if item["bias"] else None, attrs, tuple(item["inputs"]),
-                            item["output"]))
+                            item["output"], int(item.get("time_steps", 1))))
     return Program(tuple(layers), NumberFormat(**body["format"]), NumberFormat(**body["vector_format"]),
                    int(body["native_dim"]), body["input_name"], tuple(body["input_shape"]),
                    {name: (kind, tensor) for name, (kind, tensor) in body["outputs"].items()},
-                   arrays["classes"] if body["classes"] else None)
+                   arrays["classes"] if body["classes"] else None,
+                   {name: int(axis) for name, axis in body.get("output_axes", {}).items()})
 
 
 def write_runtime(folder: Path | str) -> Path:

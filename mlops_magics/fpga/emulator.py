@@ -12,9 +12,15 @@ Where values are rounded (the practice of Brainwave and of the OCP MX formats):
   program's vector format: bfloat16 by default for narrow formats (the MX practice: element-wise work in
   bfloat16; Brainwave's multifunction units used float16, ``vector_format="fp16"``), float32 for fp32.
 - host operations (softmax, the label's argmax): float32, outside the engine.
+- a GRU or LSTM, step by step: x_t and the hidden state h each rounded to the program's format as they enter their
+  ``mv_mul`` chains (so is r * h before a GRU's R_h); a gate's matrix-vector results (input part + recurrent
+  part, float32 accumulation) plus its bias rounded once to the vector format; each sigmoid, tanh, product, sum
+  and difference of the gating rounded to the vector format; h (and an LSTM's C) kept in the vector format from
+  one step to the next. :func:`gru_step` and :func:`lstm_step` are the steps.
 
 The emulator executes each layer's instructions as whole-layer numpy operations over a batch of requests: one
-row is one request at batch 1, several rows are the same requests run one after another, only faster.
+row is one request at batch 1, several rows are the same requests run one after another, only faster. Tensors are
+computed batch first; an output whose ONNX batch axis is elsewhere (an RNN's Y, Y_h) is given in ONNX's layout.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ class Emulator:
         out: dict[str, np.ndarray] = {}
         for name, (kind, tensor) in self.program.outputs.items():
             if kind == "tensor":
-                out[name] = env[tensor]
+                axis = self.program.output_axes.get(name, 0)
+                out[name] = np.moveaxis(env[tensor], 0, axis) if axis else env[tensor]
             else:
                 index = np.argmax(env[tensor], axis=-1)
                 out[name] = self.program.classes[index] if self.program.classes is not None else index
@@ -93,7 +100,7 @@ class Emulator:
 
     def _kernel(self, layer: Layer) -> Kernel:
         build = {"dense": self._dense, "conv": self._conv, "pointwise": self._pointwise, "pool": self._pool,
-                 "reshape": self._reshape, "host": self._host}[layer.kind]
+                 "reshape": self._reshape, "select": self._select, "rnn": self._rnn, "host": self._host}[layer.kind]
         return build(layer)
 
     def _finish(self, layer: Layer) -> Callable[[np.ndarray], np.ndarray]:
@@ -187,6 +194,46 @@ class Emulator:
 
         return reshape
 
+    def _select(self, layer: Layer) -> Kernel:
+        src, dst, axis, index = layer.inputs[0], layer.output, layer.attrs["axis"] + 1, layer.attrs["index"]
+
+        def select(env: dict[str, np.ndarray]) -> None:
+            env[dst] = np.ascontiguousarray(np.take(env[src], index, axis=axis))
+
+        return select
+
+    def _rnn(self, layer: Layer) -> Kernel:
+        assert layer.weights is not None
+        a = layer.attrs
+        features, hidden = a["input_size"], a["hidden_size"]
+        wx, wh = layer.weights[:features], layer.weights[features:]
+        src, outputs, lstm = layer.inputs[0], a["outputs"], a["cell"] == "lstm"
+        rnd, vec, bias, lbr = self._rounder, self._vector, layer.bias, bool(a.get("linear_before_reset", 0))
+        h0 = a.get("initial_h")
+        c0 = a.get("initial_c")
+
+        def rnn(env: dict[str, np.ndarray]) -> None:
+            x = env[src]
+            batch = x.shape[0]
+            h = np.zeros((batch, hidden), np.float32) if h0 is None else np.tile(h0, (batch, 1))
+            c = np.zeros((batch, hidden), np.float32) if c0 is None else np.tile(c0, (batch, 1))
+            ys = []
+            projections = rnd(x) @ wx  # x_t's input part of every step (blocks along the features of each x_t)
+            for t in range(x.shape[1]):
+                if lstm:
+                    h, c = lstm_step(projections[:, t], h, c, wh, bias, rnd, vec)
+                else:
+                    h = gru_step(projections[:, t], h, wh, bias, lbr, rnd, vec)
+                ys.append(h)
+            if "Y" in outputs:
+                env[outputs["Y"]] = np.stack(ys, axis=1)[:, :, None, :]
+            if "Y_h" in outputs:
+                env[outputs["Y_h"]] = h[:, None, :]
+            if "Y_c" in outputs:
+                env[outputs["Y_c"]] = c[:, None, :]
+
+        return rnn
+
     def _host(self, layer: Layer) -> Kernel:
         src, dst = layer.inputs[0], layer.output
 
@@ -196,6 +243,62 @@ class Emulator:
             env[dst] = e / e.sum(axis=-1, keepdims=True)
 
         return softmax
+
+
+Rounder = Callable[[np.ndarray], np.ndarray]
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return _ACTIVATIONS["sigmoid"](v)
+
+
+def gru_step(gx: np.ndarray, h: np.ndarray, wh: np.ndarray, bias: np.ndarray | None,
+             linear_before_reset: bool, rounder: Rounder, vector: Rounder) -> np.ndarray:
+    """One GRU time step on the engine (ONNX gates z, r, h): the new hidden state, in the vector format.
+
+    Args:
+        gx: the step's input part, ``rounder(x_t) @ wx`` (batch, 3 hidden): it does not depend on h, so the
+            emulator computes it for every step at once (the engine's ``mv_mul`` chain on x_t, float32 sums).
+        h: h_(t-1), (batch, hidden), in the vector format.
+        wh: the recurrent weights (hidden x 3 hidden), already rounded.
+        bias: Wb + Rb (3 hidden), or with linear_before_reset Wb[z,r] + Rb[z,r], Wb[h], Rb[h] (4 hidden); or None.
+        rounder, vector: rounding to the program's format (blocks along the last axis) and to the vector format.
+    """
+    n = h.shape[1]
+    hq = rounder(h)
+    if linear_before_reset:
+        gh = hq @ wh
+        zr = gx[:, :2 * n] + gh[:, :2 * n]
+    else:
+        zr = gx[:, :2 * n] + hq @ wh[:, :2 * n]
+    zr = vector(_sigmoid(vector(zr + bias[:2 * n] if bias is not None else zr)))
+    z, r = zr[:, :n], zr[:, n:]
+    if linear_before_reset:
+        xh = vector(gx[:, 2 * n:] + bias[2 * n:3 * n] if bias is not None else gx[:, 2 * n:])
+        hh = vector(gh[:, 2 * n:] + bias[3 * n:] if bias is not None else gh[:, 2 * n:])
+        pre = vector(xh + vector(r * hh))
+    else:
+        pre = gx[:, 2 * n:] + rounder(vector(r * h)) @ wh[:, 2 * n:]
+        pre = vector(pre + bias[2 * n:] if bias is not None else pre)
+    candidate = vector(np.tanh(pre))
+    return vector(candidate + vector(z * vector(h - candidate)))
+
+
+def lstm_step(gx: np.ndarray, h: np.ndarray, c: np.ndarray, wh: np.ndarray, bias: np.ndarray | None,
+              rounder: Rounder, vector: Rounder) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM time step on the engine (ONNX gates i, o, f, c): the new hidden and cell states (vector format).
+
+    ``gx`` is the step's input part ``rounder(x_t) @ wx`` (batch, 4 hidden), ``c`` the cell state, ``bias``
+    Wb + Rb (4 hidden) or None; the other arguments as for :func:`gru_step`.
+    """
+    n = h.shape[1]
+    pre = gx + rounder(h) @ wh
+    pre = vector(pre + bias if bias is not None else pre)
+    iof = vector(_sigmoid(pre[:, :3 * n]))
+    candidate = vector(np.tanh(pre[:, 3 * n:]))
+    i, o, f = iof[:, :n], iof[:, n:2 * n], iof[:, 2 * n:]
+    c = vector(vector(f * c) + vector(i * candidate))
+    return vector(o * vector(np.tanh(c))), c
 
 
 def _rounding(fmt: NumberFormat) -> Callable[[np.ndarray], np.ndarray]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlops_magics.display import card, table
-from mlops_magics.errors import InvalidInputError, MlopsError
+from mlops_magics.errors import ConversionError, InvalidInputError, MlopsError
 from mlops_magics.fpga.compiler import Layer, Program, Source, compile_model
 from mlops_magics.fpga.emulator import Emulator
 from mlops_magics.fpga.formats import NumberFormat, fake_quantize, get_format
@@ -222,6 +222,24 @@ def torch_module(onnx_model: Any, format: str | NumberFormat = "fp32", *,
     return _network_class(torch)(compile_model(onnx_model, "fp32", vector_format="fp32"), fmt, vfmt)
 
 
+#: The layer kinds the torch module reproduces (an RNN's and a time-step selection's are not, yet).
+TUNABLE_KINDS = ("dense", "conv", "pointwise", "pool", "reshape", "host")
+
+
+def check_tunable(program: Program) -> None:
+    """Refuse a program with a layer fine-tuning cannot reproduce in torch (a GRU or LSTM, for now).
+
+    Raises:
+        ConversionError: names the layer, its operators and what to do instead.
+    """
+    for layer in program.layers:
+        if layer.kind not in TUNABLE_KINDS:
+            raise ConversionError(f"Fine-tuning does not support layer {layer.name!r} ({'+'.join(layer.ops)}, a "
+                                  f"{layer.kind} layer) yet: only dense, convolution, point-wise and pooling layers "
+                                  f"are tuned. Compile the model without fine-tuning (%fpga compile), or train it "
+                                  f"quantization-aware in your own framework and export it again.")
+
+
 @functools.cache
 def _network_class(torch: Any) -> Any:
     functional = torch.nn.functional
@@ -232,6 +250,7 @@ def _network_class(torch: Any) -> Any:
 
         def __init__(self, program: Program, fmt: NumberFormat, vfmt: NumberFormat) -> None:
             super().__init__()
+            check_tunable(program)
             self.program, self.format, self.vector_format = program, fmt, vfmt
             self.activation_round = quantizer(fmt, axis=-1)
             self.weight_round = quantizer(fmt, axis=0)

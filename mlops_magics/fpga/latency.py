@@ -13,12 +13,15 @@ peak.
 Cycles, per instruction, ``r`` being its repeat count and ``v = ceil(native_dim / lanes)``:
 
 - ``mv_mul``: ceil(r / tile_engines) x v (independent tiles spread over the tile engines);
-- ``v_rd``, ``v_wr``, ``vv_add``, ``vv_mul``, ``v_max``, ``v_relu``, ``v_sigm``, ``v_tanh``: r x v (one native
-  vector per repeat through a ``lanes``-wide vector pipeline);
+- ``v_rd``, ``v_wr``, ``vv_add``, ``vv_sub``, ``vv_mul``, ``v_max``, ``v_relu``, ``v_sigm``, ``v_tanh``: r x v
+  (one native vector per repeat through a ``lanes``-wide vector pipeline);
 - plus ``dispatch_cycles`` per instruction (not per repeat): an assumption of this model, not a published figure;
 - ``m_rd`` runs once when the program is loaded (weights stay on chip): native_dim x v cycles per tile, load
   cycles outside the request latency;
 - host operations (softmax, the label's argmax) take no engine cycles; the report marks them ``host``.
+- a recurrent layer (GRU, LSTM) issues one time step's instructions ``time_steps`` times, one step after the other
+  (step t + 1 needs h_t, so tiles of different steps never share a round of the tile engines): its cycles are
+  the sequence length the program was compiled for times the cycles of one step, dispatch included.
 
 Batch 1, one request after another, no overlap between instructions: the model is meant to be explainable
 (MACs, tiles and instruction counts you can check by hand), not cycle-accurate.
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from mlops_magics.errors import InvalidInputError
 from mlops_magics.fpga.compiler import Instruction, Layer, Program
 
-VECTOR_OPS = ("v_rd", "v_wr", "vv_add", "vv_mul", "v_max", "v_relu", "v_sigm", "v_tanh")
+VECTOR_OPS = ("v_rd", "v_wr", "vv_add", "vv_sub", "vv_mul", "v_max", "v_relu", "v_sigm", "v_tanh")
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,9 @@ def instruction_cycles(instruction: Instruction, engine: Engine) -> int:
 
 
 def layer_cycles(layer: Layer, engine: Engine) -> int:
-    """Emulated engine cycles of one layer per request (0 for host operations and reshapes)."""
-    return sum(instruction_cycles(i, engine) for i in layer.instructions)
+    """Emulated engine cycles of one layer per request (0 for host operations and reshapes; an RNN's time steps
+    times the cycles of one step)."""
+    return layer.time_steps * sum(instruction_cycles(i, engine) for i in layer.instructions)
 
 
 def estimate_latency(program: Program, engine: Engine | None = None) -> LatencyReport:
