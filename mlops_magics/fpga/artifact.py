@@ -63,7 +63,8 @@ def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
         return arrays[value["array"]]
     if isinstance(value, dict) and set(value) == {"source"}:
         source = value["source"]
-        return Source(source["name"], source["layout"], tuple(source["shape"]), float(source["scale"]))
+        return Source(str(source["name"]), str(source["layout"]), tuple(int(n) for n in source["shape"]),
+                      float(source["scale"]))
     return value
 
 
@@ -93,10 +94,7 @@ def save_program(program: Program, folder: Path | str) -> list[str]:
                     else:
                         steps.append([op, arg])
                 attrs[key] = steps
-            elif isinstance(value, Source):  # where tuned weights go back in the ONNX graph
-                attrs[key] = {"source": {"name": value.name, "layout": value.layout, "shape": list(value.shape),
-                                         "scale": value.scale}}
-            else:
+            else:  # a Source says where tuned weights go back in the ONNX graph
                 attrs[key] = _encode(value, arrays, f"{index}.{key}")
         if layer.weights is not None:
             arrays[f"{index}.weights"] = layer.weights
@@ -151,10 +149,6 @@ def load_program(folder: Path | str) -> Program:
         for key, value in item["attrs"].items():
             if key == "steps":
                 attrs[key] = [(op, arrays[arg["array"]] if isinstance(arg, dict) else arg) for op, arg in value]
-            elif isinstance(value, dict) and set(value) == {"source"}:
-                found = value["source"]
-                attrs[key] = Source(str(found["name"]), str(found["layout"]), tuple(int(n) for n in found["shape"]),
-                                    float(found["scale"]))
             else:
                 attrs[key] = tuple(value) if key in _TUPLES else _decode(value, arrays)
         layers.append(Layer(item["name"], item["kind"], tuple(item["ops"]), tuple(item["input_shape"]),
