@@ -371,3 +371,24 @@ def test_an_import_failure_names_the_cell_line_and_keeps_only_the_scripts_frames
     assert ("failed: the server exited with status 3: its entry script failed at import (cell line 3: ImportError: "
             "cannot import name 'no_such_name'") in message
     assert "  score script cell, line 3, in <module>\n" in message and "EntryScriptError" not in message
+
+
+AZURE_STYLE = ("import os\nimport joblib\n\ndef init():\n    global model\n"
+               "    model = joblib.load(os.path.join(os.getenv('AZUREML_MODEL_DIR'), 'sklearn_regression_model.pkl'))\n"
+               "\ndef run(data):\n    import json\n    return model.predict(json.loads(data)['data']).tolist()\n")
+
+
+def test_an_update_to_a_version_registered_from_memory_finds_the_file_its_script_opens(
+        clean: Registry, iris_lr: Any, iris_tree: Any, iris: Any, tmp_path: Path) -> None:
+    import joblib
+
+    X, _ = iris
+    joblib.dump(iris_lr, tmp_path / "sklearn_regression_model.pkl")
+    mm.register(name="diabetes", path=tmp_path / "sklearn_regression_model.pkl", trust=True)
+    mm.set_score_script("diabetes", AZURE_STYLE)
+    mm.deploy("diabetes")
+    assert mm.call("diabetes", X[:3].tolist()) == iris_lr.predict(X[:3]).tolist()
+    mm.register(iris_tree, "diabetes")  # %register model2 --name diabetes
+    updated = mm.update("diabetes", "diabetes:2")
+    assert updated.model_version == 2
+    assert mm.call("diabetes", X[:5].tolist()) == iris_tree.predict(X[:5]).tolist()
