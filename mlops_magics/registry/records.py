@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlops_magics.registry import cards, trust
 from mlops_magics.registry.secrets import read_key_file
@@ -269,6 +270,24 @@ class Deployment:
     def scoring_url(self) -> str | None:
         """Where to POST data to score."""
         return f"{self.url}/score" if self.url else None
+
+    @property
+    def scoring_uri(self) -> str | None:
+        """Azure's name for :attr:`scoring_url` (``Webservice.scoring_uri``)."""
+        return self.scoring_url
+
+    @property
+    def swagger_uri(self) -> str | None:
+        """Azure's name for :attr:`swagger_url` (``Webservice.swagger_uri``)."""
+        return self.swagger_url
+
+    @property
+    def port(self) -> int | None:
+        """The port the service answers on: the one it was deployed with, else its URL's (None: no address)."""
+        recorded = self.config.get("port")
+        if recorded is not None:
+            return int(recorded)
+        return urlsplit(self.url).port if self.url else None
 
     @property
     def auth_key(self) -> str | None:
