@@ -121,3 +121,52 @@ def test_deployments_carry_their_environment_files(registry: Registry, iris_lr: 
 
 def test_deploy_errors_are_typed() -> None:
     assert issubclass(DeployError, mm.MlopsError)
+
+
+@pytest.mark.serve
+def test_a_trial_run_takes_a_sample_from_the_notebook(ip: Any, iris_lr: Any, iris: Any) -> None:
+    X, _ = iris
+    ip.user_ns.update(clf=iris_lr, X_test=X)
+    ip.run_line_magic("register", "clf --name iris")  # no --sample: nothing registered to send
+    with pytest.raises(UsageError, match=r"has no registered input example: pass a sample \(%score_script iris "
+                                         r"--test --sample"):
+        ip.run_line_magic("score_script", "iris --test")
+    script = ("import json, os, joblib\n\ndef init():\n    global model\n    model = joblib.load(os.path.join("
+              "os.environ['AZUREML_MODEL_DIR'], 'model.pkl'))\n\ndef run(raw):\n"
+              "    return {'n': len(json.loads(raw)['data']), 'y': model.predict(json.loads(raw)['data']).tolist()}\n")
+    result = ip.run_cell_magic("score_script", "iris --test --sample X_test[50:53]", script)
+    assert result.ok and result.output == {"n": 3, "y": iris_lr.predict(X[50:53]).tolist()}
+    again = ip.run_line_magic("score_script", "iris --test --sample X_test[:1]")  # the saved script, a new sample
+    assert again.output == {"n": 1, "y": iris_lr.predict(X[:1]).tolist()}
+    with pytest.raises(UsageError, match=r"--sample X_test\[:1\] is what --test sends: add --test"):
+        ip.run_line_magic("score_script", "iris --sample X_test[:1]")
+    with pytest.raises(UsageError, match="Could not evaluate --sample 'nope'"):
+        ip.run_line_magic("score_script", "iris --test --sample nope")
+
+
+@pytest.mark.serve
+def test_the_script_a_writefile_cell_wrote_is_saved_with_file(ip: Any, iris_lr: Any, iris: Any, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    X, _ = iris
+    ip.user_ns.update(clf=iris_lr, X=X)
+    ip.run_line_magic("register", "clf --name iris --sample X[:2]")
+    score = tmp_path / "score.py"
+    ip.run_cell_magic("writefile", str(score), "def init():\n    pass\n\ndef run(data):\n    return 'from file'\n")
+    capsys.readouterr()
+    assert ip.run_line_magic("score_script", f"iris --file {score}") is None
+    assert "Saved a 5-line entry script for every version of iris" in capsys.readouterr().out
+    assert mm.entry_script("iris") == (score.read_text(), False)
+    info = api.script_info("iris")
+    assert info.file == str(score) and f"saved from the file {score}" in info.origin
+    trial = ip.run_line_magic("score_script", f"iris --file {score} --test")
+    assert trial.ok and trial.output == "from file"
+    score.write_text("def init():\n    pass\n\ndef run(data):\n    return 1 / 0\n")
+    failed = ip.run_line_magic("score_script", f"iris --file {score} --test")
+    assert failed.status == 500 and "score.py\", line 5, in run" in failed.log  # the file's own line
+    score.write_text("def init():\n    pass\n\nimport nosuchmodule\n\ndef run(data):\n    return 1\n")
+    with pytest.raises(UsageError, match=r"score.py line 4: import 'nosuchmodule' cannot be resolved"):
+        ip.run_line_magic("score_script", f"iris --file {score}")
+    with pytest.raises(UsageError, match=r"Cannot read the entry script .*missing.py.*%%writefile score.py"):
+        ip.run_line_magic("score_script", f"iris --file {tmp_path / 'missing.py'}")
+    with pytest.raises(UsageError, match="leave the cell empty"):
+        ip.run_cell_magic("score_script", f"iris --file {score}", "def init(): pass\n")

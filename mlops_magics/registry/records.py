@@ -417,6 +417,8 @@ class InferenceConfig:
     #: The notebook and the ``In[n]`` number of the cell it was saved from, where known.
     script_notebook: str | None = None
     script_cell: int | None = None
+    #: The file it was read from (``%score_script NAME --file score.py``), as given; None: from a cell or code.
+    script_file: str | None = None
 
     def __repr__(self) -> str:
         script = f"{len(self.script.splitlines())} lines" if self.script is not None else "default"
