@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,59 @@ def test_the_script_a_writefile_cell_wrote_is_saved_with_file(ip: Any, iris_lr: 
         ip.run_line_magic("score_script", f"iris --file {tmp_path / 'missing.py'}")
     with pytest.raises(UsageError, match="leave the cell empty"):
         ip.run_cell_magic("score_script", f"iris --file {score}", "def init(): pass\n")
+
+
+HERE = ".".join(platform.python_version_tuple()[:2])
+
+SDK_V1_ENV = """\
+name: project_environment
+dependencies:
+  - python=3.6.2
+  - pip:
+    - azureml-defaults
+    - azureml-monitoring
+    - scikit-learn
+    - inference-schema[numpy-support]
+channels:
+  - anaconda
+  - conda-forge
+"""
+
+
+def test_a_python_the_server_cannot_run_on_is_replaced_and_said(registry: Registry, iris_lr: Any) -> None:
+    env = environment.parse(SDK_V1_ENV)
+    assert env.python == HERE  # what deployments run instead
+    said = [w for w in env.warnings if w.startswith("python=3.6.2")]
+    assert len(said) == 1 and "cannot be honoured" in said[0] and f"use Python {HERE}" in said[0]
+    patch = environment.parse(f"dependencies:\n  - python={HERE}.99\n  - pip:\n    - numpy\n")
+    assert patch.python == HERE and any(f"python={HERE}.99" in w and "minor version" in w for w in patch.warnings)
+    other = environment.parse("dependencies:\n  - python=3.99\n  - pip:\n    - numpy\n")
+    assert other.python == "3.99" and any("--base-image python:3.99-slim" in w for w in other.warnings)
+    ranged = environment.parse("dependencies:\n  - python>=3.8\n  - pip:\n    - numpy\n")
+    assert (ranged.python, ranged.conda) == (HERE, ())  # a range is a Python requirement, never a conda package
+    assert environment.parse("dependencies:\n  - python-dateutil\n  - python\n").conda == ("python-dateutil",)
+    assert environment.parse(f"dependencies:\n  - python={HERE}\n  - pip:\n    - numpy\n").warnings == ()
+    with pytest.raises(InvalidInputError, match="python=three is not a Python version"):
+        environment.parse("dependencies:\n  - python=three\n")
+    mm.register(iris_lr, "iris")
+    stored = api.set_environment("iris", SDK_V1_ENV)  # the API's result carries the warnings
+    assert any("cannot be honoured" in w for w in stored.warnings) and "warning: python=3.6.2" in repr(stored)
+    assert dict(registry.inference(registry.get("iris")).environment or {})["python"] == HERE
+
+
+def test_azure_only_packages_are_left_out_and_said(ip: Any, iris_lr: Any) -> None:
+    env = environment.parse(SDK_V1_ENV)
+    assert env.pip == ("scikit-learn", "inference-schema[numpy-support]")
+    said = [w for w in env.warnings if "azureml-defaults" in w]
+    assert len(said) == 1 and "azureml-monitoring" in said[0] and "left out" in said[0]
+    assert "azureml.core.model" in said[0] and "ModelDataCollector" in said[0]  # what serves instead
+    pip = environment.parse("azureml-core==1.57.0\nazureml-automl-runtime\nnumpy\n")
+    assert pip.pip == ("azureml-automl-runtime", "numpy")
+    assert any("azureml-automl-runtime" in w and "installed as listed" in w for w in pip.warnings)
+    with pytest.raises(InvalidInputError, match="The environment is empty.*azureml-defaults is left out"):
+        environment.parse("azureml-defaults\n")
+    ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf --name iris")
+    shown = ip.run_cell_magic("environment", "iris", SDK_V1_ENV)  # what the cell shows: the warnings too
+    assert shown.pip == ("scikit-learn", "inference-schema[numpy-support]")
+    assert "warning: azureml-defaults" in repr(shown) and "warning: python=3.6.2" in repr(shown)
