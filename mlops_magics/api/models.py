@@ -178,8 +178,10 @@ def register(
 
 
 def _previous_file_name(reg: Registry, name: str, default: str | None) -> str | None:
-    """The file name of the latest version of ``name`` when it is one file of the same kind as ``default`` (the
-    name its entry script opens), else None."""
+    """The latest version's file name (what its entry script opens), if it is one file of ``default``'s kind.
+
+    None when there is no earlier version, it holds several files or a folder, or another kind of file.
+    """
     if default is None:
         return None
     latest = reg.find(name, {}, latest=True)

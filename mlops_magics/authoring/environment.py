@@ -200,11 +200,10 @@ def choose_python(requested: str) -> tuple[str, list[str]]:
 
 
 def without_azure_serving(requirements: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``requirements`` without Azure ML's serving packages (:data:`AZURE_SERVING`), and what was left out or is
-    Azure's, in words.
+    """Return ``requirements`` without Azure ML's serving packages, and notes on what was left out or is Azure's.
 
-    Other ``azureml-*`` packages are kept (installed as listed) with a note: only the names of
-    :data:`SERVED_INSTEAD` are provided by the scoring server.
+    Left out: :data:`AZURE_SERVING`. Other ``azureml-*`` packages are kept (installed as listed) with a note: the
+    scoring server provides only :data:`SERVED_INSTEAD`.
     """
     kept, dropped, azure = [], [], []
     for text in requirements:
