@@ -56,7 +56,7 @@ __all__ = [  # noqa: RUF022  (grouped by family, not sorted)
     "tag_model", "delete_model", "export_model", "compare_models",
     "set_score_script", "generate_score_script", "entry_script", "set_environment", "try_score_script",
     "package", "build", "list_images",
-    "deploy", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",
+    "deploy", "Service", "get_deployment", "list_deployments", "undeploy", "logs", "reload", "update", "call", "keys",
     "kubernetes_manifests", "kubernetes_diff", "scale",
     "endpoint", "endpoint_status", "endpoint_keys", "compare_traffic", "replay", "delete_endpoint", "list_endpoints",
     "edge_manifest", "edge_status", "edge_offline", "edge_online", "remove_device",

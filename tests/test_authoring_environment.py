@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,108 @@ def test_deployments_carry_their_environment_files(registry: Registry, iris_lr: 
 
 def test_deploy_errors_are_typed() -> None:
     assert issubclass(DeployError, mm.MlopsError)
+
+
+@pytest.mark.serve
+def test_a_trial_run_takes_a_sample_from_the_notebook(ip: Any, iris_lr: Any, iris: Any) -> None:
+    X, _ = iris
+    ip.user_ns.update(clf=iris_lr, X_test=X)
+    ip.run_line_magic("register", "clf --name iris")  # no --sample: nothing registered to send
+    with pytest.raises(UsageError, match=r"has no registered input example: pass a sample \(%score_script iris "
+                                         r"--test --sample"):
+        ip.run_line_magic("score_script", "iris --test")
+    script = ("import json, os, joblib\n\ndef init():\n    global model\n    model = joblib.load(os.path.join("
+              "os.environ['AZUREML_MODEL_DIR'], 'model.pkl'))\n\ndef run(raw):\n"
+              "    return {'n': len(json.loads(raw)['data']), 'y': model.predict(json.loads(raw)['data']).tolist()}\n")
+    result = ip.run_cell_magic("score_script", "iris --test --sample X_test[50:53]", script)
+    assert result.ok and result.output == {"n": 3, "y": iris_lr.predict(X[50:53]).tolist()}
+    again = ip.run_line_magic("score_script", "iris --test --sample X_test[:1]")  # the saved script, a new sample
+    assert again.output == {"n": 1, "y": iris_lr.predict(X[:1]).tolist()}
+    with pytest.raises(UsageError, match=r"--sample X_test\[:1\] is what --test sends: add --test"):
+        ip.run_line_magic("score_script", "iris --sample X_test[:1]")
+    with pytest.raises(UsageError, match="Could not evaluate --sample 'nope'"):
+        ip.run_line_magic("score_script", "iris --test --sample nope")
+
+
+@pytest.mark.serve
+def test_the_script_a_writefile_cell_wrote_is_saved_with_file(ip: Any, iris_lr: Any, iris: Any, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    X, _ = iris
+    ip.user_ns.update(clf=iris_lr, X=X)
+    ip.run_line_magic("register", "clf --name iris --sample X[:2]")
+    score = tmp_path / "score.py"
+    ip.run_cell_magic("writefile", str(score), "def init():\n    pass\n\ndef run(data):\n    return 'from file'\n")
+    capsys.readouterr()
+    assert ip.run_line_magic("score_script", f"iris --file {score}") is None
+    assert "Saved a 5-line entry script for every version of iris" in capsys.readouterr().out
+    assert mm.entry_script("iris") == (score.read_text(), False)
+    info = api.script_info("iris")
+    assert info.file == str(score) and f"saved from the file {score}" in info.origin
+    trial = ip.run_line_magic("score_script", f"iris --file {score} --test")
+    assert trial.ok and trial.output == "from file"
+    score.write_text("def init():\n    pass\n\ndef run(data):\n    return 1 / 0\n")
+    failed = ip.run_line_magic("score_script", f"iris --file {score} --test")
+    assert failed.status == 500 and "score.py\", line 5, in run" in failed.log  # the file's own line
+    score.write_text("def init():\n    pass\n\nimport nosuchmodule\n\ndef run(data):\n    return 1\n")
+    with pytest.raises(UsageError, match=r"score.py line 4: import 'nosuchmodule' cannot be resolved"):
+        ip.run_line_magic("score_script", f"iris --file {score}")
+    with pytest.raises(UsageError, match=r"Cannot read the entry script .*missing.py.*%%writefile score.py"):
+        ip.run_line_magic("score_script", f"iris --file {tmp_path / 'missing.py'}")
+    with pytest.raises(UsageError, match="leave the cell empty"):
+        ip.run_cell_magic("score_script", f"iris --file {score}", "def init(): pass\n")
+
+
+HERE = ".".join(platform.python_version_tuple()[:2])
+
+SDK_V1_ENV = """\
+name: project_environment
+dependencies:
+  - python=3.6.2
+  - pip:
+    - azureml-defaults
+    - azureml-monitoring
+    - scikit-learn
+    - inference-schema[numpy-support]
+channels:
+  - anaconda
+  - conda-forge
+"""
+
+
+def test_a_python_the_server_cannot_run_on_is_replaced_and_said(registry: Registry, iris_lr: Any) -> None:
+    env = environment.parse(SDK_V1_ENV)
+    assert env.python == HERE  # what deployments run instead
+    said = [w for w in env.warnings if w.startswith("python=3.6.2")]
+    assert len(said) == 1 and "cannot be honoured" in said[0] and f"use Python {HERE}" in said[0]
+    patch = environment.parse(f"dependencies:\n  - python={HERE}.99\n  - pip:\n    - numpy\n")
+    assert patch.python == HERE and any(f"python={HERE}.99" in w and "minor version" in w for w in patch.warnings)
+    other = environment.parse("dependencies:\n  - python=3.99\n  - pip:\n    - numpy\n")
+    assert other.python == "3.99" and any("--base-image python:3.99-slim" in w for w in other.warnings)
+    ranged = environment.parse("dependencies:\n  - python>=3.8\n  - pip:\n    - numpy\n")
+    assert (ranged.python, ranged.conda) == (HERE, ())  # a range is a Python requirement, never a conda package
+    assert environment.parse("dependencies:\n  - python-dateutil\n  - python\n").conda == ("python-dateutil",)
+    assert environment.parse(f"dependencies:\n  - python={HERE}\n  - pip:\n    - numpy\n").warnings == ()
+    with pytest.raises(InvalidInputError, match="python=three is not a Python version"):
+        environment.parse("dependencies:\n  - python=three\n")
+    mm.register(iris_lr, "iris")
+    stored = api.set_environment("iris", SDK_V1_ENV)  # the API's result carries the warnings
+    assert any("cannot be honoured" in w for w in stored.warnings) and "warning: python=3.6.2" in repr(stored)
+    assert dict(registry.inference(registry.get("iris")).environment or {})["python"] == HERE
+
+
+def test_azure_only_packages_are_left_out_and_said(ip: Any, iris_lr: Any) -> None:
+    env = environment.parse(SDK_V1_ENV)
+    assert env.pip == ("scikit-learn", "inference-schema[numpy-support]")
+    said = [w for w in env.warnings if "azureml-defaults" in w]
+    assert len(said) == 1 and "azureml-monitoring" in said[0] and "left out" in said[0]
+    assert "azureml.core.model" in said[0] and "ModelDataCollector" in said[0]  # what serves instead
+    pip = environment.parse("azureml-core==1.57.0\nazureml-automl-runtime\nnumpy\n")
+    assert pip.pip == ("azureml-automl-runtime", "numpy")
+    assert any("azureml-automl-runtime" in w and "installed as listed" in w for w in pip.warnings)
+    with pytest.raises(InvalidInputError, match="The environment is empty.*azureml-defaults is left out"):
+        environment.parse("azureml-defaults\n")
+    ip.user_ns["clf"] = iris_lr
+    ip.run_line_magic("register", "clf --name iris")
+    shown = ip.run_cell_magic("environment", "iris", SDK_V1_ENV)  # what the cell shows: the warnings too
+    assert shown.pip == ("scikit-learn", "inference-schema[numpy-support]")
+    assert "warning: azureml-defaults" in repr(shown) and "warning: python=3.6.2" in repr(shown)

@@ -122,3 +122,22 @@ def test_build_images_and_a_container_deployment(registry: Registry, iris: Any, 
         api.undeploy(all_services=True)
     removed = mlops(capsys, "images", "iris", "--remove")
     assert removed.code == 0 and removed.out.startswith("Removed 1 image(s): mlops/iris:1-")
+
+
+@pytest.mark.serve
+def test_score_script_test_takes_a_sample(registry: Registry, iris: Any, iris_lr: Any, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "iris")  # no registered example
+    (tmp_path / "score.py").write_text("import json\n\ndef init():\n    pass\n\ndef run(raw):\n"
+                                       "    return {'rows': len(json.loads(raw)['data'])}\n")
+    (tmp_path / "rows.json").write_text(json.dumps(X[:4].tolist()))
+    assert mlops(capsys, "score-script", "iris", "--test").code == 2  # nothing to send
+    inline = mlops(capsys, "score-script", "iris", "--file", str(tmp_path / "score.py"), "--test", "--sample",
+                   "[[5.1, 3.5, 1.4, 0.2]]", "--json").json
+    assert inline["status"] == 200 and inline["output"] == {"rows": 1}
+    from_file = mlops(capsys, "score-script", "iris", "--test", "--sample", str(tmp_path / "rows.json"), "--json")
+    assert from_file.json["output"] == {"rows": 4}
+    assert api.script_info("iris").file == str(tmp_path / "score.py")
+    alone = mlops(capsys, "score-script", "iris", "--sample", "[[1]]")
+    assert alone.code == 2 and "is what --test sends: add --test" in alone.err

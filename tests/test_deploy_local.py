@@ -371,3 +371,53 @@ def test_an_import_failure_names_the_cell_line_and_keeps_only_the_scripts_frames
     assert ("failed: the server exited with status 3: its entry script failed at import (cell line 3: ImportError: "
             "cannot import name 'no_such_name'") in message
     assert "  score script cell, line 3, in <module>\n" in message and "EntryScriptError" not in message
+
+
+AZURE_STYLE = ("import os\nimport joblib\n\ndef init():\n    global model\n"
+               "    model = joblib.load(os.path.join(os.getenv('AZUREML_MODEL_DIR'), 'sklearn_regression_model.pkl'))\n"
+               "\ndef run(data):\n    import json\n    return model.predict(json.loads(data)['data']).tolist()\n")
+
+
+def test_an_update_to_a_version_registered_from_memory_finds_the_file_its_script_opens(
+        clean: Registry, iris_lr: Any, iris_tree: Any, iris: Any, tmp_path: Path) -> None:
+    import joblib
+
+    X, _ = iris
+    joblib.dump(iris_lr, tmp_path / "sklearn_regression_model.pkl")
+    mm.register(name="diabetes", path=tmp_path / "sklearn_regression_model.pkl", trust=True)
+    mm.set_score_script("diabetes", AZURE_STYLE)
+    mm.deploy("diabetes")
+    assert mm.call("diabetes", X[:3].tolist()) == iris_lr.predict(X[:3]).tolist()
+    mm.register(iris_tree, "diabetes")  # %register model2 --name diabetes
+    updated = mm.update("diabetes", "diabetes:2")
+    assert updated.model_version == 2
+    assert mm.call("diabetes", X[:5].tolist()) == iris_tree.predict(X[:5]).tolist()
+
+
+def test_a_deployment_answers_to_the_names_sdk_v1_users_call_on_a_webservice(clean: Registry, iris_lr: Any,
+                                                                            iris: Any) -> None:
+    X, _ = iris
+    mm.register(iris_lr, "iris", sample=X[:3])
+    mm.set_score_script("iris", ECHO)
+    service = mm.deploy("iris", auth=True)
+    assert isinstance(service, api.Service) and service.state == "running"
+    assert service.port == int(service.config["port"]) and service.scoring_uri == f"{service.url}/score"
+    assert service.swagger_uri == f"{service.url}/swagger.json"
+    assert service.run('{"data": [[1, 2]]}') == {"echo": {"data": [[1, 2]]}, "v": 1}  # a JSON string, as is
+    assert service.run([[1, 2]]) == {"echo": {"data": [[1, 2]]}, "v": 1}  # rows as {"data": rows}
+    primary, secondary = service.get_keys()
+    assert primary == service.auth_key and secondary != primary
+    rotated = service.regen_key("Secondary")
+    assert rotated.primary == primary and rotated.secondary != secondary
+    assert f"serving score.py (string input) on {service.url}" in service.get_logs()
+    assert len(service.get_logs(num_lines=1).splitlines()) == 1
+    assert service == clean.get_deployment("iris")  # the same record as the registry's
+    mm.set_score_script("iris", ECHO.replace("'v': 1", "'v': 2"))
+    reloaded = service.reload()
+    assert isinstance(reloaded, api.Service) and reloaded.run([[3]]) == {"echo": {"data": [[3]]}, "v": 2}
+    assert [d.name for d in mm.list_deployments() if isinstance(d, api.Service)] == ["iris"]
+    service.delete()
+    assert service.refresh().state == "deleted" and not service.refresh().is_live
+    service.delete()  # idempotent, as undeploy is
+    with pytest.raises(ConflictError, match="not serving|undeployed"):
+        service.run([[1, 2]])

@@ -179,3 +179,39 @@ def test_a_forced_flavor_must_fit_the_object(registry: Registry) -> None:
         mm.register([1, 2, 3], "numbers", flavor="onnx")
     with pytest.raises(NotFoundError, match="Unknown flavor 'tensorflow'. Flavors: onnx, pytorch"):
         mm.register([1, 2, 3], "numbers", flavor="tensorflow")
+
+
+def test_a_version_from_memory_keeps_the_file_name_the_previous_file_version_had(registry: Registry, tmp_path: Path,
+                                                                                 iris_lr: Any, iris_tree: Any,
+                                                                                 iris: Any) -> None:
+    import joblib
+
+    joblib.dump(iris_lr, tmp_path / "sklearn_regression_model.pkl")  # as SDK v1 notebooks do before Model.register
+    mm.register(name="diabetes", path=tmp_path / "sklearn_regression_model.pkl", trust=True)
+    v2 = mm.register(iris_tree, "diabetes")  # %register model2 --name diabetes
+    assert [f.path for f in v2.files] == ["sklearn_regression_model.pkl"]
+    assert v2.flavor_options["file"] == "sklearn_regression_model.pkl"
+    assert mm.load_model("diabetes:2").predict(iris[0]).tolist() == iris_tree.predict(iris[0]).tolist()
+    loaded = joblib.load(registry.verified_artifact(v2) / "sklearn_regression_model.pkl")  # what the script opens
+    assert loaded.predict(iris[0]).tolist() == iris_tree.predict(iris[0]).tolist()
+    assert registry.get("diabetes:1").files[0].path == "sklearn_regression_model.pkl"  # v1 is unchanged
+
+
+def test_a_file_name_can_be_given_and_is_checked(registry: Registry, iris_lr: Any, iris: Any) -> None:
+    v = mm.register(iris_lr, "named", file_name="clf.joblib")
+    assert [f.path for f in v.files] == ["clf.joblib"] and v.flavor_options["file"] == "clf.joblib"
+    assert mm.load_model("named").predict(iris[0][:3]).tolist() == iris_lr.predict(iris[0][:3]).tolist()
+    for bad in ("../x.pkl", "sub/x.pkl", "..", "", "x" * 300):
+        with pytest.raises(InvalidInputError, match="file name"):
+            mm.register(iris_lr, "named", file_name=bad)
+    with pytest.raises(InvalidInputError, match="--file-name.*--path keeps the file's own name"):
+        mm.register(name="named", path=Path(__file__), file_name="x.py")
+
+
+def test_a_previous_file_of_another_kind_is_not_inherited(registry: Registry, tmp_path: Path, iris_lr: Any) -> None:
+    (tmp_path / "weights.onnx").write_bytes(b"not really onnx")
+    mm.register(name="mixed", path=tmp_path / "weights.onnx", flavor="files")
+    v2 = mm.register(iris_lr, "mixed")  # a pickle never takes an .onnx name
+    assert [f.path for f in v2.files] == ["model.pkl"]
+    v3 = mm.register(iris_lr, "mixed", format="skops")
+    assert [f.path for f in v3.files] == ["model.skops"]

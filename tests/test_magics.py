@@ -224,3 +224,21 @@ def test_a_corrupted_artifact_is_a_usage_error_naming_the_file(ip: Any, iris_lr:
     with pytest.raises(UsageError, match=f"{path} is corrupted"):
         ip.run_line_magic("load_model", "clf:1")
     assert "clf" in ip.user_ns and ip.user_ns["clf"] is iris_lr  # nothing was bound
+
+
+def test_register_model2_keeps_the_file_name_of_the_version_registered_from_a_file(
+        ip: Any, iris_lr: Any, iris_tree: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import joblib
+
+    joblib.dump(iris_lr, tmp_path / "sklearn_regression_model.pkl")
+    ip.run_line_magic("register", f"--path {tmp_path / 'sklearn_regression_model.pkl'} --name diabetes --trust")
+    ip.user_ns["model2"] = iris_tree
+    capsys.readouterr()
+    v2 = ip.run_line_magic("register", "model2 --name diabetes")
+    assert [f.path for f in v2.files] == ["sklearn_regression_model.pkl"]
+    assert "Saved as 'sklearn_regression_model.pkl', the file name of the previous version of diabetes" in (
+        capsys.readouterr().out)
+    v3 = ip.run_line_magic("register", "model2 --name diabetes --file-name model.joblib")
+    assert [f.path for f in v3.files] == ["model.joblib"] and "Saved as" not in capsys.readouterr().out
+    with pytest.raises(UsageError, match="Invalid file name '../x.pkl'"):
+        ip.run_line_magic("register", "model2 --name diabetes --file-name ../x.pkl")

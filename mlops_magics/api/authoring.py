@@ -31,8 +31,9 @@ def _scope(reg: Registry, ref: str) -> tuple[str, int]:
 
 def set_score_script(
     ref: str,
-    source: str,
+    source: str | None = None,
     *,
+    file: str | Path | None = None,
     assets: Iterable[str | Path] = (),
     line_offset: int = 0,
     notebook: str | None = None,
@@ -44,29 +45,66 @@ def set_score_script(
     Args:
         ref: ``NAME`` (every version), ``NAME:VERSION`` or ``NAME@ALIAS`` (that version).
         source: the script; it is checked, never run in this process.
+        file: the file the script is read from when ``source`` is omitted (a notebook's ``%%writefile score.py``),
+            recorded as where it came from; problems and tracebacks then name that file's lines.
         assets: files or folders the script needs, copied beside it in deployments.
-        line_offset: lines above the script in its cell, so problems name cell lines.
+        line_offset: lines above the script in its cell, so problems name cell lines (not with ``file``).
         notebook, cell: where it is saved from (the magic passes the notebook and the cell's ``In[n]`` number),
             recorded with the time so that :func:`script_info` can say which script is live.
 
     Raises:
-        InvalidInputError: the script cannot be served; every problem is listed with its cell line.
+        InvalidInputError: the script cannot be served (every problem is listed with its line); neither ``source``
+            nor ``file``; the file cannot be read.
         NotFoundError: no such model, version or asset.
     """
-    score_script.check(source, line_offset=line_offset)
+    if source is None:
+        if file is None:
+            raise InvalidInputError("Give the entry script: its source, or the file it is in (file='score.py').")
+        source = read_script(file)
+    offset: int | None = line_offset
+    if file is not None:
+        offset = None  # the deployed score.py's lines are the file's own
+        score_script.check(source, place=f"{Path(file).name} line")
+    else:
+        score_script.check(source, line_offset=line_offset)
     reg = or_default(registry)
     name, version = _scope(reg, ref)
     bundle = list(assets)
-    origin = {key: value for key, value in (("notebook", notebook), ("cell", cell)) if value is not None}
+    origin = {key: value for key, value in (("notebook", notebook), ("cell", cell),
+                                            ("file", None if file is None else str(file))) if value is not None}
     if not bundle:
-        reg.set_inference(name, version, script=source, script_line_offset=line_offset, script_from=origin)
+        reg.set_inference(name, version, script=source, script_line_offset=offset, script_from=origin)
     else:
         with reg.artifacts.stage() as staging:
             for item in bundle:
                 flavors.save_path(Path(item).expanduser(), staging.folder, "files")
-            reg.set_inference(name, version, script=source, script_line_offset=line_offset,
+            reg.set_inference(name, version, script=source, script_line_offset=offset,
                               assets=staging.finish(), script_from=origin)
     return reg.inference(reg.get(ref))
+
+
+#: The largest entry script read from a file (a script is source code: anything bigger is a mistake).
+MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+
+
+def read_script(file: str | Path) -> str:
+    """The text of an entry script file.
+
+    Raises:
+        InvalidInputError: it cannot be read, is not UTF-8 text, or is larger than :data:`MAX_SCRIPT_BYTES`.
+    """
+    path = Path(file).expanduser()
+    try:
+        if path.stat().st_size > MAX_SCRIPT_BYTES:
+            raise InvalidInputError(f"{str(file)!r} is {path.stat().st_size:,} bytes: an entry script is source code "
+                                    f"(at most {MAX_SCRIPT_BYTES:,} bytes). Check the file name; ship data with "
+                                    "--asset.")
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read the entry script {str(file)!r}: {exc.strerror} (relative to "
+                                f"{Path.cwd()}). Write it first (%%writefile score.py), or fix the path.") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"The entry script {str(file)!r} is not UTF-8 text: give the Python file.") from None
 
 
 def generate_score_script(ref: str, *, registry: Registry | None = None) -> str:
@@ -96,6 +134,8 @@ class ScriptInfo:
     cell: int | None = None
     #: What the reference configures, in words: "every version of iris" for a bare name, else the version.
     scope: str = ""
+    #: The file it was read from (``--file``), where it was.
+    file: str | None = None
 
     @property
     def origin(self) -> str:
@@ -105,6 +145,8 @@ class ScriptInfo:
         where = f" from cell [{self.cell}]" if self.cell is not None else ""
         if self.notebook:
             where += f" {'of' if where else 'from'} {Path(self.notebook).name}"
+        if self.file:
+            where = f" from the file {self.file}" + (f" (by{where.removeprefix(' from')})" if where else "")
         return f"saved{where}" + (f" at {self.saved_at}" if self.saved_at else "")
 
     def serving(self) -> str:
@@ -152,6 +194,7 @@ def script_info(ref: str, *, registry: Registry | None = None) -> ScriptInfo:
     return ScriptInfo(version.ref, source, generated, served, saved_at=saved_at,
                       notebook=None if generated else config.script_notebook,
                       cell=None if generated else config.script_cell,
+                      file=None if generated else config.script_file,
                       scope=f"every version of {version.name}" if _scope(reg, ref)[1] == 0 else version.ref)
 
 
@@ -229,8 +272,8 @@ def try_score_script(ref: str, *, sample: Any = None, registry: Registry | None 
     version = reg.get(ref)
     if sample is None:
         if version.input_example is None:
-            raise InvalidInputError(f"{version.ref} has no registered input example: register it with --sample, "
-                                    "or pass a sample.")
+            raise InvalidInputError(f"{version.ref} has no registered input example: pass a sample (%score_script "
+                                    f"{version.name} --test --sample X[:2]), or register the model with --sample.")
         sample = signature.rebuild(dict(version.input_example))
     trial = spec.deploy_spec(reg, f"trial-{version.name}", version.ref)
     status, value, log = LocalTarget(reg).trial(trial, request_body(sample))

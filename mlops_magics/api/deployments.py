@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlops_magics.errors import ConflictError, DeployError, InvalidInputError, MlopsError, NotFoundError
@@ -20,6 +21,72 @@ from mlops_magics.targets.base import DeliversKeys, Describes, FollowsLogs, Prog
 from mlops_magics.targets.client import as_table, post_score, request_body
 from mlops_magics.targets.local import map_script_lines, serving_since
 from mlops_magics.targets.process import alive, process_stamp
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Service(Deployment):
+    """A deployment as the API returns it: the registry's record, and what SDK v1 code calls on a ``Webservice``.
+
+    The record's fields and properties (``state``, ``scoring_uri``, ``swagger_uri``, ``port``...) are as they were
+    when it was returned, as a frozen value: call :meth:`refresh` for the state now. The methods act on the service
+    by name, each through the API function of the same meaning (:func:`call`, :func:`reload`, :func:`undeploy`,
+    :func:`logs`, :func:`keys`). Unlike Azure's, :meth:`reload` returns the reloaded service rather than changing
+    this object.
+    """
+
+    #: The registry that holds it (None: the default registry at the time of each call).
+    registry: Registry | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, deployment: Deployment, registry: Registry | None) -> Service:
+        """The registry's record ``deployment``, with the methods of a service that acts through ``registry``."""
+        return cls(**{f.name: getattr(deployment, f.name) for f in fields(Deployment)}, registry=registry)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a service or a registry record with the same fields (the registry it acts through aside)."""
+        if not isinstance(other, Deployment):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(Deployment))
+
+    __hash__ = None  # type: ignore[assignment]  # its config is a mapping: as unhashable as the record
+
+    def run(self, input_data: Any) -> Any:
+        """Score ``input_data`` and return the answer as the service sent it (decoded JSON), as Azure's
+        ``Webservice.run`` does: a JSON string or bytes is sent as it is; rows (a list, an array, a DataFrame) go
+        as ``{"data": rows}``, a dict as JSON. See :func:`call` for the errors."""
+        return call(self.name, input_data, table=False, registry=self.registry)
+
+    def reload(self) -> Service:
+        """Serve the current entry script, assets and environment (see :func:`reload`); return the service now."""
+        return reload(self.name, registry=self.registry)
+
+    def update(self, model: str) -> Service:
+        """Serve another model version, ``NAME:VERSION`` or ``NAME@ALIAS`` (see :func:`update`)."""
+        return update(self.name, model, registry=self.registry)
+
+    def delete(self) -> None:
+        """Stop and remove the service (see :func:`undeploy`); idempotent."""
+        undeploy(self.name, registry=self.registry)
+
+    def get_logs(self, num_lines: int = 5000) -> str:
+        """The last ``num_lines`` lines of the server's log (see :func:`logs`)."""
+        return logs(self.name, tail=num_lines, registry=self.registry)
+
+    def get_keys(self) -> ServiceKeys:
+        """The primary and secondary keys (unpack them: ``primary, secondary = service.get_keys()``).
+
+        Raises:
+            NotFoundError: the service requires no key (deployed without ``auth``).
+        """
+        return keys(self.name, registry=self.registry)
+
+    def regen_key(self, key: str) -> ServiceKeys:
+        """Replace the ``'Primary'`` or ``'Secondary'`` key with a new one (see :func:`keys`); the other stays valid."""
+        return keys(self.name, regenerate=key.lower(), registry=self.registry)
+
+    def refresh(self) -> Service:
+        """The service as it is now, its state checked (see :func:`get_deployment`)."""
+        return get_deployment(self.name, registry=self.registry)
 
 
 class DeploymentList(list[Deployment]):
@@ -72,7 +139,7 @@ def deploy(
     target_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     registry: Registry | None = None,
-) -> Deployment:
+) -> Service:
     """Deploy a model version with its entry script, assets and environment; block until it is healthy.
 
     Args:
@@ -102,7 +169,8 @@ def deploy(
             since the start) every half second while it works, and each build step while an image builds.
 
     Returns:
-        The running deployment, as recorded in the registry.
+        The running deployment, as recorded in the registry, with a service's methods (``run``, ``reload``,
+        ``delete``, ``get_logs``...: see :class:`Service`).
 
     Raises:
         NotFoundError: no such model, version, alias or target.
@@ -147,7 +215,7 @@ def deploy(
     me = claimant()
     reg.claim_deployment(service, spec.version.ref, target=target, claimant=me, checked=existing)
     try:
-        return deployer.deploy(spec)
+        return Service.of(deployer.deploy(spec), reg)
     finally:
         reg.release_claim(service, me, existing)  # a no-op once the target recorded the deployment
 
@@ -221,8 +289,23 @@ def list_deployments(*, include_deleted: bool = False, registry: Registry | None
                 d = reg.set_deployment_state(d.name, state)
             if isinstance(target, Describes) and d.is_live:
                 found.details[d.name] = target.describe(d)
-        found.append(d)
+        found.append(Service.of(d, reg))
     return found
+
+
+def get_deployment(name: str, *, registry: Registry | None = None) -> Service:
+    """The deployment named ``name``, its state checked against reality now (as :func:`list_deployments` does).
+
+    Raises:
+        NotFoundError: no deployment has that name; the message suggests close ones.
+    """
+    reg = or_default(registry)
+    d = reg.get_deployment(name)
+    if d.is_live and not (d.state == "creating" and _still_serving(reg, d)):
+        state = _target(reg, d).status(d)
+        if state != d.state:
+            d = reg.set_deployment_state(d.name, state)
+    return Service.of(d, reg)
 
 
 def undeploy(name: str | None = None, *, all_services: bool = False,
@@ -314,7 +397,7 @@ def follow(name: str, *, timeout: float | None = None, poll: float = 0.2,
 
 
 def reload(name: str, *, progress: Progress | None = None,
-           registry: Registry | None = None) -> Deployment:
+           registry: Registry | None = None) -> Service:
     """Serve the current entry script, assets and environment without re-registering (Azure's ``reload()``).
 
     The running service keeps answering until the reloaded one is ready. A container deployment gets a new
@@ -322,14 +405,14 @@ def reload(name: str, *, progress: Progress | None = None,
     """
     reg = or_default(registry)
     d = reg.get_deployment(name)
-    return _replace(reg, d, f"{d.model_name}:{d.model_version}", progress)
+    return Service.of(_replace(reg, d, f"{d.model_name}:{d.model_version}", progress), reg)
 
 
 def update(name: str, model: str, *, progress: Progress | None = None,
-           registry: Registry | None = None) -> Deployment:
+           registry: Registry | None = None) -> Service:
     """Switch a deployment to another model version; the old one serves until the new one is ready."""
     reg = or_default(registry)
-    return _replace(reg, reg.get_deployment(name), model, progress)
+    return Service.of(_replace(reg, reg.get_deployment(name), model, progress), reg)
 
 
 def _replace(reg: Registry, d: Deployment, ref: str, progress: Progress | None) -> Deployment:
@@ -356,11 +439,12 @@ def _replace(reg: Registry, d: Deployment, ref: str, progress: Progress | None) 
         raise
 
 
-def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = None,
+def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = None, table: bool = True,
          registry: Registry | None = None) -> Any:
     """Score ``data`` with a deployed service; return its answer (a DataFrame when it is a list of records).
 
-    ``request_id`` is sent as ``x-request-id``: collected records carry it, and labels attach to it.
+    ``request_id`` is sent as ``x-request-id``: collected records carry it, and labels attach to it. With
+    ``table=False`` the answer is returned as the service sent it (decoded JSON), never as a DataFrame.
 
     Raises:
         NotFoundError: no deployment has that name; the message suggests close ones.
@@ -386,7 +470,7 @@ def call(name: str, data: Any, *, timeout: float = 60, request_id: str | None = 
     if status >= 400:
         message = value.get("message", value) if isinstance(value, dict) else value
         raise MlopsError(f"Service {name!r} answered {status}: {message}{_older_script_note(d, status)}")
-    return as_table(value)
+    return as_table(value) if table else value
 
 
 def _older_script_note(d: Deployment, status: int) -> str:

@@ -72,6 +72,7 @@ def register(
     trust: bool = False,
     format: str | None = None,
     metrics: Mapping[str, float] | Iterable[str] | None = None,
+    file_name: str | None = None,
     registry: Registry | None = None,
 ) -> ModelVersion:
     """Register an in-memory model, or a file or folder, as the next version of ``name``.
@@ -98,13 +99,18 @@ def register(
             pickle: see :data:`mlops_magics.flavors.FORMATS`). A file keeps its own format (``.skops``, ``.onnx``).
         metrics: what you measured, ``{"accuracy": 0.97}`` or ``["accuracy=0.97", ...]``: part of the version,
             never changed (``%validate`` adds what it measures beside them, with its source).
+        file_name: the name of the object's file in the model folder (``$AZUREML_MODEL_DIR/<file_name>``, what an
+            entry script opens). Default: the previous version's file name when it holds the same kind of file
+            (``.pkl`` / ``.joblib``, ``.skops``, ``.onnx``, ``.pt``), as a version registered from a file
+            (``path=``) keeps its own name; else the flavor's (``model.pkl``). Not with ``path``.
         registry: default: the registry under ``$MLOPS_HOME``.
 
     Returns:
         The new, immutable version.
 
     Raises:
-        InvalidInputError: bad name, tag, metric, alias, flavor, format or sample; neither or both of model/path.
+        InvalidInputError: bad name, tag, metric, alias, flavor, format, file name or sample; neither or both of
+            model/path.
         SerializationError: the object cannot be pickled; the message names the failing attribute.
         NotFoundError: ``path`` or ``derived_from`` does not exist.
         RegistryLockedError: another process held the write lock too long.
@@ -118,6 +124,12 @@ def register(
         raise InvalidInputError(f"--format {format} says how to save an object from memory; a file keeps its own "
                                 "format (a .skops file registers as skops, a .onnx file as ONNX). Leave --format out "
                                 "with --path.")
+    if path is not None and file_name is not None:
+        raise InvalidInputError(f"--file-name {file_name} names the file an object from memory is saved as; --path "
+                                "keeps the file's own name (the one its entry script opens). Rename the file, or "
+                                "leave --file-name out.")
+    if file_name is not None:
+        flavors.check_file_name(file_name)
     tag_map = _tags(tags)
     metric_map = metrics_argument(metrics)  # checked before anything is saved
     reg = or_default(registry)
@@ -140,6 +152,9 @@ def register(
             origin, origin_path, trusted = "path", str(source.absolute()), trust
         else:
             saved = flavors.save_object(model, staging.folder, flavor, format)
+            chosen = file_name or _previous_file_name(reg, name, saved.options.get("file"))
+            if chosen:
+                saved = flavors.name_file(saved, staging.folder, chosen)
             origin, origin_path, trusted = "object", None, True
         staged = staging.finish()
         return reg.add_version(
@@ -160,6 +175,20 @@ def register(
             trusted=trusted,
             metrics=metric_map,
         )
+
+
+def _previous_file_name(reg: Registry, name: str, default: str | None) -> str | None:
+    """The latest version's file name (what its entry script opens), if it is one file of ``default``'s kind.
+
+    None when there is no earlier version, it holds several files or a folder, or another kind of file.
+    """
+    if default is None:
+        return None
+    latest = reg.find(name, {}, latest=True)
+    if not latest or len(latest[0].files) != 1:
+        return None
+    previous = latest[0].files[0].path
+    return previous if "/" not in previous and flavors.same_kind_of_file(previous, default) else None
 
 
 def parse_tag_filters(items: Iterable[str] | None) -> dict[str, str | None]:

@@ -29,7 +29,11 @@ class ScriptProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"cell line {self.line}: {self.message}" if self.line is not None else self.message
+        return self.at("cell line")
+
+    def at(self, place: str) -> str:
+        """The problem, its line named as ``place`` says (``'cell line'``, ``'score.py line'``)."""
+        return f"{place} {self.line}: {self.message}" if self.line is not None else self.message
 
 
 @lru_cache(maxsize=1)
@@ -94,15 +98,18 @@ def problems(source: str, *, line_offset: int = 0) -> list[ScriptProblem]:
     return found
 
 
-def check(source: str, *, line_offset: int = 0) -> None:
+def check(source: str, *, line_offset: int = 0, place: str = "cell line") -> None:
     """Raise if the script cannot be served.
+
+    Args:
+        place: how the lines are named: ``'cell line'`` (a cell's), ``'score.py line'`` (a file's).
 
     Raises:
         InvalidInputError: every problem found, one per line, with the cell line it is on.
     """
     found = problems(source, line_offset=line_offset)
     if found:
-        listed = "\n".join(f"  - {p}" for p in found)
+        listed = "\n".join(f"  - {p.at(place)}" for p in found)
         raise InvalidInputError(f"The entry script cannot be served:\n{listed}")
 
 

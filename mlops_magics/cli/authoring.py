@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from mlops_magics import api
-from mlops_magics.cli.inputs import read_text
+from mlops_magics.cli.inputs import ACCEPTED, read_body, read_text
 from mlops_magics.cli.output import Status, Verbs
 from mlops_magics.errors import InvalidInputError
 
@@ -17,11 +17,17 @@ from mlops_magics.errors import InvalidInputError
 def _score_script(args: argparse.Namespace) -> Any:
     if args.asset and not args.file:
         raise InvalidInputError("--asset goes with the script it serves: add --file score.py.")
+    if args.sample is not None and not args.test:
+        raise InvalidInputError(f"--sample {args.sample} is what --test sends: add --test.")
+    sample = read_body(args.sample) if args.sample is not None else None
     if args.file:
-        saved = api.set_score_script(args.ref, read_text(args.file, "--file"), assets=args.asset)
-        return api.try_score_script(args.ref) if args.test else saved
+        if args.file == "-":
+            saved = api.set_score_script(args.ref, read_text(args.file, "--file"), assets=args.asset)
+        else:
+            saved = api.set_score_script(args.ref, file=args.file, assets=args.asset)
+        return api.try_score_script(args.ref, sample=sample) if args.test else saved
     if args.test:
-        return api.try_score_script(args.ref)
+        return api.try_score_script(args.ref, sample=sample)
     if args.generate:
         source = api.generate_score_script(args.ref)
         return Status(source.rstrip("\n"), {"model": args.ref, "source": source, "generated": True})
@@ -50,7 +56,10 @@ def add_verbs(verbs: Verbs) -> None:
                    help="With --file: a file or folder the script needs, copied beside it in deployments; repeatable.")
     p.add_argument("--test", action="store_true",
                    help="Run init() and run(sample) in a clean process, the model laid out as deployed, with the "
-                        "registered input example; exit 1 when it fails.")
+                        "registered input example (or --sample); exit 1 when it fails.")
+    p.add_argument("--sample", metavar="DATA",
+                   help=f"With --test: the input to send instead of the registered example: {ACCEPTED}; or inline "
+                        "JSON, e.g. '[[5.1, 3.5, 1.4, 0.2]]'.")
 
     p = verbs.add("environment", _environment, "Set the environment deployments install: a conda YAML or "
                                                "requirements file, or --from-kernel.")

@@ -61,6 +61,46 @@ def save_object(obj: Any, folder: Path, flavor: str | None = None, format: str |
     return chosen.save(obj, folder)
 
 
+#: The longest file name a version's file may be given (most file systems allow 255 bytes).
+MAX_FILE_NAME = 255
+
+#: Suffixes that hold the same kind of file: a new version inherits a name only within its kind.
+_FILE_KINDS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "pickle", ".sav": "pickle", ".skops": "skops",
+               ".onnx": "onnx", ".pt": "torch", ".pth": "torch"}
+
+
+def check_file_name(name: str) -> str:
+    """Return ``name`` if it can name a model's file inside its folder: one plain name, no folder.
+
+    Raises:
+        InvalidInputError: it is empty, too long, names a folder or leaves the model folder.
+    """
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\0")
+            or len(name.encode()) > MAX_FILE_NAME):
+        shown = name if len(name) <= 60 else f"{name[:60]}..."
+        raise InvalidInputError(f"Invalid file name {shown!r}: give one plain file name of at most {MAX_FILE_NAME} "
+                                "bytes, without a folder, e.g. sklearn_regression_model.pkl.")
+    return name
+
+
+def same_kind_of_file(name: str, other: str) -> bool:
+    """Whether two file names hold the same kind of model file, by suffix (``.pkl`` and ``.joblib`` do)."""
+    kind = _FILE_KINDS.get(Path(name).suffix.lower())
+    return kind is not None and kind == _FILE_KINDS.get(Path(other).suffix.lower())
+
+
+def name_file(saved: SavedModel, folder: Path, file_name: str) -> SavedModel:
+    """Give the single file a flavor saved into ``folder`` another name (the one the entry script opens).
+
+    Raises:
+        InvalidInputError: the name is not a plain file name (:func:`check_file_name`).
+    """
+    current = saved.options.get("file")
+    if current is None or current == check_file_name(file_name):
+        return saved
+    (folder / current).rename(folder / file_name)
+    return SavedModel(saved.flavor, saved.framework, saved.framework_version, {**saved.options, "file": file_name})
+
 
 def save_file(source: Path, folder: Path, flavor: str | None = None) -> SavedModel:
     """Register a file or folder as it is (copied by :func:`save_path`), saying what loading it would read.

@@ -16,34 +16,46 @@ from mlops_magics.magics.base import MagicsBase, examples, user_errors
 class AuthoringMagics(MagicsBase):
     """Authoring a deployment from cells."""
 
-    @examples("%score_script iris --generate           # a default script for iris, in the next cell",
-              "%%score_script iris --test     # save the cell and try it in a clean process\n"
+    @examples("%%score_script iris --test --sample X_test[:2]   # save the cell, try it on two rows\n"
               "def init(): ...\ndef run(data): ...",
-              "%score_script iris                     # show the saved script")
+              "%score_script iris --file score.py --test   # the script a %%writefile cell wrote",
+              "%score_script iris --generate           # a default script for iris, in the next cell")
     @magic_arguments()
     @argument("ref", help="NAME (every version), NAME:VERSION or NAME@ALIAS (one version).")
+    @argument("--file", "-f", metavar="PATH",
+              help="Save this file as the entry script (e.g. what %%%%writefile score.py wrote) instead of the cell; "
+                   "its problems and tracebacks name the file's lines.")
     @argument("--asset", action="append", default=[], metavar="PATH",
               help="A file or folder the script needs, copied beside it in deployments; repeatable.")
     @argument("--generate", action="store_true",
               help="Write a default entry script for the model into the next cell, ready to edit.")
     @argument("--test", action="store_true",
               help="Also run init() and run(sample) in a clean process, the model laid out as deployed, "
-                   "with the registered input example.")
+                   "with the registered input example (or --sample).")
+    @argument("--sample", "-s", metavar="EXPR",
+              help="With --test: the input to send, an expression evaluated in the notebook (e.g. X_test[:2]), "
+                   "instead of the registered input example.")
     @line_cell_magic
     def score_script(self, line: str, cell: str | None = None) -> Any:
-        """Save the cell as the model's entry script (checked, not run here), test, show or generate one."""
+        """Save the cell (or --file) as the model's entry script (checked, not run here), test, show or generate one."""
         args = self.parse(self.score_script, line)
+        if args.file and (cell is not None or args.generate):
+            raise UsageError(f"--file {args.file} is the script to save: leave the cell empty (%score_script, one %) "
+                             "and --generate out.")
+        if args.sample and not args.test:
+            raise UsageError(f"--sample {args.sample} is what --test sends: add --test.")
+        sample = self.evaluate(args.sample, "--sample") if args.sample else None
         with user_errors():
-            if cell is not None:
+            if cell is not None or args.file:
                 here = self.provenance()
-                api.set_score_script(args.ref, cell, assets=args.asset, line_offset=1, notebook=here.notebook,
-                                     cell=here.cell_execution_count)
+                api.set_score_script(args.ref, cell, file=args.file, assets=args.asset, line_offset=1,
+                                     notebook=here.notebook, cell=here.cell_execution_count)
                 if args.test:
-                    return api.try_score_script(args.ref)
+                    return api.try_score_script(args.ref, sample=sample)
                 print(api.script_info(args.ref).saved_note())
                 return None
             if args.test:
-                return api.try_score_script(args.ref)
+                return api.try_score_script(args.ref, sample=sample)
             info = api.script_info(args.ref)
             if args.generate:
                 source = api.generate_score_script(args.ref)

@@ -12,14 +12,17 @@ from mlops_magics import api, flavors
 from mlops_magics.magics.base import MagicsBase, examples, user_errors
 from mlops_magics.registry import ModelVersion, parse_ref
 
+#: The file names the flavors give an object's file: any other name was kept from the previous version.
+_FLAVOR_FILES = (flavors.base.PICKLE_FILE, flavors.base.SKOPS_FILE, flavors.base.ONNX_FILE, flavors.base.TORCH_FILE)
+
 
 @magics_class
 class ModelMagics(MagicsBase):
     """The registry's magics."""
 
     @examples("%register clf --name iris --sample X_test[:5]   # the variable clf as the next version of iris",
-              "%register clf --name iris --tag team=cv --alias staging",
-              "%register --path model.onnx --name forest        # a file instead of a variable")
+              "%register --path model.onnx --name forest        # a file instead of a variable",
+              "%register model2 --name diabetes --file-name sklearn_regression_model.pkl  # the file the script opens")
     @magic_arguments()
     @argument("var", nargs="?", help="Notebook variable holding the model (omit with --path).")
     @argument("--name", "-n", help="Model name (default: the variable's name). Letters, digits, '.', '_', '-'.")
@@ -36,6 +39,10 @@ class ModelMagics(MagicsBase):
     @argument("--derived-from", metavar="NAME:VERSION", help="Record that this version was made from another.")
     @argument("--format", choices=flavors.FORMATS,
               help="How to save the variable: pickle (default) or skops (scikit-learn, loaded without pickle).")
+    @argument("--file-name", metavar="FILE",
+              help="The variable's file name in the model folder ($AZUREML_MODEL_DIR/FILE, what the entry script "
+                   "opens). Default: the previous version's, when it holds the same kind of file (as --path keeps "
+                   "a file's name); else model.pkl.")
     @argument("--trust", action="store_true",
               help="With --path: you know where the file comes from; record that you trust it to be loaded (a pickle "
                    "from a path is refused at load and deploy until trusted).")
@@ -50,10 +57,15 @@ class ModelMagics(MagicsBase):
                 model, args.name or args.var, path=args.path, tags=args.tag, description=args.description,
                 sample=sample, alias=args.alias, flavor=args.flavor, derived_from=args.derived_from,
                 provenance=self.provenance(), trust=args.trust, format=args.format, metrics=args.metric,
+                file_name=args.file_name,
             )
         if not args.name and args.var:
             print(f"Registered {version.ref}: the model is named after the variable {args.var!r} (--name NAME "
                   "names it otherwise).")
+        kept = version.flavor_options.get("file")
+        if args.var and not args.file_name and kept and kept not in _FLAVOR_FILES:
+            print(f"Saved as {kept!r}, the file name of the previous version of {version.name} (the name its "
+                  "entry script opens); --file-name FILE names it otherwise.")
         return version
 
     @examples("%trust evil:1            # you checked where this pickle comes from: allow loading it",

@@ -93,6 +93,7 @@ def inference(database: Database, version: ModelVersion) -> InferenceConfig:
         script_saved_at=datetime.fromisoformat(saved["saved_at"]) if "saved_at" in saved else None,
         script_notebook=saved.get("notebook"),
         script_cell=saved.get("cell"),
+        script_file=saved.get("file"),
     )
 
 

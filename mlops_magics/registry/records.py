@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlops_magics.registry import cards, trust
 from mlops_magics.registry.secrets import read_key_file
@@ -271,6 +272,24 @@ class Deployment:
         return f"{self.url}/score" if self.url else None
 
     @property
+    def scoring_uri(self) -> str | None:
+        """Azure's name for :attr:`scoring_url` (``Webservice.scoring_uri``)."""
+        return self.scoring_url
+
+    @property
+    def swagger_uri(self) -> str | None:
+        """Azure's name for :attr:`swagger_url` (``Webservice.swagger_uri``)."""
+        return self.swagger_url
+
+    @property
+    def port(self) -> int | None:
+        """The port the service answers on: the one it was deployed with, else its URL's (None: no address)."""
+        recorded = self.config.get("port")
+        if recorded is not None:
+            return int(recorded)
+        return urlsplit(self.url).port if self.url else None
+
+    @property
     def auth_key(self) -> str | None:
         """The primary key to send as 'Authorization: Bearer KEY', when the service requires one (read from the
         service's 0600 key file: the database holds no key)."""
@@ -398,6 +417,8 @@ class InferenceConfig:
     #: The notebook and the ``In[n]`` number of the cell it was saved from, where known.
     script_notebook: str | None = None
     script_cell: int | None = None
+    #: The file it was read from (``%score_script NAME --file score.py``), as given; None: from a cell or code.
+    script_file: str | None = None
 
     def __repr__(self) -> str:
         script = f"{len(self.script.splitlines())} lines" if self.script is not None else "default"

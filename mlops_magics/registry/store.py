@@ -198,7 +198,7 @@ class Registry(Database):
         """Store part of a model's inference configuration (``version=0``: for every version).
 
         Fields left as ``KEEP`` are unchanged; ``None`` clears one. A script is stored with the time it was saved and
-        ``script_from`` (``{"notebook": ..., "cell": n}``: where it was saved from, when known).
+        ``script_from`` (``{"notebook": ..., "cell": n, "file": ...}``: where it was saved from, when known).
 
         Raises:
             NotFoundError: the model (or that version) does not exist.
