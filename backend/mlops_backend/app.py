@@ -209,14 +209,16 @@ class ScoringApp:
             status = 500
             body = b'{"message": "An unexpected internal error occurred. Check the logs for more info."}'
             headers.append((b"content-type", JSON_TYPE))
+        # Counted before the answer leaves: a client that has its answer and asks /metrics (of any worker) finds it.
+        # A client gone before the answer still ends the request's count.
+        elapsed = time.perf_counter() - started
+        self.metrics.finished(route, status, elapsed, run_failed=run_failed)
         try:
             if status != CLIENT_GONE and streamed is None:
                 headers.append((b"content-length", str(len(body)).encode()))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
-        finally:  # a client gone before the answer still ends the request's count
-            elapsed = time.perf_counter() - started
-            self.metrics.finished(route, status, elapsed, run_failed=run_failed)
+        finally:
             if collector is not None:
                 collector.record(request_id, status, elapsed, payload, body)
         if self.access_log is not None:
