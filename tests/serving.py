@@ -100,8 +100,9 @@ def mlops_serve() -> str:
 
 
 def start(script: str | Path | None, *args: str, env: Mapping[str, str] | None = None, port: int | None = None,
-          logs: Path) -> Served:
-    """Start the server (do not wait for it); ``script=None`` leaves the entry script to the environment."""
+          logs: Path, cwd: Path | None = None) -> Served:
+    """Start the server (do not wait for it) in ``cwd`` (default: this process's); ``script=None`` leaves the entry
+    script to the environment."""
     port = free_port() if port is None else port
     path = None if script is None else script if isinstance(script, Path) else SCRIPTS / script
     name = "env" if path is None else path.stem
@@ -111,7 +112,7 @@ def start(script: str | Path | None, *args: str, env: Mapping[str, str] | None =
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
             [mlops_serve(), *script_args, "--port", str(port), *args],
-            stdout=out, stderr=err, env={**os.environ, **(env or {})},
+            stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd,
         )
     return Served(port, process, stdout, stderr)
 
@@ -144,12 +145,51 @@ def stop(served: Served, timeout: float = 15) -> int:
 
 @contextmanager
 def serving(
-    script: str | Path | None, *args: str, logs: Path, env: Mapping[str, str] | None = None
+    script: str | Path | None, *args: str, logs: Path, env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Served]:
-    """A healthy server for the duration of the block, stopped after it."""
-    served = start(script, *args, env=env, logs=logs)
+    """A healthy server for the duration of the block (started in ``cwd``), stopped after it."""
+    served = start(script, *args, env=env, logs=logs, cwd=cwd)
     try:
         wait_healthy(served)
         yield served
     finally:
         stop(served)
+
+
+def raw_headers(served: Served, method: str, path: str, body: bytes | str | None = None,
+                headers: Mapping[str, str] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, every header line as sent (repeats kept, names lowercased) and body of one request."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        conn.request(method, path, body=body.encode() if isinstance(body, str) else body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return response.status, [(k.lower(), v) for k, v in response.getheaders()], response.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class StreamedReply:
+    """What a client of ``streaming.py`` saw: the head, the first part, and the rest once the gate was opened."""
+
+    status: int
+    headers: dict[str, str]
+    first: bytes
+    rest: bytes
+
+
+def read_streamed(served: Served, gate: Path, **request: Any) -> StreamedReply:
+    """POST to ``streaming.py``; read its first part, only then create ``gate`` (which the generator waits for),
+    then read the rest. A server that buffers the answer sends nothing until the generator gives up waiting, and
+    its second part then says so."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+    try:
+        conn.request("POST", "/score", body=json.dumps({"gate": str(gate), **request}).encode())
+        response = conn.getresponse()
+        first = response.readline()
+        gate.touch()
+        return StreamedReply(response.status, {k.lower(): v for k, v in response.getheaders()}, first,
+                             response.read())
+    finally:
+        conn.close()

@@ -115,6 +115,19 @@ def test_run_errors_come_back_from_call_with_the_exception(clean: Registry, iris
     assert "score script cell, line 6, in run" in mm.logs("raiser")
 
 
+def test_the_server_runs_in_the_app_root_so_relative_paths_find_the_assets(clean: Registry, iris_lr: Any,
+                                                                            tmp_path: Path) -> None:
+    (tmp_path / "labels.json").write_text('["setosa", "versicolor", "virginica"]')
+    mm.register(iris_lr, "assets")
+    mm.set_score_script("assets", "import json, os\n\ndef init():\n    global labels\n"
+                        "    labels = json.load(open('labels.json'))\n\n"
+                        "def run(data):\n    return {'labels': labels, 'cwd': os.path.basename(os.getcwd())}\n",
+                        assets=[tmp_path / "labels.json"])
+    d = mm.deploy("assets")
+    assert mm.call("assets", [1]) == {"labels": ["setosa", "versicolor", "virginica"], "cwd": "app"}
+    assert Path(d.config["folder"], "app", "labels.json").exists()  # the app root, where the server started
+
+
 def test_reload_serves_the_edited_script_at_the_same_address(clean: Registry, iris_lr: Any) -> None:
     mm.register(iris_lr, "svc")
     mm.set_score_script("svc", ECHO, line_offset=1)

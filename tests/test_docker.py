@@ -21,6 +21,7 @@ import mlops_magics as mm
 from mlops_magics import api
 from mlops_magics.errors import BuildError, DeployError, EngineError, InvalidInputError
 from mlops_magics.packaging import engine
+from mlops_magics.packaging.context import APP_ROOT
 from mlops_magics.registry import Registry
 from tests.infrastructure import docker_engine
 
@@ -214,6 +215,7 @@ def test_deploy_runs_with_limits_scores_and_undeploys(dreg: Registry, docker_cli
     period = int(quota[1]) if len(quota) > 1 else int(_cgroup(container, "cpu.max", "cpu/cpu.cfs_period_us"))
     assert int(quota[0]) / period == pytest.approx(0.5)
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+    assert container.attrs["Config"]["WorkingDir"] == APP_ROOT  # the server keeps it: the app root, as on Azure
 
     log = Path(d.config["volume"]) / "logs" / "server.log"
     assert "serving score.py" in log.read_text() and "serving score.py" in api.logs("iris-svc", registry=dreg)

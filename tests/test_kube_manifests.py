@@ -65,6 +65,14 @@ def test_an_hpa_for_a_cluster_without_autoscaling_v2_validates_as_v2beta2(spec: 
         kubernetes_validate.validate(hpa, "1.26.0", strict=True)
 
 
+def test_the_server_runs_in_the_app_root_as_on_azure(spec: DeploySpec) -> None:
+    from mlops_magics.packaging.context import APP_ROOT
+
+    body = manifests.deployment(spec, settings({}), layout())
+    server = next(c for c in body["spec"]["template"]["spec"]["containers"] if c["name"] == "mlops-serve")
+    assert server["workingDir"] == APP_ROOT  # relative paths in scripts resolve there (the server keeps it)
+
+
 def test_names_and_labels_are_what_kubernetes_accepts_and_stay_distinct() -> None:
     assert manifests.object_name("iris") == "iris"
     changed = manifests.object_name("Iris_Model.v2")

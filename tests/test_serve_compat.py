@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import SCRIPTS, Reply, Served, free_port, serving, stop
+from tests.serving import SCRIPTS, Reply, Served, free_port, raw_headers, read_streamed, serving, stop
 
 pytestmark = pytest.mark.serve
 
@@ -72,9 +72,17 @@ CASES = [
     Case("aml_response.py", "POST", "/score", b"empty"),
     Case("aml_response.py", "POST", "/score", b"bytes"),
     Case("new_import_path.py", "POST", "/score", b"shout"),
+    Case("rawhttp_methods.py", "OPTIONS", "/score?a=1"),  # reaches run()
+    Case("rawhttp_methods.py", "OPTIONS", "/score", b"xyz"),
+    Case("rawhttp_methods.py", "POST", "/score", b"\x00\x01", (("Content-Type", "application/octet-stream"),)),
+    Case("response_headers.py", "POST", "/score", b"none"),  # run() returned None: {}
+    Case("response_headers.py", "POST", "/score", b"ids", (("x-request-id", "mine"),)),
+    Case("response_headers.py", "POST", "/score", b"flag-500"),
+    Case("echo.py", "POST", "/", b"x"),
+    Case("echo.py", "POST", "/swagger.json", b"x"),
 ]
-#: Where mlops-serve says more than azmlinfsrv on purpose: compare the status only.
-OWN_MESSAGES = {("PUT", "/score"), ("GET", "/nothing-here")}
+#: Where mlops-serve says more than azmlinfsrv on purpose: compare the status only (our 404 lists the routes).
+OWN_MESSAGES = {("GET", "/nothing-here")}
 #: run() returns a numpy array: azmlinfsrv cannot encode it (500, internal error); mlops-serve can.
 ENCODES_NUMPY = "numpy_schema.py"
 #: Intentional difference: an input the @input_schema decorators cannot convert (a string where an array
@@ -84,12 +92,13 @@ CONVERSION_FAILURES = {b'{"data": "not an array"}': "'data'", b'{"data": [[1, 2,
                        b'{"data": [[1, 2]]}': "'data'"}
 
 
-def _azure_server(script: str, logs: Path) -> Iterator[Served]:
+def _azure_server(script: str, logs: Path, cwd: Path = SCRIPTS) -> Iterator[Served]:
     port = free_port()
-    out, err = logs / f"az-{script}.out", logs / f"az-{script}.err"
+    name = script.replace("/", "_")
+    out, err = logs / f"az-{name}.out", logs / f"az-{name}.err"
     with open(out, "wb") as o, open(err, "wb") as e:
         process = subprocess.Popen([str(AZMLINFSRV), "--entry_script", str(SCRIPTS / script), "--port", str(port)],
-                                   stdout=o, stderr=e, cwd=SCRIPTS)
+                                   stdout=o, stderr=e, cwd=cwd)
     served = Served(port, process, out, err)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -117,7 +126,7 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[
     with ExitStack() as stack:
         for script in sorted({c.script for c in CASES}):
             azure = stack.enter_context(contextmanager(_azure_server)(script, logs))
-            ours = stack.enter_context(serving(script, logs=logs))
+            ours = stack.enter_context(serving(script, logs=logs, cwd=SCRIPTS))  # where azmlinfsrv starts
             found[script] = (azure, ours)
         yield found
 
@@ -175,14 +184,58 @@ def test_request_headers_reach_run_as_azure_passes_them(pairs: dict[str, tuple[S
     assert o["headers"] == a["headers"]
 
 
-def test_swagger_schemas_match(pairs: dict[str, tuple[Served, Served]]) -> None:
-    azure, ours = pairs["numpy_schema.py"]
-    for version, key in (("2", "definitions"), ("3", "components")):
-        a = azure.request("GET", f"/swagger.json?version={version}").json()
-        o = ours.request("GET", f"/swagger.json?version={version}").json()
-        pick = (lambda d: d["definitions"]) if key == "definitions" else (lambda d: d["components"]["schemas"])
-        for schema in ("ServiceInput", "ServiceOutput"):
-            ours_schema = dict(pick(o)[schema])
-            if schema == "ServiceInput":  # intentional: ours says which inputs run() requires (no default)
-                assert ours_schema.pop("required") == ["data"] and "required" not in pick(a)[schema]
-            assert ours_schema == pick(a)[schema]
+@pytest.mark.parametrize("script", ["numpy_schema.py", "echo.py", "standard_schema.py", "pandas_schema.py"])
+def test_swagger_documents_are_azures_byte_for_byte(pairs: dict[str, tuple[Served, Served]], script: str) -> None:
+    azure, ours = pairs[script]
+    for version in ("", "?version=2", "?version=2.0", "?version=3", "?version=3.0", "?version=3.1", "?version=4"):
+        a, o = (s.request("GET", f"/swagger.json{version}") for s in (azure, ours))
+        assert o.status == a.status, version
+        if a.status == 200:
+            assert o.body == a.body, version  # consumes, descriptions, examples, schemas: all of it
+        else:
+            assert o.json() == a.json(), version
+
+
+def _values(headers: list[tuple[str, str]], name: str) -> list[str]:
+    return [v for k, v in headers if k == name]
+
+
+@pytest.mark.parametrize("data", [b"ids", b"flag", b"flag-500", b"content-type", b"lowercase-content-type"])
+def test_a_scripts_headers_do_not_override_the_servers(pairs: dict[str, tuple[Served, Served]], data: bytes) -> None:
+    azure_server, our_server = pairs["response_headers.py"]
+    sent = {"x-request-id": "mine"}
+    (a_status, azure, a_body), (o_status, ours, o_body) = (raw_headers(s, "POST", "/score", data, sent)
+                                                           for s in (azure_server, our_server))
+    assert (o_status, o_body) == (a_status, a_body)
+    for name in ("x-request-id", "x-ms-request-id", "x-ms-client-request-id"):
+        assert _values(ours, name) == _values(azure, name), name  # the client's id stays
+    # One run-failed flag and one content type: azmlinfsrv may send its own and the script's (a lowercase
+    # "content-type", or the script's flag below 500); clients that keep the last value see the same.
+    for name in ("x-ms-run-function-failed", "content-type"):
+        assert _values(ours, name) == _values(azure, name)[-1:], name
+
+
+def test_a_generator_answer_is_streamed_by_both(pairs: dict[str, tuple[Served, Served]], tmp_path: Path) -> None:
+    with serving("streaming.py", logs=tmp_path, cwd=SCRIPTS) as ours:
+        azure_gen = _azure_server("streaming.py", tmp_path)
+        azure = next(azure_gen)
+        try:
+            replies = [read_streamed(s, tmp_path / f"gate-{name}") for name, s in (("azure", azure), ("ours", ours))]
+        finally:
+            next(azure_gen, None)
+    for reply in replies:
+        assert (reply.status, reply.first, reply.rest) == (200, b"first\n", b"released\nlast\n")
+        assert reply.headers["transfer-encoding"] == "chunked" and reply.headers["content-type"] == "text/plain"
+
+
+def test_the_working_directory_is_where_both_were_started(pairs: dict[str, tuple[Served, Served]],
+                                                          tmp_path: Path) -> None:
+    script = "source_directory/x/y/score.py"  # opens ./source_directory/extradata.json in init()
+    with serving(SCRIPTS / script, logs=tmp_path, cwd=SCRIPTS) as ours:
+        azure_gen = _azure_server(script, tmp_path)
+        azure = next(azure_gen)
+        try:
+            a, o = (s.post_json("/score", {}).json() for s in (azure, ours))
+        finally:
+            next(azure_gen, None)
+    assert o == a == {"extra": {"labels": ["setosa", "versicolor", "virginica"]}, "cwd": str(SCRIPTS)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import Served, serving
+from tests.serving import SCRIPTS, Served, raw_headers, serving, start
 
 pytestmark = pytest.mark.serve
 
@@ -44,9 +44,11 @@ def test_readiness_and_unknown_routes_and_methods(server: Callable[..., Served])
     assert missing.status == 404 and "No route '/nope'" in missing.message
     for method in ("PUT", "DELETE", "PATCH"):
         reply = s.request(method, "/score", "x")
-        assert reply.status == 405 and reply.message == "Method not allowed"
+        assert reply.status == 405 and reply.message == "The method is not allowed for the requested URL."  # Azure's
         assert reply.headers["allow"] == "GET, POST, OPTIONS"
-    assert s.request("POST", "/", "x").status == 405
+    for path in ("/", "/swagger.json", "/ready", "/metrics", "/swagger-mlops.json"):
+        other = s.request("POST", path, "x")
+        assert (other.status, other.message) == (405, "The method is not allowed for the requested URL."), path
     options = s.request("OPTIONS", "/score")
     assert (options.status, options.body) == (200, b"")
 
@@ -290,8 +292,81 @@ def test_undecorated_scripts_get_a_generic_swagger(server: Callable[..., Served]
     assert "/score" in doc["paths"] and "/" in doc["paths"]
 
 
-def test_a_swagger_file_in_the_app_root_is_served_as_is(tmp_path: Path) -> None:
-    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
-    (tmp_path / "swagger.json").write_text('{"swagger": "2.0", "info": {"title": "mine"}}')
-    with serving(tmp_path / "score.py", logs=tmp_path / "logs") as s:
-        assert s.request("GET", "/swagger.json").body == b'{"swagger": "2.0", "info": {"title": "mine"}}'
+def test_a_swagger_file_of_the_app_is_served_as_azmlinfsrv_serves_it(tmp_path: Path) -> None:
+    app, scripts = tmp_path / "app", tmp_path / "app" / "src"
+    scripts.mkdir(parents=True)
+    (scripts / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
+    (scripts / "swagger.json").write_text('{"swagger":"2.0","info":{"title":"beside the script"}}')
+    (scripts / "swagger3.json").write_text('{"openapi":"3.0.3",\n "info":{"title":"mine"}}')
+    (app / "swagger.json").write_text('{"swagger": "2.0", "info": {"title": "app root"}}')
+    with serving(scripts / "score.py", logs=tmp_path / "logs", cwd=app) as s:  # the app root: where it started
+        assert s.request("GET", "/swagger.json").body == b'{"swagger": "2.0", "info": {"title": "app root"}}'
+        # parsed and written again, as azmlinfsrv does (json.dumps); found beside the script when the root has none
+        assert s.request("GET", "/swagger.json?version=3").body == b'{"openapi": "3.0.3", "info": {"title": "mine"}}'
+        assert s.request("GET", "/swagger-mlops.json").json()["info"]["title"] == "ML service"  # ours: generated
+    (app / "swagger.json").write_text("{not json")
+    broken = start(scripts / "score.py", logs=tmp_path / "logs", cwd=app)
+    assert broken.process.wait(30) == 3
+    assert f"The swagger file {app / 'swagger.json'} cannot be served" in broken.log()
+
+
+# -- as azmlinfsrv does (issue 22) -----------------------------------------------------------
+
+def test_the_working_directory_is_where_the_server_was_started(tmp_path: Path) -> None:
+    with serving(SCRIPTS / "source_directory" / "x" / "y" / "score.py", logs=tmp_path, cwd=SCRIPTS) as s:
+        reply = s.post_json("/score", {})
+    assert reply.json() == {"extra": {"labels": ["setosa", "versicolor", "virginica"]}, "cwd": str(SCRIPTS)}
+
+
+def test_options_reaches_a_rawhttp_run(server: Callable[..., Served]) -> None:
+    reply = server("rawhttp_script.py").request("OPTIONS", "/score")
+    assert reply.status == 200
+    assert reply.json() == {"method": "OPTIONS", "length": 0, "first": "", "content_type": None}
+    assert "x-ms-run-fn-exec-ms" in reply.headers  # run() ran
+    assert server("echo.py").request("OPTIONS", "/score").body == b""  # not @rawhttp: answered by the server
+
+
+def test_a_cors_preflight_is_answered_by_the_server_even_for_rawhttp(server: Callable[..., Served]) -> None:
+    s = server("rawhttp_script.py", env={"AML_CORS_ORIGINS": "https://app.example"})
+    reply = s.request("OPTIONS", "/score", headers={"Origin": "https://app.example",
+                                                    "Access-Control-Request-Method": "POST"})
+    assert (reply.status, reply.body) == (200, b"")
+    assert reply.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_run_returning_none_answers_an_empty_object(server: Callable[..., Served]) -> None:
+    reply = server("response_headers.py").request("POST", "/score", "none")
+    assert (reply.status, reply.body, reply.headers["content-type"]) == (200, b"{}", "application/json")
+
+
+def test_a_scripts_headers_keep_the_request_ids_and_send_the_run_flag_once(server: Callable[..., Served]) -> None:
+    s = server("response_headers.py")
+    _, ids, body = raw_headers(s, "POST", "/score", "ids", {"x-request-id": "mine"})
+    assert body == b"ids"
+    assert [v for k, v in ids if k == "x-request-id"] == ["mine"]  # the client's, not the script's "A, x"
+    assert [v for k, v in ids if k == "x-ms-request-id"] == ["mine"]
+    assert [v for k, v in ids if k == "x-ms-client-request-id"] == ["C"]  # the client sent none: the script's
+    _, sent, _ = raw_headers(s, "POST", "/score", "ids", {"x-ms-client-request-id": "client"})
+    assert [v for k, v in sent if k == "x-ms-client-request-id"] == ["client"]
+    for data, status, flag in (("flag", 200, "custom"), ("flag-500", 500, "True"), ("x", 200, "False")):
+        code, headers, _ = raw_headers(s, "POST", "/score", data)
+        assert code == status and [v for k, v in headers if k == "x-ms-run-function-failed"] == [flag], data
+    for data in ("content-type", "lowercase-content-type"):  # one content type, the script's
+        _, headers, _ = raw_headers(s, "POST", "/score", data)
+        assert [v for k, v in headers if k == "content-type"] == ["text/plain"], data
+
+
+def test_swagger_json_is_azures_document_and_ours_is_separate(server: Callable[..., Served]) -> None:
+    s = server("numpy_schema.py")
+    v2 = s.request("GET", "/swagger.json").json()
+    assert (v2["schemes"], v2["consumes"], v2["produces"]) == (["https"], ["application/json"], ["application/json"])
+    assert v2["info"]["description"] == "API specification for the Azure Machine Learning service ML service"
+    assert v2["paths"]["/"]["get"]["responses"]["200"]["examples"] == {"application/json": "Healthy"}
+    assert set(v2["paths"]) == {"/", "/score", "/swagger.json"} and "get" not in v2["paths"]["/score"]
+    assert "required" not in v2["definitions"]["ServiceInput"]  # inference_schema's schema, as it generates it
+    v3 = s.request("GET", "/swagger.json?version=3").json()
+    assert v3["security"] == [{"Bearer": []}] and v3["openapi"] == "3.0.3"
+    ours = s.request("GET", "/swagger-mlops.json?version=3").json()
+    assert {"/ready", "/metrics", "/swagger-mlops.json"} <= set(ours["paths"]) and "get" in ours["paths"]["/score"]
+    assert ours["components"]["schemas"]["ServiceInput"]["required"] == ["data"]
+    assert s.request("GET", "/swagger-mlops.json?version=9").status == 404

@@ -1,7 +1,9 @@
-"""The served OpenAPI document is the truth: schemathesis generates requests from it against a real server.
+"""Our OpenAPI document is the truth: schemathesis generates requests from it against a real server.
 
 A decorated entry script (inference-schema) runs in a real mlops-serve on 127.0.0.1; schemathesis
-loads its ``/swagger.json`` (OpenAPI 3) and, for every operation, sends requests built from the
+loads its ``/swagger-mlops.json`` (OpenAPI 3: what the server does; ``/swagger.json`` is Azure ML's
+document, served as azmlinfsrv serves it, which says ``text/plain`` where the servers answer
+``text/html`` and has no ``GET /score``) and, for every operation, sends requests built from the
 schema and checks that none gets a 5xx, and that statuses, content types and bodies conform to
 the document. Bounded: a few examples per operation, no deadline, seconds in all.
 """
@@ -56,9 +58,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield served
 
 
-def test_the_document_marks_required_inputs_and_lists_get_score(server: Served) -> None:
-    for version in ("2", "3"):
-        doc = server.request("GET", f"/swagger.json?version={version}").json()
+def test_our_document_marks_required_inputs_and_lists_get_score_and_our_routes(server: Served) -> None:
+    for version in ("2", "3", "3.1"):
+        doc = server.request("GET", f"/swagger-mlops.json?version={version}").json()
+        assert {"/", "/score", "/swagger.json", "/swagger-mlops.json", "/ready", "/metrics"} == set(doc["paths"])
+        azure = server.request("GET", f"/swagger.json?version={version}").json()
+        assert set(azure["paths"]) == {"/", "/score", "/swagger.json"}  # Azure's document: Azure's routes only
+        if version == "3.1":
+            continue
         schemas = doc["definitions"] if version == "2" else doc["components"]["schemas"]
         service_input = schemas["ServiceInput"]
         assert service_input["required"] == ["data", "label"]  # scale has a default
@@ -71,9 +78,10 @@ def test_the_document_marks_required_inputs_and_lists_get_score(server: Served) 
 
 
 def test_generated_requests_get_no_5xx_and_conforming_answers(server: Served) -> None:
-    schema = schemathesis.openapi.from_url(f"{server.url}/swagger.json?version=3")
+    schema = schemathesis.openapi.from_url(f"{server.url}/swagger-mlops.json?version=3")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {(op.method.upper(), op.path) for op in operations} >= {("GET", "/score"), ("POST", "/score"), ("GET", "/")}
+    assert {(op.method.upper(), op.path) for op in operations} >= {("GET", "/score"), ("POST", "/score"), ("GET", "/"),
+                                                                        ("GET", "/ready"), ("GET", "/metrics")}
     for operation in operations:
         _exercise(server, operation.as_strategy(GenerationMode.POSITIVE), CHECKS)
         if operation.path == "/score":  # inputs that break the schema: answered (4xx), never a 5xx

@@ -355,7 +355,10 @@ def test_a_keep_alive_clients_next_request_is_answered_while_the_server_stops(tm
 def test_two_workers_both_serve_and_a_killed_worker_is_replaced(tmp_path: Path) -> None:
     served = start("echo.py", "--worker_count", "2", logs=tmp_path)
     try:
-        wait_healthy(served)
+        wait_healthy(served)  # one worker answers: the other may still be starting
+        deadline = time.monotonic() + 30
+        while "all 2 workers ready" not in served.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
         for _ in range(200):  # a new connection each time: the kernel spreads them over the workers
             assert served.request("POST", "/score", "x").status == 200
         text = served.request("GET", "/metrics").body.decode()

@@ -1,15 +1,19 @@
 """The scoring server's ASGI application: Azure ML's HTTP contract, on a lean request path.
 
-Routes: ``GET /`` (liveness, "Healthy"), ``GET|POST|OPTIONS /score``, ``GET /swagger.json``,
-and ours: ``GET /ready`` and ``GET /metrics``. Errors are ``{"message": ...}`` with the status
-Azure ML's server gives. A worker scores one request at a time, as Azure ML's sync workers do;
-:mod:`mlops_backend.execution` decides when (a bounded queue: 503 "server busy" past it) and
-where (on the event loop while ``run()`` is fast, on a scoring thread once it is slow, so that
-liveness answers while ``run()`` works).
+Routes: ``GET /`` (liveness, "Healthy"), ``GET|POST|OPTIONS /score``, ``GET /swagger.json``
+(Azure ML's document, as azmlinfsrv serves it), and ours: ``GET /ready``, ``GET /metrics`` and
+``GET /swagger-mlops.json`` (the document of everything this server does). Errors are
+``{"message": ...}`` with the status Azure ML's server gives. ``OPTIONS /score`` reaches a
+``@rawhttp`` run(), as in azmlinfsrv (a CORS preflight, when CORS is on, is answered here). A response
+object whose body is a generator is streamed (chunked), each chunk sent as the generator yields it.
+A worker scores one request at a time, as Azure ML's sync workers do; :mod:`mlops_backend.execution`
+decides when (a bounded queue: 503 "server busy" past it) and where (on the event loop while ``run()``
+is fast, on a scoring thread once it is slow, so that liveness answers while ``run()`` works).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,12 +26,21 @@ from mlops_backend import __version__
 from mlops_backend.access_log import AccessLog
 from mlops_backend.collector import Collector
 from mlops_backend.config import ServeConfig
-from mlops_backend.entry import EntryScript
-from mlops_backend.execution import Busy, ClientGone, Executor
+from mlops_backend.entry import EntryScript, InputMode
+from mlops_backend.execution import Busy, ClientGone, Executor, block_signals
 from mlops_backend.inputs import HTTPError, Receive, RunArguments, Scope, check_bearer, parse_query, read_body
 from mlops_backend.keys import KeyFile
 from mlops_backend.metrics import ROUTE_INDEX, WorkerMetrics, render
-from mlops_backend.outputs import JSON_TYPE, NOT_FAILED, Answers, log_exception
+from mlops_backend.outputs import (
+    FAILED,
+    JSON_TYPE,
+    NOT_FAILED,
+    RUN_FAILED_MESSAGE,
+    Answers,
+    Streamed,
+    is_streamed,
+    log_exception,
+)
 from mlops_backend.swagger import Swagger, SwaggerError
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -37,6 +50,8 @@ HEADER_LIMIT = 100
 CLIENT_GONE = 499
 _HTML = b"text/html; charset=utf-8"  # what Azure ML's (Flask) server says for "Healthy" and OPTIONS
 _SERVER = f"mlops-serve/{__version__}".encode()
+#: Azure ML's (werkzeug's) text for a method a route does not take.
+METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 
 
 class ScoringApp:
@@ -54,12 +69,16 @@ class ScoringApp:
         self.executor = Executor(script.run, max_concurrent=config.max_concurrent_requests,
                                  max_wait_s=config.max_request_wait_ms / 1000,
                                  timeout_s=config.scoring_timeout_ms / 1000,
-                                 before_run=self._before_run if collector is not None else None)
+                                 before_run=self._before_run if collector is not None else None,
+                                 keeps_place=is_streamed)
         self.key_file = KeyFile(config.auth_key_file, config.auth_keys) if config.auth_key_file else None
         self._keys = [f"Bearer {k}".encode() for k in config.auth_keys]
         self._cors = set(config.cors_origins)
         self.arguments = RunArguments(config, script)
         self.answers = Answers(config, script)
+        #: OPTIONS /score reaches run() (a @rawhttp one), as in azmlinfsrv.
+        self.options_to_run = script.mode is InputMode.RAW
+        self._stream_pool: Any = None  # the thread that advances streamed bodies, made at the first one
 
     def refresh_keys(self) -> None:
         """Take up a rewritten key file (called once a second from the server's tick, off the request path)."""
@@ -104,6 +123,7 @@ class ScoringApp:
         body = payload = b""
         run_failed = False
         collector: Collector | None = None
+        streamed: Streamed | None = None
         if request_id is None:
             request_id = str(uuid.uuid4()).encode()
         try:
@@ -126,11 +146,12 @@ class ScoringApp:
                 headers.append((b"access-control-allow-origin", origin))
             if path == "/score":
                 route = 0
-                if method == "POST" or method == "GET":
+                if method == "POST" or method == "GET" or (method == "OPTIONS" and self.options_to_run
+                                                           and not self._preflight(scope)):
                     if self._keys:
                         self._check_auth(auth)
                     collector = self.collector  # from here on the request is recorded, whatever its answer
-                    if method == "POST":
+                    if method != "GET":
                         payload = await read_body(receive, content_length, self.config.max_body_bytes)
                     elif collector is not None:
                         payload = orjson.dumps(parse_query(scope["query_string"]))
@@ -140,11 +161,24 @@ class ScoringApp:
                         if executor.inline and not executor.admitted and not executor.queued:  # the fast path:
                             # run() on the loop now (Executor.can_run_inline, spelled out: no call, no hand-off)
                             outcome = executor.run_inline(kwargs, request_id, scope)
+                            inline = True
                         else:
                             outcome = await executor.submit(kwargs, request_id, scope)
+                            inline = False
                     except Busy as exc:
                         raise self._busy(exc) from None
-                    status, body, run_failed = self.answers.answer(outcome, kwargs, headers)
+                    mark = len(headers)
+                    status, answered, run_failed = self.answers.answer(outcome, kwargs, headers)
+                    if isinstance(answered, bytes):
+                        body = answered
+                    else:  # a streamed response: it keeps run()'s place until it is sent
+                        streamed = answered
+                        if inline:  # (from the scoring thread, the executor kept the place itself)
+                            executor.hold()
+                        status, body, run_failed = await self._stream(streamed, status, headers, mark, send,
+                                                                      scope, collector is not None)
+                        if status == CLIENT_GONE:
+                            collector = None
                 elif method == "OPTIONS":
                     status, body = 200, b""
                     headers.append((b"content-type", _HTML))
@@ -153,7 +187,7 @@ class ScoringApp:
                         headers += [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
                                     (b"access-control-allow-headers", b"*")]
                 else:
-                    raise HTTPError(405, "Method not allowed", [(b"allow", b"GET, POST, OPTIONS")])
+                    raise HTTPError(405, METHOD_NOT_ALLOWED, [(b"allow", b"GET, POST, OPTIONS")])
             else:
                 route = ROUTE_INDEX[_ROUTE_NAMES.get(path, "other")]
                 status, body = self._other(path, method, scope, headers)
@@ -175,20 +209,96 @@ class ScoringApp:
             status = 500
             body = b'{"message": "An unexpected internal error occurred. Check the logs for more info."}'
             headers.append((b"content-type", JSON_TYPE))
-        headers.append((b"content-length", str(len(body)).encode()))
+        # Counted before the answer leaves: a client that has its answer and asks /metrics (of any worker) finds it.
+        # A client gone before the answer still ends the request's count.
+        elapsed = time.perf_counter() - started
+        self.metrics.finished(route, status, elapsed, run_failed=run_failed)
         try:
-            if status != CLIENT_GONE:
+            if status != CLIENT_GONE and streamed is None:
+                headers.append((b"content-length", str(len(body)).encode()))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
-        finally:  # a client gone before the answer still ends the request's count
-            elapsed = time.perf_counter() - started
-            self.metrics.finished(route, status, elapsed, run_failed=run_failed)
+        finally:
             if collector is not None:
                 collector.record(request_id, status, elapsed, payload, body)
         if self.access_log is not None:
             self.access_log.write({"time": round(time.time(), 3), "request_id": request_id.decode("latin-1"),
                                    "method": method, "path": path, "status": status,
                                    "ms": round(elapsed * 1000, 3), "bytes": len(body)})
+
+    # -- streamed answers -------------------------------------------------------------------
+
+    @staticmethod
+    def _preflight(scope: Scope) -> bool:
+        """A CORS preflight (answered by the server when CORS is on, never by run())."""
+        return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+
+    async def _stream(self, streamed: Streamed, status: int, headers: list[tuple[bytes, bytes]], mark: int,
+                      send: Send, scope: Scope, collect: bool) -> tuple[int, bytes, bool]:
+        """Send a streamed answer, each chunk as the script's generator yields it (chunked transfer encoding).
+
+        The generator is advanced on a helper thread, the event loop staying free (probes, metrics); the request
+        keeps run()'s place meanwhile, so no other run() starts. A generator that fails before its first chunk
+        gets the 500 of a failed run(); one that fails later cuts the connection (the status is sent already),
+        as a WSGI server does. Returns the status, the body sent (for the collector, when ``collect``; bounded by
+        ``--max-body-bytes``) and whether run() failed.
+        """
+        loop = asyncio.get_running_loop()
+        if self._stream_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._stream_pool = ThreadPoolExecutor(1, thread_name_prefix="mlops-stream", initializer=block_signals)
+        pool, end = self._stream_pool, _END
+        chunk: Any
+        connection = scope.get("mlops.connection")
+        kept: list[bytes] = []
+        size = 0
+        try:
+            chunks = streamed.chunks()
+            try:
+                chunk = await loop.run_in_executor(pool, next, chunks, end)
+            except Exception:  # noqa: BLE001 - the script's generator may raise anything
+                log_exception("the generator of run()'s streamed response raised before its first chunk")
+                del headers[mark + 1:]  # the script's headers go; the request ids and run()'s time stay
+                headers += [(b"content-type", JSON_TYPE), (b"x-ms-run-function-failed", FAILED)]
+                body = orjson.dumps({"message": RUN_FAILED_MESSAGE})
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({"type": "http.response.start", "status": 500, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return 500, body, True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            limit = self.config.max_body_bytes
+            while chunk is not end:
+                data = chunk if isinstance(chunk, bytes) else chunk.encode() if isinstance(chunk, str) else (
+                    bytes(chunk))
+                if collect and size + len(data) <= limit:
+                    kept.append(data)
+                size += len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                if connection is not None and connection.transport.is_closing():
+                    return CLIENT_GONE, b"", False  # the client left: the rest is not made
+                try:
+                    chunk = await loop.run_in_executor(pool, next, chunks, end)
+                except Exception:  # noqa: BLE001
+                    log_exception("the generator of run()'s streamed response raised after its first chunk; the "
+                                  "connection is closed, its answer incomplete")
+                    if connection is not None:
+                        connection.drop()
+                    return status, b"".join(kept), True
+            await send({"type": "http.response.body", "body": b""})
+            return status, b"".join(kept), status >= 500
+        finally:
+            try:
+                await loop.run_in_executor(pool, streamed.close)
+            except Exception:  # noqa: BLE001 - a failing close() must not keep the place taken
+                log_exception("closing run()'s streamed response failed")
+            self.executor.release()
+
+    def close(self) -> None:
+        """Stop the helper threads (after the server has stopped)."""
+        self.executor.close()
+        if self._stream_pool is not None:
+            self._stream_pool.shutdown(wait=False, cancel_futures=True)
 
     def _check_auth(self, auth: bytes | None) -> None:
         check_bearer(auth, self._keys)
@@ -204,9 +314,9 @@ class ScoringApp:
     def _other(self, path: str, method: str, scope: Scope, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
         if path not in _ROUTE_NAMES:
             raise HTTPError(404, f"No route {path!r}. Routes: GET /, GET|POST /score, GET /swagger.json, "
-                                 "GET /ready, GET /metrics.")
+                                 "GET /swagger-mlops.json, GET /ready, GET /metrics.")
         if method != "GET" and not (method == "HEAD" and path in ("/", "/ready")):
-            raise HTTPError(405, "Method not allowed", [(b"allow", b"GET")])
+            raise HTTPError(405, METHOD_NOT_ALLOWED, [(b"allow", b"GET")])
         if path == "/":
             headers.append((b"content-type", _HTML))
             return 200, b"Healthy"
@@ -220,11 +330,13 @@ class ScoringApp:
             return 200, render(self.metrics.path.parent).encode()
         version = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("version")
         try:
-            document = self.swagger.get(version)
+            document = self.swagger.get(version, own=path == "/swagger-mlops.json")
         except SwaggerError as exc:
             raise HTTPError(404, str(exc)) from None
         headers.append((b"content-type", JSON_TYPE))
         headers.append((b"x-ms-run-function-failed", NOT_FAILED))
         return 200, document
 
-_ROUTE_NAMES = {"/": "health", "/ready": "ready", "/metrics": "metrics", "/swagger.json": "swagger"}
+_ROUTE_NAMES = {"/": "health", "/ready": "ready", "/metrics": "metrics", "/swagger.json": "swagger",
+               "/swagger-mlops.json": "swagger"}
+_END = object()  # the end of a streamed body

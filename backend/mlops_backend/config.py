@@ -128,10 +128,17 @@ class ServeConfig:
     #: Warnings about the settings, printed once at start (e.g. a key on the command line).
     notices: tuple[str, ...] = ()
 
+    #: The app root, as azmlinfsrv has it: ``AML_APP_ROOT``, else the directory the server was started in (which
+    #: stays the working directory: scripts open files relative to it). On ``sys.path``; swagger files are read
+    #: from it (then from the entry script's folder). ``None``: the working directory at start.
+    app_root_setting: Path | None = None
+    #: ``AZUREML_SOURCE_DIRECTORY`` (relative to the app root), also on ``sys.path``, as azmlinfsrv puts it.
+    source_dir: Path | None = None
+
     @property
     def app_root(self) -> Path:
-        """The entry script's folder: importable, and the working directory of the server."""
-        return self.entry_script.parent
+        """``AML_APP_ROOT`` if set, else the working directory the server was started in (never changed)."""
+        return self.app_root_setting if self.app_root_setting is not None else Path.cwd()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,8 +316,12 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     limits = ConnectionLimits(**{b.field: number(getattr(args, b.field), b.variable, getattr(base, b.field))
                                  for b in BOUNDS})
 
+    root_raw = settings.get("AML_APP_ROOT")
+    source_raw = settings.get("AZUREML_SOURCE_DIRECTORY")
     config = ServeConfig(
         entry_script=script_path,
+        app_root_setting=Path(str(root_raw)).resolve() if root_raw else None,
+        source_dir=Path(str(source_raw)) if source_raw else None,
         model_dir=model_dir,
         host=args.host or str(settings.get("MLOPS_HOST", "127.0.0.1")),
         port=DEFAULT_PORT if port is None else port,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import importlib.util
 import inspect
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,18 +94,25 @@ def _schema_decorated(run: Callable[..., Any]) -> bool:
     return bool(is_schema_decorated(run))
 
 
-def load(path: Path) -> EntryScript:
-    """Import the entry script (its folder on ``sys.path`` and as working directory) and analyse ``run``.
+def load(path: Path, app_root: Path | None = None, source_dir: Path | None = None) -> EntryScript:
+    """Import the entry script and analyse ``run``; the working directory is left as it is, as azmlinfsrv does.
+
+    The script's folder goes first on ``sys.path`` (its sibling modules import); ``app_root`` and
+    ``app_root / source_dir`` are appended, as azmlinfsrv appends ``AML_APP_ROOT`` and
+    ``AZUREML_SOURCE_DIRECTORY``. Relative paths in the script resolve against the directory the server
+    was started in (in Azure's images and in our targets: the app root holding the source directory).
 
     Raises:
         EntryScriptError: the import failed (chained), or init()/run() is missing or has a signature
             the server cannot call.
     """
     install_compat()
-    app_root = str(path.parent)
-    if app_root not in sys.path:
-        sys.path.insert(0, app_root)
-    os.chdir(app_root)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    for extra in ([] if app_root is None else [app_root, *([app_root / source_dir] if source_dir else [])]):
+        if str(extra) not in sys.path:
+            sys.path.append(str(extra))
     spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
     if spec is None or spec.loader is None:
         raise EntryScriptError(f"{path} cannot be imported as a Python module.")

@@ -152,6 +152,9 @@ class Executor:
     max_wait_s: float = 0.5
     timeout_s: float = 3600.0
     before_run: Callable[[Any], None] | None = None
+    #: True for a value of run() that is not finished when run() returns (a streamed response): its request keeps
+    #: run()'s place until :meth:`release` (no other run() starts while the script's generator yields).
+    keeps_place: Callable[[Any], bool] | None = None
     #: run() may be called on the loop (see the module's docstring).
     inline: bool = field(default=True, init=False)
     fast_streak: int = field(default=0, init=False)
@@ -320,10 +323,29 @@ class Executor:
     def _finished(self, job: _Job, outcome: Outcome) -> None:
         if job.timer is not None:
             job.timer.cancel()
-        self._thread_busy = False
-        if not job.future.done():
-            job.future.set_result(outcome)
         self._observe(self.timeout_s if outcome[2] else outcome[3])
+        if not job.future.done():
+            keeps = self.keeps_place is not None and outcome[1] is None and self.keeps_place(outcome[0])
+            job.future.set_result(outcome)
+            if keeps:  # the thread stays reserved and the place taken until the request calls release()
+                return
+        self._thread_busy = False
+        self._release()
+        self._dispatch(asyncio.get_running_loop())
+
+    # -- streamed answers -------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep run()'s place for a request whose inline run() returned a stream, until :meth:`release`.
+
+        (A stream from the scoring thread keeps its place already: see :attr:`keeps_place`.)
+        """
+        self.admitted += 1
+        self._thread_busy = True
+
+    def release(self) -> None:
+        """A streamed answer is complete (or abandoned): give its place to the next request in line."""
+        self._thread_busy = False
         self._release()
         self._dispatch(asyncio.get_running_loop())
 

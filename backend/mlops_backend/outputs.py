@@ -1,5 +1,10 @@
 """What a request is answered once run() has been called: its result encoded as JSON (numpy-aware), the
-status and headers of a response object it returned, or the 500 of a run() that failed or timed out.
+status and headers of a response object it returned (streamed when its body is a generator), or the 500 of a
+run() that failed or timed out.
+
+As azmlinfsrv answers: ``None`` is ``{}``; a response object's own ``x-request-id`` and ``x-ms-request-id``
+(and ``x-ms-client-request-id`` when the client sent one) give way to the request's; ``x-ms-run-function-failed``
+is sent once ("True" for a 5xx, else the script's value if it gave one, else "False").
 """
 
 from __future__ import annotations
@@ -20,6 +25,42 @@ JSON_TYPE = b"application/json"
 #: Values of the ``x-ms-run-function-failed`` header.
 NOT_FAILED = b"False"
 FAILED = b"True"
+#: What run() returning None answers (azmlinfsrv: ``AMLResponse(None, 200)``, an empty JSON object).
+EMPTY_OBJECT = b"{}"
+#: Headers of a response object that the server sets itself (the body's framing): never taken from it.
+_FRAMING = frozenset(("content-length", "transfer-encoding"))
+#: Request-id headers: the request's value wins over a response object's, when the server sends one.
+_REQUEST_IDS = frozenset((b"x-request-id", b"x-ms-request-id", b"x-ms-client-request-id"))
+
+
+class Streamed:
+    """The body of a response object that run() streams (a generator): sent chunk by chunk, as it yields."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    def chunks(self) -> Any:
+        """An iterator of the body's chunks, as bytes."""
+        encoded = getattr(self.response, "iter_encoded", None)
+        return iter(encoded() if callable(encoded) else self.response.response)
+
+    def close(self) -> None:
+        """Close the response (and so its generator), as a WSGI server does once the body is sent."""
+        close = getattr(self.response, "close", None)
+        if callable(close):
+            close()
+
+
+def is_response(value: Any) -> bool:
+    """True for a response object run() returned (werkzeug's, Flask's, AMLResponse, or alike)."""
+    return hasattr(value, "get_data") and hasattr(value, "status_code") and hasattr(value, "headers")
+
+
+def is_streamed(value: Any) -> bool:
+    """True for a response object whose body is a generator (werkzeug's ``is_streamed``)."""
+    return is_response(value) and getattr(value, "is_streamed", False) is True
 
 
 def _json_default(value: Any) -> Any:
@@ -57,8 +98,12 @@ class Answers:
         self.script = script
 
     def answer(self, outcome: Outcome, kwargs: dict[str, Any],
-               headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
-        """The status, body and run-failed flag for what run() gave; its headers are appended to ``headers``."""
+               headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes | Streamed, bool]:
+        """The status, body and run-failed flag for what run() gave; its headers are appended to ``headers``.
+
+        The body is :class:`Streamed` for a response object whose body is a generator (its chunks are sent as
+        they come, without a content-length).
+        """
         result, error, timed_out, seconds = outcome
         headers.append((b"x-ms-run-fn-exec-ms", f"{seconds * 1000:.3f}".encode()))
         if timed_out:
@@ -66,13 +111,16 @@ class Answers:
             return self._run_failed(f"Scoring timeout after {self.config.scoring_timeout_ms} ms", headers)
         if error is not None:
             return self._failed(error, kwargs, headers)
-        if hasattr(result, "get_data") and hasattr(result, "status_code") and hasattr(result, "headers"):
-            return self._response_object(result, headers)
-        try:
-            body = encode_json(result)
-        except (TypeError, ValueError) as exc:
-            log_exception("run() returned a value that is not JSON serializable")
-            return self._run_failed(f"run() returned a value that cannot be encoded as JSON: {exc}", headers)
+        if result is None:
+            body = EMPTY_OBJECT
+        elif hasattr(result, "get_data") and hasattr(result, "status_code") and hasattr(result, "headers"):
+            return self._response_object(result, headers)  # is_response(), spelled out on the hot path
+        else:
+            try:
+                body = encode_json(result)
+            except (TypeError, ValueError) as exc:
+                log_exception("run() returned a value that is not JSON serializable")
+                return self._run_failed(f"run() returned a value that cannot be encoded as JSON: {exc}", headers)
         headers.append((b"content-type", JSON_TYPE))
         headers.append((b"x-ms-run-function-failed", NOT_FAILED))
         return 200, body, False
@@ -97,18 +145,27 @@ class Answers:
         headers.append((b"x-ms-run-function-failed", FAILED))
         return 500, orjson.dumps({"message": message}), True
 
-    def _response_object(self, result: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bool]:
+    def _response_object(self, result: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes | Streamed, bool]:
         status = int(result.status_code)
         failed = status >= 500
-        seen_failed = False
+        flag = FAILED if failed else NOT_FAILED
+        content_type = None
+        ids = {name for name, _ in headers if name in _REQUEST_IDS}  # sent by the server for this request
         for name, value in result.headers.items():
             lower = name.lower()
-            if lower == "content-length":
+            if lower in _FRAMING:
                 continue
+            raw = lower.encode("latin-1")
             if lower == "x-ms-run-function-failed":
-                seen_failed = True
-                value = "True" if failed else value
-            headers.append((lower.encode("latin-1"), str(value).encode("latin-1")))
-        if not seen_failed:
-            headers.append((b"x-ms-run-function-failed", FAILED if failed else NOT_FAILED))
+                if not failed:  # one header, the script's value (azmlinfsrv sends its "False" and this one)
+                    flag = str(value).encode("latin-1")
+            elif lower == "content-type":  # one header, the last given
+                content_type = str(value).encode("latin-1")
+            elif raw not in ids:
+                headers.append((raw, str(value).encode("latin-1")))
+        if content_type is not None:
+            headers.append((b"content-type", content_type))
+        headers.append((b"x-ms-run-function-failed", flag))
+        if is_streamed(result):
+            return status, Streamed(result), failed
         return status, result.get_data(), failed

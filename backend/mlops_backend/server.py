@@ -104,9 +104,10 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
     from mlops_backend import entry
     from mlops_backend.app import ScoringApp
     from mlops_backend.metrics import WorkerMetrics
+    from mlops_backend.swagger import SwaggerError
 
     try:
-        script = entry.load(config.entry_script)
+        script = entry.load(config.entry_script, config.app_root, config.source_dir)
     except entry.EntryScriptError as exc:
         _say(f"{exc}\n{traceback.format_exc() if exc.__cause__ else ''}")
         return EXIT_STARTUP_FAILED
@@ -123,7 +124,12 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
         _say(_bind_error(config, exc))
         return EXIT_STARTUP_FAILED
     metrics = WorkerMetrics(metrics_dir, index)
-    app = ScoringApp(config, script, metrics, collector)
+    try:
+        app = ScoringApp(config, script, metrics, collector)
+    except SwaggerError as exc:
+        _say(str(exc))
+        sock.close()
+        return EXIT_STARTUP_FAILED
     _allow_open_files(config.limits.max_connections)
     uv_config = uvicorn.Config(
         app, loop=config.loop, lifespan="off", access_log=False, server_header=False, ws="none",
@@ -147,7 +153,7 @@ def _serve_script(config: ServeConfig, metrics_dir: Path, index: int, ready_fd: 
     finally:
         if server.guard is not None:
             server.guard.stop()
-        app.executor.close()
+        app.close()
     if app.access_log is not None:
         app.access_log.flush()
     return 0

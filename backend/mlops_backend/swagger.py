@@ -1,13 +1,17 @@
-"""``/swagger.json``: OpenAPI 2, 3 and 3.1 documents, built once at start-up.
+"""The OpenAPI documents (versions 2, 3 and 3.1), built once at start-up.
 
-From run()'s inference_schema decorators when present; otherwise a generic object schema. A
-``swagger.json`` / ``swagger2.json`` (version 2), ``swagger3.json`` or ``swagger3.1.json`` file in
-the app root is served as it is instead.
+``/swagger.json`` is Azure ML's document, exactly as azmlinfsrv serves it (its templates, in
+:mod:`mlops_backend.azure_swagger`, with the schemas of run()'s inference_schema decorators, else a
+generic object schema; ``json.dumps`` of it), so that clients that diff it or generate code from it
+see no difference. A ``swagger.json`` / ``swagger2.json`` (version 2), ``swagger3.json`` or
+``swagger3.1.json`` file in the app root (then in the entry script's folder) is served instead, as
+azmlinfsrv serves it (parsed and written again).
 
-Beyond what inference_schema generates (and Azure ML's server serves), the document says what
-this server does: the input's ``required`` parameters (those of run() without a default: a body
-without one gets 400), no ``request_headers`` property (the server fills it from the headers),
-and ``GET /score``, whose query parameters are run()'s inputs, each a JSON value.
+``/swagger-mlops.json`` is ours: what this server really does, for code generators and contract
+tests. Beyond Azure's document it has the input's ``required`` parameters (those of run() without a
+default: a body without one gets 400), no ``request_headers`` property (the server fills it from the
+headers), ``GET /score`` (whose query parameters are run()'s inputs, each a JSON value), the real
+content types, the key auth when it is on, and our routes: ``/ready``, ``/metrics`` and itself.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlops_backend import azure_swagger
 from mlops_backend.config import ServeConfig
 from mlops_backend.entry import EntryScript
 
@@ -91,8 +96,39 @@ def _response(description: str, schema: dict[str, Any], media: str, version: str
     return {"description": description, "content": {media: {"schema": schema}}}
 
 
+def azure_document(config: ServeConfig, script: EntryScript, version: str) -> dict[str, Any] | None:
+    """Azure ML's document for ``version`` ('2', '3' or '3.1'), as azmlinfsrv builds it; None if the script's
+    schema lacks that version."""
+    if script.schema_decorated:
+        from inference_schema.schema_util import get_input_schema, get_output_schema, get_supported_versions
+
+        supported = {VERSION_ALIASES.get(v, v) for v in get_supported_versions(script.run)}
+        if version not in supported:
+            return None
+        input_schema, output_schema = get_input_schema(script.run), get_output_schema(script.run)
+    else:
+        input_schema = output_schema = {"type": "object", "example": {}}
+    prefix = config.service_path_prefix
+    text = (azure_swagger.SWAGGER2 if version == "2" else azure_swagger.SWAGGER3)
+    text = (text.replace("$SERVICE_NAME$", _json_text(config.service_name))
+            .replace("$SERVICE_VERSION$", _json_text(config.service_version))
+            .replace("$PATH_PREFIX$", _json_text(f"/{prefix.strip('/')}" if prefix else "")))
+    doc: dict[str, Any] = json.loads(text)
+    schemas = doc["definitions"] if version == "2" else doc["components"]["schemas"]
+    schemas["ServiceInput"], schemas["ServiceOutput"] = input_schema, output_schema
+    if version == "3.1":
+        doc["openapi"] = "3.1.0"
+    return doc
+
+
+def _json_text(value: str) -> str:
+    """``value`` as it goes inside a JSON string (azmlinfsrv puts it there unescaped: the same for plain names)."""
+    return json.dumps(value)[1:-1]
+
+
 def build(config: ServeConfig, script: EntryScript, version: str) -> dict[str, Any] | None:
-    """The document for ``version`` ('2', '3' or '3.1'), or None if the script's schema lacks it."""
+    """Our document (``/swagger-mlops.json``) for ``version`` ('2', '3' or '3.1'), or None if the script's schema
+    lacks it."""
     schemas = _schemas(script, version)
     if schemas is None:
         return None
@@ -123,9 +159,14 @@ def build(config: ServeConfig, script: EntryScript, version: str) -> dict[str, A
                                          _response("The service is up.", {**text, "example": "Healthy"},
                                                    "text/html", version), version)},
         f"{prefix}/score": {"post": score, "get": score_get},
-        f"{prefix}/swagger.json": {"get": _operation("GetSwaggerSpec", "This document.",
+        f"{prefix}/swagger.json": {"get": _operation("GetSwaggerSpec", "Azure ML's OpenAPI document of the service, "
+                                                     "as Azure ML's inference server serves it.",
                                                      _response("The OpenAPI document.", {"type": "object"},
                                                                "application/json", version), version)},
+        f"{prefix}/swagger-mlops.json": {"get": _operation("GetMlopsSwaggerSpec", "This document: what this server "
+                                                           "does, Azure ML's routes and ours.",
+                                                           _response("The OpenAPI document.", {"type": "object"},
+                                                                     "application/json", version), version)},
         f"{prefix}/ready": {"get": _operation("ServiceReadiness", "Readiness: 200 once init() has run, "
                                               "503 while shutting down.",
                                               _response("Ready.", {"type": "object"}, "application/json", version),
@@ -146,32 +187,47 @@ def build(config: ServeConfig, script: EntryScript, version: str) -> dict[str, A
 
 
 class Swagger:
-    """Every document, serialised once."""
+    """Every document, serialised once: Azure ML's (``/swagger.json``) and ours (``/swagger-mlops.json``).
+
+    Raises:
+        SwaggerError: a swagger file of the app is not valid JSON (the server does not start, as azmlinfsrv).
+    """
 
     def __init__(self, config: ServeConfig, script: EntryScript) -> None:
         self.documents: dict[str, bytes] = {}
+        self.own: dict[str, bytes] = {}
+        folders = list(dict.fromkeys([Path(config.app_root), config.entry_script.parent]))
         for version, files in _USER_FILES.items():
-            for name in files:
-                path = Path(config.app_root) / name
-                if path.is_file():
-                    self.documents[version] = path.read_bytes()
-                    break
-            else:
-                doc = build(config, script, version)
-                if doc is not None:
-                    self.documents[version] = json.dumps(doc).encode()
+            found = next((folder / name for folder in folders for name in files if (folder / name).is_file()), None)
+            doc = _read(found) if found is not None else None
+            if not doc:  # azmlinfsrv generates the document when the file is missing or empty
+                doc = azure_document(config, script, version)
+            if doc is not None:
+                self.documents[version] = json.dumps(doc).encode()
+            own = build(config, script, version)
+            if own is not None:
+                self.own[version] = json.dumps(own).encode()
 
-    def get(self, requested: str | None) -> bytes:
-        """The document for ``?version=`` (default 2).
+    def get(self, requested: str | None, *, own: bool = False) -> bytes:
+        """The document for ``?version=`` (default 2): Azure ML's, or ours with ``own``.
 
         Raises:
             SwaggerError: unknown version, or none available for it; the message lists what is.
         """
-        available = ", ".join(sorted(self.documents))
+        documents = self.own if own else self.documents
+        available = ", ".join(sorted(documents))
         version = VERSION_ALIASES.get(requested or "2")
         if version is None:
             raise SwaggerError(f"Swagger version [{requested}] is not valid. Supported versions: [{available}].")
-        if version not in self.documents:
+        if version not in documents:
             raise SwaggerError(f"Swagger version [{requested}] is not supported for the scoring script. "
                                f"Supported swagger versions: [{available}].")
-        return self.documents[version]
+        return documents[version]
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SwaggerError(f"The swagger file {path} cannot be served: {exc}. Fix it (valid JSON) or remove it "
+                           "to have the document generated from run()'s schema.") from None

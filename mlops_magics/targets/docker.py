@@ -239,6 +239,7 @@ class DockerTarget:
         try:
             container = self.engine.containers.run(
                 image.tag, command, detach=True, name=name, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+                working_dir=APP_ROOT,  # as in Azure's images: scripts open files relative to the app root
                 nano_cpus=nano_cpus, mem_limit=memory, memswap_limit=memory, environment=environment,
                 volumes=volumes,
                 labels={"mlops.service": spec.service, "mlops.model": spec.version.ref,

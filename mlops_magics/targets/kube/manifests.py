@@ -182,6 +182,7 @@ def deployment(spec: DeploySpec, settings: KubeSettings, layout: Layout) -> dict
     container: dict[str, Any] = {
         "name": "mlops-serve", "image": layout.image, "imagePullPolicy": "IfNotPresent",
         "command": server_command(spec, settings, layout.port), "env": env, "resources": resources,
+        "workingDir": APP_ROOT,  # as in Azure's images: scripts open files relative to the app root
         "startupProbe": _probe("/ready", settings, layout.port, startup=True),
         "readinessProbe": _probe("/ready", settings, layout.port),
         "livenessProbe": _probe("/", settings, layout.port),
