@@ -75,7 +75,7 @@ def test_isolation_needs_a_pip_environment_for_this_python(isolated_registry: Re
     mm.set_score_script("plain", SCRIPT)
     with pytest.raises(InvalidInputError, match="--isolated needs an environment for plain:1"):
         mm.deploy("plain", isolated=True)
-    other = "3.8" if platform.python_version().startswith("3.11") else "3.11"
+    other = "3.12" if platform.python_version().startswith("3.11") else "3.11"  # older than 3.10 becomes the kernel's
     mm.set_environment("plain", f"dependencies:\n  - python={other}\n  - pip:\n    - cloudpickle\n")
     with pytest.raises(InvalidInputError, match=f"asks for Python {other}"):
         mm.deploy("plain", isolated=True)
